@@ -1,0 +1,128 @@
+"""Multi-head attention with grouped-query sharing, optional qk-norm, and a KV cache.
+
+`SelfAttention` appends new keys/values to the cache it is given and returns the whole
+cache; `CrossAttention` projects the encoder output once and returns those keys/values so a
+decoder can reuse them at every step. Both run through torch's scaled_dot_product_attention
+(``sdpa``, flash kernels where the mask allows) or an explicit softmax (``eager``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nima.builders.positions import Rotary, apply_rotary
+
+KV = tuple[torch.Tensor, torch.Tensor]  # (B, H_kv, S, hd) each
+
+
+class _Attention(nn.Module):
+    """Projections and the attention kernel shared by self- and cross-attention."""
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        n_kv_heads: int,
+        head_dim: int,
+        bias: bool,
+        dropout: float,
+        backend: str,
+        qk_norm: Callable[[int], nn.Module] | None,
+    ) -> None:
+        super().__init__()
+        if backend not in ("sdpa", "eager"):
+            raise ValueError(f"unknown attention backend {backend!r}")
+        self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, head_dim
+        self.backend = backend
+        self.dropout = dropout
+        self.q_proj = nn.Linear(d_model, n_heads * head_dim, bias=bias)
+        self.k_proj = nn.Linear(d_model, n_kv_heads * head_dim, bias=bias)
+        self.v_proj = nn.Linear(d_model, n_kv_heads * head_dim, bias=bias)
+        self.o_proj = nn.Linear(n_heads * head_dim, d_model, bias=bias)
+        self.o_proj.nima_residual = True  # GPT-2 scaled init applies to this projection
+        self.q_norm = qk_norm(head_dim) if qk_norm else None
+        self.k_norm = qk_norm(head_dim) if qk_norm else None
+
+    def _heads(self, x: torch.Tensor, n: int) -> torch.Tensor:
+        b, t, _ = x.shape
+        return x.view(b, t, n, self.head_dim).transpose(1, 2)  # (B, n, T, hd)
+
+    def query(self, x: torch.Tensor) -> torch.Tensor:
+        q = self._heads(self.q_proj(x), self.n_heads)  # (B, H, T, hd)
+        return self.q_norm(q) if self.q_norm is not None else q
+
+    def key_value(self, x: torch.Tensor) -> KV:
+        k = self._heads(self.k_proj(x), self.n_kv_heads)  # (B, H_kv, S, hd)
+        v = self._heads(self.v_proj(x), self.n_kv_heads)  # (B, H_kv, S, hd)
+        return (self.k_norm(k) if self.k_norm is not None else k), v
+
+    def _repeat_kv(self, x: torch.Tensor) -> torch.Tensor:
+        """Share each key/value head across n_heads / n_kv_heads query heads (GQA, MQA)."""
+        rep = self.n_heads // self.n_kv_heads
+        if rep == 1:
+            return x
+        b, h, s, d = x.shape
+        return x[:, :, None].expand(b, h, rep, s, d).reshape(b, h * rep, s, d)  # (B, H, S, hd)
+
+    def attend(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, is_causal: bool
+    ) -> torch.Tensor:
+        """softmax(q k^T / sqrt(hd) + mask) v, then the output projection: (B, T, d_model)."""
+        k, v = self._repeat_kv(k), self._repeat_kv(v)  # (B, H, S, hd)
+        p = self.dropout if self.training else 0.0
+        if self.backend == "sdpa":
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=is_causal)
+        else:
+            scores = (q @ k.transpose(-2, -1)) * self.head_dim**-0.5  # (B, H, T, S)
+            if is_causal:
+                t, s = scores.shape[-2:]
+                causal = torch.ones(t, s, dtype=torch.bool, device=q.device).tril(s - t)
+                scores = scores.masked_fill(~causal, torch.finfo(scores.dtype).min)
+            if mask is not None:
+                scores = scores + mask
+            probs = scores.float().softmax(-1).to(q.dtype)
+            out = F.dropout(probs, p) @ v  # (B, H, T, hd)
+        b, _, t, _ = out.shape
+        return self.o_proj(out.transpose(1, 2).reshape(b, t, self.n_heads * self.head_dim))
+
+
+class SelfAttention(_Attention):
+    """Self-attention over the cache plus the new tokens."""
+
+    def forward(
+        self,
+        x: torch.Tensor,  # (B, T, d_model)
+        mask: torch.Tensor | None,  # (B|1, H|1, T, P+T) additive
+        is_causal: bool = False,
+        rotary: Rotary | None = None,
+        past: KV | None = None,
+    ) -> tuple[torch.Tensor, KV]:
+        q = self.query(x)  # (B, H, T, hd)
+        k, v = self.key_value(x)  # (B, H_kv, T, hd)
+        if rotary is not None:
+            q, k = apply_rotary(q, rotary), apply_rotary(k, rotary)
+        if past is not None:
+            k = torch.cat((past[0], k), dim=2)  # (B, H_kv, P+T, hd)
+            v = torch.cat((past[1], v), dim=2)
+        return self.attend(q, k, v, mask, is_causal), (k, v)
+
+
+class CrossAttention(_Attention):
+    """Decoder-to-encoder attention; keys/values come from ``memory`` or from a cache of them."""
+
+    def forward(
+        self,
+        x: torch.Tensor,  # (B, T, d_model)
+        mask: torch.Tensor | None,  # (B, 1, 1, S) additive
+        memory: torch.Tensor | None = None,  # (B, S, d_model)
+        memory_kv: KV | None = None,
+    ) -> tuple[torch.Tensor, KV]:
+        if memory_kv is None:
+            if memory is None:
+                raise ValueError("cross-attention needs the encoder output or its cached keys/values")
+            memory_kv = self.key_value(memory)
+        return self.attend(self.query(x), *memory_kv, mask, False), memory_kv

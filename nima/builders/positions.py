@@ -1,0 +1,145 @@
+"""Position schemes. Each one plugs into the stack at one of three places:
+
+- ``embed(position_ids)``: a vector added to the token embeddings (sinusoidal, learned);
+- ``rotary(position_ids)``: cos/sin tables that rotate queries and keys (RoPE);
+- ``bias(q_pos, k_pos)``: an additive attention bias per head (ALiBi, T5 relative).
+
+The base class returns ``None`` for all three, so a stack calls all of them without
+branching on the kind. Biases depend only on the distance between cache indices, which left
+padding does not change for real tokens.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+Rotary = tuple[torch.Tensor, torch.Tensor]
+
+
+class PositionScheme(nn.Module):
+    """No position information (NoPE); the base of every scheme."""
+
+    def embed(self, position_ids: torch.Tensor) -> torch.Tensor | None:  # (B, T) -> (B, T, d) | None
+        return None
+
+    def rotary(self, position_ids: torch.Tensor) -> Rotary | None:  # (B, T) -> 2 x (B, 1, T, hd) | None
+        return None
+
+    def bias(self, q_pos: torch.Tensor, k_pos: torch.Tensor, bidirectional: bool) -> torch.Tensor | None:
+        return None  # (T,), (S,) -> (1, H, T, S) | None
+
+
+class SinusoidalPositions(PositionScheme):
+    """PE[p, 2i] = sin(p / base^(2i/d)), PE[p, 2i+1] = cos(p / base^(2i/d)), computed on the fly."""
+
+    def __init__(self, d_model: int, base: float) -> None:
+        super().__init__()
+        inv_freq = base ** (-torch.arange(0, d_model, 2, dtype=torch.float32) / d_model)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)  # (d/2,)
+
+    def embed(self, position_ids: torch.Tensor) -> torch.Tensor:
+        angles = position_ids.float()[..., None] * self.inv_freq  # (B, T, d/2)
+        pe = torch.stack((angles.sin(), angles.cos()), dim=-1)  # (B, T, d/2, 2)
+        return pe.flatten(-2)  # (B, T, d): sin and cos interleaved
+
+
+class LearnedPositions(PositionScheme):
+    """A learned table of max_seq_len position vectors (GPT-2's wpe)."""
+
+    def __init__(self, max_seq_len: int, d_model: int) -> None:
+        super().__init__()
+        self.table = nn.Embedding(max_seq_len, d_model)
+
+    def embed(self, position_ids: torch.Tensor) -> torch.Tensor:
+        return self.table(position_ids)  # (B, T, d)
+
+
+class RotaryPositions(PositionScheme):
+    """RoPE in the LLaMA / GPT-NeoX layout: dimension i pairs with i + head_dim/2."""
+
+    def __init__(self, head_dim: int, theta: float, scaling_factor: float) -> None:
+        super().__init__()
+        self.scaling_factor = scaling_factor
+        inv_freq = theta ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)  # (hd/2,)
+
+    def rotary(self, position_ids: torch.Tensor) -> Rotary:
+        pos = position_ids.float() / self.scaling_factor  # linear interpolation
+        freqs = pos[..., None] * self.inv_freq  # (B, T, hd/2)
+        emb = torch.cat((freqs, freqs), dim=-1)[:, None]  # (B, 1, T, hd)
+        return emb.cos(), emb.sin()
+
+
+def apply_rotary(x: torch.Tensor, rotary: Rotary) -> torch.Tensor:
+    """Rotate ``x`` (B, H, T, hd) by the angles in ``rotary``."""
+    cos, sin = rotary
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)  # rotate_half
+    return (x * cos + rotated * sin).to(x.dtype)
+
+
+def alibi_slopes(n_heads: int) -> torch.Tensor:
+    """Per-head slopes from the ALiBi paper: a geometric sequence starting at 2^(-8/n).
+
+    For a head count that is not a power of two, the paper takes the slopes of the closest
+    smaller power of two and fills in with every other slope of the next power of two.
+    """
+
+    def power_of_two(n: int) -> list[float]:
+        start = 2 ** (-8 / n)
+        return [start ** (i + 1) for i in range(n)]
+
+    if math.log2(n_heads).is_integer():
+        slopes = power_of_two(n_heads)
+    else:
+        closest = 2 ** math.floor(math.log2(n_heads))
+        slopes = power_of_two(closest) + power_of_two(2 * closest)[0::2][: n_heads - closest]
+    return torch.tensor(slopes, dtype=torch.float32)
+
+
+class AlibiPositions(PositionScheme):
+    """Bias = -slope_h * |i - j|: attention decays linearly with distance, per head."""
+
+    def __init__(self, n_heads: int) -> None:
+        super().__init__()
+        self.register_buffer("slopes", alibi_slopes(n_heads), persistent=False)  # (H,)
+
+    def bias(self, q_pos: torch.Tensor, k_pos: torch.Tensor, bidirectional: bool) -> torch.Tensor:
+        distance = (q_pos[:, None] - k_pos[None, :]).abs().float()  # (T, S)
+        return -self.slopes[None, :, None, None] * distance  # (1, H, T, S)
+
+
+def relative_bucket(relative: torch.Tensor, bidirectional: bool, num_buckets: int, max_distance: int) -> torch.Tensor:
+    """T5's bucket of ``relative = key_pos - query_pos``: exact for short, log-spaced for long distances."""
+    buckets = torch.zeros_like(relative)
+    if bidirectional:
+        num_buckets //= 2
+        buckets = buckets + (relative > 0).long() * num_buckets
+        distance = relative.abs()
+    else:
+        distance = (-relative).clamp(min=0)
+    max_exact = num_buckets // 2
+    is_small = distance < max_exact
+    # clamp(min=1) keeps log finite where the exact branch is used anyway
+    log_ratio = torch.log(distance.clamp(min=1).float() / max_exact) / math.log(max_distance / max_exact)
+    large = max_exact + (log_ratio * (num_buckets - max_exact)).long()
+    large = large.clamp(max=num_buckets - 1)
+    return buckets + torch.where(is_small, distance, large)
+
+
+class RelativePositions(PositionScheme):
+    """T5 relative position bias: one learned scalar per (bucket, head), shared by all layers."""
+
+    def __init__(self, n_heads: int, num_buckets: int, max_distance: int) -> None:
+        super().__init__()
+        self.num_buckets = num_buckets
+        self.max_distance = max_distance
+        self.table = nn.Embedding(num_buckets, n_heads)
+
+    def bias(self, q_pos: torch.Tensor, k_pos: torch.Tensor, bidirectional: bool) -> torch.Tensor:
+        relative = k_pos[None, :] - q_pos[:, None]  # (T, S)
+        buckets = relative_bucket(relative, bidirectional, self.num_buckets, self.max_distance)
+        return self.table(buckets).permute(2, 0, 1)[None]  # (1, H, T, S)

@@ -1,0 +1,69 @@
+"""Writing and reading a model folder: ``nima.json`` (resolved spec) + ``model.safetensors``.
+
+safetensors rather than torch.save: it loads without unpickling arbitrary objects and
+deduplicates tied weights. Files are written to a temporary folder beside the target and
+moved into place, so an interrupted write never leaves a half-written model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from safetensors import SafetensorError
+from safetensors.torch import load_model, save_model
+from torch import nn
+
+from nima.spec import ModelSpec
+
+SPEC_FILE = "nima.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+class WeightsError(ValueError):
+    """A weights file is missing, corrupt, or does not match the spec."""
+
+
+def save_build(model: nn.Module, spec: ModelSpec, out_dir: str | Path, metadata: dict[str, str] | None = None) -> Path:
+    """Write ``nima.json`` and ``model.safetensors`` into ``out_dir`` atomically (per file)."""
+    out_dir = Path(out_dir)
+    parent = out_dir.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=parent))
+    try:
+        (tmp / SPEC_FILE).write_text(json.dumps(spec.model_dump(mode="json"), indent=2) + "\n", encoding="utf-8")
+        save_model(model, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", **(metadata or {})})
+        if not out_dir.exists():
+            os.replace(tmp, out_dir)
+            return out_dir
+        for name in (SPEC_FILE, WEIGHTS_FILE):
+            os.replace(tmp / name, out_dir / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load ``model.safetensors`` into ``model``; every mismatch is one `WeightsError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: weights file not found")
+    try:
+        missing, unexpected = load_model(model, str(path), strict=False)
+    except SafetensorError as err:
+        raise WeightsError(f"{path}: not a readable safetensors file ({err})") from None
+    except RuntimeError as err:  # shape mismatches
+        first = str(err).strip().splitlines()
+        detail = next((line.strip() for line in first if "size mismatch" in line), first[-1] if first else "")
+        raise WeightsError(f"{path}: weights do not match the spec ({detail})") from None
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(sorted(missing)[:3])}{' ...' if len(missing) > 3 else ''}")
+        if unexpected:
+            parts.append(f"unexpected {', '.join(sorted(unexpected)[:3])}{' ...' if len(unexpected) > 3 else ''}")
+        raise WeightsError(f"{path}: weights do not match the spec ({'; '.join(parts)})")
+    return model

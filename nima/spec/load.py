@@ -1,0 +1,267 @@
+"""Reading specs: YAML/JSON files, `extends:` presets or files, `--set` overrides, error reports.
+
+Everything that can go wrong is collected as `Problem`s (file + dotted field path + message)
+and raised together as one `SpecError`, so a user fixes a file in one pass.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from nima.spec.errors import Problem, SpecError
+from nima.spec.model import ModelSpec, rule_problems
+from nima.spec.presets import PRESETS
+
+_MAX_EXTENDS_DEPTH = 8
+
+
+def load_spec(path: str | Path, overrides: list[str] | None = None) -> ModelSpec:
+    """Load, resolve (`extends`, overrides) and validate the spec file at ``path``."""
+    path = Path(path)
+    data = _read_resolved(path, depth=0, seen=())
+    return spec_from_dict(data, source=str(path), overrides=overrides)
+
+
+def spec_from_dict(
+    data: dict[str, Any], source: str = "<spec>", overrides: list[str] | None = None
+) -> ModelSpec:
+    """Validate an in-memory spec (``extends`` allowed, naming a preset) with optional overrides."""
+    data = dict(data)
+    if "extends" in data:
+        data = _extend(data, base_dir=Path.cwd(), source=source, depth=0, seen=())
+    if overrides:
+        data = apply_overrides(data, overrides)
+    try:
+        spec = ModelSpec.model_validate(data, context={"defer_rules": True})
+    except ValidationError as err:
+        raise SpecError(_problems_from_validation(err, data, source)) from None
+    problems = [Problem(source, loc, msg) for loc, msg in rule_problems(spec)]
+    if problems:
+        raise SpecError(problems)
+    return spec
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` assignments (values parsed as YAML) to a copy of ``data``."""
+    data = json.loads(json.dumps(data))  # deep copy of plain data
+    problems: list[Problem] = []
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key or any(not part for part in key.split(".")):
+            problems.append(Problem("--set", item, "expected KEY=VALUE with a dotted field path"))
+            continue
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        node = data
+        parts = key.split(".")
+        for depth, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                where = ".".join(parts[: depth + 1])
+                problems.append(Problem("--set", key, f"{where} is a value, not a section"))
+                break
+            node = child
+        else:
+            last = parts[-1]
+            if isinstance(value, dict) and isinstance(node.get(last), dict):
+                node[last] = merge(node[last], value)
+            elif last == "kind" and node.get("kind") not in (None, value):
+                switched = _switch_variant(node, {"kind": value})
+                node.clear()
+                node.update(switched)
+            else:
+                node[last] = value
+    if problems:
+        raise SpecError(problems)
+    return data
+
+
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``override`` into ``base``; a section whose ``kind`` changes is replaced whole."""
+    out = dict(base)
+    for key, value in override.items():
+        old = out.get(key)
+        if isinstance(old, dict) and isinstance(value, dict):
+            if "kind" in value and old.get("kind") != value["kind"]:
+                out[key] = _switch_variant(old, value)
+            else:
+                out[key] = merge(old, value)
+        else:
+            out[key] = value
+    return out
+
+
+def _switch_variant(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """Merge for a section whose ``kind`` changes: keep only the old fields the new kind has.
+
+    Switching ``position`` from rope to alibi drops ``theta``; switching ``ffn`` from gelu to
+    swiglu keeps ``hidden``, which both kinds have.
+    """
+    allowed = _fields_by_kind().get(new["kind"])
+    if allowed is None:  # unknown kind: validation reports the kind alone
+        return {**old, **new}
+    kept = {k: v for k, v in old.items() if k in allowed and k != "kind"}
+    return merge(kept, new)
+
+
+# --- files ------------------------------------------------------------------------------------
+
+
+def _read_resolved(path: Path, depth: int, seen: tuple[Path, ...]) -> dict[str, Any]:
+    data = read_spec_file(path)
+    if "extends" in data:
+        data = _extend(data, base_dir=path.parent, source=str(path), depth=depth, seen=(*seen, path.resolve()))
+    return data
+
+
+def read_spec_file(path: Path) -> dict[str, Any]:
+    """Parse one YAML or JSON file into a mapping; any failure is a `SpecError` naming the file."""
+    source = str(path)
+    if not path.exists():
+        raise SpecError([Problem(source, "", "file not found")])
+    if path.is_dir():
+        raise SpecError([Problem(source, "", "is a directory, expected a .yaml or .json spec file")])
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise SpecError([Problem(source, "", f"cannot read: {err}")]) from None
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise SpecError([Problem(f"{source}:{err.lineno}:{err.colno}", "", f"JSON syntax error: {err.msg}")]) from None
+    else:
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+            what = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise SpecError([Problem(where, "", f"YAML syntax error: {what}")]) from None
+    if data is None:
+        raise SpecError([Problem(source, "", "is empty")])
+    if not isinstance(data, dict):
+        raise SpecError([Problem(source, "", f"top level must be a mapping of fields, got {type(data).__name__}")])
+    return data
+
+
+def _extend(data: dict[str, Any], base_dir: Path, source: str, depth: int, seen: tuple[Path, ...]) -> dict[str, Any]:
+    data = dict(data)
+    parent = data.pop("extends")
+    if not isinstance(parent, str):
+        raise SpecError([Problem(source, "extends", "must be a preset name or a path to a spec file")])
+    if parent in PRESETS:
+        base = PRESETS[parent]
+    else:
+        parent_path = (base_dir / parent).resolve()
+        if not parent_path.exists():
+            names = ", ".join(PRESETS)
+            raise SpecError(
+                [Problem(source, "extends", f"{parent!r} is neither a preset ({names}) nor an existing file")]
+            )
+        if parent_path in seen or depth >= _MAX_EXTENDS_DEPTH:
+            raise SpecError([Problem(source, "extends", f"{parent!r} extends itself (a cycle)")])
+        base = _read_resolved(parent_path, depth + 1, seen)
+    return merge(base, data)
+
+
+# --- turning Pydantic errors into one line each ---------------------------------------------------
+
+
+def _problems_from_validation(err: ValidationError, data: dict[str, Any], source: str) -> list[Problem]:
+    problems = []
+    for e in err.errors(include_url=False):
+        loc = _clean_location(e["loc"], data)
+        problems.append(Problem(source, loc, _message(e, loc)))
+    return problems
+
+
+def _clean_location(loc: tuple[Any, ...], data: Any) -> str:
+    """Dotted path of ``loc`` without the union tags Pydantic inserts (``position.rope.theta``)."""
+    parts: list[str] = []
+    node = data
+    for item in loc:
+        if isinstance(node, dict) and item not in node and node.get("kind") == item:
+            continue  # a discriminated-union tag, not a field
+        if isinstance(item, str) and item.startswith("function-"):
+            continue
+        parts.append(str(item))
+        if isinstance(node, dict):
+            node = node.get(item)
+        elif isinstance(node, list) and isinstance(item, int) and item < len(node):
+            node = node[item]
+        else:
+            node = None
+    return ".".join(parts)
+
+
+def _message(e: dict[str, Any], loc: str) -> str:
+    kind = e["type"]
+    if kind == "extra_forbidden":
+        field = loc.rsplit(".", 1)[-1]
+        close = difflib.get_close_matches(field, _all_field_names(), n=1, cutoff=0.7)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"unknown field{hint}"
+    if kind == "missing":
+        return "required field is missing"
+    msg = e["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    value = e.get("input")
+    if not isinstance(value, (dict, list)) and kind not in ("union_tag_invalid", "union_tag_not_found"):
+        msg = f"{msg[0].lower()}{msg[1:]} (got {value!r})"
+    return msg
+
+
+def _spec_models() -> list[type[BaseModel]]:
+    """Every model class reachable from `ModelSpec`."""
+    todo: list[type[BaseModel]] = [ModelSpec]
+    done: list[type[BaseModel]] = []
+    while todo:
+        model = todo.pop()
+        if model in done:
+            continue
+        done.append(model)
+        for field in model.model_fields.values():
+            todo.extend(_models_in(field.annotation))
+    return done
+
+
+def _all_field_names() -> list[str]:
+    """Every field name of every spec section, for did-you-mean hints."""
+    return sorted({name for model in _spec_models() for name in model.model_fields})
+
+
+def _fields_by_kind() -> dict[str, set[str]]:
+    """For each ``kind`` value of any variant family, the fields that variant accepts."""
+    table: dict[str, set[str]] = {}
+    for model in _spec_models():
+        kind = model.model_fields.get("kind")
+        if kind is None:
+            continue
+        for value in getattr(kind.annotation, "__args__", ()):
+            table[value] = set(model.model_fields)
+    return table
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    found: list[type[BaseModel]] = []
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found.extend(_models_in(arg))
+    meta = getattr(annotation, "__metadata__", None)
+    if meta is not None:
+        found.extend(_models_in(annotation.__origin__))
+    return found

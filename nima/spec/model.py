@@ -1,0 +1,151 @@
+"""`ModelSpec`: the whole architecture in one validated object, plus its cross-field rules.
+
+Field types and ranges are Pydantic's job; rules that tie fields together live in
+`rule_problems`, which returns every broken rule with its field path so that a bad file
+reports all its errors at once. Derived values (head_dim, layer counts) are properties.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, ValidationInfo, model_validator
+
+from nima.spec.sections import AttentionSpec, DropoutSpec, GenerationSpec, TrainingSpec
+from nima.spec.variants import (
+    FfnSpec,
+    InitSpec,
+    NormalInit,
+    NormSpec,
+    PositionSpec,
+    RopePosition,
+    Strict,
+)
+
+SPEC_VERSION = 1
+
+Architecture = Literal["decoder", "encoder-decoder"]
+
+
+class ModelSpec(Strict):
+    """A transformer language model: a causal decoder (GPT style) or an encoder-decoder."""
+
+    spec_version: int = Field(SPEC_VERSION, description="Version of the spec format.")
+    name: str = Field("model", min_length=1, description="Model name, used in summaries and bundles.")
+    architecture: Architecture = Field(
+        "decoder", description="decoder (causal LM) | encoder-decoder (encoder + cross-attending decoder)."
+    )
+    vocab_size: int = Field(gt=0, description="Tokens in the vocabulary (shared by encoder and decoder).")
+    max_seq_len: int = Field(gt=0, description="Longest sequence (per side for encoder-decoder).")
+    d_model: int = Field(gt=0, description="Width of the residual stream.")
+    n_layers: int = Field(gt=0, description="Blocks in the decoder stack.")
+    n_encoder_layers: int | None = Field(
+        None, gt=0, description="Blocks in the encoder stack (encoder-decoder only); omitted: n_layers."
+    )
+    attention: AttentionSpec = Field(description="Self- (and cross-) attention settings.")
+    ffn: FfnSpec = Field(description="Feed-forward network.")
+    position: PositionSpec = Field(description="Position scheme.")
+    norm: NormSpec = Field(default_factory=NormSpec, description="Normalisation layers.")
+    bias: bool = Field(True, description="Biases in linear layers and LayerNorms.")
+    tie_embeddings: bool = Field(True, description="Share the output projection with the token embedding.")
+    scale_embeddings: bool = Field(
+        False, description="Multiply token embeddings by sqrt(d_model) (original transformer, Gemma)."
+    )
+    dropout: DropoutSpec = Field(default_factory=DropoutSpec, description="Dropout probabilities.")
+    init: InitSpec = Field(default_factory=NormalInit, description="Weight initialisation.")
+    training: TrainingSpec = Field(default_factory=TrainingSpec, description="Training defaults.")
+    generation: GenerationSpec = Field(default_factory=GenerationSpec, description="Decoding defaults.")
+
+    # --- derived values ---------------------------------------------------------------------
+
+    @property
+    def head_dim(self) -> int:
+        """Width of one attention head."""
+        return self.d_model // self.attention.n_heads
+
+    @property
+    def n_kv_heads(self) -> int:
+        """Key/value heads after resolving the default."""
+        return self.attention.n_kv_heads or self.attention.n_heads
+
+    @property
+    def is_encoder_decoder(self) -> bool:
+        return self.architecture == "encoder-decoder"
+
+    @property
+    def encoder_layers(self) -> int:
+        """Blocks in the encoder stack (0 for a decoder-only model)."""
+        if not self.is_encoder_decoder:
+            return 0
+        return self.n_encoder_layers or self.n_layers
+
+    @property
+    def train_seq_len(self) -> int:
+        return self.training.seq_len or self.max_seq_len
+
+    # --- cross-field rules ------------------------------------------------------------------
+
+    @model_validator(mode="after")
+    def _check_rules(self, info: ValidationInfo) -> ModelSpec:
+        # `load_spec` validates with context={"defer_rules": True} and reports each rule with
+        # its own field path; direct construction gets them joined into one error.
+        if info.context and info.context.get("defer_rules"):
+            return self
+        problems = rule_problems(self)
+        if problems:
+            raise ValueError("; ".join(f"{loc}: {msg}" for loc, msg in problems))
+        return self
+
+
+def rule_problems(spec: ModelSpec) -> list[tuple[str, str]]:
+    """Every cross-field rule the spec breaks, as (field path, message) pairs."""
+    problems: list[tuple[str, str]] = []
+    att = spec.attention
+    if spec.d_model % att.n_heads:
+        problems.append(("attention.n_heads", f"{att.n_heads} does not divide d_model {spec.d_model}"))
+    kv = spec.n_kv_heads
+    if kv > att.n_heads:
+        problems.append(("attention.n_kv_heads", f"{kv} is more than n_heads {att.n_heads}"))
+    elif att.n_heads % kv:
+        problems.append(("attention.n_kv_heads", f"{kv} does not divide n_heads {att.n_heads}"))
+    if isinstance(spec.position, RopePosition) and spec.d_model % att.n_heads == 0 and spec.head_dim % 2:
+        problems.append(
+            ("position.kind", f"rope needs an even head dim, got {spec.head_dim} (d_model / n_heads)")
+        )
+    if spec.position.kind == "sinusoidal" and spec.d_model % 2:
+        problems.append(("position.kind", f"sinusoidal needs an even d_model, got {spec.d_model}"))
+    pattern = att.pattern
+    if pattern.kind in ("local", "sparse") and pattern.window >= spec.max_seq_len:
+        problems.append(
+            (
+                "attention.pattern.window",
+                f"{pattern.window} must be smaller than max_seq_len {spec.max_seq_len} "
+                "(use pattern kind full instead)",
+            )
+        )
+    if pattern.kind == "sparse" and pattern.stride >= spec.max_seq_len:
+        problems.append(
+            ("attention.pattern.stride", f"{pattern.stride} must be smaller than max_seq_len {spec.max_seq_len}")
+        )
+    if spec.n_encoder_layers is not None and not spec.is_encoder_decoder:
+        problems.append(("n_encoder_layers", "only an encoder-decoder has an encoder stack"))
+    if spec.training.seq_len is not None and spec.training.seq_len > spec.max_seq_len:
+        problems.append(
+            ("training.seq_len", f"{spec.training.seq_len} is longer than max_seq_len {spec.max_seq_len}")
+        )
+    gen = spec.generation
+    if gen.num_return_sequences > max(gen.num_beams, 1) and not gen.do_sample:
+        problems.append(
+            (
+                "generation.num_return_sequences",
+                f"{gen.num_return_sequences} needs num_beams >= it or do_sample (num_beams is {gen.num_beams})",
+            )
+        )
+    if gen.min_new_tokens > gen.max_new_tokens:
+        problems.append(
+            ("generation.min_new_tokens", f"{gen.min_new_tokens} is more than max_new_tokens {gen.max_new_tokens}")
+        )
+    for i, tok in enumerate(gen.eos_token_ids):
+        if not 0 <= tok < spec.vocab_size:
+            problems.append((f"generation.eos_token_ids.{i}", f"{tok} is outside the vocabulary [0, {spec.vocab_size})"))
+    return problems

@@ -1,0 +1,167 @@
+"""The variant families of a spec: attention pattern, FFN, position scheme, norm and init.
+
+Each family is a Pydantic discriminated union keyed by ``kind``; every field lives on the
+variant that uses it, so ``theta`` on an ALiBi position is an error, not a silent no-op.
+The builders map each ``kind`` to a module through one closed table per family, and a test
+holds the table's keys equal to the kinds listed here.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Strict(BaseModel):
+    """Base for every spec section: unknown fields are errors, assignments are re-validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --- attention pattern ---------------------------------------------------------------------
+
+
+class FullPattern(Strict):
+    """Every query attends to every allowed key (all earlier tokens in a causal stack)."""
+
+    kind: Literal["full"] = Field("full", description="Dense attention over all allowed keys.")
+
+
+class LocalPattern(Strict):
+    """Sliding-window attention (Longformer / Mistral style): keys within ``window`` tokens."""
+
+    kind: Literal["local"] = Field(description="Sliding-window attention.")
+    window: int = Field(
+        gt=0, description="Keys at distance < window from the query are visible (the query itself included)."
+    )
+
+
+class SparsePattern(Strict):
+    """Fixed sparse pattern (Sparse Transformer, strided): a local window plus every stride-th key.
+
+    A query at i sees key j when ``|i - j| < window`` or ``|i - j| % stride == 0``. Both terms
+    depend only on the distance, so left padding never changes what a real token sees.
+    """
+
+    kind: Literal["sparse"] = Field(description="Local window plus strided keys.")
+    window: int = Field(gt=0, description="Width of the local band, in tokens (query included).")
+    stride: int = Field(gt=1, description="Keys whose distance from the query is a multiple of stride.")
+
+
+AttentionPattern = Annotated[
+    FullPattern | LocalPattern | SparsePattern, Field(discriminator="kind")
+]
+
+
+# --- feed-forward -------------------------------------------------------------------------
+
+FfnKind = Literal["relu", "gelu", "glu", "swiglu", "geglu"]
+
+
+class FfnSpec(Strict):
+    """Position-wise feed-forward network.
+
+    ``relu``/``gelu``: ``W2 act(W1 x)`` (the original transformer, GPT-2). ``glu``/``swiglu``/
+    ``geglu``: ``W2 (act(Wg x) * W1 x)`` with sigmoid, SiLU or GELU gates (Shazeer 2020).
+    """
+
+    kind: FfnKind = Field("gelu", description="relu | gelu | glu | swiglu | geglu.")
+    hidden: int = Field(gt=0, description="Inner width of the FFN (4*d_model is the classic choice).")
+
+    @property
+    def gated(self) -> bool:
+        """Whether this FFN has a third (gate) projection."""
+        return self.kind in ("glu", "swiglu", "geglu")
+
+
+# --- position schemes -------------------------------------------------------------------------
+
+
+class SinusoidalPosition(Strict):
+    """Fixed sine/cosine absolute positions added to the embeddings (Vaswani et al. 2017)."""
+
+    kind: Literal["sinusoidal"] = Field(description="Fixed sinusoidal absolute positions.")
+    base: float = Field(10000.0, gt=1.0, description="Wavelength base of the sinusoids.")
+
+
+class LearnedPosition(Strict):
+    """A learned absolute position embedding table with max_seq_len rows (GPT-2)."""
+
+    kind: Literal["learned"] = Field(description="Learned absolute position embeddings.")
+
+
+class RelativePosition(Strict):
+    """T5-style bucketed relative position bias, one learned scalar per (bucket, head)."""
+
+    kind: Literal["relative"] = Field(description="T5 relative position bias.")
+    num_buckets: int = Field(32, gt=1, description="Number of relative-distance buckets.")
+    max_distance: int = Field(128, gt=1, description="Distances at or beyond this share the last bucket.")
+
+
+class RopePosition(Strict):
+    """Rotary position embedding applied to queries and keys (Su et al. 2021; LLaMA layout)."""
+
+    kind: Literal["rope"] = Field(description="Rotary position embedding.")
+    theta: float = Field(10000.0, gt=1.0, description="Rotary base frequency.")
+    scaling_factor: float = Field(
+        1.0, ge=1.0, description="Linear position interpolation: positions are divided by this factor."
+    )
+
+
+class AlibiPosition(Strict):
+    """Attention with linear biases (Press et al. 2022): a per-head slope times the distance."""
+
+    kind: Literal["alibi"] = Field(description="ALiBi linear distance bias.")
+
+
+class NoPosition(Strict):
+    """No position information (NoPE); a causal mask alone still orders tokens."""
+
+    kind: Literal["none"] = Field(description="No positional scheme.")
+
+
+PositionSpec = Annotated[
+    SinusoidalPosition | LearnedPosition | RelativePosition | RopePosition | AlibiPosition | NoPosition,
+    Field(discriminator="kind"),
+]
+
+
+# --- norms ------------------------------------------------------------------------------------
+
+NormKind = Literal["layernorm", "rmsnorm"]
+NormPlacement = Literal["pre", "post"]
+
+
+class NormSpec(Strict):
+    """Normalisation layers: which kind, where they sit, and whether the stack ends with one."""
+
+    kind: NormKind = Field("layernorm", description="layernorm | rmsnorm.")
+    placement: NormPlacement = Field(
+        "pre", description="pre: x + f(norm(x)) (GPT-2, LLaMA); post: norm(x + f(x)) (original transformer)."
+    )
+    eps: float = Field(1e-5, gt=0.0, description="Epsilon added to the variance.")
+    final: bool = Field(True, description="Apply a norm to the last block's output (usual with pre-norm).")
+
+
+# --- init -------------------------------------------------------------------------------------
+
+
+class NormalInit(Strict):
+    """Normal(0, std) weights, zero biases; GPT-2 scales residual projections by 1/sqrt(2 * layers)."""
+
+    kind: Literal["normal"] = Field("normal", description="Normal initialisation (GPT-2).")
+    std: float = Field(0.02, gt=0.0, description="Standard deviation of weights and embeddings.")
+    scaled_residual: bool = Field(
+        True, description="Scale output projections of attention and FFN by 1/sqrt(2 * n_layers)."
+    )
+
+
+class XavierInit(Strict):
+    """Xavier-uniform linear weights, Normal(0, d_model^-1/2) embeddings (original transformer)."""
+
+    kind: Literal["xavier"] = Field(description="Xavier-uniform initialisation.")
+    gain: float = Field(1.0, gt=0.0, description="Gain passed to xavier_uniform_.")
+
+
+InitSpec = Annotated[NormalInit | XavierInit, Field(discriminator="kind")]
