@@ -39,7 +39,9 @@ class Block(nn.Module):
         self.ffn_norm = norm()
         self.drop = nn.Dropout(dropout)
 
-    def _residual(self, x: torch.Tensor, norm: nn.Module, sublayer: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    def _residual(
+        self, x: torch.Tensor, norm: nn.Module, sublayer: Callable[[torch.Tensor], torch.Tensor]
+    ) -> torch.Tensor:
         if self.pre_norm:
             return x + self.drop(sublayer(norm(x)))
         return norm(x + self.drop(sublayer(x)))

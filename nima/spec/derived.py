@@ -83,9 +83,7 @@ def forward_flops_per_token(spec: ModelSpec, seq: int | None = None) -> int:
     """
     seq = seq or spec.train_seq_len
     d_attn = spec.attention.n_heads * spec.head_dim
-    matmul = (
-        spec.n_layers * (attention_params(spec) + ffn_params(spec)) + spec.d_model * spec.vocab_size
-    )
+    matmul = spec.n_layers * (attention_params(spec) + ffn_params(spec)) + spec.d_model * spec.vocab_size
     attn = spec.n_layers * 2 * 2 * d_attn * _attended(spec, seq)
     if spec.is_encoder_decoder:
         matmul += spec.n_layers * attention_params(spec) + spec.encoder_layers * (

@@ -28,9 +28,7 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> ModelSpec
     return spec_from_dict(data, source=str(path), overrides=overrides)
 
 
-def spec_from_dict(
-    data: dict[str, Any], source: str = "<spec>", overrides: list[str] | None = None
-) -> ModelSpec:
+def spec_from_dict(data: dict[str, Any], source: str = "<spec>", overrides: list[str] | None = None) -> ModelSpec:
     """Validate an in-memory spec (``extends`` allowed, naming a preset) with optional overrides."""
     data = dict(data)
     if "extends" in data:
@@ -140,7 +138,9 @@ def read_spec_file(path: Path) -> dict[str, Any]:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as err:
-            raise SpecError([Problem(f"{source}:{err.lineno}:{err.colno}", "", f"JSON syntax error: {err.msg}")]) from None
+            raise SpecError(
+                [Problem(f"{source}:{err.lineno}:{err.colno}", "", f"JSON syntax error: {err.msg}")]
+            ) from None
     else:
         try:
             data = yaml.safe_load(text)

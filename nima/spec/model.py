@@ -109,9 +109,7 @@ def rule_problems(spec: ModelSpec) -> list[tuple[str, str]]:
     elif att.n_heads % kv:
         problems.append(("attention.n_kv_heads", f"{kv} does not divide n_heads {att.n_heads}"))
     if isinstance(spec.position, RopePosition) and spec.d_model % att.n_heads == 0 and spec.head_dim % 2:
-        problems.append(
-            ("position.kind", f"rope needs an even head dim, got {spec.head_dim} (d_model / n_heads)")
-        )
+        problems.append(("position.kind", f"rope needs an even head dim, got {spec.head_dim} (d_model / n_heads)"))
     if spec.position.kind == "sinusoidal" and spec.d_model % 2:
         problems.append(("position.kind", f"sinusoidal needs an even d_model, got {spec.d_model}"))
     pattern = att.pattern
@@ -119,8 +117,7 @@ def rule_problems(spec: ModelSpec) -> list[tuple[str, str]]:
         problems.append(
             (
                 "attention.pattern.window",
-                f"{pattern.window} must be smaller than max_seq_len {spec.max_seq_len} "
-                "(use pattern kind full instead)",
+                f"{pattern.window} must be smaller than max_seq_len {spec.max_seq_len} (use pattern kind full instead)",
             )
         )
     if pattern.kind == "sparse" and pattern.stride >= spec.max_seq_len:
@@ -130,9 +127,7 @@ def rule_problems(spec: ModelSpec) -> list[tuple[str, str]]:
     if spec.n_encoder_layers is not None and not spec.is_encoder_decoder:
         problems.append(("n_encoder_layers", "only an encoder-decoder has an encoder stack"))
     if spec.training.seq_len is not None and spec.training.seq_len > spec.max_seq_len:
-        problems.append(
-            ("training.seq_len", f"{spec.training.seq_len} is longer than max_seq_len {spec.max_seq_len}")
-        )
+        problems.append(("training.seq_len", f"{spec.training.seq_len} is longer than max_seq_len {spec.max_seq_len}"))
     gen = spec.generation
     if gen.num_return_sequences > max(gen.num_beams, 1) and not gen.do_sample:
         problems.append(
@@ -147,5 +142,7 @@ def rule_problems(spec: ModelSpec) -> list[tuple[str, str]]:
         )
     for i, tok in enumerate(gen.eos_token_ids):
         if not 0 <= tok < spec.vocab_size:
-            problems.append((f"generation.eos_token_ids.{i}", f"{tok} is outside the vocabulary [0, {spec.vocab_size})"))
+            problems.append(
+                (f"generation.eos_token_ids.{i}", f"{tok} is outside the vocabulary [0, {spec.vocab_size})")
+            )
     return problems

@@ -49,9 +49,7 @@ class SparsePattern(Strict):
     stride: int = Field(gt=1, description="Keys whose distance from the query is a multiple of stride.")
 
 
-AttentionPattern = Annotated[
-    FullPattern | LocalPattern | SparsePattern, Field(discriminator="kind")
-]
+AttentionPattern = Annotated[FullPattern | LocalPattern | SparsePattern, Field(discriminator="kind")]
 
 
 # --- feed-forward -------------------------------------------------------------------------
