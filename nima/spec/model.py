@@ -61,7 +61,7 @@ class ModelSpec(Strict):
     @property
     def head_dim(self) -> int:
         """Width of one attention head."""
-        return self.d_model // self.attention.n_heads
+        return self.attention.head_dim or self.d_model // self.attention.n_heads
 
     @property
     def n_kv_heads(self) -> int:
@@ -101,8 +101,10 @@ def rule_problems(spec: ModelSpec) -> list[tuple[str, str]]:
     """Every cross-field rule the spec breaks, as (field path, message) pairs."""
     problems: list[tuple[str, str]] = []
     att = spec.attention
-    if spec.d_model % att.n_heads:
-        problems.append(("attention.n_heads", f"{att.n_heads} does not divide d_model {spec.d_model}"))
+    if att.head_dim is None and spec.d_model % att.n_heads:
+        problems.append(
+            ("attention.n_heads", f"{att.n_heads} does not divide d_model {spec.d_model} (or set attention.head_dim)")
+        )
     kv = spec.n_kv_heads
     if kv > att.n_heads:
         problems.append(("attention.n_kv_heads", f"{kv} is more than n_heads {att.n_heads}"))

@@ -23,6 +23,11 @@ class AttentionSpec(Strict):
         description="Key/value heads: equal to n_heads for multi-head, fewer for grouped-query, 1 for "
         "multi-query; must divide n_heads. Omitted: n_heads.",
     )
+    head_dim: int | None = Field(
+        None,
+        gt=0,
+        description="Width of each head; omitted: d_model / n_heads (T5 and Gemma set it explicitly).",
+    )
     pattern: AttentionPattern = Field(
         default_factory=FullPattern, description="Which keys each query sees: full | local | sparse."
     )

@@ -1,0 +1,151 @@
+"""The `nima` command line. Heavy imports (torch) happen inside the commands that need them.
+
+Exit codes: 0 success, 1 a check failed, 2 bad input (spec, file, flag) — reported as one
+line per problem, no traceback, nothing written.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+
+from nima import __version__
+
+app = typer.Typer(
+    name="nima",
+    help="Declarative transformer LMs: spec -> PyTorch -> ONNX -> ONNX Runtime.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+EXIT_BAD_INPUT = 2
+
+
+def fail(lines: list[str] | str, code: int = EXIT_BAD_INPUT) -> NoReturn:
+    """Print each problem on its own line to stderr and exit with ``code``."""
+    for line in [lines] if isinstance(lines, str) else lines:
+        typer.echo(f"error: {line}", err=True)
+    raise typer.Exit(code)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"nima {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Declarative transformer LMs: spec -> PyTorch -> ONNX -> ONNX Runtime."""
+
+
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override a spec field: --set attention.n_heads=8 (repeatable)."),
+]
+
+
+def load_or_fail(spec_path: Path, overrides: list[str] | None):  # noqa: ANN201 - ModelSpec, imported lazily
+    from nima.spec import SpecError, load_spec
+
+    try:
+        return load_spec(spec_path, overrides)
+    except SpecError as err:
+        fail([str(p) for p in err.problems])
+
+
+def _writable_target(out: Path, force: bool) -> None:
+    from nima.builders.weights import SPEC_FILE, WEIGHTS_FILE
+
+    if out.exists() and not out.is_dir():
+        fail(f"{out}: exists and is not a folder")
+    if out.is_dir() and not force:
+        taken = [name for name in (SPEC_FILE, WEIGHTS_FILE) if (out / name).exists()]
+        if taken:
+            fail(f"{out}: already holds {', '.join(taken)}; pass --force to overwrite")
+    probe = out if out.is_dir() else next((p for p in out.parents if p.exists()), Path("."))
+    import os
+
+    if not os.access(probe, os.W_OK | os.X_OK):
+        fail(f"{out}: folder is not writable")
+
+
+@app.command()
+def build(
+    spec: Annotated[Path, typer.Argument(help="Spec file (.yaml, .yml or .json).", show_default=False)],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Write nima.json and model.safetensors here. Without it, only validate."),
+    ] = None,
+    overrides: SetOption = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for the initial weights (default: training.seed).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite a model already in --out.")] = False,
+) -> None:
+    """Validate SPEC, print its summary, and (with -o) write the resolved spec and initial weights."""
+    from rich.console import Console
+
+    from nima.spec import figures
+    from nima.summary import summary_table
+
+    model_spec = load_or_fail(spec, overrides)
+    fig = figures(model_spec)
+    if out is not None:
+        _writable_target(out, force)
+        from nima.builders import build_model, save_build
+
+        use_seed = model_spec.training.seed if seed is None else seed
+        model = build_model(model_spec, seed=use_seed)
+        try:
+            save_build(model, model_spec, out, metadata={"seed": str(use_seed)})
+        except OSError as err:
+            fail(f"{out}: cannot write ({err.strerror or err})")
+    if as_json:
+        payload = {
+            "spec": model_spec.model_dump(mode="json"),
+            "figures": fig.as_dict(),
+            "output": str(out) if out is not None else None,
+        }
+        typer.echo(json.dumps(payload, indent=2))
+        return
+    console = Console()
+    console.print(summary_table(model_spec, fig))
+    if out is not None:
+        console.print(f"wrote [bold]{out}/nima.json[/] and [bold]{out}/model.safetensors[/]")
+    else:
+        console.print("[dim]spec is valid; pass -o DIR to write nima.json and model.safetensors[/]")
+
+
+@app.command()
+def schema(
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file instead of stdout.")] = None,
+) -> None:
+    """Print the JSON Schema of a spec (point yaml-language-server at it for completion)."""
+    from nima.spec.schema import spec_json_schema
+
+    text = json.dumps(spec_json_schema(), indent=2) + "\n"
+    if out is None:
+        typer.echo(text, nl=False)
+        return
+    try:
+        out.write_text(text, encoding="utf-8")
+    except OSError as err:
+        fail(f"{out}: cannot write ({err.strerror or err})")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
