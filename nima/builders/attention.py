@@ -80,7 +80,8 @@ class _Attention(nn.Module):
             scores = (q @ k.transpose(-2, -1)) * self.head_dim**-0.5  # (B, H, T, S)
             if is_causal:
                 t, s = scores.shape[-2:]
-                causal = torch.ones(t, s, dtype=torch.bool, device=q.device).tril(s - t)
+                # top-left aligned, as sdpa's is_causal; callers use it only without a cache (S == T)
+                causal = torch.ones(t, s, dtype=torch.bool, device=q.device).tril()
                 scores = scores.masked_fill(~causal, torch.finfo(scores.dtype).min)
             if mask is not None:
                 scores = scores + mask

@@ -32,7 +32,9 @@ def xavier_init(model: nn.Module, gain: float, d_model: int) -> None:
             nn.init.xavier_uniform_(module.weight, gain=gain)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
+    # Embeddings last, so an output head tied to the token embedding keeps the embedding init.
+    for module in model.modules():
+        if isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, 0.0, d_model**-0.5)
 
 

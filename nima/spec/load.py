@@ -73,7 +73,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         else:
             last = parts[-1]
             if isinstance(value, dict) and isinstance(node.get(last), dict):
-                node[last] = merge(node[last], value)
+                # Merged one level up so that a changed ``kind`` switches the variant, as in extends.
+                node[last] = merge({last: node[last]}, {last: value})[last]
             elif last == "kind" and node.get("kind") not in (None, value):
                 switched = _switch_variant(node, {"kind": value})
                 node.clear()
@@ -183,7 +184,11 @@ def _problems_from_validation(err: ValidationError, data: dict[str, Any], source
     problems = []
     for e in err.errors(include_url=False):
         loc = _clean_location(e["loc"], data)
-        problems.append(Problem(source, loc, _message(e, loc)))
+        if e["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            # The problem is the section's ``kind`` field, not the section as a whole.
+            tag = str(e.get("ctx", {}).get("discriminator", "kind")).strip("'")
+            loc = f"{loc}.{tag}" if loc else tag
+        problems.append(Problem(source, loc, _message(e, loc, data)))
     return problems
 
 
@@ -206,15 +211,27 @@ def _clean_location(loc: tuple[Any, ...], data: Any) -> str:
     return ".".join(parts)
 
 
-def _message(e: dict[str, Any], loc: str) -> str:
+def _message(e: dict[str, Any], loc: str, data: Any = None) -> str:
     kind = e["type"]
     if kind == "extra_forbidden":
         field = loc.rsplit(".", 1)[-1]
-        close = difflib.get_close_matches(field, _all_field_names(), n=1, cutoff=0.7)
+        names = _all_field_names()
+        if field in names:  # a real field, but of another section or variant
+            parent = _node_at(data, loc.split(".")[:-1])
+            owner = parent.get("kind") if isinstance(parent, dict) else None
+            if owner:
+                return f"unknown field (kind {owner!r} has no {field!r})"
+            return f"unknown field ({field!r} belongs to another section)"
+        close = difflib.get_close_matches(field, names, n=1, cutoff=0.7)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         return f"unknown field{hint}"
     if kind == "missing":
         return "required field is missing"
+    if kind == "union_tag_invalid":
+        ctx = e.get("ctx", {})
+        return f"unknown kind {ctx.get('tag')!r}; expected one of {ctx.get('expected_tags')}"
+    if kind == "union_tag_not_found":
+        return "required field is missing (it selects the variant)"
     msg = e["msg"]
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
@@ -222,6 +239,19 @@ def _message(e: dict[str, Any], loc: str) -> str:
     if not isinstance(value, (dict, list)) and kind not in ("union_tag_invalid", "union_tag_not_found"):
         msg = f"{msg[0].lower()}{msg[1:]} (got {value!r})"
     return msg
+
+
+def _node_at(data: Any, parts: list[str]) -> Any:
+    """The value at a cleaned dotted path in the raw spec data, or None."""
+    node = data
+    for part in parts:
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return None
+    return node
 
 
 def _spec_models() -> list[type[BaseModel]]:

@@ -110,8 +110,11 @@ def rule_problems(spec: ModelSpec) -> list[tuple[str, str]]:
         problems.append(("attention.n_kv_heads", f"{kv} is more than n_heads {att.n_heads}"))
     elif att.n_heads % kv:
         problems.append(("attention.n_kv_heads", f"{kv} does not divide n_heads {att.n_heads}"))
-    if isinstance(spec.position, RopePosition) and spec.d_model % att.n_heads == 0 and spec.head_dim % 2:
-        problems.append(("position.kind", f"rope needs an even head dim, got {spec.head_dim} (d_model / n_heads)"))
+    # head_dim is only meaningful when set explicitly or when n_heads divides d_model (else reported above).
+    head_dim_known = att.head_dim is not None or spec.d_model % att.n_heads == 0
+    if isinstance(spec.position, RopePosition) and head_dim_known and spec.head_dim % 2:
+        origin = "attention.head_dim" if att.head_dim is not None else "d_model / n_heads"
+        problems.append(("position.kind", f"rope needs an even head dim, got {spec.head_dim} ({origin})"))
     if spec.position.kind == "sinusoidal" and spec.d_model % 2:
         problems.append(("position.kind", f"sinusoidal needs an even d_model, got {spec.d_model}"))
     pattern = att.pattern

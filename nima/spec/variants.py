@@ -163,3 +163,21 @@ class XavierInit(Strict):
 
 
 InitSpec = Annotated[NormalInit | XavierInit, Field(discriminator="kind")]
+
+
+def variant_kinds(family: object) -> tuple[str, ...]:
+    """The ``kind`` values of a family: a discriminated union of variants, or a ``Literal``.
+
+    ``variant_kinds(PositionSpec)`` -> ('sinusoidal', 'learned', ...). Tests hold each builder
+    table's keys equal to this, so a kind cannot be added to the spec and not to the builders.
+    """
+    args = getattr(family, "__args__", ())
+    origin = getattr(family, "__origin__", None)
+    if getattr(family, "__metadata__", None) is not None:  # Annotated[Union[...], Field(...)]
+        return variant_kinds(origin)
+    if args and all(isinstance(a, str) for a in args):  # Literal["a", "b"]
+        return tuple(args)
+    kinds: list[str] = []
+    for variant in args:
+        kinds.extend(variant_kinds(variant.model_fields["kind"].annotation))
+    return tuple(kinds)
