@@ -142,6 +142,66 @@ def schema(
         fail(f"{out}: cannot write ({err.strerror or err})")
 
 
+@app.command()
+def export(
+    source: Annotated[
+        Path, typer.Argument(help="A model folder (nima build / nima train output) or a spec file.", show_default=False)
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Bundle folder to write.", show_default=False)],
+    onnx: Annotated[bool, typer.Option("--onnx", help="Export to ONNX (the one format so far).")] = False,
+    dtype: Annotated[str, typer.Option(help="Weights and activations: fp32 | fp16.")] = "fp32",
+    verify: Annotated[
+        bool, typer.Option("--verify/--no-verify", help="Check ONNX Runtime against PyTorch before writing.")
+    ] = True,
+    overrides: SetOption = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace a non-empty bundle folder.")] = False,
+) -> None:
+    """Export SOURCE as a deployable bundle: model.onnx with a KV cache, nima.json, genai_config.json, README.md."""
+    if not onnx:
+        fail("nothing to export: pass --onnx")
+    from rich.console import Console
+
+    from nima.builders.weights import WeightsError
+    from nima.export.bundle import BundleError
+    from nima.export.command import ParityFailure, UnsupportedExport, export_bundle
+    from nima.export.onnx_graph import ExportError
+    from nima.export.source import SourceError
+    from nima.spec import SpecError
+
+    console = Console(stderr=True)
+    if source.is_file():
+        console.print(f"[yellow]warning:[/] {source} is a spec file: exporting randomly initialised weights")
+    try:
+        with console.status("exporting") as status:
+            result = export_bundle(
+                source,
+                out,
+                dtype=dtype,
+                verify=verify,
+                force=force,
+                overrides=overrides,
+                progress=lambda msg: status.update(msg),
+            )
+    except SpecError as err:
+        fail([str(p) for p in err.problems])
+    except (SourceError, WeightsError, BundleError, UnsupportedExport) as err:
+        fail(str(err))
+    except ParityFailure as err:
+        fail(str(err), code=1)
+    except ExportError as err:
+        fail(f"{source}: {err}", code=1)
+    except OSError as err:
+        fail(f"{out}: cannot write ({err.strerror or err})")
+    if result.parity is not None:
+        p = result.parity
+        console.print(
+            f"parity: max |logit diff| {p.max_abs_diff:.2e} (prefill {p.prefill_max_abs_diff:.2e}, "
+            f"{p.decode_steps} cached steps {p.decode_max_abs_diff:.2e}; tolerance {p.tolerance:.0e}), "
+            f"greedy agreement {100 * p.next_token_agreement:.1f}%"
+        )
+    typer.echo(f"wrote {out}/ ({', '.join(result.files)})")
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

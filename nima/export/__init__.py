@@ -1,0 +1,1 @@
+"""Model -> ONNX bundle: graph export, export-time parity check, genai config, model card."""

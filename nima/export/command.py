@@ -1,0 +1,85 @@
+"""`nima export --onnx`: source -> verified bundle. The CLI is a thin wrapper around `export_bundle`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from nima.builders.models import DecoderLM
+from nima.builders.weights import SPEC_FILE
+from nima.export.bundle import check_target, staged_folder
+from nima.export.card import render_card
+from nima.export.genai import genai_config
+from nima.export.onnx_graph import export_decoder
+from nima.export.source import TOKENIZER_FILE, load_source, special_token_ids
+from nima.export.verify import ParityReport, check_parity, session_for
+
+MODEL_FILE = "model.onnx"
+GENAI_FILE = "genai_config.json"
+CARD_FILE = "README.md"
+DEFAULT_OPSET = 18
+
+
+class UnsupportedExport(ValueError):
+    """An option combination or model family this exporter does not handle."""
+
+
+class ParityFailure(RuntimeError):
+    """The exported graph's logits differ from PyTorch's by more than the tolerance."""
+
+    def __init__(self, report: ParityReport) -> None:
+        self.report = report
+        super().__init__(
+            f"ONNX Runtime logits differ from PyTorch by {report.max_abs_diff:.2e} "
+            f"(tolerance {report.tolerance:.0e}); no bundle written"
+        )
+
+
+@dataclass
+class ExportResult:
+    out: Path
+    parity: ParityReport | None
+    random_weights: bool
+    files: list[str]
+
+
+def export_bundle(
+    source: Path,
+    out: Path,
+    dtype: str = "fp32",
+    verify: bool = True,
+    force: bool = False,
+    overrides: list[str] | None = None,
+    opset: int = DEFAULT_OPSET,
+    progress: Callable[[str], None] = lambda _: None,
+) -> ExportResult:
+    """Export ``source`` to a bundle folder ``out``; raises before writing anything on bad input."""
+    if dtype not in ("fp32", "fp16"):
+        raise UnsupportedExport(f"--dtype {dtype}: supported are fp32 and fp16")
+    check_target(out, force)
+    progress("loading source")
+    src = load_source(source, overrides)
+    if not isinstance(src.model, DecoderLM):
+        raise UnsupportedExport(f"{source}: encoder-decoder export is not supported yet (decoder-only models only)")
+    with staged_folder(out) as tmp:
+        progress(f"exporting {MODEL_FILE} ({dtype})")
+        model_path = export_decoder(src.model, src.spec, tmp / MODEL_FILE, dtype=dtype, opset=opset)
+        parity = None
+        if verify:
+            progress("checking ONNX Runtime against PyTorch")
+            parity = check_parity(src.model, src.spec, session_for(model_path), dtype=dtype)
+            if not parity.passed:
+                raise ParityFailure(parity)
+        (tmp / SPEC_FILE).write_text(json.dumps(src.spec.model_dump(mode="json"), indent=2) + "\n")
+        if src.tokenizer is not None:
+            shutil.copyfile(src.tokenizer, tmp / TOKENIZER_FILE)
+        eos, bos, pad = special_token_ids(src.tokenizer)
+        config = genai_config(src.spec, MODEL_FILE, eos_token_id=eos, bos_token_id=bos, pad_token_id=pad)
+        (tmp / GENAI_FILE).write_text(json.dumps(config, indent=2) + "\n")
+        card = render_card(src.spec, dtype, None, parity, src.tokenizer is not None, opset)
+        (tmp / CARD_FILE).write_text(card)
+        files = sorted(p.name for p in tmp.iterdir())
+    return ExportResult(out, parity, src.random_weights, files)

@@ -1,0 +1,76 @@
+"""torch -> ONNX for a decoder, through `torch.onnx.export(dynamo=True)`.
+
+The dynamo exporter traces the model once with symbolic batch, sequence and cache lengths
+and runs onnxscript's optimiser (constant folding, dead-code removal) on the result. Weights
+go to external data only when the model passes protobuf's 2 GB limit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import logging
+import warnings
+from pathlib import Path
+
+import onnx
+import torch
+
+from nima.builders.models import DecoderLM
+from nima.export.contract import DecoderForExport, dynamic_shapes, example_inputs, input_names, output_names
+from nima.spec import ModelSpec
+
+PROTOBUF_LIMIT = 2 * 1024**3
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class ExportError(RuntimeError):
+    """The exporter could not produce a graph for this model."""
+
+
+def export_decoder(model: DecoderLM, spec: ModelSpec, path: Path, dtype: str = "fp32", opset: int = 18) -> Path:
+    """Write ``model`` as an ONNX graph at ``path`` (in ``dtype``) and return the path."""
+    torch_dtype = DTYPES[dtype]
+    if torch_dtype != torch.float32:
+        model = copy.deepcopy(model)  # .to() is in place; the caller keeps its fp32 model
+    model = model.to(torch_dtype).eval()
+    args = example_inputs(spec.n_layers, spec.n_kv_heads, spec.head_dim, spec.vocab_size, torch_dtype)
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    quiet = io.StringIO()
+    # the exporter narrates each stage on stdout and warns about internals users cannot act on
+    with warnings.catch_warnings(), contextlib.redirect_stdout(quiet), _quiet_loggers():
+        warnings.simplefilter("ignore")
+        try:
+            program = torch.onnx.export(
+                DecoderForExport(model),
+                args,
+                dynamo=True,
+                dynamic_shapes=dynamic_shapes(spec.n_layers),
+                input_names=input_names(spec.n_layers),
+                output_names=output_names(spec.n_layers),
+                opset_version=opset,
+                optimize=True,
+            )
+        except Exception as err:  # the exporter raises many types; all mean "cannot export"
+            raise ExportError(f"torch.onnx.export failed: {type(err).__name__}: {str(err).splitlines()[0]}") from err
+    if program is None:
+        raise ExportError("torch.onnx.export returned no program")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    program.save(str(path), external_data=weight_bytes > PROTOBUF_LIMIT)
+    onnx.checker.check_model(str(path), full_check=True)
+    return path
+
+
+@contextlib.contextmanager
+def _quiet_loggers():  # noqa: ANN202 - a context manager
+    names = ["torch.onnx", "torch.export", "torch._dynamo", "onnxscript", "torch.fx.experimental.symbolic_shapes"]
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)

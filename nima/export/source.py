@@ -1,0 +1,68 @@
+"""What `nima export` reads: a model folder (from `nima build` or `nima train`) or a spec file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from nima.builders import build_model, load_weights
+from nima.builders.models import DecoderLM, EncoderDecoderLM
+from nima.builders.weights import SPEC_FILE, WEIGHTS_FILE
+from nima.spec import ModelSpec, load_spec
+
+TOKENIZER_FILE = "tokenizer.json"
+
+
+class SourceError(ValueError):
+    """The export source is missing, incomplete or inconsistent."""
+
+
+@dataclass
+class ExportSource:
+    spec: ModelSpec
+    model: DecoderLM | EncoderDecoderLM
+    tokenizer: Path | None
+    random_weights: bool
+
+
+def load_source(path: Path, overrides: list[str] | None = None) -> ExportSource:
+    """Load the spec, weights and tokenizer from ``path``; a spec file gets seeded random weights."""
+    if not path.exists():
+        raise SourceError(f"{path}: not found")
+    if path.is_file():
+        spec = load_spec(path, overrides)
+        return ExportSource(spec, build_model(spec, seed=spec.training.seed), None, random_weights=True)
+    spec_path, weights = path / SPEC_FILE, path / WEIGHTS_FILE
+    if not spec_path.is_file():
+        raise SourceError(f"{path}: no {SPEC_FILE} here (expected a folder written by nima build or nima train)")
+    if not weights.is_file():
+        raise SourceError(f"{weights}: weights file not found")
+    if overrides:
+        raise SourceError("--set applies to spec files only; a model folder's spec must match its weights")
+    spec = load_spec(spec_path)
+    model = build_model(spec)
+    load_weights(model, weights)
+    tokenizer = path / TOKENIZER_FILE
+    return ExportSource(spec, model, tokenizer if tokenizer.is_file() else None, random_weights=False)
+
+
+def special_token_ids(tokenizer: Path | None) -> tuple[int, int, int]:
+    """(eos, bos, pad) ids from a tokenizer's special tokens; 0 where it has none."""
+    if tokenizer is None:
+        return 0, 0, 0
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tokenizer))
+
+    def first(*names: str) -> int | None:
+        for name in names:
+            found = tok.token_to_id(name)
+            if found is not None:
+                return found
+        return None
+
+    eos = first("<|endoftext|>", "</s>", "<eos>", "[SEP]")
+    bos = first("<|startoftext|>", "<s>", "<bos>", "[CLS]")
+    pad = first("<pad>", "[PAD]")
+    eos = 0 if eos is None else eos
+    return eos, (eos if bos is None else bos), (eos if pad is None else pad)
