@@ -88,7 +88,11 @@ class _Attention(nn.Module):
             probs = scores.float().softmax(-1).to(q.dtype)
             out = F.dropout(probs, p) @ v  # (B, H, T, hd)
         b, _, t, _ = out.shape
-        return self.o_proj(out.transpose(1, 2).reshape(b, t, self.n_heads * self.head_dim))
+        # An explicit copy, not reshape/contiguous(): CPU sdpa may return a (B, T, H, hd)-strided
+        # tensor, making the transpose look contiguous while tracing, so the exporter records a
+        # view that is invalid once sdpa is decomposed into plain ops. A clone is always recorded.
+        merged = out.transpose(1, 2).clone(memory_format=torch.contiguous_format)  # (B, T, H, hd)
+        return self.o_proj(merged.view(b, t, self.n_heads * self.head_dim))
 
 
 class SelfAttention(_Attention):

@@ -1,0 +1,164 @@
+"""`nima export --onnx`: bundle contents, model card, fp16, and what bad input and failures leave behind."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+import yaml
+from bundle_helpers import SPEC, invoke
+from click.testing import Result
+
+import nima.export.command as command
+import nima.export.verify as verify
+from nima.builders import build_model, load_weights
+from nima.export.verify import session_for
+from nima.spec import load_spec
+
+BUNDLE_FILES = {"model.onnx", "nima.json", "genai_config.json", "README.md"}
+
+
+def entries(folder: Path) -> set[str]:
+    return {p.name for p in folder.iterdir()}
+
+
+def test_bundle_contents(bundle: tuple[Path, Result], model_dir: Path) -> None:
+    out, result = bundle
+    assert result.exit_code == 0, result.output
+    assert entries(out) == BUNDLE_FILES | {"tokenizer.json"}
+    assert entries(out.parent) == {"tiny"}, "no temporary folders left beside the bundle"
+    onnx.checker.check_model(str(out / "model.onnx"), full_check=True)
+    assert json.loads((out / "nima.json").read_text()) == json.loads((model_dir / "nima.json").read_text())
+    assert (out / "tokenizer.json").read_bytes() == (model_dir / "tokenizer.json").read_bytes()
+    assert "parity: max |logit diff|" in result.output
+
+
+def test_bundle_logits_match_the_source_weights(bundle: tuple[Path, Result], model_dir: Path) -> None:
+    """The graph carries the source's trained weights, not fresh ones: compare one forward."""
+    out, _ = bundle
+    spec = load_spec(model_dir / "nima.json")
+    model = load_weights(build_model(spec), model_dir / "model.safetensors").eval()
+    ids = np.array([[5, 9, 17, 33]], dtype=np.int64)
+    feeds = {
+        "input_ids": ids,
+        "attention_mask": np.ones_like(ids),
+        "position_ids": np.arange(4, dtype=np.int64)[None],
+    }
+    for i in range(spec.n_layers):
+        for kind in ("key", "value"):
+            feeds[f"past_key_values.{i}.{kind}"] = np.zeros((1, 2, 0, 8), np.float32)
+    got = session_for(out / "model.onnx").run(["logits"], feeds)[0]
+    with torch.no_grad():
+        want = model(torch.from_numpy(ids))[0].numpy()
+    assert np.abs(got - want).max() < 1e-4
+
+
+def test_genai_config(bundle: tuple[Path, Result]) -> None:
+    out, _ = bundle
+    config = json.loads((out / "genai_config.json").read_text())
+    model = config["model"]
+    assert model["type"] == "decoder"
+    decoder = model["decoder"]
+    assert decoder["filename"] == "model.onnx"
+    assert (decoder["num_hidden_layers"], decoder["num_attention_heads"], decoder["num_key_value_heads"]) == (2, 4, 2)
+    assert (decoder["head_size"], decoder["hidden_size"]) == (8, 32)
+    assert decoder["inputs"]["past_key_names"] == "past_key_values.%d.key"
+    assert decoder["outputs"]["present_value_names"] == "present.%d.value"
+    assert model["vocab_size"] == 96 and model["context_length"] == 64
+    assert model["eos_token_id"] == 0  # "<|endoftext|>" is the tokenizer's first special token
+
+
+def test_model_card(bundle: tuple[Path, Result]) -> None:
+    out, _ = bundle
+    card = (out / "README.md").read_text()
+    assert card.startswith("# bundle-tiny")
+    assert "| heads | 4 q / 2 kv (GQA), head dim 8 |" in card
+    assert "| ffn | swiglu, hidden 48 |" in card
+    params = sum(p.numel() for p in build_model(load_spec(out / "nima.json")).parameters())
+    assert f"{params:,}" in card
+    assert "| prefill | " in card and "| cached decode | " in card
+    assert "`tokenizer.json`" in card
+
+
+def test_fp16_export_within_tolerance(model_dir: Path, tmp_path: Path) -> None:
+    result = invoke("export", "--onnx", model_dir, "-o", tmp_path / "fp16", "--dtype", "fp16")
+    assert result.exit_code == 0, result.output
+    graph = onnx.load(str(tmp_path / "fp16" / "model.onnx"))
+    logits = next(o for o in graph.graph.output if o.name == "logits")
+    assert logits.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+    assert "tolerance 1e-02" in result.output
+
+
+def test_parity_failure_leaves_nothing(model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(verify.TOLERANCES, "fp32", -1.0)  # any difference, even 0, fails
+    result = invoke("export", "--onnx", model_dir, "-o", tmp_path / "b")
+    assert result.exit_code == 1
+    assert "differ from PyTorch" in result.output
+    assert entries(tmp_path) == set()
+
+
+def test_interrupted_export_leaves_nothing(model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(command, "check_parity", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        command.export_bundle(model_dir, tmp_path / "b")
+    assert entries(tmp_path) == set()
+
+
+def test_spec_file_source_warns_and_force_replaces(tmp_path: Path) -> None:
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump({**SPEC, "n_layers": 1}))
+    out = tmp_path / "bundle"
+    out.mkdir()
+    (out / "old.txt").write_text("previous")
+    refused = invoke("export", "--onnx", spec_path, "-o", out)
+    assert refused.exit_code == 2 and "--force" in refused.output
+    assert entries(out) == {"old.txt"}
+    result = invoke("export", "--onnx", spec_path, "-o", out, "--force", "--no-verify")
+    assert result.exit_code == 0, result.output
+    assert "randomly initialised" in result.output
+    assert entries(out) == BUNDLE_FILES
+    assert "Not verified" in (out / "README.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["missing", "no-spec", "no-weights", "corrupt-weights", "mismatch", "dtype", "no-onnx", "encoder-decoder"],
+)
+def test_bad_input_exits_2_and_writes_nothing(case: str, model_dir: Path, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    args: list[object] = ["export", "--onnx", src, "-o", tmp_path / "out"]
+    if case != "missing":
+        src.mkdir()
+        for name in ("nima.json", "model.safetensors"):
+            (src / name).write_bytes((model_dir / name).read_bytes())
+    if case == "no-spec":
+        (src / "nima.json").unlink()
+    elif case == "no-weights":
+        (src / "model.safetensors").unlink()
+    elif case == "corrupt-weights":
+        (src / "model.safetensors").write_bytes(b"\x00garbage" * 10)
+    elif case == "mismatch":
+        spec = json.loads((src / "nima.json").read_text())
+        spec["ffn"]["hidden"] = 40
+        (src / "nima.json").write_text(json.dumps(spec))
+    elif case == "dtype":
+        args += ["--dtype", "int3"]
+    elif case == "no-onnx":
+        args.remove("--onnx")
+    elif case == "encoder-decoder":
+        spec_path = tmp_path / "s2s.yaml"
+        spec_path.write_text(yaml.safe_dump({**SPEC, "architecture": "encoder-decoder"}))
+        args[2] = spec_path
+    result = invoke(*args)
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: ") or "\nerror: " in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
+    assert not any(p.name.startswith(".out.") for p in tmp_path.iterdir())
