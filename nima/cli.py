@@ -150,6 +150,9 @@ def export(
     out: Annotated[Path, typer.Option("--out", "-o", help="Bundle folder to write.", show_default=False)],
     onnx: Annotated[bool, typer.Option("--onnx", help="Export to ONNX (the one format so far).")] = False,
     dtype: Annotated[str, typer.Option(help="Weights and activations: fp32 | fp16.")] = "fp32",
+    quantize: Annotated[
+        str | None, typer.Option(help="Quantize MatMul weights: int8 (dynamic) | int4 (block-wise MatMulNBits).")
+    ] = None,
     verify: Annotated[
         bool, typer.Option("--verify/--no-verify", help="Check ONNX Runtime against PyTorch before writing.")
     ] = True,
@@ -177,6 +180,7 @@ def export(
                 source,
                 out,
                 dtype=dtype,
+                quantize=quantize,
                 verify=verify,
                 force=force,
                 overrides=overrides,
@@ -193,12 +197,7 @@ def export(
     except OSError as err:
         fail(f"{out}: cannot write ({err.strerror or err})")
     if result.parity is not None:
-        p = result.parity
-        console.print(
-            f"parity: max |logit diff| {p.max_abs_diff:.2e} (prefill {p.prefill_max_abs_diff:.2e}, "
-            f"{p.decode_steps} cached steps {p.decode_max_abs_diff:.2e}; tolerance {p.tolerance:.0e}), "
-            f"greedy agreement {100 * p.next_token_agreement:.1f}%"
-        )
+        console.print(f"parity: {result.parity.describe()}")
     typer.echo(f"wrote {out}/ ({', '.join(result.files)})")
 
 

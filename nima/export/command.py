@@ -14,6 +14,8 @@ from nima.export.bundle import check_target, staged_folder
 from nima.export.card import render_card
 from nima.export.genai import genai_config
 from nima.export.onnx_graph import export_decoder
+from nima.export.quantize import QUANTIZATIONS
+from nima.export.quantize import quantize as quantize_graph
 from nima.export.source import TOKENIZER_FILE, load_source, special_token_ids
 from nima.export.verify import ParityReport, check_parity, session_for
 
@@ -32,10 +34,7 @@ class ParityFailure(RuntimeError):
 
     def __init__(self, report: ParityReport) -> None:
         self.report = report
-        super().__init__(
-            f"ONNX Runtime logits differ from PyTorch by {report.max_abs_diff:.2e} "
-            f"(tolerance {report.tolerance:.0e}); no bundle written"
-        )
+        super().__init__(f"ONNX Runtime differs from PyTorch beyond tolerance: {report.describe()}; no bundle written")
 
 
 @dataclass
@@ -50,6 +49,7 @@ def export_bundle(
     source: Path,
     out: Path,
     dtype: str = "fp32",
+    quantize: str | None = None,
     verify: bool = True,
     force: bool = False,
     overrides: list[str] | None = None,
@@ -59,6 +59,10 @@ def export_bundle(
     """Export ``source`` to a bundle folder ``out``; raises before writing anything on bad input."""
     if dtype not in ("fp32", "fp16"):
         raise UnsupportedExport(f"--dtype {dtype}: supported are fp32 and fp16")
+    if quantize is not None and quantize not in QUANTIZATIONS:
+        raise UnsupportedExport(f"--quantize {quantize}: supported are {', '.join(QUANTIZATIONS)}")
+    if quantize is not None and dtype != "fp32":
+        raise UnsupportedExport(f"--quantize {quantize} starts from the fp32 graph; drop --dtype {dtype}")
     check_target(out, force)
     progress("loading source")
     src = load_source(source, overrides)
@@ -67,10 +71,15 @@ def export_bundle(
     with staged_folder(out) as tmp:
         progress(f"exporting {MODEL_FILE} ({dtype})")
         model_path = export_decoder(src.model, src.spec, tmp / MODEL_FILE, dtype=dtype, opset=opset)
+        if quantize is not None:
+            progress(f"quantizing MatMul weights to {quantize}")
+            fp32_path = model_path.rename(tmp / "model.fp32.onnx")
+            quantize_graph(fp32_path, model_path, quantize)
+            fp32_path.unlink()
         parity = None
         if verify:
             progress("checking ONNX Runtime against PyTorch")
-            parity = check_parity(src.model, src.spec, session_for(model_path), dtype=dtype)
+            parity = check_parity(src.model, src.spec, session_for(model_path), dtype=dtype, quantize=quantize)
             if not parity.passed:
                 raise ParityFailure(parity)
         (tmp / SPEC_FILE).write_text(json.dumps(src.spec.model_dump(mode="json"), indent=2) + "\n")
@@ -79,7 +88,7 @@ def export_bundle(
         eos, bos, pad = special_token_ids(src.tokenizer)
         config = genai_config(src.spec, MODEL_FILE, eos_token_id=eos, bos_token_id=bos, pad_token_id=pad)
         (tmp / GENAI_FILE).write_text(json.dumps(config, indent=2) + "\n")
-        card = render_card(src.spec, dtype, None, parity, src.tokenizer is not None, opset)
+        card = render_card(src.spec, dtype, quantize, parity, src.tokenizer is not None, opset)
         (tmp / CARD_FILE).write_text(card)
         files = sorted(p.name for p in tmp.iterdir())
     return ExportResult(out, parity, src.random_weights, files)

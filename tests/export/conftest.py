@@ -34,3 +34,39 @@ def bundle(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[P
     out = tmp_path_factory.mktemp("bundles") / "tiny"
     result = invoke("export", "--onnx", model_dir, "-o", out)
     return out, result
+
+
+@pytest.fixture(scope="module")
+def trained_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small byte-level model trained briefly on Shakespeare, so its logits are peaked like a real
+    model's: quantization is judged on that, not on near-uniform random-weight logits."""
+    import torch
+
+    from nima.builders import build_model, save_build
+    from nima.spec import spec_from_dict
+
+    text = (Path(__file__).resolve().parents[3] / "shared" / "data" / "tinyshakespeare.txt").read_bytes()[:50_000]
+    data = torch.tensor([b % 128 for b in text])
+    spec = spec_from_dict(
+        {
+            **SPEC,
+            "name": "trained-tiny",
+            "vocab_size": 128,
+            "d_model": 64,
+            "ffn": {"kind": "swiglu", "hidden": 128},
+            "init": {"kind": "normal"},
+        }
+    )
+    model = build_model(spec, seed=0)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(150):
+        starts = torch.randint(0, len(data) - 33, (16,), generator=gen)
+        batch = torch.stack([data[s : s + 33] for s in starts])  # (16, 33)
+        logits, _ = model(batch[:, :-1])
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, 128), batch[:, 1:].reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 3.0, "the model should have learned something"
+    return save_build(model.eval(), spec, tmp_path_factory.mktemp("trained") / "model")

@@ -93,6 +93,20 @@ def test_fp16_export_within_tolerance(model_dir: Path, tmp_path: Path) -> None:
     assert "tolerance 1e-02" in result.output
 
 
+@pytest.mark.parametrize(("kind", "op"), [("int8", "MatMulInteger"), ("int4", "MatMulNBits")])
+def test_quantized_export_within_tolerance(kind: str, op: str, trained_dir: Path, tmp_path: Path) -> None:
+    result = invoke("export", "--onnx", trained_dir, "-o", tmp_path / kind, "--quantize", kind)
+    assert result.exit_code == 0, result.output
+    assert "greedy agreement" in result.output and "max |logit diff| / max |logit|" in result.output
+    graph = onnx.load(str(tmp_path / kind / "model.onnx")).graph
+    weights = {init.name for init in graph.initializer}
+    assert op in {node.op_type for node in graph.node}
+    float_weight_matmuls = [n.name for n in graph.node if n.op_type == "MatMul" and n.input[1] in weights]
+    assert float_weight_matmuls == []  # every MatMul with constant weights was quantized
+    assert entries(tmp_path / kind) == BUNDLE_FILES  # the fp32 intermediate is gone
+    assert f"{kind} weights" in (tmp_path / kind / "README.md").read_text()
+
+
 def test_parity_failure_leaves_nothing(model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(verify.TOLERANCES, "fp32", -1.0)  # any difference, even 0, fails
     result = invoke("export", "--onnx", model_dir, "-o", tmp_path / "b")
@@ -129,7 +143,18 @@ def test_spec_file_source_warns_and_force_replaces(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "case",
-    ["missing", "no-spec", "no-weights", "corrupt-weights", "mismatch", "dtype", "no-onnx", "encoder-decoder"],
+    [
+        "missing",
+        "no-spec",
+        "no-weights",
+        "corrupt-weights",
+        "mismatch",
+        "dtype",
+        "quantize",
+        "quantize-fp16",
+        "no-onnx",
+        "encoder-decoder",
+    ],
 )
 def test_bad_input_exits_2_and_writes_nothing(case: str, model_dir: Path, tmp_path: Path) -> None:
     src = tmp_path / "src"
@@ -150,6 +175,10 @@ def test_bad_input_exits_2_and_writes_nothing(case: str, model_dir: Path, tmp_pa
         (src / "nima.json").write_text(json.dumps(spec))
     elif case == "dtype":
         args += ["--dtype", "int3"]
+    elif case == "quantize":
+        args += ["--quantize", "int3"]
+    elif case == "quantize-fp16":
+        args += ["--quantize", "int8", "--dtype", "fp16"]
     elif case == "no-onnx":
         args.remove("--onnx")
     elif case == "encoder-decoder":
