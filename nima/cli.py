@@ -153,6 +153,9 @@ def export(
     quantize: Annotated[
         str | None, typer.Option(help="Quantize MatMul weights: int8 (dynamic) | int4 (block-wise MatMulNBits).")
     ] = None,
+    target: Annotated[
+        str, typer.Option(help="portable: standard ONNX ops; ort: ONNX Runtime's fused contrib ops.")
+    ] = "portable",
     verify: Annotated[
         bool, typer.Option("--verify/--no-verify", help="Check ONNX Runtime against PyTorch before writing.")
     ] = True,
@@ -181,6 +184,7 @@ def export(
                 out,
                 dtype=dtype,
                 quantize=quantize,
+                target=target,
                 verify=verify,
                 force=force,
                 overrides=overrides,

@@ -17,6 +17,7 @@ def render_card(
     parity: ParityReport | None,
     has_tokenizer: bool,
     opset: int,
+    target: str = "portable",
 ) -> str:
     env = Environment(
         loader=PackageLoader("nima.export", "templates"),
@@ -37,4 +38,5 @@ def render_card(
         parity=parity,
         has_tokenizer=has_tokenizer,
         opset=opset,
+        target=target,
     )

@@ -12,6 +12,7 @@ from nima.builders.models import DecoderLM
 from nima.builders.weights import SPEC_FILE
 from nima.export.bundle import check_target, staged_folder
 from nima.export.card import render_card
+from nima.export.fuse import TARGETS, fuse_for_ort
 from nima.export.genai import genai_config
 from nima.export.onnx_graph import export_decoder
 from nima.export.quantize import QUANTIZATIONS
@@ -50,6 +51,7 @@ def export_bundle(
     out: Path,
     dtype: str = "fp32",
     quantize: str | None = None,
+    target: str = "portable",
     verify: bool = True,
     force: bool = False,
     overrides: list[str] | None = None,
@@ -59,6 +61,8 @@ def export_bundle(
     """Export ``source`` to a bundle folder ``out``; raises before writing anything on bad input."""
     if dtype not in ("fp32", "fp16"):
         raise UnsupportedExport(f"--dtype {dtype}: supported are fp32 and fp16")
+    if target not in TARGETS:
+        raise UnsupportedExport(f"--target {target}: supported are {', '.join(TARGETS)}")
     if quantize is not None and quantize not in QUANTIZATIONS:
         raise UnsupportedExport(f"--quantize {quantize}: supported are {', '.join(QUANTIZATIONS)}")
     if quantize is not None and dtype != "fp32":
@@ -71,6 +75,11 @@ def export_bundle(
     with staged_folder(out) as tmp:
         progress(f"exporting {MODEL_FILE} ({dtype})")
         model_path = export_decoder(src.model, src.spec, tmp / MODEL_FILE, dtype=dtype, opset=opset)
+        if target == "ort":
+            progress("fusing into ONNX Runtime contrib ops")
+            portable = model_path.rename(tmp / "model.portable.onnx")
+            fuse_for_ort(portable, model_path)
+            portable.unlink()
         if quantize is not None:
             progress(f"quantizing MatMul weights to {quantize}")
             fp32_path = model_path.rename(tmp / "model.fp32.onnx")
@@ -88,7 +97,7 @@ def export_bundle(
         eos, bos, pad = special_token_ids(src.tokenizer)
         config = genai_config(src.spec, MODEL_FILE, eos_token_id=eos, bos_token_id=bos, pad_token_id=pad)
         (tmp / GENAI_FILE).write_text(json.dumps(config, indent=2) + "\n")
-        card = render_card(src.spec, dtype, quantize, parity, src.tokenizer is not None, opset)
+        card = render_card(src.spec, dtype, quantize, parity, src.tokenizer is not None, opset, target)
         (tmp / CARD_FILE).write_text(card)
         files = sorted(p.name for p in tmp.iterdir())
     return ExportResult(out, parity, src.random_weights, files)

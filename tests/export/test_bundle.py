@@ -152,6 +152,7 @@ def test_spec_file_source_warns_and_force_replaces(tmp_path: Path) -> None:
         "dtype",
         "quantize",
         "quantize-fp16",
+        "target",
         "no-onnx",
         "encoder-decoder",
     ],
@@ -179,6 +180,8 @@ def test_bad_input_exits_2_and_writes_nothing(case: str, model_dir: Path, tmp_pa
         args += ["--quantize", "int3"]
     elif case == "quantize-fp16":
         args += ["--quantize", "int8", "--dtype", "fp16"]
+    elif case == "target":
+        args += ["--target", "tensorrt"]
     elif case == "no-onnx":
         args.remove("--onnx")
     elif case == "encoder-decoder":
