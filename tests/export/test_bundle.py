@@ -111,7 +111,7 @@ def test_parity_failure_leaves_nothing(model_dir: Path, tmp_path: Path, monkeypa
     monkeypatch.setitem(verify.TOLERANCES, "fp32", -1.0)  # any difference, even 0, fails
     result = invoke("export", "--onnx", model_dir, "-o", tmp_path / "b")
     assert result.exit_code == 1
-    assert "differ from PyTorch" in result.output
+    assert "differs from PyTorch" in result.output
     assert entries(tmp_path) == set()
 
 
