@@ -22,7 +22,9 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x32 = x.float()
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        # x / sqrt(.) rather than x * rsqrt(.): ONNX Runtime fuses this form into one
+        # SimplifiedLayerNormalization kernel; the rsqrt form stays five separate ops.
+        x32 = x32 / torch.sqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
         return x32.to(x.dtype) * self.weight
 
 
