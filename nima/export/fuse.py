@@ -1,10 +1,11 @@
 """The ``ort`` target: rewrite the portable graph into ONNX Runtime's fused contrib ops.
 
 onnxscript's ORT fusion rules (the rewriter ORT's own tooling uses) turn the standard-op
-subgraphs of the export into single kernels: RMSNorm into ``SimplifiedLayerNormalization``,
-the residual add + RMSNorm into ``SkipSimplifiedLayerNormalization``, scaled dot-product
-attention into ``MultiHeadAttention``, and GELU/bias patterns into their fused forms. The
-portable graph stays the default: it runs on any ONNX runtime; the fused one needs ORT.
+subgraphs of the export into single kernels: scaled dot-product attention into
+``MultiHeadAttention``, rotary and GELU/bias patterns into their fused forms. (RMSNorm, written
+as ``x / sqrt(mean(x^2) + eps)``, is fused into ``SimplifiedLayerNormalization`` by ORT itself
+when a session loads either graph.) The portable graph stays the default: it runs on any ONNX
+runtime; the fused one needs ORT.
 """
 
 from __future__ import annotations
