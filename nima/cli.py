@@ -126,6 +126,46 @@ def build(
 
 
 @app.command()
+def train(
+    spec: Annotated[Path, typer.Argument(help="Spec file (.yaml, .yml or .json).", show_default=False)],
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", "-d", help="A text file or a folder of .txt files (not needed with --resume)."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Run folder (default: runs/<spec name>).", show_default=False)
+    ] = None,
+    overrides: SetOption = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in the run folder.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace a run already in the run folder.")] = False,
+) -> None:
+    """Train SPEC on text; the run folder ends up holding nima.json, model.safetensors and tokenizer.json.
+
+    Under `torchrun --nproc_per_node N -m nima train ...` the processes train together (DDP, or
+    FSDP with training.distributed: fsdp); only rank 0 writes files and prints.
+    """
+    model_spec = load_or_fail(spec, overrides)
+    if resume and force:
+        fail("--resume and --force: choose one (continue the run, or replace it)")
+    import os
+
+    from nima.train import PeerFailed, TrainError
+    from nima.train import train as run_training
+
+    run_dir = out if out is not None else Path("runs") / model_spec.name
+    try:
+        state = run_training(model_spec, run_dir, data=data, resume=resume, force=force)
+    except PeerFailed:
+        raise typer.Exit(EXIT_BAD_INPUT) from None  # rank 0 prints the problem
+    except TrainError as err:
+        fail(str(err))
+    except OSError as err:
+        fail(f"{run_dir}: cannot write ({err.strerror or err})")
+    if int(os.environ.get("RANK", "0")) == 0:
+        typer.echo(f"{run_dir}: step {state.step}, {state.tokens:,} tokens, {state.elapsed_s:.1f} s")
+
+
+@app.command()
 def schema(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file instead of stdout.")] = None,
 ) -> None:

@@ -94,8 +94,14 @@ class TrainingSpec(Strict):
     )
     gradient_checkpointing: bool = Field(False, description="Recompute block activations in backward.")
     compile: bool = Field(False, description="Wrap the model in torch.compile.")
-    eval_every: int = Field(200, gt=0, description="Evaluate every N steps.")
-    eval_batches: int = Field(20, gt=0, description="Validation batches per evaluation.")
+    log_every: int = Field(10, gt=0, description="Log the training loss, lr and tokens/s every N steps.")
+    eval_every: int = Field(200, gt=0, description="Evaluate every N steps (and after the last one).")
+    eval_batches: int = Field(
+        20,
+        gt=0,
+        description="Validation batches per evaluation, each the size of a global training batch "
+        "(batch_size x grad_accum x processes).",
+    )
     checkpoint_every: int = Field(500, gt=0, description="Write a checkpoint every N steps.")
     keep_last: int = Field(3, gt=0, description="Checkpoints kept on disk.")
     val_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="Share of the data held out for validation.")
@@ -104,6 +110,12 @@ class TrainingSpec(Strict):
     )
     distributed: Literal["ddp", "fsdp"] = Field("ddp", description="Strategy under torchrun.")
     seed: int = Field(1337, description="Seed for data order and dropout.")
+    cpu_threads: int | None = Field(
+        None,
+        gt=0,
+        description="torch intra-op threads when training on the CPU; omitted: torch's default. Small models "
+        "often train faster on fewer threads than cores.",
+    )
 
 
 class GenerationSpec(Strict):

@@ -1,0 +1,41 @@
+"""What the model is trained to predict, per architecture: the one place the loop meets the model's API.
+
+An objective takes the (possibly wrapped) model and a batch and returns the summed token loss
+and the number of tokens it covers, so micro-batches, ranks and evaluation batches combine
+by plain sums. The decoder objective is next-token prediction; an encoder-decoder objective
+(source -> target batches through ``model(input_ids, decoder_input_ids)``) adds an entry here
+and a batch source in `nima.train.batches`, and the loop stays as it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nima.train.batches import Batch
+from nima.train.errors import TrainError
+
+Objective = Callable[[nn.Module, Batch], tuple[torch.Tensor, int]]
+
+
+def causal_lm_loss(model: nn.Module, batch: Batch) -> tuple[torch.Tensor, int]:
+    """Summed cross-entropy of each next token (nats) and the token count."""
+    logits, _ = model(batch["input_ids"])  # (B, T, V)
+    labels = batch["labels"]  # (B, T)
+    # fp32 log-softmax: under autocast the logits are bf16/fp16, too coarse for the loss.
+    loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), reduction="sum")
+    return loss, labels.numel()
+
+
+OBJECTIVES: dict[str, Objective] = {
+    "decoder": causal_lm_loss,
+}
+
+
+def objective_for(architecture: str) -> Objective:
+    if architecture not in OBJECTIVES:
+        raise TrainError(f"architecture: training a {architecture} model is not supported yet (decoder only)")
+    return OBJECTIVES[architecture]

@@ -1,0 +1,132 @@
+"""The run folder: what it holds, when it may be (over)written, and whether a resume matches it.
+
+A run folder is also a model folder, the same layout `nima build -o` writes (``nima.json``,
+``model.safetensors``) plus ``tokenizer.json``, so `nima export` can read it directly. Next to
+those: ``run.json`` (what the run was started from), ``data/`` (packed tokens),
+``checkpoints/``, ``metrics.jsonl`` and ``loss.png``.
+
+All checks here only read; they run before anything is written, so bad input leaves the
+folder as it was. A folder that already holds a run is never reused without ``--resume``
+(continue it) or ``--force`` (remove the previous run's files, and only those).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from nima.builders.weights import SPEC_FILE, WEIGHTS_FILE
+from nima.spec import ModelSpec
+from nima.train.checkpoint import CHECKPOINTS_DIR, checkpoint_steps
+from nima.train.data import DATA_DIR, Source
+from nima.train.errors import TrainError
+from nima.train.metrics import METRICS_FILE, PLOT_FILE
+
+RUN_FILE = "run.json"
+TOKENIZER_FILE = "tokenizer.json"
+OWNED = (RUN_FILE, SPEC_FILE, WEIGHTS_FILE, TOKENIZER_FILE, METRICS_FILE, PLOT_FILE, DATA_DIR, CHECKPOINTS_DIR)
+
+# Fields a resumed run may change: how long to train and how often to look, not what is trained.
+RESUMABLE = {
+    "training.max_steps",
+    "training.log_every",
+    "training.eval_every",
+    "training.eval_batches",
+    "training.checkpoint_every",
+    "training.keep_last",
+    "training.compile",
+    "training.gradient_checkpointing",
+    "training.cpu_threads",
+}
+
+
+def check_writable(run_dir: Path) -> None:
+    """``run_dir`` is, or can be created as, a writable folder."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise TrainError(f"{run_dir}: exists and is not a folder")
+    probe = next((p for p in (run_dir, *run_dir.parents) if p.exists()), Path("."))
+    if not probe.is_dir():
+        raise TrainError(f"{run_dir}: cannot create the run folder ({probe} is not a folder)")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise TrainError(f"{run_dir}: run folder is not writable ({probe})")
+
+
+def check_new_run(run_dir: Path, force: bool) -> None:
+    """A new run may start in ``run_dir``: it holds no run or model, or ``force`` allows replacing it."""
+    check_writable(run_dir)
+    if run_dir.is_dir() and not force:
+        taken = [name for name in OWNED if (run_dir / name).exists()]
+        if taken:
+            raise TrainError(
+                f"{run_dir}: already holds a run or model ({', '.join(taken[:3])}); "
+                "pass --resume to continue it or --force to start over"
+            )
+
+
+def clear_run(run_dir: Path) -> None:
+    """Remove the files a previous run (or build) left in ``run_dir``; other files stay."""
+    for name in OWNED:
+        path = run_dir / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise TrainError(f"{path}: not found; the folder holds no resumable run (start one without --resume)") from None
+    except (OSError, ValueError) as err:
+        raise TrainError(f"{path}: unreadable ({err}); start a new run with --force") from None
+    if not isinstance(data, dict):
+        raise TrainError(f"{path}: expected a JSON object; start a new run with --force")
+    return data
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: data}
+
+
+def spec_changes(saved: dict[str, Any], spec: ModelSpec) -> list[str]:
+    """Dotted fields where ``spec`` differs from the run's saved spec, other than the `RESUMABLE` ones."""
+    old, new = _flatten(saved), _flatten(spec.model_dump(mode="json"))
+    fields = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    return [
+        f"{k}: {old.get(k)!r} in the run, {new.get(k)!r} now"
+        for k in fields
+        if k not in RESUMABLE and not k.startswith("generation.")
+    ]
+
+
+def check_resume(run_dir: Path, spec: ModelSpec, source: Source | None) -> Path:
+    """The latest checkpoint of the run in ``run_dir``, after checking that ``spec`` (and data) match it."""
+    if not run_dir.is_dir():
+        raise TrainError(f"{run_dir}: no run folder to resume (start one without --resume)")
+    record = _read_json(run_dir / RUN_FILE)
+    changes = spec_changes(_read_json(run_dir / SPEC_FILE), spec)
+    if changes:
+        more = f" (and {len(changes) - 2} more)" if len(changes) > 2 else ""
+        raise TrainError(
+            f"{run_dir / SPEC_FILE}: the run was started with another spec ({'; '.join(changes[:2])}{more}); "
+            "resume with the run's spec or start a new run with --force"
+        )
+    if source is not None and [list(f) for f in source.files] != record.get("data", {}).get("files"):
+        raise TrainError(
+            f"{source.path}: is not the data this run was started with (see {run_dir / RUN_FILE}); "
+            "resume without --data or start a new run with --force"
+        )
+    found = checkpoint_steps(run_dir)
+    if not found:
+        raise TrainError(f"{run_dir / CHECKPOINTS_DIR}: no checkpoint to resume from; start over with --force")
+    check_writable(run_dir)
+    return found[-1][1]
