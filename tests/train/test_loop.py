@@ -61,3 +61,13 @@ def test_evaluation_figures_agree() -> None:
     assert val["bpb"] == pytest.approx(val["loss"] / (math.log(2) * bytes_per_token))
     assert evaluate(run) == val  # fixed windows: the same model gives the same figures
     assert run.model.training  # evaluation leaves the model in training mode
+
+
+def test_gradient_checkpointing_changes_memory_not_results() -> None:
+    corpus = make_corpus()
+    plain = make_run(corpus)
+    recomputed = make_run(corpus, gradient_checkpointing=True)
+    assert all(s.gradient_checkpointing for s in recomputed.model.stacks())
+    assert train_step(plain, 0)[0].item() == pytest.approx(train_step(recomputed, 0)[0].item(), rel=1e-6)
+    for a, b in zip(plain.model.parameters(), recomputed.model.parameters(), strict=True):
+        assert torch.allclose(a, b, rtol=0, atol=1e-6)
