@@ -17,6 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 from torch import nn
 
+from nima.files import share_folder
 from nima.spec import ModelSpec
 
 SPEC_FILE = "nima.json"
@@ -36,11 +37,7 @@ def save_build(model: nn.Module, spec: ModelSpec, out_dir: str | Path, metadata:
     try:
         (tmp / SPEC_FILE).write_text(json.dumps(spec.model_dump(mode="json"), indent=2) + "\n", encoding="utf-8")
         save_model(model, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", **(metadata or {})})
-        # mkdtemp (and safetensors) create owner-only entries; give the model the modes that
-        # mkdir and open would, so a model folder is as readable as any other.
-        umask = _umask()
-        os.chmod(tmp, 0o777 & ~umask)
-        os.chmod(tmp / WEIGHTS_FILE, 0o666 & ~umask)
+        share_folder(tmp)
         if not out_dir.exists():
             os.replace(tmp, out_dir)
             return out_dir
@@ -49,12 +46,6 @@ def save_build(model: nn.Module, spec: ModelSpec, out_dir: str | Path, metadata:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def load_weights(model: nn.Module, path: str | Path) -> nn.Module:

@@ -10,6 +10,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from nima.files import share_folder
+
 
 class BundleError(ValueError):
     """The bundle folder cannot be written."""
@@ -35,7 +37,7 @@ def staged_folder(out: Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=parent))
     try:
         yield tmp
-        os.chmod(tmp, 0o777 & ~_umask())
+        share_folder(tmp)
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=parent))
             os.replace(out, old / "bundle")
@@ -45,9 +47,3 @@ def staged_folder(out: Path) -> Iterator[Path]:
             os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask

@@ -33,6 +33,7 @@ from torch import nn
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
 from nima.builders.weights import WEIGHTS_FILE
+from nima.files import share_folder
 from nima.train.distributed import World, barrier
 from nima.train.errors import TrainError
 
@@ -107,7 +108,7 @@ def save_checkpoint(
                 sha256={name: _sha256(tmp / name) for name in (WEIGHTS_FILE, OPTIMIZER_FILE)},
             )
             (tmp / STATE_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-            _share(tmp)
+            share_folder(tmp)
             if final.exists():
                 _remove(final)
             os.replace(tmp, final)
@@ -117,15 +118,6 @@ def save_checkpoint(
             _remove(old)
     barrier(world)
     return final
-
-
-def _share(folder: Path) -> None:
-    """Give a mkdtemp folder and its files the modes mkdir and open would (mkdtemp makes them owner-only)."""
-    umask = os.umask(0o022)
-    os.umask(umask)
-    os.chmod(folder, 0o777 & ~umask)
-    for path in folder.iterdir():
-        os.chmod(path, 0o666 & ~umask)
 
 
 def _remove(folder: Path) -> None:
