@@ -1,0 +1,15 @@
+"""File and tensor names of an exported bundle, shared by the exporter and the runtime.
+
+The tensor names follow ONNX Runtime GenAI and Optimum (see ``nima/export/contract.py`` for the
+shapes). They live here, in a torch-free module, so the runtime reads bundles without the exporter.
+"""
+
+from __future__ import annotations
+
+MODEL_FILE = "model.onnx"
+SPEC_FILE = "nima.json"
+TOKENIZER_FILE = "tokenizer.json"
+
+INPUT_IDS, ATTENTION_MASK, POSITION_IDS, LOGITS = "input_ids", "attention_mask", "position_ids", "logits"
+PAST_KEY, PAST_VALUE = "past_key_values.%d.key", "past_key_values.%d.value"
+PRESENT_KEY, PRESENT_VALUE = "present.%d.key", "present.%d.value"

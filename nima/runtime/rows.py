@@ -1,0 +1,92 @@
+"""What the search loops share: rows of a batch, left padding, per-row stopping, score processing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from nima.runtime import processors
+from nima.spec.sections import GenerationSpec
+
+FINISH_EOS, FINISH_STOP, FINISH_LENGTH = "eos", "stop", "length"
+
+
+@dataclass
+class Row:
+    """One sequence being generated: its prompt, the tokens so far and why it stopped (None: running)."""
+
+    prompt: list[int]
+    tokens: list[int] = field(default_factory=list)
+    finish_reason: str | None = None
+
+    @property
+    def history(self) -> list[int]:
+        return self.prompt + self.tokens
+
+
+@dataclass(frozen=True)
+class Limits:
+    """When a row stops: EOS ids, stop strings (via ``decode``), new-token and context limits."""
+
+    eos_ids: tuple[int, ...]
+    max_new_tokens: int
+    context: int
+    stop_strings: tuple[str, ...] = ()
+    decode: Callable[[list[int]], str] | None = None
+
+    def finish_reason(self, row: Row) -> str | None:
+        """Why ``row`` must stop after its last token, or None."""
+        if row.tokens and row.tokens[-1] in self.eos_ids:
+            return FINISH_EOS
+        if self.stop_strings and self.decode is not None:
+            text = self.decode(row.tokens)
+            if any(stop in text for stop in self.stop_strings):
+                return FINISH_STOP
+        if len(row.tokens) >= self.max_new_tokens or len(row.prompt) + len(row.tokens) >= self.context:
+            return FINISH_LENGTH
+        return None
+
+
+def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(input_ids, attention_mask, position_ids), each (B, longest), prompts aligned to the right."""
+    longest = max(len(p) for p in prompts)
+    ids = np.full((len(prompts), longest), pad_id, dtype=np.int64)
+    mask = np.zeros((len(prompts), longest), dtype=np.int64)
+    for row, prompt in enumerate(prompts):
+        if prompt:
+            ids[row, longest - len(prompt) :] = prompt
+            mask[row, longest - len(prompt) :] = 1
+    positions = np.clip(np.cumsum(mask, axis=-1) - 1, 0, None).astype(np.int64)
+    return ids, mask, positions
+
+
+def presence(histories: Sequence[Sequence[int]], vocab: int) -> np.ndarray:
+    """(R, V) bool: which tokens each row already holds (for the repetition penalty)."""
+    seen = np.zeros((len(histories), vocab), dtype=bool)
+    for row, history in enumerate(histories):
+        seen[row, list(history)] = True
+    return seen
+
+
+def process_scores(
+    logits: np.ndarray, rows: Sequence[Row], seen: np.ndarray | None, options: GenerationSpec, eos_ids: Sequence[int]
+) -> None:
+    """The score-changing processors, in place: repetition penalty, no-repeat n-grams, minimum length."""
+    if seen is not None:
+        processors.repetition_penalty(logits, seen, options.repetition_penalty)
+    if options.no_repeat_ngram_size:
+        processors.no_repeat_ngrams(logits, [row.history for row in rows], options.no_repeat_ngram_size)
+    if options.min_new_tokens:
+        too_short = np.array([len(row.tokens) < options.min_new_tokens for row in rows])
+        processors.ban_tokens(logits, too_short, eos_ids)
+
+
+def warp(logits: np.ndarray, options: GenerationSpec) -> np.ndarray:
+    """The sampling distribution, (R, V) float64: temperature, top-k, top-p, min-p, then softmax."""
+    processors.temperature(logits, options.temperature)
+    processors.top_k(logits, options.top_k)
+    processors.top_p(logits, options.top_p)
+    processors.min_p(logits, options.min_p)
+    return processors.softmax(logits)

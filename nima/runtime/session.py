@@ -1,0 +1,111 @@
+"""One ONNX Runtime session over an exported decoder, with the KV cache kept as ORT values.
+
+Every step binds its inputs and outputs through IO binding: the cache that one step returns is
+bound, as it is, as the next step's input, so with the CUDA provider it never leaves the device
+(on the CPU, IO binding and plain ``run`` measured the same, so one code path serves both).
+Logits are bound to host memory, since sampling happens in numpy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from nima.runtime.errors import GenerateError
+from nima.runtime.names import ATTENTION_MASK, INPUT_IDS, LOGITS, PAST_KEY, PAST_VALUE, POSITION_IDS, PRESENT_KEY
+
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+_NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+
+
+def make_session(path: Path, provider: str = "cpu", threads: int | None = None) -> ort.InferenceSession:
+    """An inference session on ``provider`` ("cpu" or "cuda"); a clear error when it is unavailable."""
+    if provider not in PROVIDERS:
+        raise GenerateError(f"provider {provider!r}: choose one of {', '.join(PROVIDERS)}")
+    wanted = PROVIDERS[provider]
+    available = ort.get_available_providers()
+    if wanted not in available:
+        raise GenerateError(
+            f"provider {provider!r}: {wanted} is not in this onnxruntime build (available: {', '.join(available)})"
+        )
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    providers = [wanted] if wanted == "CPUExecutionProvider" else [wanted, "CPUExecutionProvider"]
+    try:
+        return ort.InferenceSession(str(path), options, providers=providers)
+    except Exception as err:  # ORT raises its own untyped errors for unreadable graphs
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise GenerateError(f"{path}: ONNX Runtime cannot load it: {first_line}") from None
+
+
+@dataclass(frozen=True)
+class KVCache:
+    """Per layer (key, value) ORT values, each (B, H_kv, P, hd), and the cached length P."""
+
+    values: tuple[ort.OrtValue, ...]  # key0, value0, key1, value1, ...
+    length: int
+    batch: int
+
+
+class DecoderSession:
+    """Runs prefill and decode steps of an exported decoder; see the module docstring."""
+
+    def __init__(self, session: ort.InferenceSession, n_layers: int, n_kv_heads: int, head_dim: int) -> None:
+        self.session = session
+        self.n_layers = n_layers
+        self.n_kv_heads = n_kv_heads
+        self.head_dim = head_dim
+        self.device = "cuda" if session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
+        inputs = {arg.name: arg for arg in session.get_inputs()}
+        missing = [name for name in (INPUT_IDS, ATTENTION_MASK, POSITION_IDS, PAST_KEY % 0) if name not in inputs]
+        if missing:
+            raise GenerateError(f"the graph lacks the input {missing[0]!r} of the Nima/GenAI decoder contract")
+        self.kv_dtype = _NUMPY_TYPES.get(inputs[PAST_KEY % 0].type, np.float32)
+        self._past_names = [name % i for i in range(n_layers) for name in (PAST_KEY, PAST_VALUE)]
+        self._output_names = [out.name for out in session.get_outputs()]
+        if self._output_names[0] != LOGITS or PRESENT_KEY % 0 not in self._output_names:
+            raise GenerateError("the graph's outputs do not follow the decoder contract (logits, present.*)")
+
+    def empty_cache(self, batch: int) -> KVCache:
+        """A cache holding nothing, (B, H_kv, 0, hd) per tensor: the first step is a prefill."""
+        empty = np.zeros((batch, self.n_kv_heads, 0, self.head_dim), dtype=self.kv_dtype)
+        values = tuple(ort.OrtValue.ortvalue_from_numpy(empty, self.device, 0) for _ in self._past_names)
+        return KVCache(values, 0, batch)
+
+    def step(
+        self,
+        input_ids: np.ndarray,  # (B, T) int64
+        attention_mask: np.ndarray,  # (B, P + T) int64
+        position_ids: np.ndarray,  # (B, T) int64
+        cache: KVCache,
+    ) -> tuple[np.ndarray, KVCache]:
+        """Logits of the last position, (B, V) float32, and the cache extended by T."""
+        binding = self.session.io_binding()
+        binding.bind_cpu_input(INPUT_IDS, np.ascontiguousarray(input_ids, dtype=np.int64))
+        binding.bind_cpu_input(ATTENTION_MASK, np.ascontiguousarray(attention_mask, dtype=np.int64))
+        binding.bind_cpu_input(POSITION_IDS, np.ascontiguousarray(position_ids, dtype=np.int64))
+        for name, value in zip(self._past_names, cache.values, strict=True):
+            binding.bind_ortvalue_input(name, value)
+        binding.bind_output(LOGITS, "cpu")
+        for name in self._output_names[1:]:
+            binding.bind_output(name, self.device)
+        self.session.run_with_iobinding(binding)
+        outputs = binding.get_outputs()
+        logits = outputs[0].numpy()[:, -1, :].astype(np.float32)  # (B, V)
+        extended = KVCache(tuple(outputs[1:]), cache.length + input_ids.shape[1], cache.batch)
+        return logits, extended
+
+    def select(self, cache: KVCache, rows: np.ndarray) -> KVCache:
+        """The cache of ``rows`` (beam reordering, repeating a prompt, dropping finished rows)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        # On CUDA this goes through host memory: numpy is the only array library the runtime has.
+        values = tuple(
+            ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(value.numpy()[rows]), self.device, 0)
+            for value in cache.values
+        )
+        return KVCache(values, cache.length, len(rows))
