@@ -10,10 +10,28 @@ checkpoint needs to resume the data order.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import numpy as np
 import torch
 
-Batch = dict[str, torch.Tensor]  # "input_ids", "labels": (B, T) int64
+Batch = dict[str, torch.Tensor]  # "input_ids", "labels": (B, T) int64 (seq2seq batches add masks and decoder inputs)
+IGNORE_INDEX = -100  # a label the loss skips (target padding)
+
+
+class Sampler(Protocol):
+    """Draws each step's training batches from one seeded generator whose state a checkpoint keeps."""
+
+    def step_batches(self, batch_size: int, grad_accum: int, rank: int, world: int) -> list[Batch]: ...
+
+    def state(self) -> torch.Tensor: ...
+
+    def load_state(self, state: torch.Tensor) -> None: ...
+
+
+def label_count(batch: Batch) -> int:
+    """Labels the loss counts: every one for text windows, the real target tokens for pairs."""
+    return int((batch["labels"] != IGNORE_INDEX).sum())
 
 
 def windows(tokens: np.ndarray, offsets: torch.Tensor, seq_len: int) -> Batch:

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from nima.train.batches import Batch, RandomWindows, eval_batches
 from nima.train.errors import TrainError
 from nima.train.tokenizer import TextTokenizer
 
@@ -133,6 +134,19 @@ class Corpus:
 
     def bytes_per_token(self, split: str) -> float:
         return self.n_bytes[split] / max(len(self.tokens[split]), 1)
+
+    def sampler(self, seq_len: int, seed: int) -> RandomWindows:
+        return RandomWindows(self.tokens["train"], seq_len, seed)
+
+    def val_batches(self, seq_len: int, n_rows: int, batch_size: int, rank: int, world: int) -> list[Batch]:
+        """This rank's share of ``n_rows`` fixed validation windows, in batches of ``batch_size``."""
+        return eval_batches(self.tokens["val"], seq_len, n_rows, batch_size, rank, world)
+
+    def summary(self, global_batch: int, seq_len: int) -> str:
+        return (
+            f"{len(self.tokens['train']):,} train / {len(self.tokens['val']):,} val tokens, "
+            f"{global_batch * seq_len:,} tokens per step"
+        )
 
 
 def open_corpus(run_dir: Path) -> Corpus:

@@ -18,13 +18,14 @@ import torch
 from torch import nn
 
 from nima.spec import ModelSpec
-from nima.train.batches import Batch, RandomWindows, eval_batches
+from nima.train.batches import Batch, Sampler, label_count
 from nima.train.checkpoint import TrainState
 from nima.train.data import Corpus
 from nima.train.distributed import World, all_reduce_sum, gradient_sync
 from nima.train.metrics import MetricsLog
 from nima.train.objective import Objective
 from nima.train.optim import lr_at, set_lr
+from nima.train.pairs import PairCorpus
 from nima.train.precision import Precision
 from nima.train.progress import Reporter
 
@@ -39,9 +40,11 @@ class Run:
     optimizer: torch.optim.Optimizer
     precision: Precision
     world: World
-    corpus: Corpus
-    sampler: RandomWindows
+    corpus: Corpus | PairCorpus  # text windows or source/target pairs; both give batches the same way
+    sampler: Sampler
     objective: Objective
+    # more validation figures (an encoder-decoder's exact match), every rank calls it
+    extra_eval: Callable[[Run], dict[str, float]] | None = None
 
 
 def _to_device(batch: Batch, device: torch.device) -> Batch:
@@ -75,7 +78,7 @@ def train_step(run: Run, step: int) -> tuple[torch.Tensor, int, torch.Tensor | N
     if run.spec.dropout.embedding or run.spec.dropout.attention or run.spec.dropout.residual:
         seed_dropout(dropout_seed(tr.seed, step, run.world.rank), run.world.device)
     micro = run.sampler.step_batches(tr.batch_size, tr.grad_accum, run.world.rank, run.world.size)
-    tokens = sum(b["labels"].numel() for b in micro)  # this rank's tokens in the step
+    tokens = sum(label_count(b) for b in micro)  # this rank's label tokens in the step
     scaler = run.precision.scaler
     total = torch.zeros((), device=run.world.device)
     for i, batch in enumerate(micro):
@@ -100,15 +103,13 @@ def train_step(run: Run, step: int) -> tuple[torch.Tensor, int, torch.Tensor | N
 
 @torch.no_grad()
 def evaluate(run: Run) -> dict[str, float]:
-    """Validation loss (nats/token), perplexity and bits per byte over the fixed evaluation windows."""
+    """Validation loss (nats/token), perplexity, bits per byte (and `Run.extra_eval`'s figures) on fixed rows."""
     tr = run.spec.training
     world = run.world
     # eval_batches counts global batches, so the windows (and the loss) depend only on the global
     # batch, not on how it is split over processes and micro-batches; every rank runs the same count.
-    n_windows = tr.eval_batches * tr.batch_size * tr.grad_accum * world.size
-    batches = eval_batches(
-        run.corpus.tokens["val"], run.spec.train_seq_len, n_windows, tr.batch_size, world.rank, world.size
-    )
+    n_rows = tr.eval_batches * tr.batch_size * tr.grad_accum * world.size
+    batches = run.corpus.val_batches(run.spec.train_seq_len, n_rows, tr.batch_size, world.rank, world.size)
     run.model.eval()
     sums = torch.zeros(2, dtype=torch.float64, device=world.device)  # (loss sum, tokens)
     try:
@@ -121,7 +122,10 @@ def evaluate(run: Run) -> dict[str, float]:
     loss_sum, count = all_reduce_sum(sums, world).tolist()
     loss = loss_sum / count
     bits_per_byte = loss / (math.log(2) * run.corpus.bytes_per_token("val"))
-    return {"loss": loss, "ppl": math.exp(min(loss, 700.0)), "bpb": bits_per_byte}
+    figures = {"loss": loss, "ppl": math.exp(min(loss, 700.0)), "bpb": bits_per_byte}
+    if run.extra_eval is not None:
+        figures.update(run.extra_eval(run))
+    return figures
 
 
 def train_loop(
@@ -170,8 +174,10 @@ def train_loop(
             if state.step % tr.eval_every == 0 or last:
                 val = evaluate(run)
                 record("val", val)
+                more = f", exact match {100 * val['exact_match']:.1f}%" if "exact_match" in val else ""
                 reporter.print(
                     f"step {state.step}: val loss {val['loss']:.4f}, ppl {val['ppl']:.2f}, {val['bpb']:.3f} bits/byte"
+                    + more
                 )
                 on_eval()
             if state.step % tr.checkpoint_every == 0 or last:

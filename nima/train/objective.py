@@ -2,9 +2,9 @@
 
 An objective takes the (possibly wrapped) model and a batch and returns the summed token loss
 and the number of tokens it covers, so micro-batches, ranks and evaluation batches combine
-by plain sums. The decoder objective is next-token prediction; an encoder-decoder objective
-(source -> target batches through ``model(input_ids, decoder_input_ids)``) adds an entry here
-and a batch source in `nima.train.batches`, and the loop stays as it is.
+by plain sums. The decoder objective is next-token prediction; the encoder-decoder objective
+is next-token prediction of the target given the source, with teacher forcing (batches from
+`nima.train.pair_batches`), padding ignored on both sides.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nima.train.batches import Batch
+from nima.train.batches import IGNORE_INDEX, Batch
 from nima.train.errors import TrainError
 
 Objective = Callable[[nn.Module, Batch], tuple[torch.Tensor, int]]
@@ -30,8 +30,19 @@ def causal_lm_loss(model: nn.Module, batch: Batch) -> tuple[torch.Tensor, int]:
     return loss, labels.numel()
 
 
+def seq2seq_loss(model: nn.Module, batch: Batch) -> tuple[torch.Tensor, int]:
+    """Summed cross-entropy of each real target token given the source and the target so far."""
+    logits, _, _ = model(
+        batch["input_ids"], batch["decoder_input_ids"], batch["attention_mask"], batch["decoder_attention_mask"]
+    )  # (B, T, V)
+    labels = batch["labels"]  # (B, T), IGNORE_INDEX at padding
+    loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
+    return loss, int((labels != IGNORE_INDEX).sum())
+
+
 OBJECTIVES: dict[str, Objective] = {
     "decoder": causal_lm_loss,
+    "encoder-decoder": seq2seq_loss,
 }
 
 

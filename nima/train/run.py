@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -21,19 +23,30 @@ from nima import __version__
 from nima.builders import build_model
 from nima.builders.weights import SPEC_FILE, WEIGHTS_FILE
 from nima.spec import ModelSpec, parameter_count
-from nima.train.batches import RandomWindows
 from nima.train.checkpoint import TrainState, load_checkpoint, save_checkpoint
-from nima.train.data import Corpus, check_sizes, encode_splits, open_corpus, read_text, split_text, write_corpus
+from nima.train.data import Corpus, Source, check_sizes, encode_splits, open_corpus, read_text, split_text, write_corpus
 from nima.train.distributed import World, main_first, setup_world, teardown_world, wrap_model
 from nima.train.errors import PeerFailed, TrainError
 from nima.train.loop import Run, train_loop
 from nima.train.metrics import METRICS_FILE, PLOT_FILE, MetricsLog, plot_losses
 from nima.train.objective import objective_for
 from nima.train.optim import build_optimizer
+from nima.train.pairs import (
+    SPECIALS,
+    PairCorpus,
+    encode_pairs,
+    is_pair_file,
+    open_pairs,
+    read_pairs,
+    split_pairs,
+    tokenizer_text,
+    write_pairs,
+)
 from nima.train.precision import resolve_precision
 from nima.train.progress import Quiet, Reporter
 from nima.train.rundir import RUN_FILE, TOKENIZER_FILE, check_new_run, check_resume, clear_run
-from nima.train.tokenizer import train_tokenizer
+from nima.train.seq2seq_eval import exact_match
+from nima.train.tokenizer import TextTokenizer, train_tokenizer
 
 
 def train(
@@ -73,7 +86,7 @@ def _train(
     if world.device.type == "cpu" and tr.cpu_threads:
         torch.set_num_threads(tr.cpu_threads)
 
-    run = build_run(spec, open_corpus(run_dir), world)
+    run = build_run(spec, open_pairs(run_dir) if spec.is_encoder_decoder else open_corpus(run_dir), world)
     model, optimizer, precision = run.model, run.optimizer, run.precision
 
     state = TrainState(world_size=world.size)
@@ -107,7 +120,7 @@ def _train(
     return train_loop(run, state, reporter, metrics, on_checkpoint, on_eval)
 
 
-def build_run(spec: ModelSpec, corpus: Corpus, world: World) -> Run:
+def build_run(spec: ModelSpec, corpus: Corpus | PairCorpus, world: World) -> Run:
     """Model (seeded by training.seed, wrapped for the world), optimizer, precision and sampler for ``spec``."""
     tr = spec.training
     model = build_model(spec, seed=tr.seed).to(world.device)
@@ -123,8 +136,57 @@ def build_run(spec: ModelSpec, corpus: Corpus, world: World) -> Run:
         precision=resolve_precision(tr.precision, world.device),
         world=world,
         corpus=corpus,
-        sampler=RandomWindows(corpus.tokens["train"], spec.train_seq_len, tr.seed),
+        sampler=corpus.sampler(spec.train_seq_len, tr.seed),
         objective=objective_for(spec.architecture),
+        extra_eval=exact_match if spec.is_encoder_decoder else None,
+    )
+
+
+def _refuse_pairs(spec: ModelSpec, data: Path) -> None:
+    """A decoder-only spec given a pair file is an error, not text to train on."""
+    if not spec.is_encoder_decoder and data.is_file() and is_pair_file(data):
+        raise TrainError(
+            f"{data}: source/target pairs train an encoder-decoder, and this spec has architecture: decoder; "
+            "pass a text file or a folder of .txt files"
+        )
+
+
+def _read_source(spec: ModelSpec, data: Path) -> Source:
+    """The fingerprint of ``data``, after checking it is the kind of data ``spec`` trains on."""
+    _refuse_pairs(spec, data)
+    return read_pairs(data)[1] if spec.is_encoder_decoder else read_text(data)[1]
+
+
+@dataclass
+class _Tokenized:
+    """Data read, checked and tokenized in memory; ``write`` packs it into a run folder."""
+
+    tokenizer: TextTokenizer
+    source: Source
+    write: Callable[[Path], None]
+    record: dict[str, object]  # what run.json says about the data
+
+
+def _tokenize(spec: ModelSpec, data: Path) -> _Tokenized:
+    """Read and tokenize ``data``: text windows for a decoder, pairs for an encoder-decoder. Writes nothing."""
+    tr = spec.training
+    if spec.is_encoder_decoder:
+        pairs, source = read_pairs(data)
+        tokenizer = train_tokenizer(tr.tokenizer, tokenizer_text(pairs), spec.vocab_size, SPECIALS)
+        corpus = encode_pairs(tokenizer, split_pairs(pairs, tr.val_fraction), spec.vocab_size)
+        record = {
+            "pairs": {split: corpus.n_pairs(split) for split in ("train", "val")},
+            "seq2seq": corpus.special.as_dict(),
+        }
+        return _Tokenized(tokenizer, source, lambda run_dir: write_pairs(run_dir, corpus, tr.tokenizer, source), record)
+    _refuse_pairs(spec, data)
+    text, source = read_text(data)
+    tokenizer = train_tokenizer(tr.tokenizer, text, spec.vocab_size)
+    encoded = encode_splits(tokenizer, split_text(text, tr.val_fraction))
+    check_sizes(encoded, spec.train_seq_len, tr.batch_size, str(data))
+    record = {"tokens": {name: len(ids) for name, ids in encoded.ids.items()}}
+    return _Tokenized(
+        tokenizer, source, lambda run_dir: write_corpus(run_dir, encoded, spec.vocab_size, tr.tokenizer, source), record
     )
 
 
@@ -132,20 +194,19 @@ def _prepare(spec: ModelSpec, run_dir: Path, data: Path | None, resume: bool, fo
     """Rank 0: check everything, then write the run's files. Returns the checkpoint to resume from."""
     tr = spec.training
     if resume:
-        source = read_text(data)[1] if data is not None else None
+        source = _read_source(spec, data) if data is not None else None
         return check_resume(run_dir, spec, source)
     if data is None:
-        raise TrainError("--data: required to start a run (a text file or a folder of .txt files)")
+        what = "a .tsv or .jsonl file of pairs" if spec.is_encoder_decoder else "a text file or a folder of .txt files"
+        raise TrainError(f"--data: required to start a run ({what})")
     check_new_run(run_dir, force)
-    text, source = read_text(data)
-    tokenizer = train_tokenizer(tr.tokenizer, text, spec.vocab_size)
-    encoded = encode_splits(tokenizer, split_text(text, tr.val_fraction))
-    check_sizes(encoded, spec.train_seq_len, tr.batch_size, str(data))
+    tokenized = _tokenize(spec, data)
+    tokenizer = tokenized.tokenizer
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         if force:
             clear_run(run_dir)
-        write_corpus(run_dir, encoded, spec.vocab_size, tr.tokenizer, source)
+        tokenized.write(run_dir)
         tmp = run_dir / f".{TOKENIZER_FILE}.tmp"
         tokenizer.save(tmp)
         os.replace(tmp, run_dir / TOKENIZER_FILE)
@@ -154,9 +215,9 @@ def _prepare(spec: ModelSpec, run_dir: Path, data: Path | None, resume: bool, fo
             "format": 1,
             "nima_version": __version__,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "data": source.as_dict(),
+            "data": tokenized.source.as_dict(),
             "tokenizer": {"kind": tr.tokenizer, "vocab_size": tokenizer.vocab_size},
-            "tokens": {name: len(ids) for name, ids in encoded.ids.items()},
+            **tokenized.record,
         }
         _write_text(run_dir / RUN_FILE, json.dumps(record, indent=2) + "\n")  # last: marks a complete setup
     except OSError as err:
@@ -184,14 +245,12 @@ def _copy_atomic(src: Path, dst: Path) -> None:
 def _header(spec: ModelSpec, run: Run, state: TrainState, resume: bool) -> str:
     tr = spec.training
     world = run.world
-    tokens = {name: len(t) for name, t in run.corpus.tokens.items()}
-    per_step = tr.batch_size * tr.grad_accum * world.size * spec.train_seq_len
+    global_batch = tr.batch_size * tr.grad_accum * world.size
     where = f"{world.device.type}" + (f" x {world.size} ({tr.distributed})" if world.distributed else "")
     if world.device.type == "cpu":
         where += f", {torch.get_num_threads()} thread(s)"
     action = f"resuming at step {state.step}" if resume else "training"
     return (
         f"{action} {spec.name}: {parameter_count(spec) / 1e6:.2f}M parameters, {tr.tokenizer} tokenizer, "
-        f"{tokens['train']:,} train / {tokens['val']:,} val tokens, {per_step:,} tokens per step, "
-        f"{where}, {run.precision.name}"
+        f"{run.corpus.summary(global_batch, spec.train_seq_len)}, {where}, {run.precision.name}"
     )

@@ -44,7 +44,8 @@ class TextTokenizer:
         self.kind = kind
         self.tokenizer = tokenizer
         if kind == "char":
-            by_char = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
+            # special tokens (multi-character, appended after the characters) are not in the lookup
+            by_char = sorted((item for item in tokenizer.get_vocab().items() if len(item[0]) == 1), key=lambda i: i[1])
             self._codepoints = np.array([ord(c) for c, _ in by_char], dtype=np.uint32)  # sorted, id = index
 
     @property
@@ -112,23 +113,29 @@ def char_tokenizer(text: str) -> Tokenizer:
     return tok
 
 
-def bpe_tokenizer(text: str, vocab_size: int) -> Tokenizer:
-    """Byte-level BPE (GPT-2 style) trained on ``text`` up to ``vocab_size`` ids, ``<|endoftext|>`` first."""
+def bpe_tokenizer(text: str, vocab_size: int, specials: tuple[str, ...] = ()) -> Tokenizer:
+    """Byte-level BPE (GPT-2 style) trained on ``text`` up to ``vocab_size`` ids; ``<|endoftext|>``, then
+    ``specials``, take the first ids."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        special_tokens=[END_OF_TEXT],
+        special_tokens=[END_OF_TEXT, *specials],
         show_progress=False,
     )
     tok.train_from_iterator(_chunks(text), trainer)
     return tok
 
 
-def train_tokenizer(kind: str, text: str, vocab_size: int) -> TextTokenizer:
-    """The tokenizer of ``kind`` for ``text``; raises `TrainError` naming vocab_size if it needs more ids."""
+def train_tokenizer(kind: str, text: str, vocab_size: int, specials: tuple[str, ...] = ()) -> TextTokenizer:
+    """The tokenizer of ``kind`` for ``text``; raises `TrainError` naming vocab_size if it needs more ids.
+
+    ``specials`` (the encoder-decoder's padding, start and end tokens) are added as special
+    tokens: for ``byte`` and ``char`` after the base ids, for ``bpe`` right after
+    ``<|endoftext|>``, within ``vocab_size``.
+    """
     if kind == "byte":
         tok = TextTokenizer(kind, byte_tokenizer())
         need = "256 byte values"
@@ -136,8 +143,12 @@ def train_tokenizer(kind: str, text: str, vocab_size: int) -> TextTokenizer:
         tok = TextTokenizer(kind, char_tokenizer(text))
         need = "distinct characters in the data"
     else:
-        tok = TextTokenizer(kind, bpe_tokenizer(text, vocab_size))
+        tok = TextTokenizer(kind, bpe_tokenizer(text, vocab_size, specials))
         need = f"256 bytes + {END_OF_TEXT}"
+    if specials:
+        if kind != "bpe":  # BPE's trainer placed them already
+            tok.tokenizer.add_special_tokens(list(specials))
+        need += f" + {len(specials)} special tokens"
     if tok.vocab_size > vocab_size:
         raise TrainError(
             f"vocab_size: {vocab_size} is smaller than the {kind} tokenizer's {tok.vocab_size} ids ({need}); "
