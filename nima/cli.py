@@ -245,6 +245,11 @@ def export(
     typer.echo(f"wrote {out}/ ({', '.join(result.files)})")
 
 
+from nima.cli_generate import generate  # noqa: E402 - registered after `fail` exists
+
+app.command()(generate)
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

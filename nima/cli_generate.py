@@ -1,0 +1,136 @@
+"""`nima generate BUNDLE`: generation from the command line, streaming to the terminal.
+
+Registered on the `nima` app by ``nima/cli.py``. Every option defaults to the bundle spec's
+``generation`` section; a flag overrides it. Only the runtime (no torch) is imported.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+Opt = typer.Option
+
+
+def generate(
+    bundle: Annotated[Path, typer.Argument(help="A bundle folder written by nima export.", show_default=False)],
+    prompt: Annotated[list[str] | None, Opt("--prompt", "-p", help="Prompt text (repeatable: a batch).")] = None,
+    prompt_ids: Annotated[
+        list[str] | None, Opt("--prompt-ids", help="Prompt as token ids, e.g. 1,2,3 (repeatable).")
+    ] = None,
+    prompts_file: Annotated[Path | None, Opt("--prompts-file", help="One prompt per line: a batch.")] = None,
+    as_json: Annotated[bool, Opt("--json", help="Print one JSON document instead of text.")] = False,
+    max_new_tokens: Annotated[int | None, Opt(help="Tokens to generate.")] = None,
+    min_new_tokens: Annotated[int | None, Opt(help="Suppress EOS until this many tokens.")] = None,
+    do_sample: Annotated[bool | None, Opt("--sample/--greedy", help="Sample, or decode greedily.")] = None,
+    temperature: Annotated[float | None, Opt(help="Softmax temperature (0: greedy).")] = None,
+    top_k: Annotated[int | None, Opt(help="Keep the k most likely tokens (0: off).")] = None,
+    top_p: Annotated[float | None, Opt(help="Nucleus mass in (0, 1] (1: off).")] = None,
+    min_p: Annotated[float | None, Opt(help="Drop tokens below min_p x the top probability.")] = None,
+    num_beams: Annotated[int | None, Opt(help="Beam width (1: no beam search).")] = None,
+    length_penalty: Annotated[float | None, Opt(help="Beam score = logprob / length**penalty.")] = None,
+    early_stopping: Annotated[bool | None, Opt("--early-stopping/--no-early-stopping", help="Beam stop rule.")] = None,
+    num_return_sequences: Annotated[int | None, Opt(help="Sequences per prompt.")] = None,
+    repetition_penalty: Annotated[float | None, Opt(help="CTRL repetition penalty (1: off).")] = None,
+    no_repeat_ngram_size: Annotated[int | None, Opt(help="Never repeat an n-gram of this size.")] = None,
+    eos_id: Annotated[list[int] | None, Opt("--eos-id", help="Token id that ends a sequence (repeatable).")] = None,
+    stop: Annotated[list[str] | None, Opt("--stop", help="Text that ends a sequence (repeatable).")] = None,
+    seed: Annotated[int | None, Opt(help="Sampling seed: the same seed gives the same output.")] = None,
+    provider: Annotated[str, Opt(help="ONNX Runtime provider: cpu | cuda.")] = "cpu",
+    threads: Annotated[int | None, Opt(help="CPU threads for ONNX Runtime (default: all cores).")] = None,
+) -> None:
+    """Generate text from BUNDLE with ONNX Runtime (no torch needed)."""
+    from nima.cli import fail
+    from nima.runtime import GenerateError, Generator
+
+    options: dict[str, Any] = {
+        "max_new_tokens": max_new_tokens,
+        "min_new_tokens": min_new_tokens,
+        "do_sample": do_sample,
+        "temperature": temperature,
+        "top_k": top_k,
+        "top_p": top_p,
+        "min_p": min_p,
+        "num_beams": num_beams,
+        "length_penalty": length_penalty,
+        "early_stopping": early_stopping,
+        "num_return_sequences": num_return_sequences,
+        "repetition_penalty": repetition_penalty,
+        "no_repeat_ngram_size": no_repeat_ngram_size,
+        "eos_token_ids": eos_id or None,
+        "stop_strings": stop or None,
+        "seed": seed,
+    }
+    try:
+        prompts = _collect_prompts(prompt, prompt_ids, prompts_file)
+        generator = Generator(bundle, provider=provider, threads=threads)
+        opts = generator.options(**options)
+        start = time.perf_counter()
+        streamable = opts.num_beams == 1 and opts.num_return_sequences == 1 and generator.tokenizer is not None
+        if len(prompts) == 1 and not as_json and streamable:
+            _stream(generator, prompts[0], options, start)
+            return
+        results = generator.generate(prompts, **options)
+    except GenerateError as err:
+        fail(str(err))
+    elapsed = time.perf_counter() - start
+    if as_json:
+        typer.echo(json.dumps([_as_dict(p, r) for p, r in zip(prompts, results, strict=True)], indent=2))
+        return
+    for i, result in enumerate(results):
+        for j, completion in enumerate(result.completions):
+            if len(results) > 1 or len(result.completions) > 1:
+                typer.secho(f"--- prompt {i}, sequence {j} ({completion.finish_reason})", fg="cyan", err=True)
+            shown = completion.text if completion.text is not None else ",".join(map(str, completion.token_ids))
+            typer.echo(shown)
+    tokens = sum(len(c.token_ids) for r in results for c in r.completions)
+    typer.secho(f"{tokens} tokens in {elapsed:.2f} s", dim=True, err=True)
+
+
+def _collect_prompts(texts: list[str] | None, ids: list[str] | None, path: Path | None) -> list[str | list[int]]:
+    from nima.runtime import GenerateError
+
+    prompts: list[str | list[int]] = list(texts or [])
+    for item in ids or []:
+        try:
+            prompts.append([int(part) for part in item.replace(" ", "").split(",") if part])
+        except ValueError:
+            raise GenerateError(f"--prompt-ids {item!r}: expected comma-separated integers like 1,2,3") from None
+    if path is not None:
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as err:
+            raise GenerateError(f"{path}: cannot read prompts ({getattr(err, 'strerror', None) or err})") from None
+        prompts += [line for line in lines if line.strip()]
+    if not prompts:
+        raise GenerateError("no prompt: pass --prompt, --prompt-ids or --prompts-file")
+    return prompts
+
+
+def _stream(generator: Any, prompt: str | list[int], options: dict[str, Any], start: float) -> None:
+    """Print the prompt, then the continuation as it arrives."""
+    if isinstance(prompt, str):
+        typer.secho(prompt, nl=False, bold=True)
+    first: float | None = None
+    for piece in generator.stream(prompt, **options):
+        first = first or time.perf_counter()
+        typer.echo(piece, nl=False)
+    typer.echo("")
+    elapsed = time.perf_counter() - start
+    ttft = f", first text after {first - start:.2f} s" if first else ""
+    typer.secho(f"done in {elapsed:.2f} s{ttft}", dim=True, err=True)
+
+
+def _as_dict(prompt: str | list[int], result: Any) -> dict[str, Any]:
+    return {
+        "prompt": prompt if isinstance(prompt, str) else None,
+        "prompt_ids": result.prompt_ids,
+        "completions": [
+            {"text": c.text, "token_ids": c.token_ids, "finish_reason": c.finish_reason, "score": c.score}
+            for c in result.completions
+        ],
+    }
