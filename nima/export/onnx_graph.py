@@ -16,6 +16,7 @@ from pathlib import Path
 
 import onnx
 import torch
+from torch import nn
 
 from nima.builders.models import DecoderLM
 from nima.export.contract import DecoderForExport, dynamic_shapes, example_inputs, input_names, output_names
@@ -29,26 +30,44 @@ class ExportError(RuntimeError):
     """The exporter could not produce a graph for this model."""
 
 
-def export_decoder(model: DecoderLM, spec: ModelSpec, path: Path, dtype: str = "fp32", opset: int = 18) -> Path:
-    """Write ``model`` as an ONNX graph at ``path`` (in ``dtype``) and return the path."""
+def in_dtype(model: nn.Module, dtype: str) -> nn.Module:
+    """``model`` in ``dtype``, in eval mode; a copy unless fp32, so the caller keeps its fp32 model."""
     torch_dtype = DTYPES[dtype]
     if torch_dtype != torch.float32:
-        model = copy.deepcopy(model)  # .to() is in place; the caller keeps its fp32 model
-    model = model.to(torch_dtype).eval()
-    args = example_inputs(spec.n_layers, spec.n_kv_heads, spec.head_dim, spec.vocab_size, torch_dtype)
-    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+        model = copy.deepcopy(model)  # .to() is in place
+    return model.to(torch_dtype).eval()
+
+
+def export_decoder(model: DecoderLM, spec: ModelSpec, path: Path, dtype: str = "fp32", opset: int = 18) -> Path:
+    """Write ``model`` as an ONNX graph at ``path`` (in ``dtype``) and return the path."""
+    model = in_dtype(model, dtype)
+    args = example_inputs(spec.n_layers, spec.n_kv_heads, spec.head_dim, spec.vocab_size, DTYPES[dtype])
+    names = (input_names(spec.n_layers), output_names(spec.n_layers))
+    return export_module(DecoderForExport(model), args, dynamic_shapes(spec.n_layers), names, path, opset)
+
+
+def export_module(
+    module: nn.Module,
+    args: tuple[object, ...],
+    shapes: dict[str, object],
+    names: tuple[list[str], list[str]],
+    path: Path,
+    opset: int,
+) -> Path:
+    """Export ``module`` called on ``args`` (dynamic ``shapes``; input and output ``names``), save and check it."""
+    weight_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
     quiet = io.StringIO()
     # the exporter narrates each stage on stdout and warns about internals users cannot act on
     with warnings.catch_warnings(), contextlib.redirect_stdout(quiet), _quiet_loggers():
         warnings.simplefilter("ignore")
         try:
             program = torch.onnx.export(
-                DecoderForExport(model),
+                module,
                 args,
                 dynamo=True,
-                dynamic_shapes=dynamic_shapes(spec.n_layers),
-                input_names=input_names(spec.n_layers),
-                output_names=output_names(spec.n_layers),
+                dynamic_shapes=shapes,
+                input_names=names[0],
+                output_names=names[1],
                 opset_version=opset,
                 optimize=True,
             )
