@@ -7,8 +7,10 @@ Logits are compared at every real (non-padding) position.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -74,31 +76,39 @@ def _positions(mask: np.ndarray, new: int) -> np.ndarray:
     return np.clip(np.cumsum(mask, axis=-1) - 1, 0, None)[:, -new:].astype(np.int64)
 
 
-def check_parity(
-    model: DecoderLM,
-    spec: ModelSpec,
-    session: ort.InferenceSession,
-    dtype: str = "fp32",
-    quantize: str | None = None,
-    batch: int = 3,
-    decode_steps: int = 8,
-    seed: int = 0,
-) -> ParityReport:
-    """Run PyTorch (fp32) and ORT side by side; see the module docstring."""
-    model = model.float().eval()
-    rng = np.random.default_rng(seed)
-    longest = max(2, min(12, spec.max_seq_len - decode_steps))
+def left_padded_prompts(
+    rng: np.random.Generator, spec: ModelSpec, batch: int, longest: int
+) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+    """(ids, mask, lengths): ``batch`` random prompts from ``longest`` down to a third of it, left-padded."""
     lengths = tuple(int(n) for n in np.linspace(longest, max(1, longest // 3), batch).round())
     ids = rng.integers(0, spec.vocab_size, (batch, longest), dtype=np.int64)
     mask = np.zeros((batch, longest), dtype=np.int64)
     for row, n in enumerate(lengths):
         mask[row, longest - n :] = 1  # left padding
-    ort_dtype = np.float16 if dtype == "fp16" else np.float32
+    return ids, mask, lengths
+
+
+TorchStep = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, object], tuple[torch.Tensor, object]]
+
+
+def compare_steps(
+    torch_step: TorchStep,
+    session: ort.InferenceSession,
+    extra_feed: dict[str, np.ndarray],
+    ids: np.ndarray,  # (B, T) left-padded prompts
+    mask: np.ndarray,  # (B, T)
+    spec: ModelSpec,
+    ort_dtype: type,
+    decode_steps: int,
+    report: dict[str, Any],
+) -> ParityReport:
+    """Prefill then ``decode_steps`` greedy cached steps in both; ``torch_step(ids, mask, positions, cache)``
+    returns (logits, cache). ``report`` holds the `ParityReport` fields this loop does not measure."""
+    batch = ids.shape[0]
     kv_shape = (batch, spec.n_kv_heads, 0, spec.head_dim)
-    past_ort = {}
-    for i in range(spec.n_layers):
-        past_ort[PAST_KEY % i] = np.zeros(kv_shape, ort_dtype)
-        past_ort[PAST_VALUE % i] = np.zeros(kv_shape, ort_dtype)
+    past_ort = {
+        name % i: np.zeros(kv_shape, ort_dtype) for i in range(spec.n_layers) for name in (PAST_KEY, PAST_VALUE)
+    }
     past_torch = None
     diffs: list[float] = []
     scale = 0.0
@@ -107,11 +117,12 @@ def check_parity(
     for _ in range(decode_steps + 1):
         position_ids = _positions(mask, step_ids.shape[1])
         with torch.no_grad():
-            ref, past_torch = model(
+            ref, past_torch = torch_step(
                 torch.from_numpy(step_ids), torch.from_numpy(mask), torch.from_numpy(position_ids), past_torch
             )
-        ref_np = ref.numpy()
-        outputs = session.run(None, {INPUT_IDS: step_ids, ATTENTION_MASK: mask, POSITION_IDS: position_ids, **past_ort})
+        ref_np = ref.float().numpy()
+        feed = {INPUT_IDS: step_ids, ATTENTION_MASK: mask, POSITION_IDS: position_ids, **extra_feed, **past_ort}
+        outputs = session.run(None, feed)
         got = outputs[0].astype(np.float32)
         real = mask[:, -step_ids.shape[1] :].astype(bool)  # (B, T) real query positions
         diffs.append(float(np.abs(got - ref_np)[real].max()))
@@ -128,10 +139,33 @@ def check_parity(
         decode_max_abs_diff=max(diffs[1:]) if len(diffs) > 1 else 0.0,
         next_token_agreement=float(np.mean(agree)),
         batch=batch,
-        prompt_lengths=lengths,
         decode_steps=decode_steps,
-        tolerance=TOLERANCES[quantize or dtype],
         logit_scale=scale,
-        relative=(quantize or dtype) in RELATIVE,
-        min_agreement=MIN_AGREEMENT.get(quantize or dtype, 0.0),
+        **report,
     )
+
+
+def check_parity(
+    model: DecoderLM,
+    spec: ModelSpec,
+    session: ort.InferenceSession,
+    dtype: str = "fp32",
+    quantize: str | None = None,
+    batch: int = 3,
+    decode_steps: int = 8,
+    seed: int = 0,
+) -> ParityReport:
+    """Run PyTorch (fp32) and ORT side by side; see the module docstring."""
+    model = model.float().eval()
+    rng = np.random.default_rng(seed)
+    longest = max(2, min(12, spec.max_seq_len - decode_steps))
+    ids, mask, lengths = left_padded_prompts(rng, spec, batch, longest)
+    kind = quantize or dtype
+    report = {
+        "prompt_lengths": lengths,
+        "tolerance": TOLERANCES[kind],
+        "relative": kind in RELATIVE,
+        "min_agreement": MIN_AGREEMENT.get(kind, 0.0),
+    }
+    ort_dtype = np.float16 if dtype == "fp16" else np.float32
+    return compare_steps(model, session, {}, ids, mask, spec, ort_dtype, decode_steps, report)
