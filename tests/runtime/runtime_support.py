@@ -1,0 +1,106 @@
+"""Small exported models for the runtime tests, and plain PyTorch references to hold the runtime to.
+
+The references run the full forward pass (no cache) at every step, so they share nothing with the
+runtime's cached ONNX path but the weights.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from nima.builders import build_model, save_build
+from nima.builders.models import DecoderLM
+from nima.export.command import export_bundle
+from nima.spec import ModelSpec, spec_from_dict
+
+BASE: dict[str, Any] = {
+    "vocab_size": 64,
+    "max_seq_len": 128,
+    "d_model": 32,
+    "n_layers": 2,
+    "attention": {"n_heads": 4},
+    "init": {"kind": "normal", "std": 0.3},  # wide logits: greedy choices are far from ties
+}
+FAMILIES: dict[str, dict[str, Any]] = {
+    "gpt2": {
+        "ffn": {"kind": "gelu", "hidden": 64},
+        "position": {"kind": "learned"},
+        "norm": {"kind": "layernorm"},
+        "bias": True,
+        "tie_embeddings": True,
+    },
+    "llama": {
+        "attention": {"n_heads": 4, "n_kv_heads": 2},
+        "ffn": {"kind": "swiglu", "hidden": 48},
+        "position": {"kind": "rope"},
+        "norm": {"kind": "rmsnorm"},
+        "bias": False,
+        "tie_embeddings": False,
+    },
+    "alibi": {
+        "ffn": {"kind": "relu", "hidden": 64},
+        "position": {"kind": "alibi"},
+        "norm": {"kind": "layernorm"},
+        "bias": False,
+        "tie_embeddings": True,
+    },
+}
+
+
+def make_spec(family: str, **changes: Any) -> ModelSpec:
+    return spec_from_dict({**BASE, "name": f"rt-{family}", **FAMILIES[family], **changes})
+
+
+def make_bundle(
+    spec: ModelSpec, root: Path, tokenizer: Tokenizer | None = None, seed: int = 0
+) -> tuple[Path, DecoderLM]:
+    """Build seeded weights, export them (no parity check: the export tests own that) and return both."""
+    model = build_model(spec, seed=seed)
+    source = save_build(model, spec, root / f"{spec.name}-src")
+    if tokenizer is not None:
+        tokenizer.save(str(source / "tokenizer.json"))
+    bundle = root / f"{spec.name}-bundle"
+    export_bundle(source, bundle, verify=False)
+    return bundle, model.eval()
+
+
+def shakespeare_tokenizer(vocab: int) -> Tokenizer:
+    """A byte-level BPE of ``vocab`` tokens (one of them <|endoftext|>) trained on a little Shakespeare."""
+    here = Path(__file__).resolve()
+    found = [p / "shared" / "data" / "tinyshakespeare.txt" for p in here.parents]
+    text = next(path for path in found if path.is_file()).read_text(encoding="utf-8")[:20_000]
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(text.splitlines(), trainer)
+    return tok
+
+
+@torch.no_grad()
+def next_logprobs(model: DecoderLM, history: list[int]) -> np.ndarray:
+    """log p(. | history) from a full forward pass, float64 (V,)."""
+    logits, _ = model(torch.tensor([history]))
+    return torch.log_softmax(logits[0, -1].double(), dim=-1).numpy()
+
+
+@torch.no_grad()
+def torch_greedy(model: DecoderLM, prompt: list[int], steps: int, repetition_penalty: float = 1.0) -> list[int]:
+    """Greedy tokens by full forward passes; the CTRL penalty written out as its formula."""
+    history = list(prompt)
+    for _ in range(steps):
+        logits, _ = model(torch.tensor([history]))
+        last = logits[0, -1].double().clone()
+        if repetition_penalty != 1.0:
+            for token in set(history):
+                value = last[token]
+                last[token] = value / repetition_penalty if value > 0 else value * repetition_penalty
+        history.append(int(last.argmax()))
+    return history[len(prompt) :]

@@ -1,0 +1,85 @@
+"""Greedy decoding from the ONNX bundle equals a PyTorch loop on the same weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from runtime_support import FAMILIES, torch_greedy
+
+from nima.builders.models import DecoderLM
+from nima.runtime import Generator
+
+PROMPTS = [[5, 9, 2, 33, 17, 8, 40], [11], [3, 60, 22, 22]]
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_greedy_equals_pytorch_for_64_tokens(family: str, bundles: dict[str, tuple[Path, DecoderLM]]) -> None:
+    path, model = bundles[family]
+    result = Generator(path).generate([PROMPTS[0]], max_new_tokens=80, do_sample=False)[0]
+    expected = torch_greedy(model, PROMPTS[0], 80)
+    assert result.token_ids == expected
+    assert result.completions[0].finish_reason == "length"
+    assert len(set(expected)) > 5, "a degenerate reference would make the comparison weak"
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_padded_batch_equals_one_by_one(family: str, bundles: dict[str, tuple[Path, DecoderLM]]) -> None:
+    path, model = bundles[family]
+    gen = Generator(path)
+    batch = gen.generate(PROMPTS, max_new_tokens=24, do_sample=False)
+    for prompt, result in zip(PROMPTS, batch, strict=True):
+        alone = gen.generate([prompt], max_new_tokens=24, do_sample=False)[0]
+        assert result.token_ids == alone.token_ids == torch_greedy(model, prompt, 24)
+        assert result.prompt_ids == prompt
+
+
+def test_rows_finish_separately(bundles: dict[str, tuple[Path, DecoderLM]]) -> None:
+    path, model = bundles["llama"]
+    # the EOS of each row is a token its greedy path produces at a different step
+    paths = [torch_greedy(model, prompt, 20) for prompt in PROMPTS]
+    eos = paths[0][4]
+    results = Generator(path).generate(PROMPTS, max_new_tokens=20, do_sample=False, eos_token_ids=[eos])
+    for expected, result in zip(paths, results, strict=True):
+        cut = expected.index(eos) + 1 if eos in expected else len(expected)
+        assert result.token_ids == expected[:cut]
+        assert result.completions[0].finish_reason == ("eos" if eos in expected else "length")
+
+
+def test_context_limit_stops_generation(bundles: dict[str, tuple[Path, DecoderLM]]) -> None:
+    path, _ = bundles["gpt2"]  # learned positions: the context is a hard limit
+    prompt = list(np.arange(120) % 64)
+    result = Generator(path).generate([prompt], max_new_tokens=50, do_sample=False)[0]
+    assert len(result.token_ids) == 128 - 120
+    assert result.completions[0].finish_reason == "length"
+
+
+def test_repetition_penalty_equals_formula(bundles: dict[str, tuple[Path, DecoderLM]]) -> None:
+    path, model = bundles["gpt2"]
+    got = Generator(path).generate([PROMPTS[0]], max_new_tokens=32, do_sample=False, repetition_penalty=1.7)[0]
+    assert got.token_ids == torch_greedy(model, PROMPTS[0], 32, repetition_penalty=1.7)
+    plain = torch_greedy(model, PROMPTS[0], 32)
+    assert got.token_ids != plain, "the penalty should change this run"
+
+
+def test_no_repeat_ngram_never_repeats(bundles: dict[str, tuple[Path, DecoderLM]]) -> None:
+    path, model = bundles["alibi"]
+    plain = torch_greedy(model, PROMPTS[2], 40)
+    history = PROMPTS[2] + plain
+    assert len({tuple(history[i : i + 2]) for i in range(len(history) - 1)}) < len(history) - 1, "needs repeats"
+    got = Generator(path).generate([PROMPTS[2]], max_new_tokens=40, do_sample=False, no_repeat_ngram_size=2)[0]
+    history = PROMPTS[2] + got.token_ids
+    bigrams = [tuple(history[i : i + 2]) for i in range(len(history) - 1)]
+    assert len(bigrams) == len(set(bigrams))
+
+
+def test_min_new_tokens_holds_eos_back(bundles: dict[str, tuple[Path, DecoderLM]]) -> None:
+    path, _ = bundles["llama"]
+    eos = list(range(32))  # half the vocabulary ends a sequence: without the minimum it stops at once
+    gen = Generator(path)
+    early = gen.generate([PROMPTS[0]], max_new_tokens=30, do_sample=False, eos_token_ids=eos)[0]
+    held = gen.generate([PROMPTS[0]], max_new_tokens=30, do_sample=False, eos_token_ids=eos, min_new_tokens=6)[0]
+    assert len(early.token_ids) < 6
+    assert len(held.token_ids) >= 6
+    assert all(t not in eos for t in held.token_ids[:5])

@@ -1,0 +1,73 @@
+"""Bad options, prompts and bundles are refused before any work, with a message naming them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nima.builders.models import DecoderLM
+from nima.runtime import GenerateError, Generator
+from nima.runtime.options import resolve_options
+from nima.spec import GenerationSpec
+
+BAD_OPTIONS = [
+    ({"top_p": 0.0}, "top_p"),
+    ({"top_p": 1.5}, "top_p"),
+    ({"temperature": -0.5}, "temperature"),
+    ({"num_beams": 0}, "num_beams"),
+    ({"top_k": -1}, "top_k"),
+    ({"topp": 0.9}, "topp"),
+    ({"num_beams": 2, "num_return_sequences": 3}, "num_return_sequences"),
+    ({"num_beams": 2, "do_sample": True}, "num_beams"),
+    ({"num_return_sequences": 2}, "num_return_sequences"),
+    ({"min_new_tokens": 9, "max_new_tokens": 4}, "min_new_tokens"),
+    ({"stop_strings": [""]}, "stop_strings"),
+]
+
+
+@pytest.mark.parametrize(("options", "named"), BAD_OPTIONS)
+def test_bad_options_are_named(options: dict[str, object], named: str) -> None:
+    with pytest.raises(GenerateError, match=named):
+        resolve_options(GenerationSpec(), options)
+
+
+def test_beams_turn_default_sampling_off() -> None:
+    sampling = GenerationSpec(do_sample=True, temperature=0.8)
+    assert resolve_options(sampling, {"num_beams": 4}).do_sample is False
+    assert resolve_options(sampling, {}).do_sample is True
+
+
+def test_bad_prompts_and_providers(bundles: dict[str, tuple[Path, DecoderLM]]) -> None:
+    path, _ = bundles["gpt2"]
+    gen = Generator(path)
+    with pytest.raises(GenerateError, match="context"):
+        gen.generate([list(range(64)) * 2], max_new_tokens=4)
+    with pytest.raises(GenerateError, match="outside the vocabulary"):
+        gen.generate([[1, 64]])
+    with pytest.raises(GenerateError, match="empty"):
+        gen.generate([[]])
+    with pytest.raises(GenerateError, match="no tokenizer"):
+        gen.generate(["text"])
+    with pytest.raises(GenerateError, match="stop_strings"):
+        gen.generate([[1]], stop_strings=["x"])
+    with pytest.raises(GenerateError, match="provider 'tpu'"):
+        Generator(path, provider="tpu")
+
+
+def test_bad_bundles(tmp_path: Path, bundles: dict[str, tuple[Path, DecoderLM]]) -> None:
+    with pytest.raises(GenerateError, match="no such bundle"):
+        Generator(tmp_path / "missing")
+    with pytest.raises(GenerateError, match="nima.json"):
+        Generator(tmp_path)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    source = bundles["gpt2"][0]
+    (broken / "nima.json").write_text((source / "nima.json").read_text())
+    (broken / "model.onnx").write_bytes(b"not a graph")
+    with pytest.raises(GenerateError, match="model.onnx"):
+        Generator(broken)
+    (broken / "model.onnx").write_bytes((source / "model.onnx").read_bytes())
+    (broken / "tokenizer.json").write_text("{")
+    with pytest.raises(GenerateError, match="tokenizer.json"):
+        Generator(broken)

@@ -1,0 +1,64 @@
+"""The numpy logits processors against their formulas, written out element by element."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nima.runtime import processors
+from nima.runtime.processors import banned_ngram_tokens
+
+
+def test_repetition_penalty_divides_positive_and_multiplies_negative() -> None:
+    logits = np.array([[2.0, -1.0, 0.5, -3.0, 4.0]], dtype=np.float32)
+    seen = np.array([[True, True, False, False, True]])
+    processors.repetition_penalty(logits, seen, 2.0)
+    np.testing.assert_allclose(logits, [[1.0, -2.0, 0.5, -3.0, 2.0]])
+
+
+def test_banned_ngrams_by_brute_force() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        history = rng.integers(0, 4, rng.integers(0, 12)).tolist()
+        n = int(rng.integers(1, 4))
+        expected = {
+            t for t in range(4) if any(history[i : i + n] == (history + [t])[-n:] for i in range(len(history) - n + 1))
+        }
+        assert banned_ngram_tokens(history, n) == expected, (history, n)
+
+
+def test_top_k_keeps_k_largest() -> None:
+    logits = np.array([[0.1, 3.0, -1.0, 2.0, 2.5]])
+    processors.top_k(logits, 2)
+    assert np.isfinite(logits).tolist() == [[False, True, False, False, True]]
+
+
+def test_top_p_keeps_the_smallest_set_reaching_p() -> None:
+    probs = np.array([0.5, 0.05, 0.3, 0.15])
+    logits = np.log(probs)[None].copy()
+    processors.top_p(logits, 0.75)  # 0.5 + 0.3 reaches 0.75: keep those two only
+    assert np.isfinite(logits).tolist() == [[True, False, True, False]]
+    logits = np.log(probs)[None].copy()
+    processors.top_p(logits, 0.85)  # needs the third most likely too
+    assert np.isfinite(logits).tolist() == [[True, False, True, True]]
+    logits = np.log(probs)[None].copy()
+    processors.top_p(logits, 0.01)  # always the top token
+    assert np.isfinite(logits).tolist() == [[True, False, False, False]]
+
+
+def test_min_p_relative_to_top_probability() -> None:
+    probs = np.array([0.5, 0.05, 0.3, 0.15])
+    logits = np.log(probs)[None].copy()
+    processors.min_p(logits, 0.35)  # threshold 0.175
+    assert np.isfinite(logits).tolist() == [[True, False, True, False]]
+
+
+def test_ban_tokens_only_in_marked_rows() -> None:
+    logits = np.zeros((2, 4))
+    processors.ban_tokens(logits, np.array([True, False]), [1, 3])
+    assert np.isinf(logits).tolist() == [[False, True, False, True], [False] * 4]
+
+
+def test_temperature_scales_logits() -> None:
+    logits = np.array([[1.0, -2.0]])
+    processors.temperature(logits, 0.5)
+    np.testing.assert_allclose(logits, [[2.0, -4.0]])

@@ -1,0 +1,125 @@
+"""Sampling: drawn tokens stay inside the allowed set, their frequencies match the renormalised
+distribution (chi-square), and seeds reproduce. The allowed sets and distributions are computed
+here by brute force from PyTorch's probabilities, not by the runtime's processors."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from runtime_support import next_logprobs
+
+from nima.builders.models import DecoderLM
+from nima.runtime import Generator
+from nima.runtime.processors import sample
+
+PROMPT = [9, 30, 12, 7, 21]
+DRAWS = 4000
+
+
+def chi_square_critical(df: int, z: float = 3.29) -> float:
+    """Upper chi-square quantile (Wilson-Hilferty; z = 3.29 is the 0.9995 normal quantile)."""
+    return df * (1 - 2 / (9 * df) + z * math.sqrt(2 / (9 * df))) ** 3
+
+
+def expected_distribution(probs: np.ndarray, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0) -> np.ndarray:
+    """Renormalised target distribution, by sorting: top-k, then nucleus, then min-p (HF's order)."""
+    keep = np.ones_like(probs, dtype=bool)
+    order = sorted(range(len(probs)), key=lambda i: -probs[i])
+    if top_k:
+        keep[order[top_k:]] = False
+    p = np.where(keep, probs, 0.0)
+    p = p / p.sum()
+    if top_p < 1.0:
+        mass = 0.0
+        for i in sorted(range(len(p)), key=lambda i: -p[i]):
+            if mass >= top_p:
+                keep[i] = False
+            mass += p[i]
+        p = np.where(keep, p, 0.0)
+        p = p / p.sum()
+    if min_p:
+        keep &= p >= min_p * p.max()
+        p = np.where(keep, p, 0.0)
+        p = p / p.sum()
+    return p
+
+
+def first_tokens(path: Path, **options: object) -> np.ndarray:
+    result = Generator(path).generate([PROMPT], max_new_tokens=1, do_sample=True, num_return_sequences=DRAWS, **options)
+    return np.array([c.token_ids[0] for c in result[0].completions])
+
+
+CASES = [
+    {"top_k": 5},
+    {"top_p": 0.7},
+    {"min_p": 0.2},
+    {"temperature": 0.7, "top_k": 12, "top_p": 0.9},
+    {"temperature": 1.5},
+]
+
+
+@pytest.mark.parametrize("options", CASES, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
+def test_sampled_first_tokens_follow_the_filtered_distribution(
+    bundles: dict[str, tuple[Path, DecoderLM]], options: dict[str, float]
+) -> None:
+    path, model = bundles["llama"]
+    temperature = options.get("temperature", 1.0)
+    logits = next_logprobs(model, PROMPT) / temperature
+    probs = np.exp(logits - logits.max())
+    probs /= probs.sum()
+    filters = {k: v for k, v in options.items() if k != "temperature"}
+    target = expected_distribution(probs, **filters)  # type: ignore[arg-type]
+    drawn = first_tokens(path, seed=1, **options)
+    allowed = set(np.flatnonzero(target > 0).tolist())
+    assert set(drawn.tolist()) <= allowed
+    counts = np.bincount(drawn, minlength=len(target))
+    # pool rare tokens into one cell so every expected count is at least 5
+    expected = target * DRAWS
+    common = expected >= 5
+    cells_obs = [*counts[common], counts[~common & (target > 0)].sum()]
+    cells_exp = [*expected[common], expected[~common & (target > 0)].sum()]
+    if cells_exp[-1] < 5:
+        cells_obs, cells_exp = (
+            cells_obs[:-2] + [cells_obs[-2] + cells_obs[-1]],
+            cells_exp[:-2] + [cells_exp[-2] + cells_exp[-1]],
+        )
+    stat = sum((o - e) ** 2 / e for o, e in zip(cells_obs, cells_exp, strict=True))
+    df = len(cells_exp) - 1
+    assert df >= 2, "the case should leave several tokens to choose from"
+    assert stat < chi_square_critical(df), f"chi-square {stat:.1f} with {df} degrees of freedom"
+
+
+def test_the_chi_square_check_detects_a_wrong_distribution() -> None:
+    # The same statistic rejects samples drawn from a distribution other than the target.
+    rng = np.random.default_rng(0)
+    target = np.array([0.4, 0.3, 0.2, 0.1])
+    wrong = np.array([0.3, 0.3, 0.2, 0.2])
+    drawn = sample(np.tile(wrong, (DRAWS, 1)), rng)
+    counts = np.bincount(drawn, minlength=4)
+    stat = float(((counts - target * DRAWS) ** 2 / (target * DRAWS)).sum())
+    assert stat > chi_square_critical(3)
+
+
+def test_sample_never_draws_zero_probability_tokens() -> None:
+    rng = np.random.default_rng(0)
+    probs = np.array([[0.0, 0.5, 0.0, 0.5, 0.0]] * 5000)
+    assert set(sample(probs, rng).tolist()) == {1, 3}
+
+
+def test_same_seed_same_output(bundles: dict[str, tuple[Path, DecoderLM]]) -> None:
+    path, _ = bundles["gpt2"]
+    gen = Generator(path)
+    runs = [gen.generate([PROMPT, [3]], max_new_tokens=20, do_sample=True, seed=s) for s in (5, 5, 6)]
+    ids = [[r.token_ids for r in run] for run in runs]
+    assert ids[0] == ids[1]
+    assert ids[0] != ids[2]
+
+
+def test_temperature_zero_is_greedy(bundles: dict[str, tuple[Path, DecoderLM]]) -> None:
+    path, _ = bundles["gpt2"]
+    gen = Generator(path)
+    sampled = gen.generate([PROMPT], max_new_tokens=12, do_sample=True, temperature=0.0, seed=1)[0]
+    assert sampled.token_ids == gen.generate([PROMPT], max_new_tokens=12, do_sample=False)[0].token_ids
