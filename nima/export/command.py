@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from nima.builders.models import DecoderLM
+from nima.builders.models import EncoderDecoderLM
 from nima.builders.weights import SPEC_FILE
 from nima.export.bundle import check_target, staged_folder
 from nima.export.card import render_card
@@ -17,6 +17,7 @@ from nima.export.genai import genai_config
 from nima.export.onnx_graph import export_decoder
 from nima.export.quantize import QUANTIZATIONS
 from nima.export.quantize import quantize as quantize_graph
+from nima.export.seq2seq_bundle import export_seq2seq_bundle
 from nima.export.source import TOKENIZER_FILE, load_source, special_token_ids
 from nima.export.verify import ParityReport, check_parity, session_for
 
@@ -70,8 +71,12 @@ def export_bundle(
     check_target(out, force)
     progress("loading source")
     src = load_source(source, overrides)
-    if not isinstance(src.model, DecoderLM):
-        raise UnsupportedExport(f"{source}: encoder-decoder export is not supported yet (decoder-only models only)")
+    if isinstance(src.model, EncoderDecoderLM):  # encoder.onnx + decoder.onnx: nima.export.seq2seq_bundle
+        if quantize is not None or target != "portable":
+            raise UnsupportedExport(f"{source}: an encoder-decoder exports as portable fp32 or fp16 graphs only")
+        folder = source if source.is_dir() else None
+        parity, files = export_seq2seq_bundle(src, folder, out, dtype, verify, opset, progress)
+        return ExportResult(out, parity, src.random_weights, files)
     with staged_folder(out) as tmp:
         progress(f"exporting {MODEL_FILE} ({dtype})")
         model_path = export_decoder(src.model, src.spec, tmp / MODEL_FILE, dtype=dtype, opset=opset)

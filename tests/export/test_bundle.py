@@ -154,7 +154,7 @@ def test_spec_file_source_warns_and_force_replaces(tmp_path: Path) -> None:
         "quantize-fp16",
         "target",
         "no-onnx",
-        "encoder-decoder",
+        "encoder-decoder-quantize",
     ],
 )
 def test_bad_input_exits_2_and_writes_nothing(case: str, model_dir: Path, tmp_path: Path) -> None:
@@ -184,10 +184,11 @@ def test_bad_input_exits_2_and_writes_nothing(case: str, model_dir: Path, tmp_pa
         args += ["--target", "tensorrt"]
     elif case == "no-onnx":
         args.remove("--onnx")
-    elif case == "encoder-decoder":
+    elif case == "encoder-decoder-quantize":
         spec_path = tmp_path / "s2s.yaml"
         spec_path.write_text(yaml.safe_dump({**SPEC, "architecture": "encoder-decoder"}))
         args[2] = spec_path
+        args += ["--quantize", "int8"]
     result = invoke(*args)
     assert result.exit_code == 2, result.output
     assert result.output.startswith("error: ") or "\nerror: " in result.output

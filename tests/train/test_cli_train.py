@@ -181,7 +181,7 @@ def test_resume_and_force_together(tmp_path: Path, spec_file: Path) -> None:
 
 @pytest.mark.parametrize(
     ("override", "needle"),
-    [("training.precision=bf16", "training.precision"), ("architecture=encoder-decoder", "architecture")],
+    [("training.precision=bf16", "training.precision"), ("architecture=encoder-decoder", "trains on pairs")],
 )
 def test_unsupported_settings(tmp_path: Path, spec_file: Path, corpus: Path, override: str, needle: str) -> None:
     _bad(invoke("train", spec_file, "--data", corpus, "-o", tmp_path / "run", "--set", override), needle)
