@@ -130,7 +130,12 @@ def train(
     spec: Annotated[Path, typer.Argument(help="Spec file (.yaml, .yml or .json).", show_default=False)],
     data: Annotated[
         Path | None,
-        typer.Option("--data", "-d", help="A text file or a folder of .txt files (not needed with --resume)."),
+        typer.Option(
+            "--data",
+            "-d",
+            help="A text file or a folder of .txt files; for an encoder-decoder, a .tsv (source<TAB>target) "
+            'or .jsonl ({"source", "target"}) file of pairs. Not needed with --resume.',
+        ),
     ] = None,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Run folder (default: runs/<spec name>).", show_default=False)
@@ -139,7 +144,7 @@ def train(
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in the run folder.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace a run already in the run folder.")] = False,
 ) -> None:
-    """Train SPEC on text; the run folder ends up holding nima.json, model.safetensors and tokenizer.json.
+    """Train SPEC on text (or pairs); the run folder ends up holding nima.json, model.safetensors and tokenizer.json.
 
     Under `torchrun --nproc_per_node N -m nima train ...` the processes train together (DDP, or
     FSDP with training.distributed: fsdp); only rank 0 writes files and prints.
@@ -202,7 +207,10 @@ def export(
     overrides: SetOption = None,
     force: Annotated[bool, typer.Option("--force", help="Replace a non-empty bundle folder.")] = False,
 ) -> None:
-    """Export SOURCE as a deployable bundle: model.onnx with a KV cache, nima.json, genai_config.json, README.md."""
+    """Export SOURCE as a deployable bundle: model.onnx with a KV cache, nima.json, genai_config.json, README.md.
+
+    An encoder-decoder exports encoder.onnx and decoder.onnx, nima.json, seq2seq.json and README.md.
+    """
     if not onnx:
         fail("nothing to export: pass --onnx")
     from rich.console import Console
