@@ -1,0 +1,75 @@
+"""Text prompts, streaming and stop strings on a bundle with a byte-level BPE tokenizer."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from runtime_support import torch_greedy
+
+from nima.builders.models import DecoderLM
+from nima.runtime import Generator
+from nima.runtime.text import TextStream, cut_at_stop
+
+PROMPT = "First Citizen:\nBefore we proceed"
+
+
+def test_text_prompt_round_trip(text_bundle: tuple[Path, DecoderLM]) -> None:
+    path, model = text_bundle
+    gen = Generator(path)
+    result = gen.generate(PROMPT, max_new_tokens=40, do_sample=False)[0]
+    assert result.prompt_ids == gen.tokenizer.encode(PROMPT).ids
+    assert result.token_ids == torch_greedy(model, result.prompt_ids, 40)
+    assert result.text == gen.tokenizer.decode(result.token_ids)
+
+
+@pytest.mark.parametrize("options", [{"do_sample": False}, {"do_sample": True, "seed": 3, "top_k": 20}])
+def test_stream_pieces_join_to_the_generated_text(text_bundle: tuple[Path, DecoderLM], options: dict) -> None:
+    path, _ = text_bundle
+    gen = Generator(path)
+    pieces = list(gen.stream(PROMPT, max_new_tokens=60, **options))
+    assert len(pieces) > 5
+    assert "".join(pieces) == gen.generate(PROMPT, max_new_tokens=60, **options)[0].text
+
+
+def test_stop_string_cuts_text_and_stream(text_bundle: tuple[Path, DecoderLM]) -> None:
+    path, _ = text_bundle
+    gen = Generator(path)
+    full = gen.generate(PROMPT, max_new_tokens=60, do_sample=False)[0].text
+    stop = full[20:23]  # a piece of the text the model is going to write
+    assert stop.strip(), "pick a visible stop string"
+    result = gen.generate(PROMPT, max_new_tokens=60, do_sample=False, stop_strings=[stop])[0]
+    assert result.completions[0].finish_reason == "stop"
+    assert result.text == full[: full.index(stop)]
+    assert len(result.token_ids) < 60
+    streamed = "".join(gen.stream(PROMPT, max_new_tokens=60, do_sample=False, stop_strings=[stop]))
+    assert streamed == result.text
+
+
+def test_text_stream_holds_back_partial_stop_strings(text_bundle: tuple[Path, DecoderLM]) -> None:
+    tokenizer = Generator(text_bundle[0]).tokenizer
+    ids = tokenizer.encode("To be, or not to be").ids
+    stream = TextStream(tokenizer, stop_strings=["not to"])
+    released = "".join(stream.push(t) for t in ids)
+    final, stopped = cut_at_stop(tokenizer.decode(ids), ["not to"])
+    assert stopped and final == "To be, or "
+    assert final.startswith(released) and "not" not in released
+    assert released + stream.finish(final) == final
+
+
+def test_generation_runs_without_torch(text_bundle: tuple[Path, DecoderLM]) -> None:
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from nima.runtime import Generator
+        out = Generator({str(text_bundle[0])!r}).generate("To be", max_new_tokens=5, do_sample=False)
+        assert len(out[0].token_ids) == 5
+        print("torch loaded:", any(m == "torch" or m.startswith("torch.") for m in sys.modules))
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "torch loaded: False"
