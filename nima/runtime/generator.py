@@ -105,23 +105,33 @@ class Generator:
             for ids, i in zip(batch, range(0, len(rows), copies), strict=True)
         ]
 
-    def stream(self, prompt: Prompt, **options: Any) -> Iterator[str]:
-        """Yield the text of one prompt's continuation as it is generated (greedy or sampled)."""
+    def stream_tokens(self, prompt: Prompt, **options: Any) -> Iterator[int]:
+        """Yield one prompt's new token ids as they are chosen (greedy or sampled; a final EOS included)."""
         opts = self.options(**options)
         if opts.num_beams > 1 or opts.num_return_sequences > 1:
             raise GenerateError("stream: one sequence at a time (beam search knows its best beam only at the end)")
-        if self.tokenizer is None:
-            raise GenerateError("stream: this bundle has no tokenizer.json to turn tokens into text")
         row = Row(self._prompt_ids([prompt])[0])
         limits = self._limits(opts)
-        text = TextStream(self.tokenizer, opts.stop_strings)
         for _ in decode_rows(self.session, [row], opts, limits, self._rng(opts), self._pad_id(), is_greedy(opts)):
-            if row.finish_reason == FINISH_EOS:
+            yield row.tokens[-1]
+
+    def stream(self, prompt: Prompt, **options: Any) -> Iterator[str]:
+        """Yield the text of one prompt's continuation as it is generated (greedy or sampled)."""
+        opts = self.options(**options)
+        if self.tokenizer is None:
+            raise GenerateError("stream: this bundle has no tokenizer.json to turn tokens into text")
+        text = TextStream(self.tokenizer, opts.stop_strings)
+        tokens: list[int] = []
+        eos = self._eos_ids(opts)
+        for token in self.stream_tokens(prompt, **options):
+            tokens.append(token)
+            if token in eos:
                 break
-            piece = text.push(row.tokens[-1])
+            piece = text.push(token)
             if piece:
                 yield piece
-        rest = text.finish(self._completion(row.tokens, row.finish_reason or "", opts).text or "")
+        final = self._decode([t for t in tokens if t not in eos])
+        rest = text.finish(cut_at_stop(final, opts.stop_strings)[0])
         if rest:
             yield rest
 
