@@ -61,12 +61,14 @@ class Generation:
 class Generator:
     """Generates from an export bundle; see the module docstring."""
 
-    def __init__(self, bundle: str | Path, provider: str = "cpu", threads: int | None = None) -> None:
+    def __init__(
+        self, bundle: str | Path, provider: str = "cpu", threads: int | None = None, spin: bool = False
+    ) -> None:
         self.bundle = read_bundle(bundle)
         self.spec = self.bundle.spec
         self.tokenizer = self.bundle.tokenizer
         self.special = special_ids(self.tokenizer)
-        session = make_session(self.bundle.model, provider, threads)
+        session = make_session(self.bundle.model, provider, threads, spin)
         self.session = DecoderSession(session, self.spec.n_layers, self.spec.n_kv_heads, self.spec.head_dim)
 
     def options(self, **overrides: Any) -> GenerationSpec:

@@ -67,17 +67,24 @@ def top_k(logits: np.ndarray, k: int) -> None:
 
 
 def top_p(logits: np.ndarray, p: float) -> None:
-    """Nucleus: keep the most likely tokens whose mass first reaches ``p``; always the top token."""
+    """Nucleus: keep the most likely tokens whose mass first reaches ``p``; always the top token.
+
+    Only the head of the distribution is sorted: the ``m`` largest probabilities (found in linear
+    time), with ``m`` growing until they hold mass ``p``. A peaked distribution needs a few dozen
+    tokens, not a sort of the whole vocabulary. (Tokens tied with the last kept one are kept too.)
+    """
     if p >= 1.0:
         return
-    probs = softmax(logits)
-    order = np.argsort(-probs, axis=-1, kind="stable")  # (R, V) most likely first
-    sorted_probs = np.take_along_axis(probs, order, axis=-1)
-    mass_before = np.cumsum(sorted_probs, axis=-1) - sorted_probs  # mass of the tokens ahead of each
-    drop_sorted = mass_before >= p
-    drop = np.zeros_like(drop_sorted)
-    np.put_along_axis(drop, order, drop_sorted, axis=-1)
-    logits[drop] = NEG_INF
+    probs = softmax(logits)  # (R, V)
+    vocab = probs.shape[-1]
+    head = np.partition(probs, vocab - min(vocab, 256), axis=-1)[:, -min(vocab, 256) :]  # (R, m) largest, unordered
+    if (head.sum(axis=-1) < p).any():
+        head = probs  # a flat distribution: its nucleus needs most of the vocabulary
+    head = np.sort(head, axis=-1)[:, ::-1]  # descending
+    mass_before = np.cumsum(head, axis=-1) - head  # mass of the tokens ahead of each
+    kept = (mass_before < p).sum(axis=-1)  # (R,) at least 1
+    smallest_kept = head[np.arange(len(head)), kept - 1][:, None]  # (R, 1)
+    logits[probs < smallest_kept] = NEG_INF
 
 
 def min_p(logits: np.ndarray, fraction: float) -> None:
@@ -89,10 +96,10 @@ def min_p(logits: np.ndarray, fraction: float) -> None:
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax in float64 (``-inf`` entries get probability 0)."""
-    shifted = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
-    weights = np.exp(shifted)
-    return weights / weights.sum(axis=-1, keepdims=True)
+    """Row-wise softmax in the logits' precision (``-inf`` entries get probability 0)."""
+    weights = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    weights /= weights.sum(axis=-1, keepdims=True)
+    return weights
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -103,6 +110,6 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
 
 def sample(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """One token per row drawn from ``probs`` (R, V); zero-probability tokens are never drawn."""
-    cdf = np.cumsum(probs, axis=-1)  # (R, V)
+    cdf = np.cumsum(probs, axis=-1, dtype=np.float64)  # (R, V)
     u = (1.0 - rng.random(probs.shape[0]))[:, None] * cdf[:, -1:]  # in (0, total]
     return np.minimum((cdf < u).sum(axis=-1), probs.shape[-1] - 1).astype(np.int64)

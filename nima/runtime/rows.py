@@ -84,7 +84,7 @@ def process_scores(
 
 
 def warp(logits: np.ndarray, options: GenerationSpec) -> np.ndarray:
-    """The sampling distribution, (R, V) float64: temperature, top-k, top-p, min-p, then softmax."""
+    """The sampling distribution, (R, V): temperature, top-k, top-p, min-p, then softmax."""
     processors.temperature(logits, options.temperature)
     processors.top_k(logits, options.top_k)
     processors.top_p(logits, options.top_p)

@@ -1,9 +1,10 @@
 """One ONNX Runtime session over an exported decoder, with the KV cache kept as ORT values.
 
-Every step binds its inputs and outputs through IO binding: the cache that one step returns is
-bound, as it is, as the next step's input, so with the CUDA provider it never leaves the device
-(on the CPU, IO binding and plain ``run`` measured the same, so one code path serves both).
-Logits are bound to host memory, since sampling happens in numpy.
+The cache that one step returns is passed, as it is, as the next step's input: ORT values, never
+copied into numpy. With the CUDA provider each step binds its inputs and outputs through IO
+binding, so the cache stays on the device and only the logits are bound to host memory (sampling
+happens in numpy). On the CPU, ``run_with_ort_values`` does the same with less per-step work
+than building an IO binding (measured ~8% faster decode on a 10M model, where a step is ~12 ms).
 """
 
 from __future__ import annotations
@@ -21,8 +22,16 @@ PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
 
 
-def make_session(path: Path, provider: str = "cpu", threads: int | None = None) -> ort.InferenceSession:
-    """An inference session on ``provider`` ("cpu" or "cuda"); a clear error when it is unavailable."""
+def make_session(
+    path: Path, provider: str = "cpu", threads: int | None = None, spin: bool = False
+) -> ort.InferenceSession:
+    """An inference session on ``provider`` ("cpu" or "cuda"); a clear error when it is unavailable.
+
+    ``spin=False`` stops ORT's CPU worker threads from busy-waiting after each run. Between two
+    decode steps the Python loop samples the next token; spinning workers would take the cores
+    it needs. On this 2-core machine turning spinning off made batch-1 decode of a 10M model
+    ~1.6x faster while other processes ran (bench/decode.py).
+    """
     if provider not in PROVIDERS:
         raise GenerateError(f"provider {provider!r}: choose one of {', '.join(PROVIDERS)}")
     wanted = PROVIDERS[provider]
@@ -35,6 +44,8 @@ def make_session(path: Path, provider: str = "cpu", threads: int | None = None) 
     options.log_severity_level = 3
     if threads:
         options.intra_op_num_threads = threads
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     providers = [wanted] if wanted == "CPUExecutionProvider" else [wanted, "CPUExecutionProvider"]
     try:
         return ort.InferenceSession(str(path), options, providers=providers)
@@ -85,6 +96,24 @@ class DecoderSession:
         cache: KVCache,
     ) -> tuple[np.ndarray, KVCache]:
         """Logits of the last position, (B, V) float32, and the cache extended by T."""
+        if self.device == "cpu":
+            feed = {
+                INPUT_IDS: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(input_ids, dtype=np.int64)),
+                ATTENTION_MASK: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(attention_mask, dtype=np.int64)),
+                POSITION_IDS: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(position_ids, dtype=np.int64)),
+                **dict(zip(self._past_names, cache.values, strict=True)),
+            }
+            outputs = self.session.run_with_ort_values(self._output_names, feed)
+        else:
+            outputs = self._run_bound(input_ids, attention_mask, position_ids, cache)
+        logits = outputs[0].numpy()[:, -1, :].astype(np.float32)  # (B, V)
+        extended = KVCache(tuple(outputs[1:]), cache.length + input_ids.shape[1], cache.batch)
+        return logits, extended
+
+    def _run_bound(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray, position_ids: np.ndarray, cache: KVCache
+    ) -> list[ort.OrtValue]:
+        """One run through IO binding: the cache in and out on the device, the logits on the host."""
         binding = self.session.io_binding()
         binding.bind_cpu_input(INPUT_IDS, np.ascontiguousarray(input_ids, dtype=np.int64))
         binding.bind_cpu_input(ATTENTION_MASK, np.ascontiguousarray(attention_mask, dtype=np.int64))
@@ -95,10 +124,7 @@ class DecoderSession:
         for name in self._output_names[1:]:
             binding.bind_output(name, self.device)
         self.session.run_with_iobinding(binding)
-        outputs = binding.get_outputs()
-        logits = outputs[0].numpy()[:, -1, :].astype(np.float32)  # (B, V)
-        extended = KVCache(tuple(outputs[1:]), cache.length + input_ids.shape[1], cache.batch)
-        return logits, extended
+        return list(binding.get_outputs())
 
     def select(self, cache: KVCache, rows: np.ndarray) -> KVCache:
         """The cache of ``rows`` (beam reordering, repeating a prompt, dropping finished rows)."""

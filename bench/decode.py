@@ -1,0 +1,296 @@
+"""Decode speed of Nima's runtime against PyTorch, HF transformers and onnxruntime-genai, same weights.
+
+For a LLaMA-style and a GPT-2-style model at two sizes (tiny ~10M, small ~124M parameters), with
+seeded random weights, this script exports a Nima bundle (fp32, parity-checked against PyTorch) and
+times batch-1 greedy decoding of 128 new tokens after a 32-token prompt, 2 threads, for:
+
+  nima        `nima.runtime.Generator` on the bundle (Python loop, IO-bound KV cache)
+  genai       onnxruntime-genai on the same bundle (its genai_config.json) -- the reference
+  pytorch     a plain PyTorch loop with the KV cache, same weights (`DecoderLM` forward)
+  hf          HF transformers ``generate()`` on the same weights (LlamaForCausalLM / GPT2LMHeadModel)
+
+Each figure is the median of 3 interleaved runs after a warm-up (the timing harness of
+bench/genai_compare.py): decode tokens/s over the 127 single-token steps, and time to first token.
+All runners must produce the same greedy tokens; the report says if one does not.
+
+Then, per model: batch-8 sampling throughput and beam-4 speed of the Nima runtime; for the small
+models, the weight bytes read per token times tokens/s as a share of the memory bandwidth measured
+here (a single large fp32 MatMul in ONNX Runtime, the kernel a decode step is made of), and the
+int8 bundle's speed-up.
+
+    .venv/bin/python bench/decode.py [--models llama-tiny gpt2-tiny llama-small gpt2-small] [--keep DIR]
+
+Progress goes to stderr, the report to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from genai_compare import (
+    NEW_TOKENS,
+    PROMPT_TOKENS,
+    SIZES,
+    THREADS,
+    Result,
+    Runner,
+    Timing,
+    genai_runner,
+    log,
+    pin_genai_config,
+    time_all,
+    unused_token,
+)
+from hf_weights import to_hf
+from onnx import TensorProto, helper, numpy_helper
+from transformers.generation.streamers import BaseStreamer
+
+from nima.builders import build_model, save_build
+from nima.builders.models import DecoderLM
+from nima.export.command import export_bundle
+from nima.runtime import Generator
+from nima.spec import PRESETS, ModelSpec, spec_from_dict
+
+SEED = 0
+MODELS: dict[str, dict[str, Any]] = {
+    "llama-tiny": SIZES["tiny"],
+    "gpt2-tiny": {**PRESETS["tiny"], "name": "bench-gpt2-tiny"},
+    "llama-small": SIZES["small"],
+    "gpt2-small": {**PRESETS["small"], "name": "bench-gpt2-small"},
+}
+
+
+# --- runners ---------------------------------------------------------------------------------------
+
+
+def nima_runner(label: str, bundle: Path) -> Runner:
+    generator = Generator(bundle, threads=THREADS)
+
+    def run(prompt: list[int], new_tokens: int) -> Timing:
+        start = time.perf_counter()
+        tokens: list[int] = []
+        ttft = 0.0
+        for token in generator.stream_tokens(prompt, max_new_tokens=new_tokens, do_sample=False):
+            tokens.append(token)
+            ttft = ttft or time.perf_counter() - start
+        return Timing(tokens, ttft, time.perf_counter() - start)
+
+    return Runner(label, run, lambda: None)
+
+
+def pytorch_runner(label: str, model: DecoderLM) -> Runner:
+    @torch.inference_mode()
+    def run(prompt: list[int], new_tokens: int) -> Timing:
+        start = time.perf_counter()
+        ids = torch.tensor([prompt])
+        past = None
+        tokens: list[int] = []
+        ttft = 0.0
+        for step in range(new_tokens):
+            logits, past = model(ids, past_key_values=past)
+            token = int(logits[0, -1].argmax())
+            tokens.append(token)
+            if step == 0:
+                ttft = time.perf_counter() - start
+            ids = torch.tensor([[token]])
+        return Timing(tokens, ttft, time.perf_counter() - start)
+
+    return Runner(label, run, lambda: None)
+
+
+class _FirstToken(BaseStreamer):
+    """Notes when ``generate()`` hands over its first new token (the first ``put`` is the prompt)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.first: float | None = None
+
+    def put(self, value: torch.Tensor) -> None:
+        self.calls += 1
+        if self.calls == 2:
+            self.first = time.perf_counter()
+
+    def end(self) -> None:
+        pass
+
+
+def hf_runner(label: str, model: DecoderLM, spec: ModelSpec) -> Runner:
+    hf = to_hf(model, spec)
+    hf.generation_config.eos_token_id = None
+    hf.generation_config.pad_token_id = 0
+
+    @torch.inference_mode()
+    def run(prompt: list[int], new_tokens: int) -> Timing:
+        streamer = _FirstToken()
+        start = time.perf_counter()
+        out = hf.generate(
+            torch.tensor([prompt]),
+            attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=False,
+            streamer=streamer,
+        )
+        total = time.perf_counter() - start
+        return Timing(out[0, len(prompt) :].tolist(), (streamer.first or start) - start, total)
+
+    return Runner(label, run, lambda: None)
+
+
+# --- extra figures ---------------------------------------------------------------------------------
+
+
+def matmul_bandwidth(root: Path, rows: int = 8192, cols: int = 8192) -> float:
+    """GB/s ONNX Runtime reads a (rows, cols) fp32 weight at, in a (1, rows) x (rows, cols) MatMul."""
+    weight = np.random.default_rng(0).standard_normal((rows, cols), dtype=np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "gemv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, rows])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, cols])],
+        [numpy_helper.from_array(weight, "w")],
+    )
+    path = root / "gemv.onnx"
+    onnx.save(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path), save_as_external_data=True
+    )
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = THREADS
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    x = np.ones((1, rows), np.float32)
+    for _ in range(3):
+        session.run(None, {"x": x})
+    times = []
+    for _ in range(20):
+        start = time.perf_counter()
+        session.run(None, {"x": x})
+        times.append(time.perf_counter() - start)
+    return weight.nbytes / statistics.median(times) / 1e9
+
+
+def bytes_per_token(model: DecoderLM, spec: ModelSpec) -> int:
+    """fp32 weight bytes one decode step reads: all parameters but the rows a Gather picks."""
+    total = sum(p.numel() for p in model.parameters())
+    gathered = 0 if spec.tie_embeddings else spec.vocab_size * spec.d_model  # an untied table is only indexed
+    if spec.position.kind == "learned":
+        gathered += spec.max_seq_len * spec.d_model
+    return 4 * (total - gathered)
+
+
+def batch_sampling_tps(generator: Generator, prompt: list[int], rows: int = 8) -> float:
+    prompts = [prompt[i:] + prompt[:i] for i in range(rows)]  # different prompts, same length
+    options = {"max_new_tokens": NEW_TOKENS, "do_sample": True, "temperature": 0.8, "top_p": 0.9, "seed": 0}
+    generator.generate(prompts, **{**options, "max_new_tokens": 8})  # warm-up
+    start = time.perf_counter()
+    out = generator.generate(prompts, **options)
+    return sum(len(g.token_ids) for g in out) / (time.perf_counter() - start)
+
+
+def beam_tps(generator: Generator, prompt: list[int], beams: int = 4) -> float:
+    generator.generate([prompt], num_beams=beams, max_new_tokens=8)  # warm-up
+    start = time.perf_counter()
+    out = generator.generate([prompt], num_beams=beams, max_new_tokens=NEW_TOKENS)
+    return len(out[0].token_ids) / (time.perf_counter() - start)
+
+
+# --- report ----------------------------------------------------------------------------------------
+
+
+def report(name: str, params: int, results: list[Result], reference: list[int]) -> None:
+    by = {r.label: r for r in results}
+    print(f"\n## {name} ({params / 1e6:.1f}M parameters)\n")
+    print("| runner | decode tok/s | TTFT ms | vs genai | vs pytorch | spread | same tokens |")
+    print("|---|---:|---:|---:|---:|---:|---|")
+    for r in results:
+        same = "yes" if r.tokens == reference else f"no (first {_first_diff(r.tokens, reference)})"
+        print(
+            f"| {r.label} | {r.decode_tps:.1f} | {r.ttft_ms:.1f} | {r.decode_tps / by['genai'].decode_tps:.2f}x | "
+            f"{r.decode_tps / by['pytorch'].decode_tps:.2f}x | {100 * r.spread:.0f}% | {same} |"
+        )
+
+
+def _first_diff(a: list[int], b: list[int]) -> int:
+    return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+
+
+def bench_model(name: str, root: Path, bandwidth: float | None) -> None:
+    work = root / name
+    spec = spec_from_dict({**MODELS[name], "generation": {"do_sample": False}})
+    log(f"{name}: build + export (fp32)")
+    model = build_model(spec, seed=SEED).eval()
+    params = sum(p.numel() for p in model.parameters())
+    source = save_build(model, spec, work / "model")
+    bundle = export_bundle(source, work / "bundle", force=True).out
+    prompt = np.random.default_rng(SEED).integers(0, spec.vocab_size, PROMPT_TOKENS).tolist()
+    nima = nima_runner("nima", bundle)
+    reference = nima.run(prompt, NEW_TOKENS).tokens
+    pin_genai_config(bundle, unused_token(prompt + reference, spec.vocab_size))
+    runners = [
+        nima,
+        genai_runner("genai", bundle),
+        pytorch_runner("pytorch", model),
+        hf_runner("hf", model, spec),
+    ]
+    results = time_all(runners, prompt)
+    for runner in runners:
+        runner.close()
+    report(name, params, results, reference)
+    generator = Generator(bundle, threads=THREADS)
+    log(f"{name}: batch-8 sampling, beam-4")
+    print(f"\nbatch-8 sampling (top_p 0.9, T 0.8): {batch_sampling_tps(generator, prompt):.1f} tok/s in total")
+    print(f"beam-4: {beam_tps(generator, prompt):.1f} tok/s (new tokens of the best beam per second)")
+    if not name.endswith("small"):
+        return
+    nima_tps = next(r.decode_tps for r in results if r.label == "nima")
+    read = bytes_per_token(model, spec)
+    if bandwidth:
+        share = read * nima_tps / 1e9 / bandwidth
+        print(
+            f"memory: {read / 1e6:.0f} MB of fp32 weights per token x {nima_tps:.1f} tok/s = "
+            f"{read * nima_tps / 1e9:.1f} GB/s, {100 * share:.0f}% of the {bandwidth:.1f} GB/s measured"
+        )
+    log(f"{name}: int8 bundle")
+    int8 = export_bundle(source, work / "bundle-int8", quantize="int8", force=True).out
+    int8_results = time_all([nima_runner("nima int8", int8), nima_runner("nima", bundle)], prompt)
+    fast, base = int8_results
+    agree = 1 - _first_diff(fast.tokens, base.tokens) / NEW_TOKENS
+    print(
+        f"int8: {fast.decode_tps:.1f} tok/s vs fp32 {base.decode_tps:.1f} tok/s in the same rounds = "
+        f"{fast.decode_tps / base.decode_tps:.2f}x (greedy tokens equal for the first {100 * agree:.0f}%)"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
+    parser.add_argument("--keep", type=Path, help="keep models and bundles here")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(THREADS)
+    root = args.keep or Path(tempfile.mkdtemp(prefix="nima-decode-"))
+    root.mkdir(parents=True, exist_ok=True)
+    print(
+        f"# Decode benchmark: batch 1, greedy, {PROMPT_TOKENS}-token prompt, {NEW_TOKENS} new tokens, fp32, "
+        f"{THREADS} threads\n\nonnxruntime {ort.__version__}, torch {torch.__version__}, "
+        f"python {sys.version.split()[0]}"
+    )
+    bandwidth = None
+    if any(m.endswith("small") for m in args.models):
+        log("measuring memory bandwidth (256 MB fp32 MatMul in ORT)")
+        bandwidth = matmul_bandwidth(root)
+        print(f"memory bandwidth (ORT MatMul reading a 256 MB fp32 weight): {bandwidth:.1f} GB/s")
+    for name in args.models:
+        bench_model(name, root, bandwidth)
+
+
+if __name__ == "__main__":
+    main()
