@@ -12,7 +12,7 @@ from nima.builders.models import EncoderDecoderLM
 from nima.builders.weights import SPEC_FILE
 from nima.export.bundle import check_target, staged_folder
 from nima.export.card import render_card
-from nima.export.fuse import TARGETS, fuse_for_ort
+from nima.export.fuse import TARGETS, export_for_ort
 from nima.export.genai import genai_config
 from nima.export.onnx_graph import export_decoder
 from nima.export.quantize import QUANTIZATIONS
@@ -78,13 +78,14 @@ def export_bundle(
         parity, files = export_seq2seq_bundle(src, folder, out, dtype, verify, opset, progress)
         return ExportResult(out, parity, src.random_weights, files)
     with staged_folder(out) as tmp:
-        progress(f"exporting {MODEL_FILE} ({dtype})")
-        model_path = export_decoder(src.model, src.spec, tmp / MODEL_FILE, dtype=dtype, opset=opset)
+        progress(f"exporting {MODEL_FILE} ({dtype}, target {target})")
+        model_path = tmp / MODEL_FILE
         if target == "ort":
-            progress("fusing into ONNX Runtime contrib ops")
-            portable = model_path.rename(tmp / "model.portable.onnx")
-            fuse_for_ort(portable, model_path)
-            portable.unlink()
+            how = export_for_ort(src.model, src.spec, model_path, dtype=dtype, opset=opset)
+            if how.fallback_reason:
+                progress(f"no GroupQueryAttention ({how.fallback_reason}): onnxscript's ORT fusion rules instead")
+        else:
+            export_decoder(src.model, src.spec, model_path, dtype=dtype, opset=opset)
         if quantize is not None:
             progress(f"quantizing MatMul weights to {quantize}")
             fp32_path = model_path.rename(tmp / "model.fp32.onnx")

@@ -1,37 +1,103 @@
-"""The ``ort`` target: rewrite the portable graph into ONNX Runtime's fused contrib ops.
+"""The ``ort`` target: a graph of ONNX Runtime's fused contrib ops, for ORT only.
 
-onnxscript's ORT fusion rules (the rewriter ORT's own tooling uses) turn the standard-op
-subgraphs of the export into single kernels: scaled dot-product attention into
-``MultiHeadAttention``, rotary and GELU/bias patterns into their fused forms. (RMSNorm, written
-as ``x / sqrt(mean(x^2) + eps)``, is fused into ``SimplifiedLayerNormalization`` by ORT itself
-when a session loads either graph.) The portable graph stays the default: it runs on any ONNX
-runtime; the fused one needs ORT.
+Two ways in, chosen per model:
+
+- ``gqa`` (the default): the model is exported through `nima.export.fused_model`, whose
+  self-attention is one packed QKV MatMul and one ``com.microsoft::GroupQueryAttention`` node
+  per layer (rotary, cache append, grouped-query attention and the mask in one kernel), the
+  graph onnxruntime-genai's own builder writes; then `nima.export.ort_rules` fuses each norm
+  with the residual add before it (SkipSimplifiedLayerNormalization, SkipLayerNormalization)
+  and GELU with its bias (BiasGelu). ORT fuses what is left (SiLU) when a session loads the graph. onnxscript's full ORT
+  rule set is not applied here: its FusedMatMul for a tied head measured slower than the plain
+  MatMul that ORT makes by folding the transposed weight.
+- ``rules`` (the fallback): the portable graph rewritten by the norm rules and onnxscript's ORT
+  fusion rules (MultiHeadAttention, fused norms), for models the GroupQueryAttention kernel
+  cannot run: see `gqa_blocker`.
+
+The portable graph stays the default target: it runs on any ONNX runtime.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import onnx_ir as ir
 import onnxruntime as ort
+from onnx_ir.passes.common import RemoveUnusedNodesPass
+
+from nima.builders.models import DecoderLM
+from nima.export.fused_model import fused_for_ort
+from nima.export.gqa_op import TRANSLATION_TABLE
+from nima.export.onnx_graph import export_decoder
+from nima.export.ort_rules import fuse_norms_and_gelu
+from nima.spec import ModelSpec
 
 TARGETS = ("portable", "ort")
+GQA_HEAD_MULTIPLE = 16  # ORT's CPU GroupQueryAttention rejects other head sizes
+
+
+@dataclass(frozen=True)
+class OrtExport:
+    """How the ``ort`` graph was made: ``gqa`` or ``rules`` (with why), and the fusions applied."""
+
+    method: str
+    fusions: dict[str, int] = field(default_factory=dict)
+    fallback_reason: str | None = None
+
+
+def gqa_blocker(spec: ModelSpec, dtype: str) -> str | None:
+    """Why ``spec`` cannot use the GroupQueryAttention export in ``dtype``, or None when it can."""
+    if spec.head_dim % GQA_HEAD_MULTIPLE:
+        return f"head_dim {spec.head_dim} is not a multiple of {GQA_HEAD_MULTIPLE} (ORT's CPU kernel needs that)"
+    if dtype not in ("fp32", "fp16"):
+        return f"{dtype}: ORT's CPU GroupQueryAttention kernel runs fp32 and fp16 only"
+    return None
+
+
+def export_for_ort(model: DecoderLM, spec: ModelSpec, path: Path, dtype: str = "fp32", opset: int = 18) -> OrtExport:
+    """Write the ``ort`` target's graph of ``model`` at ``path``; ORT loading it is the check."""
+    reason = gqa_blocker(spec, dtype)
+    staged = path.with_name(path.stem + ".unfused.onnx")
+    try:
+        if reason is None:
+            export_decoder(fused_for_ort(model, spec.max_seq_len), spec, staged, dtype, opset, TRANSLATION_TABLE)
+            fusions = _rewrite(staged, path, fuse_norms_and_gelu)
+            return OrtExport("gqa", {"GroupQueryAttention": spec.n_layers, **fusions})
+        export_decoder(model, spec, staged, dtype, opset)
+        return OrtExport("rules", fuse_for_ort(staged, path), reason)
+    finally:
+        for leftover in (staged, staged.with_name(staged.name + ".data")):
+            leftover.unlink(missing_ok=True)
 
 
 def fuse_for_ort(source: Path, target: Path) -> dict[str, int]:
-    """Write the ORT-fused version of ``source`` to ``target``; return how often each rule fired."""
+    """Write ``source`` rewritten by onnxscript's ORT fusion rules to ``target``; return how often each fired."""
     from onnxscript.rewriter.ort_fusions import optimize_for_ort
 
+    def fuse(model: ir.Model) -> dict[str, int]:
+        norms = fuse_norms_and_gelu(model)  # first, so that onnxscript's rules see the norms they build on
+        model, stats = optimize_for_ort(model)
+        return {**norms, **stats}
+
+    return _rewrite(source, target, fuse)
+
+
+def _rewrite(source: Path, target: Path, rewrite: Callable[[ir.Model], dict[str, int]]) -> dict[str, int]:
+    """Load ``source``, apply ``rewrite``, save to ``target``, check that ORT loads it; nonzero counts."""
     previous = logging.getLogger("onnxscript").level
     logging.getLogger("onnxscript").setLevel(logging.ERROR)
     try:
         model = ir.load(str(source))
-        model, stats = optimize_for_ort(model)
-        ir.save(model, str(target))
+        stats = rewrite(model)
+        RemoveUnusedNodesPass()(model)  # and the initializers only the replaced nodes read
+        external = source.with_name(source.name + ".data").exists()  # a model past protobuf's 2 GB
+        ir.save(model, str(target), external_data=target.name + ".data" if external else None)
     finally:
         logging.getLogger("onnxscript").setLevel(previous)
-    # The fused ops (SimplifiedLayerNormalization in the default domain, com.microsoft ops) are
-    # ORT's, unknown to onnx.checker: ORT itself, loading the graph, is the check for this target.
+    # The fused ops (com.microsoft, SimplifiedLayerNormalization) are ORT's: onnx.checker skips
+    # them, so ORT building a session is what checks this target's graph.
     ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
     return {name: count for name, count in stats.items() if count}

@@ -12,6 +12,7 @@ import copy
 import io
 import logging
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import onnx
@@ -38,12 +39,23 @@ def in_dtype(model: nn.Module, dtype: str) -> nn.Module:
     return model.to(torch_dtype).eval()
 
 
-def export_decoder(model: DecoderLM, spec: ModelSpec, path: Path, dtype: str = "fp32", opset: int = 18) -> Path:
-    """Write ``model`` as an ONNX graph at ``path`` (in ``dtype``) and return the path."""
+def export_decoder(
+    model: DecoderLM,
+    spec: ModelSpec,
+    path: Path,
+    dtype: str = "fp32",
+    opset: int = 18,
+    translations: dict[Callable, Callable] | None = None,
+) -> Path:
+    """Write ``model`` as an ONNX graph at ``path`` (in ``dtype``) and return the path.
+
+    ``translations`` maps custom torch ops in ``model`` to the onnxscript functions that write
+    them (the ``ort`` target's fused attention); the portable export has none.
+    """
     model = in_dtype(model, dtype)
     args = example_inputs(spec.n_layers, spec.n_kv_heads, spec.head_dim, spec.vocab_size, DTYPES[dtype])
     names = (input_names(spec.n_layers), output_names(spec.n_layers))
-    return export_module(DecoderForExport(model), args, dynamic_shapes(spec.n_layers), names, path, opset)
+    return export_module(DecoderForExport(model), args, dynamic_shapes(spec.n_layers), names, path, opset, translations)
 
 
 def export_module(
@@ -53,8 +65,12 @@ def export_module(
     names: tuple[list[str], list[str]],
     path: Path,
     opset: int,
+    translations: dict[Callable, Callable] | None = None,
 ) -> Path:
-    """Export ``module`` called on ``args`` (dynamic ``shapes``; input and output ``names``), save and check it."""
+    """Export ``module`` called on ``args`` (dynamic ``shapes``; input and output ``names``), save and check it.
+
+    ``translations``: custom torch ops in ``module`` -> the onnxscript functions that write them.
+    """
     weight_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
     quiet = io.StringIO()
     # the exporter narrates each stage on stdout and warns about internals users cannot act on
@@ -70,6 +86,7 @@ def export_module(
                 output_names=names[1],
                 opset_version=opset,
                 optimize=True,
+                custom_translation_table=translations,
             )
         except Exception as err:  # the exporter raises many types; all mean "cannot export"
             raise ExportError(f"torch.onnx.export failed: {type(err).__name__}: {str(err).splitlines()[0]}") from err

@@ -1,0 +1,93 @@
+"""The ``ort`` target's model: a copy of a `DecoderLM` whose self-attention is one fused kernel.
+
+`fused_for_ort` deep-copies the model and replaces every block's `SelfAttention` with a
+`FusedSelfAttention` holding the same weights: the q, k and v projections packed into one
+matrix (one MatMul instead of three) and the attention arithmetic in ONNX Runtime's
+GroupQueryAttention (see `nima.export.gqa_op`). The stack, its mask, the FFNs, norms and head
+are untouched, so every variant exports through it: the stack's additive mask carries padding,
+attention patterns and position biases into the kernel as its ``attention_bias``. The
+PyTorch model the caller holds is not modified.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from nima.builders.attention import KV, SelfAttention
+from nima.builders.models import DecoderLM
+from nima.builders.positions import Rotary, RotaryPositions, apply_rotary
+from nima.export.gqa_op import group_query_attention
+
+
+class RotaryTables(nn.Module):
+    """cos/sin of every cache index up to ``max_seq_len``, the tables GroupQueryAttention rotates with."""
+
+    def __init__(self, position: RotaryPositions, max_seq_len: int) -> None:
+        super().__init__()
+        index = torch.arange(max_seq_len, dtype=torch.float32) / position.scaling_factor  # (L,)
+        angles = index[:, None] * position.inv_freq[None, :]  # (L, hd/2)
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+
+
+class FusedSelfAttention(nn.Module):
+    """`SelfAttention`'s computation as a packed QKV projection, one GroupQueryAttention, the output projection."""
+
+    def __init__(self, attention: SelfAttention, tables: RotaryTables | None) -> None:
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.head_dim = attention.n_heads, attention.n_kv_heads, attention.head_dim
+        projections = (attention.q_proj, attention.k_proj, attention.v_proj)
+        has_bias = attention.q_proj.bias is not None
+        width = sum(p.out_features for p in projections)
+        self.qkv_proj = nn.Linear(attention.q_proj.in_features, width, bias=has_bias)
+        with torch.no_grad():
+            self.qkv_proj.weight.copy_(torch.cat([p.weight for p in projections], dim=0))  # (H + 2 H_kv) hd rows
+            if has_bias:
+                self.qkv_proj.bias.copy_(torch.cat([p.bias for p in projections]))
+        self.qkv_proj.to(attention.q_proj.weight.dtype)
+        self.o_proj = attention.o_proj
+        self.q_norm, self.k_norm = attention.q_norm, attention.k_norm
+        # With qk-norm the rotation must follow the norm, so it is done here rather than in the kernel.
+        self.tables = tables if self.q_norm is None else None
+
+    def forward(
+        self,
+        x: torch.Tensor,  # (B, T, d_model)
+        mask: torch.Tensor | None,  # (B|1, H|1, T, P+T) additive
+        is_causal: bool = False,
+        rotary: Rotary | None = None,
+        past: KV | None = None,
+    ) -> tuple[torch.Tensor, KV]:
+        b, t, _ = x.shape
+        if mask is None or past is None:
+            raise ValueError("the fused attention is for export: it needs the mask and a (possibly empty) cache")
+        qkv = self.qkv_proj(x)  # (B, T, (H + 2 H_kv) hd)
+        if self.q_norm is not None and self.k_norm is not None:
+            q, k, v = qkv.split([self.n_heads * self.head_dim, *[self.n_kv_heads * self.head_dim] * 2], dim=-1)
+            q = self.q_norm(q.view(b, t, self.n_heads, self.head_dim).transpose(1, 2))  # (B, H, T, hd)
+            k = self.k_norm(k.view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2))  # (B, H_kv, T, hd)
+            if rotary is not None:
+                q, k = apply_rotary(q, rotary), apply_rotary(k, rotary)
+            q = q.transpose(1, 2).reshape(b, t, -1)
+            k = k.transpose(1, 2).reshape(b, t, -1)
+            qkv = torch.cat((q, k, v), dim=-1)
+        cos = sin = None
+        if self.tables is not None:
+            cos, sin = self.tables.cos.to(x.dtype), self.tables.sin.to(x.dtype)
+        out, key, value = group_query_attention(
+            qkv, past[0], past[1], mask.to(x.dtype), cos, sin, self.n_heads, self.n_kv_heads
+        )  # (B, T, H hd), (B, H_kv, P+T, hd) x 2
+        return self.o_proj(out), (key, value)
+
+
+def fused_for_ort(model: DecoderLM, max_seq_len: int) -> DecoderLM:
+    """A copy of ``model`` with every self-attention replaced by `FusedSelfAttention`."""
+    fused = copy.deepcopy(model)
+    stack = fused.decoder
+    tables = RotaryTables(stack.position, max_seq_len) if isinstance(stack.position, RotaryPositions) else None
+    for block in stack.blocks:
+        block.attention = FusedSelfAttention(block.attention, tables)
+    return fused.eval()

@@ -1,0 +1,73 @@
+"""Rewrite rules for the ``ort`` target: norms and GELU into ONNX Runtime's fused ops.
+
+`nima.builders.norms.RMSNorm` is written ``x / sqrt(mean(x^2) + eps) * g`` because ORT fuses
+that form by itself when a session loads a graph. onnxscript's RMSNorm rule only knows the
+``x * reciprocal(sqrt(.))`` form, so without this rule the graph reaches onnxscript's later
+rules with no SimplifiedLayerNormalization in it, and the residual add before each norm is
+never fused with it into SkipSimplifiedLayerNormalization (which ORT does not do at load).
+The other rules are onnxscript's: the residual add into the norm after it, GELU's erf form
+into Gelu, and a MatMul's bias into it (BiasGelu).
+"""
+
+from __future__ import annotations
+
+import onnx_ir as ir
+from onnxscript.rewriter import _ir_utils, pattern
+from onnxscript.rewriter.ort_fusions.bias_gelu import fuse_bias_gelu
+from onnxscript.rewriter.ort_fusions.erfgelu import fuse_erfgelu
+from onnxscript.rewriter.ort_fusions.gelu import fuse_gelu
+from onnxscript.rewriter.ort_fusions.skip_normalization import (
+    fuse_skip_layer_normalization,
+    fuse_skip_rms_normalization,
+)
+
+FLOAT_TYPES = frozenset([ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.BFLOAT16, ir.DataType.DOUBLE])
+
+
+class DivRmsNormFusion(pattern.RewriteRuleClassBase):
+    """``Mul(Cast?(Div(x32, Sqrt(Add(ReduceMean(Pow(x32, 2)), eps)))), g)`` -> SimplifiedLayerNormalization."""
+
+    def pattern(self, op, x, scale, epsilon, compute_dtype, target_dtype):  # noqa: ANN001, ANN201 - pattern values
+        x32 = pattern.OrValue([op.Cast(x, to=compute_dtype), x])  # x.float(): absent in fp32 graphs
+        mean_square = op.ReduceMean(op.Pow(x32, 2.0), [-1], keepdims=1, noop_with_empty_axes=0)  # (B, T, 1)
+        normalized = op.Div(x32, op.Sqrt(op.Add(mean_square, epsilon)))  # (B, T, D)
+        normalized = pattern.OrValue([op.Cast(normalized, to=target_dtype), normalized])  # .to(x.dtype)
+        return op.Mul(normalized, scale)
+
+    def check(self, op, x, scale, epsilon, compute_dtype, **_) -> pattern.MatchResult:  # noqa: ANN001
+        result = pattern.MatchResult()
+        if not isinstance(_ir_utils.get_singleton_value(epsilon), float):
+            return result.fail("epsilon is not a float constant", epsilon)
+        if x.dtype not in FLOAT_TYPES or scale.dtype not in FLOAT_TYPES:
+            return result.fail("input or scale is not a float tensor")
+        stash = compute_dtype.as_int() if compute_dtype is not None else x.dtype
+        if stash not in (ir.DataType.FLOAT, ir.DataType.DOUBLE):
+            return result.fail("statistics are not computed in float or double")
+        return result
+
+    def rewrite(self, op, x, scale, epsilon, compute_dtype, **_):  # noqa: ANN001, ANN201
+        stash = compute_dtype.as_int() if compute_dtype is not None else x.dtype
+        # SimplifiedLayerNormalization is ORT's op, registered in the default domain.
+        return op.SimplifiedLayerNormalization(
+            x, scale, axis=-1, epsilon=_ir_utils.get_singleton_value(epsilon), stash_type=int(stash)
+        )
+
+
+RULES = pattern.RewriteRuleSet([DivRmsNormFusion.rule("DivRmsNormFusion")])
+
+
+def fuse_norms_and_gelu(model: ir.Model) -> dict[str, int]:
+    """Fuse ``model``'s norms and GELUs in place; return how many of each fusion were made.
+
+    RMSNorm first (this module's rule), then onnxscript's rules that merge the residual add
+    before a norm into it: SkipSimplifiedLayerNormalization (RMSNorm) and SkipLayerNormalization
+    (LayerNorm, which the exporter already writes as one LayerNormalization node); then GELU
+    (exact and tanh forms) and the bias add before it.
+    """
+    return {
+        "SimplifiedLayerNormalization": RULES.apply_to_model(model),
+        "SkipSimplifiedLayerNormalization": fuse_skip_rms_normalization(model),
+        "SkipLayerNormalization": fuse_skip_layer_normalization(model),
+        "Gelu": fuse_erfgelu(model) + fuse_gelu(model),
+        "BiasGelu": fuse_bias_gelu(model),
+    }

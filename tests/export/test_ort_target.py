@@ -1,0 +1,199 @@
+"""The ``ort`` target: GroupQueryAttention graphs that match PyTorch on left-padded batches.
+
+Each model is exported with `export_for_ort` and held to the export-time parity check (a
+left-padded batch, prefill and 8 cached steps, fp32 tolerance 1e-4), and its graph must really
+hold the fused ops: one GroupQueryAttention per layer, one packed QKV MatMul, no Softmax.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from nima.builders import build_model, save_build
+from nima.builders.attention import SelfAttention
+from nima.export.contract import DecoderForExport, input_names, output_names
+from nima.export.fuse import export_for_ort
+from nima.export.fused_model import FusedSelfAttention, fused_for_ort
+from nima.export.verify import check_parity, session_for
+from nima.spec import ModelSpec, spec_from_dict
+
+BASE: dict[str, Any] = {
+    "vocab_size": 61,
+    "max_seq_len": 48,
+    "d_model": 64,  # 4 heads of 16: ORT's CPU kernel needs head sizes that are multiples of 16
+    "n_layers": 2,
+    "init": {"kind": "normal", "std": 0.2, "scaled_residual": False},
+}
+LLAMA = {
+    "attention": {"n_heads": 4, "n_kv_heads": 2},
+    "ffn": {"kind": "swiglu", "hidden": 96},
+    "position": {"kind": "rope"},
+    "norm": {"kind": "rmsnorm"},
+    "bias": False,
+}
+GPT2 = {
+    "attention": {"n_heads": 4, "n_kv_heads": 4},
+    "ffn": {"kind": "gelu", "hidden": 128},
+    "position": {"kind": "learned"},
+    "norm": {"kind": "layernorm"},
+    "bias": True,
+    "tie_embeddings": True,
+}
+# Variants whose attention differs from plain causal: all go through the kernel's attention_bias.
+VARIANTS = {
+    "alibi-local-mqa": {
+        **LLAMA,
+        "attention": {"n_heads": 4, "n_kv_heads": 1, "pattern": {"kind": "local", "window": 3}},
+        "position": {"kind": "alibi"},
+    },
+    "relative-sparse-postnorm": {
+        **GPT2,
+        "attention": {"n_heads": 4, "n_kv_heads": 2, "pattern": {"kind": "sparse", "window": 2, "stride": 3}},
+        "position": {"kind": "relative"},
+        "norm": {"kind": "rmsnorm", "placement": "post"},
+    },
+    "rope-qknorm": {**LLAMA, "attention": {"n_heads": 4, "n_kv_heads": 1, "qk_norm": True}},
+    "sinusoidal-geglu": {**LLAMA, "position": {"kind": "sinusoidal"}, "ffn": {"kind": "geglu", "hidden": 96}},
+}
+
+
+def make_spec(family: dict[str, Any], **overrides: Any) -> ModelSpec:
+    return spec_from_dict({**BASE, **family, **overrides})
+
+
+def ops(path: Path) -> Counter[str]:
+    return Counter(node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node)
+
+
+def export_and_check(spec: ModelSpec, tmp_path: Path, seed: int = 0) -> tuple[str, Counter[str]]:
+    """Export the ort target, hold it to the parity check, return how it was made and its op counts."""
+    model = build_model(spec, seed=seed).eval()
+    path = tmp_path / "model.onnx"
+    how = export_for_ort(model, spec, path)
+    graph = onnx.load(str(path))
+    assert [i.name for i in graph.graph.input] == input_names(spec.n_layers)
+    assert [o.name for o in graph.graph.output] == output_names(spec.n_layers)
+    report = check_parity(model, spec, session_for(path, threads=1), batch=3, decode_steps=8, seed=seed)
+    assert report.prompt_lengths[0] > report.prompt_lengths[-1]  # the batch really is left-padded
+    assert report.max_abs_diff <= 1e-4, report.describe()
+    assert report.next_token_agreement == 1.0, report.describe()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]  # no staged graph left behind
+    return how.method, ops(path)
+
+
+@pytest.mark.parametrize("family", [LLAMA, GPT2], ids=["llama-style", "gpt2-style"])
+def test_gqa_graph_matches_pytorch_on_left_padded_batches(family: dict[str, Any], tmp_path: Path) -> None:
+    spec = make_spec(family)
+    method, counts = export_and_check(spec, tmp_path)
+    assert method == "gqa"
+    assert counts["GroupQueryAttention"] == spec.n_layers
+    assert counts["Softmax"] == 0  # no attention arithmetic left outside the kernel
+    # per layer: packed QKV, output projection, the FFN's matrices; plus the head
+    ffn_matmuls = 3 if spec.ffn.kind == "swiglu" else 2
+    assert counts["MatMul"] == spec.n_layers * (2 + ffn_matmuls) + 1
+    norm = "SkipSimplifiedLayerNormalization" if spec.norm.kind == "rmsnorm" else "SkipLayerNormalization"
+    assert counts[norm] >= spec.n_layers  # the residual add fused into the norm after it
+    if spec.ffn.kind == "gelu":
+        assert counts["BiasGelu"] == spec.n_layers
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_gqa_serves_masked_and_biased_variants(name: str, tmp_path: Path) -> None:
+    """Patterns, ALiBi and relative bias reach the kernel as its attention_bias; qk-norm rotates outside it."""
+    spec = make_spec(VARIANTS[name])
+    method, counts = export_and_check(spec, tmp_path, seed=len(name))
+    assert method == "gqa"
+    assert counts["GroupQueryAttention"] == spec.n_layers
+
+
+def test_unsupported_head_size_falls_back_to_fusion_rules(tmp_path: Path) -> None:
+    spec = make_spec(LLAMA, d_model=32)  # head_dim 8
+    model = build_model(spec, seed=0).eval()
+    how = export_for_ort(model, spec, tmp_path / "model.onnx")
+    assert how.method == "rules"
+    assert how.fallback_reason is not None and "head_dim 8" in how.fallback_reason
+    counts = ops(tmp_path / "model.onnx")
+    assert counts["GroupQueryAttention"] == 0 and counts["MultiHeadAttention"] == spec.n_layers
+    report = check_parity(model, spec, session_for(tmp_path / "model.onnx", threads=1))
+    assert report.max_abs_diff <= 1e-4, report.describe()
+
+
+def test_fused_model_in_torch_equals_the_model() -> None:
+    """The custom op's torch implementation (what the exporter traces) computes what the builders do:
+    a left-padded prefill, then a cached step of several tokens, each model feeding back its own
+    cache. The caller's model is left as it was."""
+    spec = make_spec(LLAMA)
+    model = build_model(spec, seed=1).eval()
+    fused = fused_for_ort(model, spec.max_seq_len)
+    assert all(isinstance(b.attention, FusedSelfAttention) for b in fused.decoder.blocks)
+    assert all(isinstance(b.attention, SelfAttention) for b in model.decoder.blocks)
+    b, p, t = 3, 6, 3
+    mask = torch.ones(b, p + t, dtype=torch.long)
+    mask[1, :2] = 0
+    mask[2, :5] = 0  # left padding
+    ids = torch.randint(0, spec.vocab_size, (b, p + t), generator=torch.Generator().manual_seed(0))
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    empty = (b, spec.n_kv_heads, 0, spec.head_dim)
+    outputs = []
+    for m in (model, fused):
+        past = [(torch.zeros(empty), torch.zeros(empty)) for _ in range(spec.n_layers)]
+        with torch.no_grad():
+            prefill = DecoderForExport(m)(ids[:, :p], mask[:, :p], positions[:, :p], past)
+            cache = list(zip(prefill[1::2], prefill[2::2], strict=True))
+            step = DecoderForExport(m)(ids[:, p:], mask, positions[:, p:], cache)
+        outputs.append((prefill, step))
+    (want_prefill, want_step), (got_prefill, got_step) = outputs
+    assert (got_prefill[0] - want_prefill[0])[mask[:, :p].bool()].abs().max() < 1e-5
+    assert (got_step[0] - want_step[0])[mask[:, p:].bool()].abs().max() < 1e-5
+    # Values are cached as they are; keys are rotated by cache index, which differs from the
+    # position id by a row's padding: equal in the unpadded row only.
+    for want, got in zip(want_step[2::2], got_step[2::2], strict=True):
+        assert torch.allclose(want, got, atol=1e-5)
+    assert torch.allclose(want_step[1][0], got_step[1][0], atol=1e-5)
+    assert not torch.allclose(want_step[1][2], got_step[1][2], atol=1e-3)
+
+
+def test_fp16_ort_export_within_tolerance(tmp_path: Path) -> None:
+    spec = make_spec(LLAMA, init={"kind": "normal", "std": 0.02})
+    model = build_model(spec, seed=0).eval()
+    how = export_for_ort(model, spec, tmp_path / "model.onnx", dtype="fp16")
+    assert how.method == "gqa"
+    graph = onnx.load(str(tmp_path / "model.onnx"))
+    assert graph.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+    report = check_parity(model, spec, session_for(tmp_path / "model.onnx", threads=1), dtype="fp16")
+    assert report.passed, report.describe()
+
+
+def test_genai_runs_the_gqa_bundle(tmp_path: Path) -> None:
+    """`nima export --target ort` on a GQA-capable model: onnxruntime-genai decodes what PyTorch does."""
+    og = pytest.importorskip("onnxruntime_genai")
+    from bundle_helpers import invoke
+
+    spec = make_spec(LLAMA, init={"kind": "normal", "std": 0.2})
+    model = build_model(spec, seed=4).eval()
+    source = save_build(model, spec, tmp_path / "model")
+    out = tmp_path / "bundle"
+    result = invoke("export", "--onnx", source, "-o", out, "--target", "ort")
+    assert result.exit_code == 0, result.output
+    assert ops(out / "model.onnx")["GroupQueryAttention"] == spec.n_layers
+    prompt = [5, 9, 17, 33, 2]
+    genai = og.Model(str(out))
+    params = og.GeneratorParams(genai)
+    params.set_search_options(max_length=30, do_sample=False)
+    generator = og.Generator(genai, params)
+    generator.append_tokens(np.array([prompt], dtype=np.int32))
+    while not generator.is_done():
+        generator.generate_next_token()
+    got = [int(t) for t in generator.get_sequence(0)]
+    ids = torch.tensor([prompt])
+    with torch.no_grad():
+        for _ in range(30 - len(prompt)):
+            ids = torch.cat([ids, model(ids)[0][:, -1:].argmax(-1)], dim=1)
+    assert got == ids[0].tolist()
