@@ -63,7 +63,20 @@ def load_or_fail(spec_path: Path, overrides: list[str] | None):  # noqa: ANN201 
         fail([str(p) for p in err.problems])
 
 
+def require_torch(command: str) -> None:
+    """Fail with an install hint when PyTorch is missing (a runtime-only install has no torch)."""
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):  # a torch blocked in sys.modules, or a broken install
+        found = False
+    if not found:
+        fail(f"nima {command} needs PyTorch, which this install lacks: pip install 'nima[torch]'")
+
+
 def _writable_target(out: Path, force: bool) -> None:
+    require_torch("build -o")
     from nima.builders.weights import SPEC_FILE, WEIGHTS_FILE
 
     if out.exists() and not out.is_dir():
@@ -154,6 +167,7 @@ def train(
         fail("--resume and --force: choose one (continue the run, or replace it)")
     import os
 
+    require_torch("train")
     from nima.train import PeerFailed, TrainError
     from nima.train import train as run_training
 
@@ -215,6 +229,7 @@ def export(
         fail("nothing to export: pass --onnx")
     from rich.console import Console
 
+    require_torch("export")
     from nima.builders.weights import WeightsError
     from nima.export.bundle import BundleError
     from nima.export.command import ParityFailure, UnsupportedExport, export_bundle
