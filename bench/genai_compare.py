@@ -22,12 +22,15 @@ For each LLaMA-style size this script
    run, and each as a ratio to (i). The runners take turns (round 1 runs each once, then round 2,
    ...), so other load on the machine falls on all of them alike; the report gives each runner's
    spread and the share of the CPUs other processes took, to show how far to trust a figure;
-5. counts the graph nodes by op type, as exported and after ONNX Runtime's own CPU graph
+5. times one decode step of each graph alone (1 new token after 128 cached, the graphs taking
+   turns call by call; median and 10th percentile), the graph-against-graph figure that least
+   depends on other load on the machine;
+6. counts the graph nodes by op type, as exported and after ONNX Runtime's own CPU graph
    optimisations (what a session actually executes).
 
 Run it from the repository root; ``--keep DIR`` keeps the models, bundles and optimised graphs::
 
-    .venv/bin/python bench/genai_compare.py [--sizes tiny small] [--keep /tmp/genai-compare]
+    .venv/bin/python bench/genai_compare.py [--sizes tiny small] [--nima-target ort] [--keep /tmp/genai-compare]
 
 Needs ``transformers`` (for the HF model and the genai builder) besides Nima's own dependencies.
 Progress goes to stderr, the report to stdout.
@@ -389,6 +392,47 @@ def time_all(runners: list[Runner], prompt: list[int]) -> list[Result]:
 
 
 # --- graphs ---------------------------------------------------------------------------------------
+STEP_PAST = 128  # cached tokens before the timed single-token step
+STEP_CALLS = 200  # timed calls per graph, interleaved
+
+
+def step_latency(paths: dict[str, Path], kv_heads: int, head_dim: int) -> dict[str, tuple[float, float]]:
+    """(median, 10th percentile) ms of one decode step per graph: one new token after `STEP_PAST` cached.
+
+    The graphs take turns call by call, so load from other processes falls on all alike; the
+    10th percentile is what a step costs when the machine is least disturbed. The cache is
+    random: a step's cost does not depend on its values.
+    """
+    rng = np.random.default_rng(SEED)
+    value = ort.OrtValue.ortvalue_from_numpy
+    runs = []
+    for path in paths.values():
+        session = _session(path)
+        feed = {
+            "input_ids": value(np.array([[7]], np.int64)),
+            "attention_mask": value(np.ones((1, STEP_PAST + 1), np.int64)),
+        }
+        if any(i.name == "position_ids" for i in session.get_inputs()):
+            feed["position_ids"] = value(np.array([[STEP_PAST]], np.int64))
+        for name, _ in _kv_inputs(session, kv_heads, head_dim):
+            cache = rng.standard_normal((1, kv_heads, STEP_PAST, head_dim)).astype(np.float32)
+            feed[name] = value(cache)
+        names = [o.name for o in session.get_outputs()]
+        runs.append((session, feed, names))
+    options = ort.RunOptions()
+    for session, feed, names in runs:
+        for _ in range(5):
+            session.run_with_ort_values(names, feed, options)
+    times: list[list[float]] = [[] for _ in runs]
+    for _ in range(STEP_CALLS):
+        for spent, (session, feed, names) in zip(times, runs, strict=True):
+            start = time.perf_counter()
+            session.run_with_ort_values(names, feed, options)
+            spent.append(1000 * (time.perf_counter() - start))
+    return {
+        label: (float(np.median(spent)), float(np.percentile(spent, 10)))
+        for label, spent in zip(paths, times, strict=True)
+    }
 
 
 def op_counts(path: Path) -> Counter[str]:
@@ -489,6 +533,9 @@ def bench_size(size: str, root: Path, nima_target: str) -> None:
         del runners
         gc.collect()
 
+    log(f"{size}: single-step latency of the two graphs")
+    steps = step_latency({"genai-built": genai_dir / "model.onnx", "Nima": nima_bundle / "model.onnx"}, *kv)
+
     log(f"{size}: op counts")
     opt = work / "ort-optimised"
     opt.mkdir(exist_ok=True)
@@ -535,6 +582,16 @@ def bench_size(size: str, root: Path, nima_target: str) -> None:
     print("   decode tok/s: higher is better; TTFT: lower is better; spread: (max - min) / median decode tok/s")
     print("   over the runs; others: the most CPU other processes took during one run (share of all CPUs)")
     print()
+    print(f"   one decode step, graph only (ORT, OrtValues; 1 new token after {STEP_PAST} cached; {STEP_CALLS} calls")
+    print("   each, the two graphs taking turns):")
+    base_median, base_p10 = steps["genai-built"]
+    for label, (median, p10) in steps.items():
+        print(
+            f"     {label:<12}  median {median:7.2f} ms ({base_median / median:.2f}x)"
+            f"   10th percentile {p10:7.2f} ms ({base_p10 / p10:.2f}x)"
+        )
+    print("   (x: genai-built's time / this graph's time; above 1 is faster than genai-built)")
+    print()
     print("   graph nodes by op type (as exported; +ORT: after ONNX Runtime's CPU optimisations, level ALL)")
     print_op_table(columns)
     print(flush=True)
@@ -550,8 +607,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--nima-target",
         default="portable",
-        help="export_bundle's target for Nima's graph: portable (standard ops, the default) or, where the "
-        "exporter has it, ort (fused ONNX Runtime ops)",
+        help="export_bundle's target for Nima's graph: portable (standard ops, the default) or ort "
+        "(GroupQueryAttention and fused norms, ONNX Runtime only)",
     )
     parser.add_argument("--keep", type=Path, help="keep models, bundles and graphs here (default: a temporary folder)")
     args = parser.parse_args(argv)

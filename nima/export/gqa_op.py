@@ -7,7 +7,7 @@ what the portable graph spells out in dozens of ops: split the packed QKV projec
 queries and keys (RoPE), append the new keys/values to the cache, attend with grouped-query
 sharing and a causal mask plus an additive bias, and merge the heads.
 
-How the kernel is driven (checked against ONNX Runtime 1.32's CPU kernel by the export tests):
+How the kernel is driven (checked against ONNX Runtime 1.31's CPU kernel by tests/export/test_ort_target.py):
 
 - ``seqlens_k[b] = past + new - 1`` for every row and ``total_sequence_length = past + new``:
   the kernel then lays the cache out by cache index, exactly as the portable graph does. Left

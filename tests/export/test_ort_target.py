@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from bundle_helpers import invoke
 
 from nima.builders import build_model, save_build
 from nima.builders.attention import SelfAttention
@@ -174,8 +175,6 @@ def test_fp16_ort_export_within_tolerance(tmp_path: Path) -> None:
 def test_genai_runs_the_gqa_bundle(tmp_path: Path) -> None:
     """`nima export --target ort` on a GQA-capable model: onnxruntime-genai decodes what PyTorch does."""
     og = pytest.importorskip("onnxruntime_genai")
-    from bundle_helpers import invoke
-
     spec = make_spec(LLAMA, init={"kind": "normal", "std": 0.2})
     model = build_model(spec, seed=4).eval()
     source = save_build(model, spec, tmp_path / "model")
@@ -197,3 +196,14 @@ def test_genai_runs_the_gqa_bundle(tmp_path: Path) -> None:
         for _ in range(30 - len(prompt)):
             ids = torch.cat([ids, model(ids)[0][:, -1:].argmax(-1)], dim=1)
     assert got == ids[0].tolist()
+
+
+@pytest.mark.parametrize("kind", ["int8", "int4"])
+def test_quantized_ort_export_within_tolerance(kind: str, trained_dir: Path, tmp_path: Path) -> None:
+    """Quantization starts from the fused graph as it does from the portable one; export verifies it."""
+    out = tmp_path / kind
+    result = invoke("export", "--onnx", trained_dir, "-o", out, "--target", "ort", "--quantize", kind)
+    assert result.exit_code == 0, result.output
+    counts = ops(out / "model.onnx")
+    assert counts["GroupQueryAttention"] == 2
+    assert counts["MatMulNBits" if kind == "int4" else "MatMulInteger"] > 0
