@@ -23,6 +23,9 @@ def generate(
         list[str] | None, Opt("--prompt-ids", help="Prompt as token ids, e.g. 1,2,3 (repeatable).")
     ] = None,
     prompts_file: Annotated[Path | None, Opt("--prompts-file", help="One prompt per line: a batch.")] = None,
+    source: Annotated[
+        list[str] | None, Opt("--source", help="Encoder-decoder bundles: source text (repeatable); same as --prompt.")
+    ] = None,
     as_json: Annotated[bool, Opt("--json", help="Print one JSON document instead of text.")] = False,
     max_new_tokens: Annotated[int | None, Opt(help="Tokens to generate.")] = None,
     min_new_tokens: Annotated[int | None, Opt(help="Suppress EOS until this many tokens.")] = None,
@@ -66,8 +69,10 @@ def generate(
         "seed": seed,
     }
     try:
-        prompts = _collect_prompts(prompt, prompt_ids, prompts_file)
         generator = Generator(bundle, provider=provider, threads=threads)
+        if source and not generator.is_seq2seq:
+            raise GenerateError("--source is for encoder-decoder bundles; this one is decoder-only: use --prompt")
+        prompts = _collect_prompts([*(source or []), *(prompt or [])], prompt_ids, prompts_file)
         opts = generator.options(**options)
         start = time.perf_counter()
         streamable = opts.num_beams == 1 and opts.num_return_sequences == 1 and generator.tokenizer is not None
@@ -112,8 +117,8 @@ def _collect_prompts(texts: list[str] | None, ids: list[str] | None, path: Path 
 
 
 def _stream(generator: Any, prompt: str | list[int], options: dict[str, Any], start: float) -> None:
-    """Print the prompt, then the continuation as it arrives."""
-    if isinstance(prompt, str):
+    """Print the prompt (decoder-only), then the continuation as it arrives."""
+    if isinstance(prompt, str) and not generator.is_seq2seq:
         typer.secho(prompt, nl=False, bold=True)
     first: float | None = None
     for piece in generator.stream(prompt, **options):

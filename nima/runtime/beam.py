@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import onnxruntime as ort
 
 from nima.runtime.processors import log_softmax
 from nima.runtime.rows import FINISH_EOS, FINISH_LENGTH, FINISH_STOP, Limits, Row, left_pad, presence, process_scores
@@ -52,12 +53,17 @@ class _Finished:
 
 
 def beam_search(
-    session: DecoderSession, prompts: list[list[int]], options: GenerationSpec, limits: Limits, pad_id: int
+    session: DecoderSession,
+    prompts: list[list[int]],
+    options: GenerationSpec,
+    limits: Limits,
+    pad_id: int,
+    fixed: dict[str, ort.OrtValue] | None = None,
 ) -> list[list[Hypothesis]]:
-    """The best ``num_return_sequences`` hypotheses per prompt, best first."""
+    """The best ``num_return_sequences`` hypotheses per prompt, best first (``fixed``: see `KVCache`)."""
     k, penalty = options.num_beams, options.length_penalty
     ids, mask, positions = left_pad(prompts, pad_id)
-    logits, cache = session.step(ids, mask, positions, session.empty_cache(len(prompts)))  # (N, V)
+    logits, cache = session.step(ids, mask, positions, session.empty_cache(len(prompts), fixed))  # (N, V)
     expand = np.repeat(np.arange(len(prompts)), k)  # each prompt's prefill serves its k beams
     cache, mask, positions, logits = session.select(cache, expand), mask[expand], positions[expand], logits[expand]
     beams = [Row(list(prompts[n])) for n in expand]

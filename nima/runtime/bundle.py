@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from tokenizers import Tokenizer
 
 from nima.runtime.errors import GenerateError
-from nima.runtime.names import MODEL_FILE, SPEC_FILE, TOKENIZER_FILE
+from nima.runtime.names import MODEL_FILE, SEQ2SEQ_FILE, SPEC_FILE, TOKENIZER_FILE
 from nima.spec import ModelSpec, SpecError, load_spec
 
 
@@ -18,8 +19,19 @@ class Bundle:
 
     path: Path
     spec: ModelSpec
-    model: Path
+    model: Path  # the decoder graph
     tokenizer: Tokenizer | None
+    encoder: Path | None = None  # encoder-decoders only
+    seq2seq: Seq2SeqIds | None = None
+
+
+@dataclass(frozen=True)
+class Seq2SeqIds:
+    """An encoder-decoder bundle's special ids (from its ``seq2seq.json``)."""
+
+    decoder_start: int
+    eos: int
+    pad: int
 
 
 def read_bundle(path: str | Path) -> Bundle:
@@ -34,8 +46,9 @@ def read_bundle(path: str | Path) -> Bundle:
         spec = load_spec(spec_path)
     except SpecError as err:
         raise GenerateError(str(err).splitlines()[0]) from None
-    if spec.architecture != "decoder":
-        raise GenerateError(f"{spec_path}: architecture {spec.architecture!r}: the runtime serves decoder bundles")
+    encoder, ids = None, None
+    if spec.is_encoder_decoder:
+        encoder, model, ids = _read_seq2seq(folder)
     if not model.is_file():
         raise GenerateError(f"{model}: graph file not found")
     tokenizer = None
@@ -45,4 +58,23 @@ def read_bundle(path: str | Path) -> Bundle:
             tokenizer = Tokenizer.from_file(str(tokenizer_path))
         except Exception as err:  # tokenizers raises a bare Exception for unreadable files
             raise GenerateError(f"{tokenizer_path}: not a readable tokenizer ({err})") from None
-    return Bundle(folder, spec, model, tokenizer)
+    return Bundle(folder, spec, model, tokenizer, encoder, ids)
+
+
+def _read_seq2seq(folder: Path) -> tuple[Path, Path, Seq2SeqIds]:
+    """The encoder and decoder graph paths and the special ids from ``seq2seq.json``."""
+    path = folder / SEQ2SEQ_FILE
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+        encoder = folder / config["encoder"]["filename"]
+        decoder = folder / config["decoder"]["filename"]
+        ids = Seq2SeqIds(
+            int(config["decoder_start_token_id"]), int(config["eos_token_id"]), int(config["pad_token_id"])
+        )
+    except OSError as err:
+        raise GenerateError(f"{path}: cannot read it ({err.strerror or err})") from None
+    except (ValueError, KeyError, TypeError) as err:
+        raise GenerateError(f"{path}: not a valid encoder-decoder bundle description ({err!r})") from None
+    if not encoder.is_file():
+        raise GenerateError(f"{encoder}: graph file not found")
+    return encoder, decoder, ids

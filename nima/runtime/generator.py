@@ -22,9 +22,9 @@ from nima.runtime.beam import beam_search
 from nima.runtime.bundle import read_bundle
 from nima.runtime.errors import GenerateError
 from nima.runtime.options import is_greedy, resolve_options
-from nima.runtime.rows import FINISH_EOS, FINISH_STOP, Limits, Row
+from nima.runtime.rows import FINISH_EOS, FINISH_STOP, Limits, Row, left_pad
 from nima.runtime.search import decode_rows
-from nima.runtime.session import DecoderSession, make_session
+from nima.runtime.session import DecoderSession, EncoderSession, make_session
 from nima.runtime.text import TextStream, cut_at_stop, special_ids
 from nima.spec.sections import GenerationSpec
 
@@ -70,6 +70,15 @@ class Generator:
         self.special = special_ids(self.tokenizer)
         session = make_session(self.bundle.model, provider, threads, spin)
         self.session = DecoderSession(session, self.spec.n_layers, self.spec.n_kv_heads, self.spec.head_dim)
+        self.encoder = None
+        if self.bundle.encoder is not None:
+            encoder = make_session(self.bundle.encoder, provider, threads, spin)
+            self.encoder = EncoderSession(encoder, self.spec.n_layers)
+
+    @property
+    def is_seq2seq(self) -> bool:
+        """An encoder-decoder bundle: prompts are sources, and generation starts from the decoder start token."""
+        return self.encoder is not None
 
     def options(self, **overrides: Any) -> GenerationSpec:
         """The bundle's defaults with ``overrides`` applied and checked (`GenerateError` if invalid)."""
@@ -87,20 +96,32 @@ class Generator:
             raise GenerateError(f"prompt token id {bad[0]} is outside the vocabulary (0..{self.spec.vocab_size - 1})")
         return ids
 
-    def generate(self, prompts: Prompt | Sequence[Prompt], **options: Any) -> list[Generation]:
-        """Generate for each prompt (a batch, left-padded); one `Generation` per prompt, in order."""
+    def generate(
+        self,
+        prompts: Prompt | Sequence[Prompt] | None = None,
+        *,
+        sources: Prompt | Sequence[Prompt] | None = None,
+        **options: Any,
+    ) -> list[Generation]:
+        """Generate for each prompt (a batch, left-padded); one `Generation` per prompt, in order.
+
+        For an encoder-decoder bundle the inputs are sources (``sources=``, or positionally): each
+        is encoded once and the decoder generates from its start token."""
         opts = self.options(**options)
-        batch = self._prompt_ids(prompts)
+        batch = self._inputs(prompts, sources)
         limits = self._limits(opts)
         if opts.num_beams > 1:
-            found = beam_search(self.session, batch, opts, limits, self._pad_id())
+            starts, fixed = self._starts(batch)
+            found = beam_search(self.session, starts, opts, limits, self._pad_id(), fixed)
             return [
                 Generation(ids, [self._completion(h.tokens, h.finish_reason, opts, h.score) for h in hypotheses])
                 for ids, hypotheses in zip(batch, found, strict=True)
             ]
         copies = opts.num_return_sequences
-        rows = [Row(list(ids)) for ids in batch for _ in range(copies)]
-        for _ in decode_rows(self.session, rows, opts, limits, self._rng(opts), self._pad_id(), is_greedy(opts)):
+        starts, fixed = self._starts([ids for ids in batch for _ in range(copies)])
+        rows = [Row(ids) for ids in starts]
+        greedy = is_greedy(opts)
+        for _ in decode_rows(self.session, rows, opts, limits, self._rng(opts), self._pad_id(), greedy, fixed):
             pass
         return [
             Generation(ids, [self._completion(r.tokens, r.finish_reason or "", opts) for r in rows[i : i + copies]])
@@ -112,9 +133,11 @@ class Generator:
         opts = self.options(**options)
         if opts.num_beams > 1 or opts.num_return_sequences > 1:
             raise GenerateError("stream: one sequence at a time (beam search knows its best beam only at the end)")
-        row = Row(self._prompt_ids([prompt])[0])
+        starts, fixed = self._starts(self._inputs([prompt], None))
+        row = Row(starts[0])
         limits = self._limits(opts)
-        for _ in decode_rows(self.session, [row], opts, limits, self._rng(opts), self._pad_id(), is_greedy(opts)):
+        greedy = is_greedy(opts)
+        for _ in decode_rows(self.session, [row], opts, limits, self._rng(opts), self._pad_id(), greedy, fixed):
             yield row.tokens[-1]
 
     def stream(self, prompt: Prompt, **options: Any) -> Iterator[str]:
@@ -139,23 +162,44 @@ class Generator:
 
     # --- helpers ------------------------------------------------------------------------------
 
-    def _prompt_ids(self, prompts: Prompt | Sequence[Prompt]) -> list[list[int]]:
-        single = isinstance(prompts, str) or (len(prompts) > 0 and isinstance(prompts[0], int | np.integer))
-        batch = [self.encode(p) for p in ([prompts] if single else prompts)]  # type: ignore[list-item]
+    def _inputs(
+        self, prompts: Prompt | Sequence[Prompt] | None, sources: Prompt | Sequence[Prompt] | None
+    ) -> list[list[int]]:
+        """Token ids of the prompts (decoder-only) or sources (encoder-decoder), checked."""
+        if sources is not None and not self.is_seq2seq:
+            raise GenerateError("sources= is for encoder-decoder bundles; this one is decoder-only: pass prompts")
+        given = sources if sources is not None else prompts
+        what = "source" if self.is_seq2seq else "prompt"
+        if given is None:
+            raise GenerateError(f"no {what}s given")
+        single = isinstance(given, str) or (len(given) > 0 and isinstance(given[0], int | np.integer))
+        batch = [self.encode(p) for p in ([given] if single else given)]  # type: ignore[list-item]
         if not batch:
-            raise GenerateError("no prompts given")
+            raise GenerateError(f"no {what}s given")
+        limit = self.spec.max_seq_len
         for i, ids in enumerate(batch):
             if not ids:
-                raise GenerateError(f"prompt {i} is empty: the model needs at least one token to continue")
-            if len(ids) >= self.spec.max_seq_len:
-                raise GenerateError(
-                    f"prompt {i} has {len(ids)} tokens: the context is {self.spec.max_seq_len}, no room to generate"
-                )
+                raise GenerateError(f"{what} {i} is empty: the model needs at least one token")
+            if self.is_seq2seq and len(ids) > limit:
+                raise GenerateError(f"source {i} has {len(ids)} tokens: the encoder's context is {limit}")
+            if not self.is_seq2seq and len(ids) >= limit:
+                raise GenerateError(f"prompt {i} has {len(ids)} tokens: the context is {limit}, no room to generate")
         return batch
+
+    def _starts(self, batch: list[list[int]]) -> tuple[list[list[int]], dict[str, Any] | None]:
+        """The decoder's starting tokens per row and its fixed inputs: the prompts themselves for a
+        decoder-only bundle; the start token and the encoded sources for an encoder-decoder."""
+        if self.encoder is None or self.bundle.seq2seq is None:
+            return [list(ids) for ids in batch], None
+        ids, mask, _ = left_pad(batch, self._pad_id())
+        fixed = self.encoder.encode(ids, mask)  # source mask + cross-attention K/V, (B, ...) each
+        return [[self.bundle.seq2seq.decoder_start] for _ in batch], fixed
 
     def _eos_ids(self, opts: GenerationSpec) -> tuple[int, ...]:
         if opts.eos_token_ids:
             return tuple(opts.eos_token_ids)
+        if self.bundle.seq2seq is not None:
+            return (self.bundle.seq2seq.eos,)
         return () if self.special.eos is None else (self.special.eos,)
 
     def _limits(self, opts: GenerationSpec) -> Limits:
@@ -165,6 +209,8 @@ class Generator:
         return Limits(self._eos_ids(opts), opts.max_new_tokens, self.spec.max_seq_len, tuple(opts.stop_strings), decode)
 
     def _pad_id(self) -> int:
+        if self.bundle.seq2seq is not None:
+            return self.bundle.seq2seq.pad
         for candidate in (self.special.pad, self.special.eos):
             if candidate is not None:
                 return candidate

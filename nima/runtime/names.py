@@ -7,9 +7,14 @@ shapes). They live here, in a torch-free module, so the runtime reads bundles wi
 from __future__ import annotations
 
 MODEL_FILE = "model.onnx"
+ENCODER_FILE, DECODER_FILE, SEQ2SEQ_FILE = "encoder.onnx", "decoder.onnx", "seq2seq.json"  # encoder-decoders
 SPEC_FILE = "nima.json"
 TOKENIZER_FILE = "tokenizer.json"
 
 INPUT_IDS, ATTENTION_MASK, POSITION_IDS, LOGITS = "input_ids", "attention_mask", "position_ids", "logits"
 PAST_KEY, PAST_VALUE = "past_key_values.%d.key", "past_key_values.%d.value"
 PRESENT_KEY, PRESENT_VALUE = "present.%d.key", "present.%d.value"
+
+# encoder-decoder bundles (see nima/export/seq2seq_contract.py)
+ENCODER_HIDDEN, ENCODER_ATTENTION_MASK = "encoder_hidden_states", "encoder_attention_mask"
+CROSS_KEY, CROSS_VALUE = "cross_key_values.%d.key", "cross_key_values.%d.value"

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import numpy as np
+import onnxruntime as ort
 
 from nima.runtime.processors import sample
 from nima.runtime.rows import Limits, Row, left_pad, presence, process_scores, warp
@@ -25,11 +26,14 @@ def decode_rows(
     rng: np.random.Generator,
     pad_id: int,
     greedy: bool,
+    fixed: dict[str, ort.OrtValue] | None = None,
 ) -> Iterator[list[tuple[int, int]]]:
-    """Extend every row until it finishes; yield the (row index, token) pairs added at each step."""
+    """Extend every row until it finishes; yield the (row index, token) pairs added at each step.
+
+    ``fixed``: per-row inputs fed at every step (an encoder-decoder's source mask and cross K/V)."""
     ids, mask, positions = left_pad([row.prompt for row in rows], pad_id)
     active = np.arange(len(rows))  # batch position -> index into rows
-    cache = session.empty_cache(len(rows))
+    cache = session.empty_cache(len(rows), fixed)
     penalise = options.repetition_penalty != 1.0
     seen = None
     while len(active):

@@ -16,7 +16,18 @@ import numpy as np
 import onnxruntime as ort
 
 from nima.runtime.errors import GenerateError
-from nima.runtime.names import ATTENTION_MASK, INPUT_IDS, LOGITS, PAST_KEY, PAST_VALUE, POSITION_IDS, PRESENT_KEY
+from nima.runtime.names import (
+    ATTENTION_MASK,
+    CROSS_KEY,
+    CROSS_VALUE,
+    ENCODER_ATTENTION_MASK,
+    INPUT_IDS,
+    LOGITS,
+    PAST_KEY,
+    PAST_VALUE,
+    POSITION_IDS,
+    PRESENT_KEY,
+)
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
@@ -56,11 +67,16 @@ def make_session(
 
 @dataclass(frozen=True)
 class KVCache:
-    """Per layer (key, value) ORT values, each (B, H_kv, P, hd), and the cached length P."""
+    """Per layer (key, value) ORT values, each (B, H_kv, P, hd), and the cached length P.
+
+    ``fixed`` holds per-row inputs that stay the same at every step — an encoder-decoder's
+    cross-attention keys/values and source mask — so reordering rows moves them along.
+    """
 
     values: tuple[ort.OrtValue, ...]  # key0, value0, key1, value1, ...
     length: int
     batch: int
+    fixed: tuple[tuple[str, ort.OrtValue], ...] = ()
 
 
 class DecoderSession:
@@ -82,11 +98,12 @@ class DecoderSession:
         if self._output_names[0] != LOGITS or PRESENT_KEY % 0 not in self._output_names:
             raise GenerateError("the graph's outputs do not follow the decoder contract (logits, present.*)")
 
-    def empty_cache(self, batch: int) -> KVCache:
-        """A cache holding nothing, (B, H_kv, 0, hd) per tensor: the first step is a prefill."""
+    def empty_cache(self, batch: int, fixed: dict[str, ort.OrtValue] | None = None) -> KVCache:
+        """A cache holding nothing, (B, H_kv, 0, hd) per tensor: the first step is a prefill.
+        ``fixed``: inputs fed unchanged at every step (see `KVCache`)."""
         empty = np.zeros((batch, self.n_kv_heads, 0, self.head_dim), dtype=self.kv_dtype)
         values = tuple(ort.OrtValue.ortvalue_from_numpy(empty, self.device, 0) for _ in self._past_names)
-        return KVCache(values, 0, batch)
+        return KVCache(values, 0, batch, tuple((fixed or {}).items()))
 
     def step(
         self,
@@ -102,12 +119,13 @@ class DecoderSession:
                 ATTENTION_MASK: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(attention_mask, dtype=np.int64)),
                 POSITION_IDS: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(position_ids, dtype=np.int64)),
                 **dict(zip(self._past_names, cache.values, strict=True)),
+                **dict(cache.fixed),
             }
             outputs = self.session.run_with_ort_values(self._output_names, feed)
         else:
             outputs = self._run_bound(input_ids, attention_mask, position_ids, cache)
         logits = outputs[0].numpy()[:, -1, :].astype(np.float32)  # (B, V)
-        extended = KVCache(tuple(outputs[1:]), cache.length + input_ids.shape[1], cache.batch)
+        extended = KVCache(tuple(outputs[1:]), cache.length + input_ids.shape[1], cache.batch, cache.fixed)
         return logits, extended
 
     def _run_bound(
@@ -118,7 +136,7 @@ class DecoderSession:
         binding.bind_cpu_input(INPUT_IDS, np.ascontiguousarray(input_ids, dtype=np.int64))
         binding.bind_cpu_input(ATTENTION_MASK, np.ascontiguousarray(attention_mask, dtype=np.int64))
         binding.bind_cpu_input(POSITION_IDS, np.ascontiguousarray(position_ids, dtype=np.int64))
-        for name, value in zip(self._past_names, cache.values, strict=True):
+        for name, value in (*zip(self._past_names, cache.values, strict=True), *cache.fixed):
             binding.bind_ortvalue_input(name, value)
         binding.bind_output(LOGITS, "cpu")
         for name in self._output_names[1:]:
@@ -129,9 +147,36 @@ class DecoderSession:
     def select(self, cache: KVCache, rows: np.ndarray) -> KVCache:
         """The cache of ``rows`` (beam reordering, repeating a prompt, dropping finished rows)."""
         rows = np.asarray(rows, dtype=np.int64)
+        values = tuple(self._take(value, rows) for value in cache.values)
+        fixed = tuple((name, self._take(value, rows)) for name, value in cache.fixed)
+        return KVCache(values, cache.length, len(rows), fixed)
+
+    def _take(self, value: ort.OrtValue, rows: np.ndarray) -> ort.OrtValue:
         # On CUDA this goes through host memory: numpy is the only array library the runtime has.
-        values = tuple(
-            ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(value.numpy()[rows]), self.device, 0)
-            for value in cache.values
-        )
-        return KVCache(values, cache.length, len(rows))
+        return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(value.numpy()[rows]), self.device, 0)
+
+
+class EncoderSession:
+    """Runs an encoder-decoder's ``encoder.onnx`` once per batch of sources.
+
+    Returns what the decoder needs at every step: the source mask and each decoder layer's
+    cross-attention keys/values, as ORT values named like the decoder's inputs.
+    """
+
+    def __init__(self, session: ort.InferenceSession, n_layers: int) -> None:
+        self.session = session
+        self.device = "cuda" if session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
+        self._cross_names = [name % i for i in range(n_layers) for name in (CROSS_KEY, CROSS_VALUE)]
+        outputs = [out.name for out in session.get_outputs()]
+        missing = [name for name in self._cross_names if name not in outputs]
+        if missing:
+            raise GenerateError(f"the encoder graph lacks the output {missing[0]!r} of the seq2seq contract")
+
+    def encode(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, ort.OrtValue]:
+        """``input_ids``, ``attention_mask``: (B, S) int64, padded sources -> the decoder's fixed inputs."""
+        feed = {INPUT_IDS: input_ids.astype(np.int64), ATTENTION_MASK: attention_mask.astype(np.int64)}
+        values = self.session.run(self._cross_names, feed)  # (B, H_kv, S, hd) each
+        fixed = {ENCODER_ATTENTION_MASK: ort.OrtValue.ortvalue_from_numpy(feed[ATTENTION_MASK], self.device, 0)}
+        for name, value in zip(self._cross_names, values, strict=True):
+            fixed[name] = ort.OrtValue.ortvalue_from_numpy(value, self.device, 0)
+        return fixed

@@ -4,6 +4,8 @@ step-by-step reference beam search (full forward passes, Python lists) on longer
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -50,15 +52,22 @@ def test_wide_beam_finds_the_exhaustive_best(six_token_bundle: tuple[Path, Decod
 
 
 def reference_beam_search(
-    model: DecoderLM, prompt: list[int], beams: int, max_new: int, eos: set[int], penalty: float, early: bool
+    logprobs_of: Callable[[list[int]], np.ndarray],
+    prompt: list[int],
+    beams: int,
+    max_new: int,
+    eos: set[int],
+    penalty: float,
+    early: bool,
 ) -> list[tuple[list[int], float]]:
-    """The beam search the runtime documents, written plainly: lists of (tokens, logprob sum)."""
+    """The beam search the runtime documents, written plainly: lists of (tokens, logprob sum).
+    ``logprobs_of(history)`` gives log p(. | history) for ``history = prompt + tokens``."""
     live: list[tuple[list[int], float]] = [([], 0.0)]
     done: list[tuple[list[int], float]] = []
     for step in range(1, max_new + 1):
         candidates = []
         for tokens, total in live:
-            logprobs = next_logprobs(model, prompt + tokens)
+            logprobs = logprobs_of(prompt + tokens)
             candidates += [(tokens + [v], total + float(logprobs[v])) for v in range(len(logprobs))]
         candidates.sort(key=lambda c: -c[1])
         next_live = []
@@ -98,7 +107,7 @@ def test_beam_equals_reference_beam_search(
     )
     finished_early = 0
     for prompt, result in zip(prompts, results, strict=True):
-        expected = reference_beam_search(model, prompt, beams, 16, eos, penalty, early)
+        expected = reference_beam_search(partial(next_logprobs, model), prompt, beams, 16, eos, penalty, early)
         assert [c.token_ids for c in result.completions] == [tokens for tokens, _ in expected]
         for completion, (_, score) in zip(result.completions, expected, strict=True):
             assert completion.score == pytest.approx(score, abs=1e-4)
