@@ -105,8 +105,10 @@ class TrainingSpec(Strict):
     checkpoint_every: int = Field(500, gt=0, description="Write a checkpoint every N steps.")
     keep_last: int = Field(3, gt=0, description="Checkpoints kept on disk.")
     val_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="Share of the data held out for validation.")
-    tokenizer: Literal["bpe", "byte", "char"] = Field(
-        "bpe", description="bpe: byte-level BPE trained at vocab_size; byte: 256 ids; char: one id per character."
+    tokenizer: Literal["bpe", "byte", "char", "word"] = Field(
+        "bpe",
+        description="bpe: byte-level BPE trained at vocab_size; byte: 256 ids; char: one id per character; "
+        "word: the vocab_size most frequent whitespace-separated words (others <unk>; spacing becomes one space).",
     )
     distributed: Literal["ddp", "fsdp"] = Field("ddp", description="Strategy under torchrun.")
     seed: int = Field(1337, description="Seed for data order and dropout.")

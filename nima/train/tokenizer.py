@@ -9,6 +9,7 @@ character in sorted order), and the tests hold the two paths equal.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +18,8 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, train
 
 from nima.train.errors import TrainError
 
-KINDS = ("bpe", "byte", "char")
+KINDS = ("bpe", "byte", "char", "word")
+UNKNOWN_WORD = "<unk>"
 END_OF_TEXT = "<|endoftext|>"
 _CHUNK_CHARS = 1 << 20  # BPE encodes the text in ~1 MB pieces, in parallel
 
@@ -113,6 +115,18 @@ def char_tokenizer(text: str) -> Tokenizer:
     return tok
 
 
+def word_tokenizer(text: str, vocab_size: int, reserved: int = 0) -> Tokenizer:
+    """``<unk>`` and then the most frequent whitespace-separated words of ``text`` (ties: first seen),
+    leaving ``reserved`` ids for special tokens. Decoding joins words with single spaces."""
+    counts = Counter(text.split())
+    words = [w for w, _ in counts.most_common(max(0, vocab_size - 1 - reserved))]
+    tok = Tokenizer(
+        models.WordLevel({UNKNOWN_WORD: 0, **{w: i + 1 for i, w in enumerate(words)}}, unk_token=UNKNOWN_WORD)
+    )
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()  # no decoder: decoding joins tokens with one space
+    return tok
+
+
 def bpe_tokenizer(text: str, vocab_size: int, specials: tuple[str, ...] = ()) -> Tokenizer:
     """Byte-level BPE (GPT-2 style) trained on ``text`` up to ``vocab_size`` ids; ``<|endoftext|>``, then
     ``specials``, take the first ids."""
@@ -142,6 +156,9 @@ def train_tokenizer(kind: str, text: str, vocab_size: int, specials: tuple[str, 
     elif kind == "char":
         tok = TextTokenizer(kind, char_tokenizer(text))
         need = "distinct characters in the data"
+    elif kind == "word":
+        tok = TextTokenizer(kind, word_tokenizer(text, vocab_size, len(specials)))
+        need = f"{UNKNOWN_WORD} + words"
     else:
         tok = TextTokenizer(kind, bpe_tokenizer(text, vocab_size, specials))
         need = f"256 bytes + {END_OF_TEXT}"

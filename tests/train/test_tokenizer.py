@@ -87,3 +87,16 @@ def test_load_names_a_corrupt_file(tmp_path: Path) -> None:
 
 def test_encode_returns_int64() -> None:
     assert train_tokenizer("char", "ab", 4).encode("ab").dtype == np.int64
+
+
+def test_word_tokenizer_keeps_the_most_frequent_words(tmp_path: Path) -> None:
+    text = "b a b c a b d\n" * 3 + "e"
+    tok = train_tokenizer("word", text, 4, ("<pad>", "<s>", "</s>"))  # no room for words: <unk> and the specials only
+    assert tok.vocab_size == 4 and tok.tokenizer.token_to_id("<unk>") == 0
+    tok = train_tokenizer("word", text, 7, ("<pad>", "<s>", "</s>"))
+    # counts: b 9, a 6, c 3, d 3, e 1 -> <unk>, b, a, c, then the three specials
+    assert [tok.tokenizer.id_to_token(i) for i in range(7)] == ["<unk>", "b", "a", "c", "<pad>", "<s>", "</s>"]
+    assert tok.encode("a  b\td e").tolist() == [2, 1, 0, 0]
+    assert tok.tokenizer.decode([2, 1, 3, 6], skip_special_tokens=True) == "a b c"  # spacing: single spaces
+    tok.save(tmp_path / "tokenizer.json")
+    assert Tokenizer.from_file(str(tmp_path / "tokenizer.json")).encode("c a").ids == [3, 2]
