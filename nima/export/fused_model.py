@@ -3,10 +3,15 @@
 `fused_for_ort` deep-copies the model and replaces every block's `SelfAttention` with a
 `FusedSelfAttention` holding the same weights: the q, k and v projections packed into one
 matrix (one MatMul instead of three) and the attention arithmetic in ONNX Runtime's
-GroupQueryAttention (see `nima.export.gqa_op`). The stack, its mask, the FFNs, norms and head
-are untouched, so every variant exports through it: the stack's additive mask carries padding,
-attention patterns and position biases into the kernel as its ``attention_bias``. The
-PyTorch model the caller holds is not modified.
+GroupQueryAttention (see `nima.export.gqa_op`). The stack, the FFNs, norms and head are
+untouched, so every variant exports through it.
+
+The kernel applies causality itself and takes everything else as an additive
+``attention_bias``. Where attention is plain (full pattern, no position bias) that is only the
+left padding, which `PaddingBias` computes once per call from ``attention_mask`` in a handful
+of ops; the stack's own mask (causal, padding and self terms over cache indices, a few dozen
+small ops) is then unused and drops out of the graph. Other variants pass the stack's mask,
+which carries their patterns and position biases. The caller's model is not modified.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from torch import nn
 
 from nima.builders.attention import KV, SelfAttention
 from nima.builders.models import DecoderLM
-from nima.builders.positions import Rotary, RotaryPositions, apply_rotary
+from nima.builders.positions import PositionScheme, Rotary, RotaryPositions, apply_rotary
 from nima.export.gqa_op import group_query_attention
 
 
@@ -33,11 +38,33 @@ class RotaryTables(nn.Module):
         self.register_buffer("sin", angles.sin(), persistent=False)
 
 
+class PaddingBias(nn.Module):
+    """The additive bias of left padding for the current call, shared by every attention layer.
+
+    `FusedDecoderLM` sets it from ``attention_mask`` before running the model; each
+    `FusedSelfAttention` reads it. A real query sees only real keys; a padding query sees every
+    key (the kernel's causal mask still applies), so no softmax row is empty: its output is
+    never used, but a NaN there would reach real tokens through the next layer's cache.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.value: torch.Tensor | None = None  # (B, 1, T, P+T)
+
+    def update(self, attention_mask: torch.Tensor, new_tokens: int, dtype: torch.dtype) -> None:
+        real_key = attention_mask[:, None, None, :].bool()  # (B, 1, 1, P+T)
+        padding_query = ~attention_mask[:, None, -new_tokens:, None].bool()  # (B, 1, T, 1)
+        allowed = real_key | padding_query  # (B, 1, T, P+T)
+        zero = torch.zeros((), dtype=dtype, device=attention_mask.device)
+        self.value = torch.where(allowed, zero, torch.finfo(dtype).min)
+
+
 class FusedSelfAttention(nn.Module):
     """`SelfAttention`'s computation as a packed QKV projection, one GroupQueryAttention, the output projection."""
 
-    def __init__(self, attention: SelfAttention, tables: RotaryTables | None) -> None:
+    def __init__(self, attention: SelfAttention, tables: RotaryTables | None, padding: PaddingBias | None) -> None:
         super().__init__()
+        self.padding = padding  # None: the stack's mask is the bias
         self.n_heads, self.n_kv_heads, self.head_dim = attention.n_heads, attention.n_kv_heads, attention.head_dim
         projections = (attention.q_proj, attention.k_proj, attention.v_proj)
         has_bias = attention.q_proj.bias is not None
@@ -77,17 +104,47 @@ class FusedSelfAttention(nn.Module):
         cos = sin = None
         if self.tables is not None:
             cos, sin = self.tables.cos.to(x.dtype), self.tables.sin.to(x.dtype)
+        bias = mask if self.padding is None or self.padding.value is None else self.padding.value
         out, key, value = group_query_attention(
-            qkv, past[0], past[1], mask.to(x.dtype), cos, sin, self.n_heads, self.n_kv_heads
+            qkv, past[0], past[1], bias.to(x.dtype), cos, sin, self.n_heads, self.n_kv_heads
         )  # (B, T, H hd), (B, H_kv, P+T, hd) x 2
         return self.o_proj(out), (key, value)
 
 
-def fused_for_ort(model: DecoderLM, max_seq_len: int) -> DecoderLM:
+class FusedDecoderLM(nn.Module):
+    """A `DecoderLM` with fused attention; same call and outputs. Sets the `PaddingBias` before each call."""
+
+    def __init__(self, model: DecoderLM, padding: PaddingBias | None) -> None:
+        super().__init__()
+        self.model = model
+        self.padding = padding
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,  # (B, T)
+        attention_mask: torch.Tensor | None = None,  # (B, P+T)
+        position_ids: torch.Tensor | None = None,  # (B, T)
+        past_key_values: list[KV] | None = None,  # per layer, (B, H_kv, P, hd) each
+    ) -> tuple[torch.Tensor, list[KV]]:
+        if self.padding is not None:
+            if attention_mask is None:
+                raise ValueError("the fused model is for export: it needs the attention mask")
+            self.padding.update(attention_mask, input_ids.shape[1], self.model.embedding.weight.dtype)
+        try:
+            return self.model(input_ids, attention_mask, position_ids, past_key_values)
+        finally:
+            if self.padding is not None:
+                self.padding.value = None
+
+
+def fused_for_ort(model: DecoderLM, max_seq_len: int) -> FusedDecoderLM:
     """A copy of ``model`` with every self-attention replaced by `FusedSelfAttention`."""
     fused = copy.deepcopy(model)
     stack = fused.decoder
     tables = RotaryTables(stack.position, max_seq_len) if isinstance(stack.position, RotaryPositions) else None
+    # Plain attention: the kernel's causal mask plus padding is all there is to apply.
+    plain = not stack.pattern.limits_distance and type(stack.position).bias is PositionScheme.bias
+    padding = PaddingBias() if plain else None
     for block in stack.blocks:
-        block.attention = FusedSelfAttention(block.attention, tables)
-    return fused.eval()
+        block.attention = FusedSelfAttention(block.attention, tables, padding)
+    return FusedDecoderLM(fused, padding).eval()
