@@ -22,9 +22,9 @@ For each LLaMA-style size this script
    run, and each as a ratio to (i). The runners take turns (round 1 runs each once, then round 2,
    ...), so other load on the machine falls on all of them alike; the report gives each runner's
    spread and the share of the CPUs other processes took, to show how far to trust a figure;
-5. times one decode step of each graph alone (1 new token after 128 cached, the graphs taking
-   turns call by call; median and 10th percentile), the graph-against-graph figure that least
-   depends on other load on the machine;
+5. times one decode step of each graph alone (1 new token after 128 cached; the graphs take
+   turns in blocks of consecutive steps; median and 10th percentile), the graph-against-graph
+   figure that depends least on the runtime around it and on other load on the machine;
 6. counts the graph nodes by op type, as exported and after ONNX Runtime's own CPU graph
    optimisations (what a session actually executes).
 
@@ -249,8 +249,10 @@ def genai_runner(label: str, folder: Path) -> Runner:
     return Runner(label, run, close)
 
 
-def _session(path: Path) -> ort.InferenceSession:
+def _session(path: Path, spin: bool = True) -> ort.InferenceSession:
     options = ort.SessionOptions()
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.intra_op_num_threads = THREADS
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
@@ -392,22 +394,26 @@ def time_all(runners: list[Runner], prompt: list[int]) -> list[Result]:
 
 
 # --- graphs ---------------------------------------------------------------------------------------
-STEP_PAST = 128  # cached tokens before the timed single-token step
-STEP_CALLS = 200  # timed calls per graph, interleaved
+STEP_PAST = 128  # cached tokens before the timed single-token steps
+STEP_ROUNDS = 60  # rounds; in each, every graph runs one block of steps
+STEP_BLOCK = 10  # consecutive timed steps per block, after one untimed step
 
 
 def step_latency(paths: dict[str, Path], kv_heads: int, head_dim: int) -> dict[str, tuple[float, float]]:
     """(median, 10th percentile) ms of one decode step per graph: one new token after `STEP_PAST` cached.
 
-    The graphs take turns call by call, so load from other processes falls on all alike; the
-    10th percentile is what a step costs when the machine is least disturbed. The cache is
-    random: a step's cost does not depend on its values.
+    Each round runs every graph for a block of consecutive steps, as generation does (a graph
+    run right after another model finds its weights out of the CPU caches; the untimed first
+    step of a block absorbs that), starting with a different graph each round, so order and
+    other load on the machine fall on all alike. Sessions do not spin-wait between calls:
+    a spinning idle session would take a core from the one being timed. The cache is random: a
+    step's cost does not depend on its values.
     """
     rng = np.random.default_rng(SEED)
     value = ort.OrtValue.ortvalue_from_numpy
     runs = []
     for path in paths.values():
-        session = _session(path)
+        session = _session(path, spin=False)
         feed = {
             "input_ids": value(np.array([[7]], np.int64)),
             "attention_mask": value(np.ones((1, STEP_PAST + 1), np.int64)),
@@ -420,18 +426,19 @@ def step_latency(paths: dict[str, Path], kv_heads: int, head_dim: int) -> dict[s
         names = [o.name for o in session.get_outputs()]
         runs.append((session, feed, names))
     options = ort.RunOptions()
-    for session, feed, names in runs:
-        for _ in range(5):
+    blocks: list[list[float]] = [[] for _ in runs]
+    for round_ in range(STEP_ROUNDS):
+        for turn in range(len(runs)):
+            index = (round_ + turn) % len(runs)
+            session, feed, names = runs[index]
             session.run_with_ort_values(names, feed, options)
-    times: list[list[float]] = [[] for _ in runs]
-    for _ in range(STEP_CALLS):
-        for spent, (session, feed, names) in zip(times, runs, strict=True):
             start = time.perf_counter()
-            session.run_with_ort_values(names, feed, options)
-            spent.append(1000 * (time.perf_counter() - start))
+            for _ in range(STEP_BLOCK):
+                session.run_with_ort_values(names, feed, options)
+            blocks[index].append(1000 * (time.perf_counter() - start) / STEP_BLOCK)
     return {
         label: (float(np.median(spent)), float(np.percentile(spent, 10)))
-        for label, spent in zip(paths, times, strict=True)
+        for label, spent in zip(paths, blocks, strict=True)
     }
 
 
@@ -582,8 +589,8 @@ def bench_size(size: str, root: Path, nima_target: str) -> None:
     print("   decode tok/s: higher is better; TTFT: lower is better; spread: (max - min) / median decode tok/s")
     print("   over the runs; others: the most CPU other processes took during one run (share of all CPUs)")
     print()
-    print(f"   one decode step, graph only (ORT, OrtValues; 1 new token after {STEP_PAST} cached; {STEP_CALLS} calls")
-    print("   each, the two graphs taking turns):")
+    print(f"   one decode step, graph only (ORT, OrtValues; 1 new token after {STEP_PAST} cached; the graphs take")
+    print(f"   turns in blocks of {STEP_BLOCK} steps, {STEP_ROUNDS} blocks each; per-step time of a block):")
     base_median, base_p10 = steps["genai-built"]
     for label, (median, p10) in steps.items():
         print(
