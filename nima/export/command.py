@@ -80,10 +80,12 @@ def export_bundle(
     with staged_folder(out) as tmp:
         progress(f"exporting {MODEL_FILE} ({dtype}, target {target})")
         model_path = tmp / MODEL_FILE
+        shared_cache = False
         if target == "ort":
             how = export_for_ort(src.model, src.spec, model_path, dtype=dtype, opset=opset)
             if how.fallback_reason:
                 progress(f"no GroupQueryAttention ({how.fallback_reason}): onnxscript's ORT fusion rules instead")
+            shared_cache = how.shared_cache
         else:
             export_decoder(src.model, src.spec, model_path, dtype=dtype, opset=opset)
         if quantize is not None:
@@ -101,7 +103,9 @@ def export_bundle(
         if src.tokenizer is not None:
             shutil.copyfile(src.tokenizer, tmp / TOKENIZER_FILE)
         eos, bos, pad = special_token_ids(src.tokenizer)
-        config = genai_config(src.spec, MODEL_FILE, eos_token_id=eos, bos_token_id=bos, pad_token_id=pad)
+        config = genai_config(
+            src.spec, MODEL_FILE, eos_token_id=eos, bos_token_id=bos, pad_token_id=pad, share_buffer=shared_cache
+        )
         (tmp / GENAI_FILE).write_text(json.dumps(config, indent=2) + "\n")
         card = render_card(src.spec, dtype, quantize, parity, src.tokenizer is not None, opset, target)
         (tmp / CARD_FILE).write_text(card)

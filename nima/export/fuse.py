@@ -29,13 +29,14 @@ import onnxruntime as ort
 from onnx_ir.passes.common import RemoveUnusedNodesPass
 
 from nima.builders.models import DecoderLM
-from nima.export.fused_model import fused_for_ort
+from nima.export.fused_model import fused_for_ort, plain_attention
 from nima.export.gqa_op import TRANSLATION_TABLE
 from nima.export.onnx_graph import export_decoder
 from nima.export.ort_rules import fuse_norms_and_gelu
 from nima.spec import ModelSpec
 
 TARGETS = ("portable", "ort")
+_log = logging.getLogger("nima.export")
 GQA_HEAD_MULTIPLE = 16  # ORT's CPU GroupQueryAttention rejects other head sizes
 
 
@@ -46,6 +47,7 @@ class OrtExport:
     method: str
     fusions: dict[str, int] = field(default_factory=dict)
     fallback_reason: str | None = None
+    shared_cache: bool = False  # also runs with one preallocated past/present buffer (see `plain_attention`)
 
 
 def gqa_blocker(spec: ModelSpec, dtype: str) -> str | None:
@@ -65,7 +67,8 @@ def export_for_ort(model: DecoderLM, spec: ModelSpec, path: Path, dtype: str = "
         if reason is None:
             export_decoder(fused_for_ort(model, spec.max_seq_len), spec, staged, dtype, opset, TRANSLATION_TABLE)
             fusions = _rewrite(staged, path, fuse_norms_and_gelu)
-            return OrtExport("gqa", {"GroupQueryAttention": spec.n_layers, **fusions})
+            return OrtExport("gqa", {"GroupQueryAttention": spec.n_layers, **fusions}, None, plain_attention(model))
+        _log.warning("--target ort without GroupQueryAttention: %s; onnxscript's ORT fusion rules instead", reason)
         export_decoder(model, spec, staged, dtype, opset)
         return OrtExport("rules", fuse_for_ort(staged, path), reason)
     finally:

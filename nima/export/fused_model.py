@@ -137,14 +137,23 @@ class FusedDecoderLM(nn.Module):
                 self.padding.value = None
 
 
+def plain_attention(model: DecoderLM) -> bool:
+    """Full pattern, no position bias: the kernel's causal mask plus left padding is all there is to apply.
+
+    Such a graph reads lengths only from ``attention_mask``, never from the cache's shape, so it
+    also runs with a preallocated cache buffer shared by past and present (onnxruntime-genai's
+    ``past_present_share_buffer``).
+    """
+    stack = model.decoder
+    return not stack.pattern.limits_distance and type(stack.position).bias is PositionScheme.bias
+
+
 def fused_for_ort(model: DecoderLM, max_seq_len: int) -> FusedDecoderLM:
     """A copy of ``model`` with every self-attention replaced by `FusedSelfAttention`."""
     fused = copy.deepcopy(model)
     stack = fused.decoder
     tables = RotaryTables(stack.position, max_seq_len) if isinstance(stack.position, RotaryPositions) else None
-    # Plain attention: the kernel's causal mask plus padding is all there is to apply.
-    plain = not stack.pattern.limits_distance and type(stack.position).bias is PositionScheme.bias
-    padding = PaddingBias() if plain else None
+    padding = PaddingBias() if plain_attention(model) else None
     for block in stack.blocks:
         block.attention = FusedSelfAttention(block.attention, tables, padding)
     return FusedDecoderLM(fused, padding).eval()

@@ -21,8 +21,20 @@ from nima.export.contract import (
 from nima.spec import ModelSpec
 
 
-def genai_config(spec: ModelSpec, filename: str, eos_token_id: int, bos_token_id: int, pad_token_id: int) -> dict:
-    """The config dict; token ids come from the tokenizer (or 0 when there is none)."""
+def genai_config(
+    spec: ModelSpec,
+    filename: str,
+    eos_token_id: int,
+    bos_token_id: int,
+    pad_token_id: int,
+    share_buffer: bool = False,
+) -> dict:
+    """The config dict; token ids come from the tokenizer (or 0 when there is none).
+
+    ``share_buffer``: the graph runs with one preallocated cache buffer as both past and present
+    (``ort`` target graphs of plain attention), so onnxruntime-genai appends in place instead of
+    copying the whole cache every step.
+    """
     gen = spec.generation
     eos = gen.eos_token_ids or [eos_token_id]
     search: dict[str, Any] = {
@@ -34,7 +46,7 @@ def genai_config(spec: ModelSpec, filename: str, eos_token_id: int, bos_token_id
         "no_repeat_ngram_size": gen.no_repeat_ngram_size,
         "num_beams": gen.num_beams,
         "num_return_sequences": gen.num_return_sequences,
-        "past_present_share_buffer": False,
+        "past_present_share_buffer": share_buffer,
         "repetition_penalty": gen.repetition_penalty,
         "temperature": gen.temperature if gen.temperature > 0 else 1.0,
         "top_k": gen.top_k if gen.top_k > 0 else 50,

@@ -7,6 +7,7 @@ hold the fused ops: one GroupQueryAttention per layer, one packed QKV MatMul, no
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from bundle_helpers import invoke
 from nima.builders import build_model, save_build
 from nima.builders.attention import SelfAttention
 from nima.export.contract import DecoderForExport, input_names, output_names
-from nima.export.fuse import export_for_ort
+from nima.export.fuse import OrtExport, export_for_ort
 from nima.export.fused_model import FusedSelfAttention, fused_for_ort
 from nima.export.verify import check_parity, session_for
 from nima.spec import ModelSpec, spec_from_dict
@@ -73,7 +74,7 @@ def ops(path: Path) -> Counter[str]:
     return Counter(node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node)
 
 
-def export_and_check(spec: ModelSpec, tmp_path: Path, seed: int = 0) -> tuple[str, Counter[str]]:
+def export_and_check(spec: ModelSpec, tmp_path: Path, seed: int = 0) -> tuple[OrtExport, Counter[str]]:
     """Export the ort target, hold it to the parity check, return how it was made and its op counts."""
     model = build_model(spec, seed=seed).eval()
     path = tmp_path / "model.onnx"
@@ -86,14 +87,14 @@ def export_and_check(spec: ModelSpec, tmp_path: Path, seed: int = 0) -> tuple[st
     assert report.max_abs_diff <= 1e-4, report.describe()
     assert report.next_token_agreement == 1.0, report.describe()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]  # no staged graph left behind
-    return how.method, ops(path)
+    return how, ops(path)
 
 
 @pytest.mark.parametrize("family", [LLAMA, GPT2], ids=["llama-style", "gpt2-style"])
 def test_gqa_graph_matches_pytorch_on_left_padded_batches(family: dict[str, Any], tmp_path: Path) -> None:
     spec = make_spec(family)
-    method, counts = export_and_check(spec, tmp_path)
-    assert method == "gqa"
+    how, counts = export_and_check(spec, tmp_path)
+    assert how.method == "gqa" and how.shared_cache
     assert counts["GroupQueryAttention"] == spec.n_layers
     assert counts["Softmax"] == 0  # no attention arithmetic left outside the kernel
     # per layer: packed QKV, output projection, the FFN's matrices; plus the head
@@ -111,8 +112,10 @@ def test_gqa_graph_matches_pytorch_on_left_padded_batches(family: dict[str, Any]
 def test_gqa_serves_masked_and_biased_variants(name: str, tmp_path: Path) -> None:
     """Patterns, ALiBi and relative bias reach the kernel as its attention_bias; qk-norm rotates outside it."""
     spec = make_spec(VARIANTS[name])
-    method, counts = export_and_check(spec, tmp_path, seed=len(name))
-    assert method == "gqa"
+    how, counts = export_and_check(spec, tmp_path, seed=len(name))
+    assert how.method == "gqa"
+    # lengths come from the stack's mask, built over the cache's shape: no shared buffer
+    assert how.shared_cache == name.startswith(("rope", "sinusoidal"))
     assert counts["GroupQueryAttention"] == spec.n_layers
 
 
@@ -186,6 +189,8 @@ def test_genai_runs_the_gqa_bundle(tmp_path: Path) -> None:
     result = invoke("export", "--onnx", source, "-o", out, "--target", "ort")
     assert result.exit_code == 0, result.output
     assert ops(out / "model.onnx")["GroupQueryAttention"] == spec.n_layers
+    # plain attention: genai appends to one preallocated cache buffer, as with its own graphs
+    assert json.loads((out / "genai_config.json").read_text())["search"]["past_present_share_buffer"] is True
     prompt = [5, 9, 17, 33, 2]
     genai = og.Model(str(out))
     params = og.GeneratorParams(genai)
