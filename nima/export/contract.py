@@ -20,10 +20,16 @@ from torch import nn
 from torch.export import Dim
 
 from nima.builders.models import DecoderLM
-
-INPUT_IDS, ATTENTION_MASK, POSITION_IDS, LOGITS = "input_ids", "attention_mask", "position_ids", "logits"
-PAST_KEY, PAST_VALUE = "past_key_values.%d.key", "past_key_values.%d.value"
-PRESENT_KEY, PRESENT_VALUE = "present.%d.key", "present.%d.value"
+from nima.runtime.names import (  # one definition, shared with the torch-free runtime
+    ATTENTION_MASK,
+    INPUT_IDS,
+    LOGITS,
+    PAST_KEY,
+    PAST_VALUE,
+    POSITION_IDS,
+    PRESENT_KEY,
+    PRESENT_VALUE,
+)
 
 
 def input_names(n_layers: int) -> list[str]:

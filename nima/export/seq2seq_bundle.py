@@ -41,10 +41,11 @@ from nima.export.seq2seq_graph import DECODER_FILE, ENCODER_FILE, export_encoder
 from nima.export.seq2seq_verify import Seq2SeqParity, check_seq2seq_parity
 from nima.export.source import TOKENIZER_FILE, ExportSource
 from nima.export.verify import session_for
+from nima.runtime.names import SEQ2SEQ_FILE
 from nima.spec import ModelSpec, figures
 from nima.summary import describe, si, size
 
-RUNTIME_FILE = "seq2seq.json"
+RUNTIME_FILE = SEQ2SEQ_FILE
 CARD_FILE = "README.md"
 RUN_FILE = "run.json"  # nima train's record of a run; its "seq2seq" section holds the special ids
 ID_KEYS = ("decoder_start_token_id", "eos_token_id", "pad_token_id")

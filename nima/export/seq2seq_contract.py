@@ -46,9 +46,7 @@ from nima.builders.models import EncoderDecoderLM
 from nima.export.contract import ATTENTION_MASK, INPUT_IDS
 from nima.export.contract import input_names as decoder_only_inputs
 from nima.export.contract import output_names as decoder_only_outputs
-
-ENCODER_HIDDEN, ENCODER_ATTENTION_MASK = "encoder_hidden_states", "encoder_attention_mask"
-CROSS_KEY, CROSS_VALUE = "cross_key_values.%d.key", "cross_key_values.%d.value"
+from nima.runtime.names import CROSS_KEY, CROSS_VALUE, ENCODER_ATTENTION_MASK, ENCODER_HIDDEN
 
 
 def cross_names(n_layers: int) -> list[str]:

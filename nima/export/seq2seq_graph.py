@@ -22,9 +22,8 @@ from nima.export.seq2seq_contract import (
     encoder_output_names,
     encoder_shapes,
 )
+from nima.runtime.names import DECODER_FILE, ENCODER_FILE
 from nima.spec import ModelSpec
-
-ENCODER_FILE, DECODER_FILE = "encoder.onnx", "decoder.onnx"
 
 
 def export_encoder_decoder(

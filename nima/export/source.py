@@ -8,9 +8,8 @@ from pathlib import Path
 from nima.builders import build_model, load_weights
 from nima.builders.models import DecoderLM, EncoderDecoderLM
 from nima.builders.weights import SPEC_FILE, WEIGHTS_FILE
+from nima.runtime.names import TOKENIZER_FILE
 from nima.spec import ModelSpec, load_spec
-
-TOKENIZER_FILE = "tokenizer.json"
 
 
 class SourceError(ValueError):
@@ -47,22 +46,13 @@ def load_source(path: Path, overrides: list[str] | None = None) -> ExportSource:
 
 
 def special_token_ids(tokenizer: Path | None) -> tuple[int, int, int]:
-    """(eos, bos, pad) ids from a tokenizer's special tokens; 0 where it has none."""
+    """(eos, bos, pad) ids from a tokenizer's special tokens (the runtime's lookup); 0 where it has none."""
     if tokenizer is None:
         return 0, 0, 0
     from tokenizers import Tokenizer
 
-    tok = Tokenizer.from_file(str(tokenizer))
+    from nima.runtime.text import special_ids
 
-    def first(*names: str) -> int | None:
-        for name in names:
-            found = tok.token_to_id(name)
-            if found is not None:
-                return found
-        return None
-
-    eos = first("<|endoftext|>", "</s>", "<eos>", "[SEP]")
-    bos = first("<|startoftext|>", "<s>", "<bos>", "[CLS]")
-    pad = first("<pad>", "[PAD]")
-    eos = 0 if eos is None else eos
-    return eos, (eos if bos is None else bos), (eos if pad is None else pad)
+    ids = special_ids(Tokenizer.from_file(str(tokenizer)))
+    eos = 0 if ids.eos is None else ids.eos
+    return eos, (eos if ids.bos is None else ids.bos), (eos if ids.pad is None else ids.pad)
