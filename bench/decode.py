@@ -209,13 +209,14 @@ def beam_tps(generator: Generator, prompt: list[int], beams: int = 4) -> float:
 def report(name: str, params: int, results: list[Result], reference: list[int]) -> None:
     by = {r.label: r for r in results}
     print(f"\n## {name} ({params / 1e6:.1f}M parameters)\n")
-    print("| runner | decode tok/s | TTFT ms | vs genai | vs pytorch | spread | same tokens |")
-    print("|---|---:|---:|---:|---:|---:|---|")
+    print("| runner | decode tok/s | TTFT ms | vs genai | vs pytorch | spread | others' CPU | same tokens |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
     for r in results:
         same = "yes" if r.tokens == reference else f"no (first {_first_diff(r.tokens, reference)})"
+        others = "-" if r.others is None else f"{100 * r.others:.0f}%"  # CPU share other processes took
         print(
             f"| {r.label} | {r.decode_tps:.1f} | {r.ttft_ms:.1f} | {r.decode_tps / by['genai'].decode_tps:.2f}x | "
-            f"{r.decode_tps / by['pytorch'].decode_tps:.2f}x | {100 * r.spread:.0f}% | {same} |"
+            f"{r.decode_tps / by['pytorch'].decode_tps:.2f}x | {100 * r.spread:.0f}% | {others} | {same} |"
         )
 
 
