@@ -161,9 +161,9 @@ def matmul_bandwidth(root: Path, rows: int = 8192, cols: int = 8192) -> float:
         [numpy_helper.from_array(weight, "w")],
     )
     path = root / "gemv.onnx"
-    onnx.save(
-        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path), save_as_external_data=True
-    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 10  # what ONNX Runtime 1.18+ reads; onnx's newest default can be ahead of it
+    onnx.save(model, str(path), save_as_external_data=True, location="gemv.onnx.data")
     options = ort.SessionOptions()
     options.intra_op_num_threads = THREADS
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

@@ -45,6 +45,9 @@ def generate(
     seed: Annotated[int | None, Opt(help="Sampling seed: the same seed gives the same output.")] = None,
     provider: Annotated[str, Opt(help="ONNX Runtime provider: cpu | cuda.")] = "cpu",
     threads: Annotated[int | None, Opt(help="CPU threads for ONNX Runtime (default: all cores).")] = None,
+    spin: Annotated[
+        bool, Opt("--spin/--no-spin", help="ORT worker threads busy-wait (fast on an idle machine; off when shared).")
+    ] = True,
 ) -> None:
     """Generate text from BUNDLE with ONNX Runtime (no torch needed)."""
     from nima.cli import fail
@@ -69,7 +72,7 @@ def generate(
         "seed": seed,
     }
     try:
-        generator = Generator(bundle, provider=provider, threads=threads)
+        generator = Generator(bundle, provider=provider, threads=threads, spin=spin)
         if source and not generator.is_seq2seq:
             raise GenerateError("--source is for encoder-decoder bundles; this one is decoder-only: use --prompt")
         prompts = _collect_prompts([*(source or []), *(prompt or [])], prompt_ids, prompts_file)

@@ -62,7 +62,7 @@ class Generator:
     """Generates from an export bundle; see the module docstring."""
 
     def __init__(
-        self, bundle: str | Path, provider: str = "cpu", threads: int | None = None, spin: bool = False
+        self, bundle: str | Path, provider: str = "cpu", threads: int | None = None, spin: bool = True
     ) -> None:
         self.bundle = read_bundle(bundle)
         self.spec = self.bundle.spec

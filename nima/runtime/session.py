@@ -34,14 +34,14 @@ _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "ten
 
 
 def make_session(
-    path: Path, provider: str = "cpu", threads: int | None = None, spin: bool = False
+    path: Path, provider: str = "cpu", threads: int | None = None, spin: bool = True
 ) -> ort.InferenceSession:
     """An inference session on ``provider`` ("cpu" or "cuda"); a clear error when it is unavailable.
 
-    ``spin=False`` stops ORT's CPU worker threads from busy-waiting after each run. Between two
-    decode steps the Python loop samples the next token; spinning workers would take the cores
-    it needs. On this 2-core machine turning spinning off made batch-1 decode of a 10M model
-    ~1.6x faster while other processes ran (bench/decode.py).
+    ``spin`` is ORT's default: worker threads busy-wait for the next parallel region, which is
+    what a dedicated machine wants (one decode step of a 10M model: 2.5 ms spinning, 3.3 ms not,
+    on an idle 2-core machine). On a machine shared with other busy processes, ``spin=False``
+    frees the cores between regions: there it made batch-1 decode ~1.6x faster.
     """
     if provider not in PROVIDERS:
         raise GenerateError(f"provider {provider!r}: choose one of {', '.join(PROVIDERS)}")
