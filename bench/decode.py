@@ -261,7 +261,9 @@ def bench_model(name: str, root: Path, bandwidth: float | None) -> None:
             f"{read * nima_tps / 1e9:.1f} GB/s, {100 * share:.0f}% of the {bandwidth:.1f} GB/s measured"
         )
     log(f"{name}: int8 bundle")
-    int8 = export_bundle(source, work / "bundle-int8", quantize="int8", force=True).out
+    # Random weights give near-flat logits, where int8 rounding flips many greedy choices: the export's
+    # agreement check is meant for trained weights, so the speed figure skips it and reports agreement.
+    int8 = export_bundle(source, work / "bundle-int8", quantize="int8", force=True, verify=False).out
     int8_results = time_all([nima_runner("nima int8", int8), nima_runner("nima", bundle)], prompt)
     fast, base = int8_results
     agree = 1 - _first_diff(fast.tokens, base.tokens) / NEW_TOKENS
