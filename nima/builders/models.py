@@ -89,6 +89,28 @@ class EncoderDecoderLM(_LanguageModel):
         cross_key_values: list[KV] | None = None,  # cross-attention keys/values, computed once
     ) -> tuple[torch.Tensor, list[KV], list[KV]]:
         """Logits (B, T, vocab), the self-attention cache, and the cross-attention keys/values."""
+        h, presents, cross = self._decode_hidden(
+            decoder_input_ids,
+            encoder_hidden,
+            encoder_attention_mask,
+            decoder_attention_mask,
+            decoder_position_ids,
+            past_key_values,
+            cross_key_values,
+        )
+        return self.head(h), presents, cross
+
+    def _decode_hidden(
+        self,
+        decoder_input_ids: torch.Tensor,
+        encoder_hidden: torch.Tensor | None,
+        encoder_attention_mask: torch.Tensor | None,
+        decoder_attention_mask: torch.Tensor | None,
+        decoder_position_ids: torch.Tensor | None,
+        past_key_values: list[KV] | None,
+        cross_key_values: list[KV] | None,
+    ) -> tuple[torch.Tensor, list[KV], list[KV]]:
+        """The decoder's final hidden states (B, T, d_model) and both caches (see `decode`)."""
         h, presents, cross = self.decoder(
             self.embed(decoder_input_ids),
             decoder_attention_mask,
@@ -99,7 +121,7 @@ class EncoderDecoderLM(_LanguageModel):
             memory_key_values=cross_key_values,
         )
         assert cross is not None  # every decoder block of this family has cross-attention
-        return self.head(h), presents, cross
+        return h, presents, cross
 
     def forward(
         self,
@@ -107,6 +129,18 @@ class EncoderDecoderLM(_LanguageModel):
         decoder_input_ids: torch.Tensor,  # (B, T) target (shifted right)
         attention_mask: torch.Tensor | None = None,  # (B, S)
         decoder_attention_mask: torch.Tensor | None = None,  # (B, T)
+        logits_mask: torch.Tensor | None = None,  # (B, T) bool: where logits are wanted
     ) -> tuple[torch.Tensor, list[KV], list[KV]]:
+        """Logits (B, T, vocab), or (N, vocab) at the N positions of ``logits_mask``; both caches.
+
+        Training passes the mask of real target tokens: with a large vocabulary the output
+        head is most of a step's work, and padding positions would only be thrown away by
+        the loss.
+        """
         memory = self.encode(input_ids, attention_mask)
-        return self.decode(decoder_input_ids, memory, attention_mask, decoder_attention_mask)
+        h, presents, cross = self._decode_hidden(
+            decoder_input_ids, memory, attention_mask, decoder_attention_mask, None, None, None
+        )  # (B, T, d_model)
+        if logits_mask is not None:
+            h = h[logits_mask]  # (N, d_model)
+        return self.head(h), presents, cross

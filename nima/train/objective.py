@@ -32,12 +32,14 @@ def causal_lm_loss(model: nn.Module, batch: Batch) -> tuple[torch.Tensor, int]:
 
 def seq2seq_loss(model: nn.Module, batch: Batch) -> tuple[torch.Tensor, int]:
     """Summed cross-entropy of each real target token given the source and the target so far."""
-    logits, _, _ = model(
-        batch["input_ids"], batch["decoder_input_ids"], batch["attention_mask"], batch["decoder_attention_mask"]
-    )  # (B, T, V)
     labels = batch["labels"]  # (B, T), IGNORE_INDEX at padding
-    loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
-    return loss, int((labels != IGNORE_INDEX).sum())
+    real = labels != IGNORE_INDEX  # (B, T)
+    # The head runs only where a label counts (padding is often a third of a target batch).
+    logits, _, _ = model(
+        batch["input_ids"], batch["decoder_input_ids"], batch["attention_mask"], batch["decoder_attention_mask"], real
+    )  # (N, V)
+    loss = F.cross_entropy(logits.float(), labels[real], reduction="sum")
+    return loss, int(real.sum())
 
 
 OBJECTIVES: dict[str, Objective] = {

@@ -110,3 +110,35 @@ def test_encoder_is_bidirectional() -> None:
     with torch.no_grad():
         a, b = model.encode(src), model.encode(changed)
     assert (a[0, 0] - b[0, 0]).abs().max() > 1e-4
+
+
+def test_logits_mask_gives_the_full_logits_at_those_positions_and_the_same_loss() -> None:
+    """Training's head-only-where-labels-count path against the full forward and a plain loss."""
+    from nima.train.objective import seq2seq_loss
+
+    model = build("sinusoidal", {"kind": "full"}, 2, "pre", 1)
+    gen = torch.Generator().manual_seed(3)
+    src = torch.randint(1, VOCAB, (3, S), generator=gen)
+    tgt = torch.randint(1, VOCAB, (3, T), generator=gen)
+    src_mask = torch.tensor([[1] * S, [1] * (S - 2) + [0] * 2, [1] * 3 + [0] * (S - 3)])
+    tgt_mask = torch.tensor([[1] * T, [1] * (T - 1) + [0], [1] * 2 + [0] * (T - 2)])
+    real = tgt_mask.bool()
+    with torch.no_grad():
+        full, _, _ = model(src, tgt, src_mask, tgt_mask)  # (B, T, V)
+        picked, _, _ = model(src, tgt, src_mask, tgt_mask, real)  # (N, V)
+    assert picked.shape == (int(real.sum()), VOCAB)
+    torch.testing.assert_close(picked, full[real], rtol=0, atol=1e-6)
+
+    labels = torch.randint(0, VOCAB, (3, T), generator=gen).masked_fill(~real, -100)
+    batch = {
+        "input_ids": src,
+        "attention_mask": src_mask,
+        "decoder_input_ids": tgt,
+        "decoder_attention_mask": tgt_mask,
+        "labels": labels,
+    }
+    with torch.no_grad():
+        loss, count = seq2seq_loss(model, batch)
+    plain = -torch.log_softmax(full, -1)[real].gather(-1, labels[real][:, None]).sum()
+    assert count == int(real.sum())
+    torch.testing.assert_close(loss, plain, rtol=1e-6, atol=1e-5)
