@@ -16,11 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import onnxruntime as ort
 
 from nima.runtime.processors import log_softmax
 from nima.runtime.rows import FINISH_EOS, FINISH_LENGTH, FINISH_STOP, Limits, Row, left_pad, presence, process_scores
-from nima.runtime.session import DecoderSession
+from nima.runtime.session import DecoderSession, Value
 from nima.spec.sections import GenerationSpec
 
 
@@ -58,7 +57,7 @@ def beam_search(
     options: GenerationSpec,
     limits: Limits,
     pad_id: int,
-    fixed: dict[str, ort.OrtValue] | None = None,
+    fixed: dict[str, Value] | None = None,
 ) -> list[list[Hypothesis]]:
     """The best ``num_return_sequences`` hypotheses per prompt, best first (``fixed``: see `KVCache`)."""
     k, penalty = options.num_beams, options.length_penalty

@@ -10,11 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import numpy as np
-import onnxruntime as ort
 
 from nima.runtime.processors import sample
 from nima.runtime.rows import Limits, Row, left_pad, presence, process_scores, warp
-from nima.runtime.session import DecoderSession
+from nima.runtime.session import DecoderSession, Value
 from nima.spec.sections import GenerationSpec
 
 
@@ -26,7 +25,7 @@ def decode_rows(
     rng: np.random.Generator,
     pad_id: int,
     greedy: bool,
-    fixed: dict[str, ort.OrtValue] | None = None,
+    fixed: dict[str, Value] | None = None,
 ) -> Iterator[list[tuple[int, int]]]:
     """Extend every row until it finishes; yield the (row index, token) pairs added at each step.
 
