@@ -6,10 +6,11 @@ times batch-1 greedy decoding of 128 new tokens after a 32-token prompt, 2 threa
 
   nima        `nima.runtime.Generator` on the bundle (Python loop, IO-bound KV cache)
   genai       onnxruntime-genai on the same bundle (its genai_config.json) -- the reference
+  ort loop    the bare minimum in Python: ORT's public API and an argmax per step (a floor, not a product)
   pytorch     a plain PyTorch loop with the KV cache, same weights (`DecoderLM` forward)
   hf          HF transformers ``generate()`` on the same weights (LlamaForCausalLM / GPT2LMHeadModel)
 
-Each figure is the median of 3 interleaved runs after a warm-up (the timing harness of
+Each figure is the median of 3 (``--runs``) interleaved runs after a warm-up (the timing harness of
 bench/genai_compare.py): decode tokens/s over the 127 single-token steps, and time to first token.
 All runners must produce the same greedy tokens; the report says if one does not.
 
@@ -18,7 +19,7 @@ models, the weight bytes read per token times tokens/s as a share of the memory 
 here (a single large fp32 MatMul in ONNX Runtime, the kernel a decode step is made of), and the
 int8 bundle's speed-up.
 
-    .venv/bin/python bench/decode.py [--models llama-tiny gpt2-tiny llama-small gpt2-small] [--keep DIR]
+    .venv/bin/python bench/decode.py [--models llama-tiny gpt2-tiny llama-small gpt2-small] [--keep DIR] [--runs N]
 
 Progress goes to stderr, the report to stdout.
 """
@@ -33,6 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import genai_compare
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -83,6 +85,46 @@ def nima_runner(label: str, bundle: Path) -> Runner:
         for token in generator.stream_tokens(prompt, max_new_tokens=new_tokens, do_sample=False):
             tokens.append(token)
             ttft = ttft or time.perf_counter() - start
+        return Timing(tokens, ttft, time.perf_counter() - start)
+
+    return Runner(label, run, lambda: None)
+
+
+def ort_loop_runner(label: str, bundle: Path, spec: ModelSpec) -> Runner:
+    """The least a Python loop over the bundle's graph can do: ORT's public API and an argmax per
+    step, no options, checks or bookkeeping. Not a product; the floor for any runtime on this graph."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = THREADS
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(bundle / "model.onnx"), options, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    pasts = [i.name for i in session.get_inputs() if i.name.startswith("past_key_values.")]
+    value = ort.OrtValue.ortvalue_from_numpy
+
+    def run(prompt: list[int], new_tokens: int) -> Timing:
+        start = time.perf_counter()
+        n = len(prompt)
+        empty = np.zeros((1, spec.n_kv_heads, 0, spec.head_dim), np.float32)
+        feed = {
+            "input_ids": value(np.array([prompt], np.int64)),
+            "attention_mask": value(np.ones((1, n), np.int64)),
+            "position_ids": value(np.arange(n, dtype=np.int64)[None]),
+            **{name: value(empty) for name in pasts},
+        }
+        tokens: list[int] = []
+        ttft = 0.0
+        for step in range(new_tokens):
+            out = session.run_with_ort_values(names, feed)
+            token = int(out[0].numpy()[0, -1].argmax())
+            tokens.append(token)
+            if step == 0:
+                ttft = time.perf_counter() - start
+            feed = {
+                "input_ids": value(np.array([[token]], np.int64)),
+                "attention_mask": value(np.ones((1, n + step + 1), np.int64)),
+                "position_ids": value(np.array([[n + step]], np.int64)),
+                **dict(zip(pasts, out[1:], strict=True)),
+            }
         return Timing(tokens, ttft, time.perf_counter() - start)
 
     return Runner(label, run, lambda: None)
@@ -209,13 +251,20 @@ def beam_tps(generator: Generator, prompt: list[int], beams: int = 4) -> float:
 def report(name: str, params: int, results: list[Result], reference: list[int]) -> None:
     by = {r.label: r for r in results}
     print(f"\n## {name} ({params / 1e6:.1f}M parameters)\n")
-    print("| runner | decode tok/s | TTFT ms | vs genai | vs pytorch | spread | others' CPU | same tokens |")
-    print("|---|---:|---:|---:|---:|---:|---:|---|")
+    print(
+        "| runner | decode tok/s | TTFT ms | vs genai | vs genai, per round: median (range) | vs pytorch "
+        "| spread | others' CPU | same tokens |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in results:
         same = "yes" if r.tokens == reference else f"no (first {_first_diff(r.tokens, reference)})"
         others = "-" if r.others is None else f"{100 * r.others:.0f}%"  # CPU share other processes took
+        # Runs of the same round are minutes apart at most, so their ratio cancels much of the
+        # machine's drift that the medians of each runner keep.
+        paired = [a.decode_tps / b.decode_tps for a, b in zip(r.runs, by["genai"].runs, strict=True)]
         print(
             f"| {r.label} | {r.decode_tps:.1f} | {r.ttft_ms:.1f} | {r.decode_tps / by['genai'].decode_tps:.2f}x | "
+            f"{statistics.median(paired):.2f}x ({min(paired):.2f}-{max(paired):.2f}) | "
             f"{r.decode_tps / by['pytorch'].decode_tps:.2f}x | {100 * r.spread:.0f}% | {others} | {same} |"
         )
 
@@ -239,6 +288,7 @@ def bench_model(name: str, root: Path, bandwidth: float | None) -> None:
     runners = [
         nima,
         genai_runner("genai", bundle),
+        ort_loop_runner("ort loop", bundle, spec),
         pytorch_runner("pytorch", model),
         hf_runner("hf", model, spec),
     ]
@@ -277,7 +327,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
     parser.add_argument("--keep", type=Path, help="keep models and bundles here")
+    parser.add_argument("--runs", type=int, default=genai_compare.RUNS, help="timed rounds per model (median)")
     args = parser.parse_args(argv)
+    genai_compare.RUNS = args.runs
     torch.set_num_threads(THREADS)
     root = args.keep or Path(tempfile.mkdtemp(prefix="nima-decode-"))
     root.mkdir(parents=True, exist_ok=True)

@@ -364,7 +364,7 @@ def timed(runner: Runner, prompt: list[int]) -> Timing:
 
 
 def time_all(runners: list[Runner], prompt: list[int]) -> list[Result]:
-    """A short warm-up run each, then `RUNS` rounds that run every runner once, in turn.
+    """A short warm-up run each, then `RUNS` rounds that run every runner once, in rotating order.
 
     Interleaving the runners, rather than timing one after the other, spreads whatever else the
     machine does over all of them alike; the medians then compare like with like.
@@ -375,7 +375,8 @@ def time_all(runners: list[Runner], prompt: list[int]) -> list[Result]:
     timings: dict[str, list[Timing]] = {r.label: [] for r in runners}
     for round_ in range(RUNS):
         log(f"timed round {round_ + 1}/{RUNS}")
-        for runner in runners:
+        for turn in range(len(runners)):  # a different runner first in each round
+            runner = runners[(round_ + turn) % len(runners)]
             timings[runner.label].append(timed(runner, prompt))
     results = []
     for label, runs in timings.items():
