@@ -20,9 +20,9 @@ from nima.export.quantize import quantize as quantize_graph
 from nima.export.seq2seq_bundle import export_seq2seq_bundle
 from nima.export.source import TOKENIZER_FILE, load_source, special_token_ids
 from nima.export.verify import ParityReport, check_parity, session_for
+from nima.runtime.names import GENAI_CONFIG_FILE
 
 MODEL_FILE = "model.onnx"
-GENAI_FILE = "genai_config.json"
 CARD_FILE = "README.md"
 DEFAULT_OPSET = 18
 
@@ -106,7 +106,7 @@ def export_bundle(
         config = genai_config(
             src.spec, MODEL_FILE, eos_token_id=eos, bos_token_id=bos, pad_token_id=pad, share_buffer=shared_cache
         )
-        (tmp / GENAI_FILE).write_text(json.dumps(config, indent=2) + "\n")
+        (tmp / GENAI_CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
         card = render_card(src.spec, dtype, quantize, parity, src.tokenizer is not None, opset, target)
         (tmp / CARD_FILE).write_text(card)
         files = sorted(p.name for p in tmp.iterdir())

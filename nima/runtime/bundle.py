@@ -9,7 +9,7 @@ from pathlib import Path
 from tokenizers import Tokenizer
 
 from nima.runtime.errors import GenerateError
-from nima.runtime.names import MODEL_FILE, SEQ2SEQ_FILE, SPEC_FILE, TOKENIZER_FILE
+from nima.runtime.names import GENAI_CONFIG_FILE, MODEL_FILE, SEQ2SEQ_FILE, SPEC_FILE, TOKENIZER_FILE
 from nima.spec import ModelSpec, SpecError, load_spec
 
 
@@ -23,6 +23,7 @@ class Bundle:
     tokenizer: Tokenizer | None
     encoder: Path | None = None  # encoder-decoders only
     seq2seq: Seq2SeqIds | None = None
+    share_buffer: bool = False  # the graph takes one KV buffer as past and present (`SharedBufferSession`)
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,23 @@ def read_bundle(path: str | Path) -> Bundle:
             tokenizer = Tokenizer.from_file(str(tokenizer_path))
         except Exception as err:  # tokenizers raises a bare Exception for unreadable files
             raise GenerateError(f"{tokenizer_path}: not a readable tokenizer ({err})") from None
-    return Bundle(folder, spec, model, tokenizer, encoder, ids)
+    return Bundle(folder, spec, model, tokenizer, encoder, ids, _shares_buffer(folder))
+
+
+def _shares_buffer(folder: Path) -> bool:
+    """Whether the bundle's ``genai_config.json`` marks the graph for a shared past/present buffer.
+
+    The export writes the flag for ``--target ort`` graphs of plain models, the only ones that
+    support it; a bundle without the file, or with one that does not parse, uses separate tensors.
+    """
+    path = folder / GENAI_CONFIG_FILE
+    if not path.is_file():
+        return False
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+        return config["search"].get("past_present_share_buffer") is True
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
 
 
 def _read_seq2seq(folder: Path) -> tuple[Path, Path, Seq2SeqIds]:

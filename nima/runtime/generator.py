@@ -25,6 +25,7 @@ from nima.runtime.options import is_greedy, resolve_options
 from nima.runtime.rows import FINISH_EOS, FINISH_STOP, Limits, Row, left_pad
 from nima.runtime.search import decode_rows
 from nima.runtime.session import DecoderSession, EncoderSession, make_session
+from nima.runtime.shared_cache import SharedBufferSession
 from nima.runtime.text import TextStream, cut_at_stop, special_ids
 from nima.spec.sections import GenerationSpec
 
@@ -69,7 +70,11 @@ class Generator:
         self.tokenizer = self.bundle.tokenizer
         self.special = special_ids(self.tokenizer)
         session = make_session(self.bundle.model, provider, threads, spin)
-        self.session = DecoderSession(session, self.spec.n_layers, self.spec.n_kv_heads, self.spec.head_dim)
+        shape = (self.spec.n_layers, self.spec.n_kv_heads, self.spec.head_dim)
+        if self.bundle.share_buffer:
+            self.session: DecoderSession = SharedBufferSession(session, *shape, self.spec.vocab_size)
+        else:
+            self.session = DecoderSession(session, *shape)
         self.encoder = None
         if self.bundle.encoder is not None:
             encoder = make_session(self.bundle.encoder, provider, threads, spin)

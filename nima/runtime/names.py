@@ -10,6 +10,7 @@ MODEL_FILE = "model.onnx"
 ENCODER_FILE, DECODER_FILE, SEQ2SEQ_FILE = "encoder.onnx", "decoder.onnx", "seq2seq.json"  # encoder-decoders
 SPEC_FILE = "nima.json"
 TOKENIZER_FILE = "tokenizer.json"
+GENAI_CONFIG_FILE = "genai_config.json"  # onnxruntime-genai's description of a decoder-only bundle
 
 INPUT_IDS, ATTENTION_MASK, POSITION_IDS, LOGITS = "input_ids", "attention_mask", "position_ids", "logits"
 PAST_KEY, PAST_VALUE = "past_key_values.%d.key", "past_key_values.%d.value"

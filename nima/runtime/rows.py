@@ -36,6 +36,10 @@ class Limits:
     stop_strings: tuple[str, ...] = ()
     decode: Callable[[list[int]], str] | None = None
 
+    def capacity(self, longest_prompt: int) -> int:
+        """The most positions a cache can need for prompts padded to ``longest_prompt``."""
+        return min(self.context, longest_prompt + self.max_new_tokens)
+
     def finish_reason(self, row: Row) -> str | None:
         """Why ``row`` must stop after its last token, or None."""
         if row.tokens and row.tokens[-1] in self.eos_ids:

@@ -32,7 +32,7 @@ def decode_rows(
     ``fixed``: per-row inputs fed at every step (an encoder-decoder's source mask and cross K/V)."""
     ids, mask, positions = left_pad([row.prompt for row in rows], pad_id)
     active = np.arange(len(rows))  # batch position -> index into rows
-    cache = session.empty_cache(len(rows), fixed)
+    cache = session.empty_cache(len(rows), fixed, limits.capacity(ids.shape[1]))
     penalise = options.repetition_penalty != 1.0
     seen = None
     while len(active):

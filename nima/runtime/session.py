@@ -121,9 +121,10 @@ class DecoderSession:
             raise GenerateError("the graph's outputs do not follow the decoder contract (logits, present.*)")
         self._binding = session._sess  # see the module docstring
 
-    def empty_cache(self, batch: int, fixed: dict[str, Value] | None = None) -> KVCache:
+    def empty_cache(self, batch: int, fixed: dict[str, Value] | None = None, capacity: int | None = None) -> KVCache:
         """A cache holding nothing, (B, H_kv, 0, hd) per tensor: the first step is a prefill.
-        ``fixed``: inputs fed unchanged at every step (see `KVCache`), made by `device_value`."""
+        ``fixed``: inputs fed unchanged at every step (see `KVCache`), made by `device_value`.
+        ``capacity``: the most positions the generation will cache (used by `SharedBufferSession`)."""
         empty = np.zeros((batch, self.n_kv_heads, 0, self.head_dim), dtype=self.kv_dtype)
         values = tuple(device_value(empty, self.device) for _ in self._past_names)
         return KVCache(values, 0, batch, tuple((fixed or {}).items()))

@@ -1,0 +1,105 @@
+"""`--target ort` bundles of plain models run with one KV buffer as past and present
+(`SharedBufferSession`), and generate what PyTorch's full forward passes choose."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pytest
+from runtime_support import make_spec, next_logprobs, torch_greedy
+from test_beam import reference_beam_search
+
+from nima.builders import build_model, save_build
+from nima.builders.models import DecoderLM
+from nima.export.command import export_bundle
+from nima.runtime import Generator
+from nima.runtime.errors import GenerateError
+from nima.runtime.session import DecoderSession
+from nima.runtime.shared_cache import SharedBufferSession
+
+PROMPTS = [[5, 9, 2, 33, 17, 8, 40], [11], [3, 60, 22, 22]]
+WIDE = {"d_model": 64, "attention": {"n_heads": 4, "n_kv_heads": 2}}  # head size 16: the kernel's minimum
+
+
+@pytest.fixture(scope="module")
+def ort_bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, DecoderLM]]:
+    """LLaMA-style (rotary in the kernel) and GPT-2-style (learned positions) `ort` bundles, vocabulary 64."""
+    root = tmp_path_factory.mktemp("ort-bundles")
+    out = {}
+    for seed, family in enumerate(("llama", "gpt2")):
+        spec = make_spec(family, name=f"rt-ort-{family}", **WIDE)
+        model = build_model(spec, seed=seed)
+        source = save_build(model, spec, root / f"{family}-src")
+        bundle = root / f"{family}-ort"
+        export_bundle(source, bundle, target="ort", verify=False)
+        out[family] = (bundle, model.eval())
+    return out
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_ort_bundle_shares_its_buffer_and_matches_pytorch(
+    family: str, ort_bundles: dict[str, tuple[Path, DecoderLM]]
+) -> None:
+    path, model = ort_bundles[family]
+    gen = Generator(path)
+    assert gen.bundle.share_buffer and isinstance(gen.session, SharedBufferSession)
+    result = gen.generate([PROMPTS[0]], max_new_tokens=70, do_sample=False)[0]
+    expected = torch_greedy(model, PROMPTS[0], 70)
+    assert result.token_ids == expected
+    assert len(set(expected)) > 5, "a degenerate reference would make the comparison weak"
+
+
+def test_padded_batch_with_rows_finishing_apart(ort_bundles: dict[str, tuple[Path, DecoderLM]]) -> None:
+    """Left padding, and rows leaving the batch (their buffers copied out) at different steps."""
+    path, model = ort_bundles["llama"]
+    paths = [torch_greedy(model, prompt, 24) for prompt in PROMPTS]
+    eos = paths[0][5]
+    results = Generator(path).generate(PROMPTS, max_new_tokens=24, do_sample=False, eos_token_ids=[eos])
+    for expected, result in zip(paths, results, strict=True):
+        cut = expected.index(eos) + 1 if eos in expected else len(expected)
+        assert result.token_ids == expected[:cut]
+    assert len({len(r.token_ids) for r in results}) > 1, "rows should finish at different steps"
+
+
+def test_beam_search_equals_reference(ort_bundles: dict[str, tuple[Path, DecoderLM]]) -> None:
+    """Beam reordering copies rows of the shared buffers."""
+    path, model = ort_bundles["llama"]
+    eos = set(range(16))
+    prompts = [[9, 30, 12, 7], [50, 2]]
+    results = Generator(path).generate(
+        prompts, num_beams=3, num_return_sequences=3, max_new_tokens=12, eos_token_ids=sorted(eos)
+    )
+    for prompt, result in zip(prompts, results, strict=True):
+        expected = reference_beam_search(partial(next_logprobs, model), prompt, 3, 12, eos, 1.0, False)
+        assert [c.token_ids for c in result.completions] == [tokens for tokens, _ in expected]
+
+
+def test_same_tokens_as_separate_past_and_present(ort_bundles: dict[str, tuple[Path, DecoderLM]]) -> None:
+    """The contract's separate tensors on the same graph: sampled rows, seeded, agree token for token."""
+    path, _ = ort_bundles["gpt2"]
+    shared = Generator(path)
+    separate = Generator(path)
+    spec = separate.spec
+    separate.session = DecoderSession(shared.session.session, spec.n_layers, spec.n_kv_heads, spec.head_dim)
+    options = {"max_new_tokens": 30, "do_sample": True, "top_k": 20, "seed": 3, "num_return_sequences": 2}
+    assert [g.token_ids for g in shared.generate(PROMPTS, **options)] == [
+        g.token_ids for g in separate.generate(PROMPTS, **options)
+    ]
+
+
+def test_a_step_past_the_capacity_is_refused(ort_bundles: dict[str, tuple[Path, DecoderLM]]) -> None:
+    session = Generator(ort_bundles["llama"][0]).session
+    cache = session.empty_cache(1, capacity=4)
+    ids = np.array([[1, 2, 3, 4, 5]])
+    with pytest.raises(GenerateError, match="holds 4 positions"):
+        session.step(ids, np.ones_like(ids), np.arange(5)[None], cache)
+
+
+def test_portable_bundles_keep_separate_tensors(tmp_path: Path) -> None:
+    spec = make_spec("llama", name="rt-portable", **WIDE)
+    source = save_build(build_model(spec, seed=0), spec, tmp_path / "src")
+    bundle = export_bundle(source, tmp_path / "bundle", verify=False).out
+    gen = Generator(bundle)
+    assert not gen.bundle.share_buffer and type(gen.session) is DecoderSession
