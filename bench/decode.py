@@ -6,7 +6,8 @@ times batch-1 greedy decoding of 128 new tokens after a 32-token prompt, 2 threa
 
   nima        `nima.runtime.Generator` on the bundle (Python loop, IO-bound KV cache)
   genai       onnxruntime-genai on the same bundle (its genai_config.json) -- the reference
-  ort loop    the bare minimum in Python: ORT's public API and an argmax per step (a floor, not a product)
+  ort loop    the bare minimum in Python: ORT's public API and an argmax per step (a floor, not a product;
+              separate past and present tensors, also on an ``ort`` bundle)
   pytorch     a plain PyTorch loop with the KV cache, same weights (`DecoderLM` forward)
   hf          HF transformers ``generate()`` on the same weights (LlamaForCausalLM / GPT2LMHeadModel)
 
@@ -20,6 +21,7 @@ here (a single large fp32 MatMul in ONNX Runtime, the kernel a decode step is ma
 int8 bundle's speed-up.
 
     .venv/bin/python bench/decode.py [--models llama-tiny gpt2-tiny llama-small gpt2-small] [--keep DIR] [--runs N]
+                                     [--target portable|ort]
 
 Progress goes to stderr, the report to stdout.
 """
@@ -273,14 +275,14 @@ def _first_diff(a: list[int], b: list[int]) -> int:
     return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
 
 
-def bench_model(name: str, root: Path, bandwidth: float | None) -> None:
+def bench_model(name: str, root: Path, bandwidth: float | None, target: str = "portable") -> None:
     work = root / name
     spec = spec_from_dict({**MODELS[name], "generation": {"do_sample": False}})
     log(f"{name}: build + export (fp32)")
     model = build_model(spec, seed=SEED).eval()
     params = sum(p.numel() for p in model.parameters())
     source = save_build(model, spec, work / "model")
-    bundle = export_bundle(source, work / "bundle", force=True).out
+    bundle = export_bundle(source, work / "bundle", target=target, force=True).out
     prompt = np.random.default_rng(SEED).integers(0, spec.vocab_size, PROMPT_TOKENS).tolist()
     nima = nima_runner("nima", bundle)
     reference = nima.run(prompt, NEW_TOKENS).tokens
@@ -313,7 +315,7 @@ def bench_model(name: str, root: Path, bandwidth: float | None) -> None:
     log(f"{name}: int8 bundle")
     # Random weights give near-flat logits, where int8 rounding flips many greedy choices: the export's
     # agreement check is meant for trained weights, so the speed figure skips it and reports agreement.
-    int8 = export_bundle(source, work / "bundle-int8", quantize="int8", force=True, verify=False).out
+    int8 = export_bundle(source, work / "bundle-int8", quantize="int8", target=target, force=True, verify=False).out
     int8_results = time_all([nima_runner("nima int8", int8), nima_runner("nima", bundle)], prompt)
     fast, base = int8_results
     agree = 1 - _first_diff(fast.tokens, base.tokens) / NEW_TOKENS
@@ -328,6 +330,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
     parser.add_argument("--keep", type=Path, help="keep models and bundles here")
     parser.add_argument("--runs", type=int, default=genai_compare.RUNS, help="timed rounds per model (median)")
+    parser.add_argument(
+        "--target",
+        choices=["portable", "ort"],
+        default="portable",
+        help="the bundle the ONNX runners run: standard ops, or GroupQueryAttention (shared KV buffer)",
+    )
     args = parser.parse_args(argv)
     genai_compare.RUNS = args.runs
     torch.set_num_threads(THREADS)
@@ -335,7 +343,7 @@ def main(argv: list[str] | None = None) -> None:
     root.mkdir(parents=True, exist_ok=True)
     print(
         f"# Decode benchmark: batch 1, greedy, {PROMPT_TOKENS}-token prompt, {NEW_TOKENS} new tokens, fp32, "
-        f"{THREADS} threads\n\nonnxruntime {ort.__version__}, torch {torch.__version__}, "
+        f"{THREADS} threads, {args.target} bundle\n\nonnxruntime {ort.__version__}, torch {torch.__version__}, "
         f"python {sys.version.split()[0]}"
     )
     bandwidth = None
@@ -344,7 +352,7 @@ def main(argv: list[str] | None = None) -> None:
         bandwidth = matmul_bandwidth(root)
         print(f"memory bandwidth (ORT MatMul reading a 256 MB fp32 weight): {bandwidth:.1f} GB/s")
     for name in args.models:
-        bench_model(name, root, bandwidth)
+        bench_model(name, root, bandwidth, args.target)
 
 
 if __name__ == "__main__":
