@@ -62,7 +62,7 @@ def beam_search(
     """The best ``num_return_sequences`` hypotheses per prompt, best first (``fixed``: see `KVCache`)."""
     k, penalty = options.num_beams, options.length_penalty
     ids, mask, positions = left_pad(prompts, pad_id)
-    cache = session.empty_cache(len(prompts), fixed, limits.capacity(ids.shape[1]))
+    cache = session.empty_cache(len(prompts), fixed, limits.capacity([len(p) for p in prompts]))
     logits, cache = session.step(ids, mask, positions, cache)  # (N, V)
     expand = np.repeat(np.arange(len(prompts)), k)  # each prompt's prefill serves its k beams
     cache, mask, positions, logits = session.select(cache, expand), mask[expand], positions[expand], logits[expand]

@@ -36,9 +36,14 @@ class Limits:
     stop_strings: tuple[str, ...] = ()
     decode: Callable[[list[int]], str] | None = None
 
-    def capacity(self, longest_prompt: int) -> int:
-        """The most positions a cache can need for prompts padded to ``longest_prompt``."""
-        return min(self.context, longest_prompt + self.max_new_tokens)
+    def capacity(self, prompt_lengths: Sequence[int]) -> int:
+        """The most positions a batch of these prompts, left-padded to the longest, can fill.
+
+        Every row gains one position per step, and a row stops after ``max_new_tokens`` or at the
+        context; a shorter prompt can run on after the longest one has stopped.
+        """
+        steps = max(min(self.max_new_tokens, self.context - n) for n in prompt_lengths)
+        return max(prompt_lengths) + max(steps, 1)
 
     def finish_reason(self, row: Row) -> str | None:
         """Why ``row`` must stop after its last token, or None."""

@@ -31,27 +31,35 @@ def decode_rows(
 
     ``fixed``: per-row inputs fed at every step (an encoder-decoder's source mask and cross K/V)."""
     ids, mask, positions = left_pad([row.prompt for row in rows], pad_id)
-    active = np.arange(len(rows))  # batch position -> index into rows
-    cache = session.empty_cache(len(rows), fixed, limits.capacity(ids.shape[1]))
+    capacity = limits.capacity([len(row.prompt) for row in rows])
+    # The mask of every position the generation can reach, filled with ones ahead: each step's
+    # mask is a prefix of it (for one row, a view: no copy per step).
+    masks = np.ones((len(rows), capacity), dtype=np.int64)  # (B, capacity)
+    masks[:, : mask.shape[1]] = mask
+    length = mask.shape[1]
+    active = list(range(len(rows)))  # batch position -> index into rows
+    running = list(rows)
+    cache = session.empty_cache(len(rows), fixed, capacity)
     penalise = options.repetition_penalty != 1.0
     seen = None
-    while len(active):
-        logits, cache = session.step(ids, mask, positions, cache)  # (A, V)
-        running = [rows[i] for i in active]
+    while active:
+        logits, cache = session.step(ids, masks[:, :length], positions, cache)  # (A, V)
         if penalise:
             seen = presence([row.history for row in running], logits.shape[-1])
         process_scores(logits, running, seen, options, limits.eos_ids)
         chosen = logits.argmax(axis=-1) if greedy else sample(warp(logits, options), rng)  # (A,)
+        finished = False
         for row, token in zip(running, chosen.tolist(), strict=True):
             row.tokens.append(token)
             row.finish_reason = limits.finish_reason(row)
-        added = [(int(i), row.tokens[-1]) for i, row in zip(active, running, strict=True)]
-        yield added
-        keep = np.array([row.finish_reason is None for row in running])
-        if not keep.all():
-            active, chosen, mask, positions = active[keep], chosen[keep], mask[keep], positions[keep]
-            if len(active):
-                cache = session.select(cache, np.flatnonzero(keep))
+            finished = finished or row.finish_reason is not None
+        yield [(i, row.tokens[-1]) for i, row in zip(active, running, strict=True)]
+        if finished:
+            keep = [n for n, row in enumerate(running) if row.finish_reason is None]
+            active, running = [active[n] for n in keep], [running[n] for n in keep]
+            chosen, masks, positions = chosen[keep], masks[keep], positions[keep]
+            if active:
+                cache = session.select(cache, np.array(keep, dtype=np.int64))
         ids = chosen[:, None].astype(np.int64)  # (A, 1)
         positions = positions[:, -1:] + 1
-        mask = np.concatenate([mask, np.ones((len(active), 1), dtype=np.int64)], axis=1)
+        length += 1
