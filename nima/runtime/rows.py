@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -36,6 +37,11 @@ class Limits:
     stop_strings: tuple[str, ...] = ()
     decode: Callable[[list[int]], str] | None = None
 
+    @cached_property
+    def _stop_window(self) -> int:
+        """Tokens whose text must hold any stop string that the newest token completes."""
+        return max(len(stop.encode("utf-8")) for stop in self.stop_strings) + 4
+
     def capacity(self, prompt_lengths: Sequence[int]) -> int:
         """The most positions a batch of these prompts, left-padded to the longest, can fill.
 
@@ -50,7 +56,11 @@ class Limits:
         if row.tokens and row.tokens[-1] in self.eos_ids:
             return FINISH_EOS
         if self.stop_strings and self.decode is not None:
-            text = self.decode(row.tokens)
+            # A stop string that was not in the text before this token ends inside it, so it lies
+            # in the last few tokens: every token holds at least one byte, and the margin covers a
+            # character split between tokens. Decoding only those keeps each step's cost flat
+            # (decoding the whole row every step grows with the square of its length).
+            text = self.decode(row.tokens[-self._stop_window :])
             if any(stop in text for stop in self.stop_strings):
                 return FINISH_STOP
         if len(row.tokens) >= self.max_new_tokens or len(row.prompt) + len(row.tokens) >= self.context:

@@ -49,6 +49,19 @@ def test_stop_string_cuts_text_and_stream(text_bundle: tuple[Path, DecoderLM]) -
     assert streamed == result.text
 
 
+def test_stop_string_late_in_a_long_generation(text_bundle: tuple[Path, DecoderLM]) -> None:
+    """The stop check decodes only the last tokens; the cut is still where the full text has it."""
+    path, _ = text_bundle
+    gen = Generator(path)
+    full = gen.generate(PROMPT, max_new_tokens=150, do_sample=False)[0].text
+    assert full is not None and len(full) > 120
+    stop = next(full[i : i + 6] for i in range(len(full) - 30, 0, -1) if full.index(full[i : i + 6]) == i)
+    result = gen.generate(PROMPT, max_new_tokens=150, do_sample=False, stop_strings=["@@never@@", stop])[0]
+    assert result.completions[0].finish_reason == "stop"
+    assert result.text == full[: full.index(stop)]
+    assert len(result.token_ids) > 60, "the stop should come late enough to be outside a short window"
+
+
 def test_text_stream_holds_back_partial_stop_strings(text_bundle: tuple[Path, DecoderLM]) -> None:
     tokenizer = Generator(text_bundle[0]).tokenizer
     ids = tokenizer.encode("To be, or not to be").ids
