@@ -72,7 +72,7 @@ class Generator:
         session = make_session(self.bundle.model, provider, threads, spin)
         shape = (self.spec.n_layers, self.spec.n_kv_heads, self.spec.head_dim)
         if self.bundle.share_buffer:
-            self.session: DecoderSession = SharedBufferSession(session, *shape, self.spec.vocab_size)
+            self.session: DecoderSession = SharedBufferSession(session, *shape)
         else:
             self.session = DecoderSession(session, *shape)
         self.encoder = None
