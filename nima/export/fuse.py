@@ -29,8 +29,7 @@ import onnxruntime as ort
 from onnx_ir.passes.common import RemoveUnusedNodesPass
 
 from nima.builders.models import DecoderLM
-from nima.export.fused_model import fused_for_ort, plain_attention
-from nima.export.gqa_op import TRANSLATION_TABLE
+from nima.export.fused_model import TRANSLATION_TABLE, fused_for_ort, plain_attention
 from nima.export.onnx_graph import export_decoder
 from nima.export.ort_rules import fuse_norms_and_gelu
 from nima.spec import ModelSpec

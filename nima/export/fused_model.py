@@ -22,9 +22,15 @@ import torch
 from torch import nn
 
 from nima.builders.attention import KV, SelfAttention
+from nima.builders.ffn import GatedMLP
 from nima.builders.models import DecoderLM
 from nima.builders.positions import PositionScheme, Rotary, RotaryPositions, apply_rotary
+from nima.export import gqa_op, padding_op
 from nima.export.gqa_op import group_query_attention
+from nima.export.padding_op import padding_allowed
+
+# How the dynamo exporter writes the custom ops these modules call.
+TRANSLATION_TABLE = {**gqa_op.TRANSLATION_TABLE, **padding_op.TRANSLATION_TABLE}
 
 
 class RotaryTables(nn.Module):
@@ -51,10 +57,8 @@ class PaddingBias(nn.Module):
         super().__init__()
         self.value: torch.Tensor | None = None  # (B, 1, T, P+T)
 
-    def update(self, attention_mask: torch.Tensor, new_tokens: int, dtype: torch.dtype) -> None:
-        real_key = attention_mask[:, None, None, :].bool()  # (B, 1, 1, P+T)
-        padding_query = ~attention_mask[:, None, -new_tokens:, None].bool()  # (B, 1, T, 1)
-        allowed = real_key | padding_query  # (B, 1, T, P+T)
+    def update(self, attention_mask: torch.Tensor, input_ids: torch.Tensor, dtype: torch.dtype) -> None:
+        allowed = padding_allowed(attention_mask, input_ids)  # (B, 1, T, P+T)
         zero = torch.zeros((), dtype=dtype, device=attention_mask.device)
         self.value = torch.where(allowed, zero, torch.finfo(dtype).min)
 
@@ -111,6 +115,31 @@ class FusedSelfAttention(nn.Module):
         return self.o_proj(out), (key, value)
 
 
+class PackedGatedMLP(nn.Module):
+    """`GatedMLP` with its gate and up projections packed into one matrix: one MatMul, not two.
+
+    A decode step multiplies one row by each weight matrix, so it is bound by reading the
+    weights and by the fixed cost of each kernel call; one (d_model, 2 hidden) product reads
+    the same bytes as two (d_model, hidden) ones and saves a call per layer.
+    """
+
+    def __init__(self, mlp: GatedMLP) -> None:
+        super().__init__()
+        self.hidden = mlp.gate.out_features
+        has_bias = mlp.gate.bias is not None
+        self.gate_up = nn.Linear(mlp.gate.in_features, 2 * self.hidden, bias=has_bias)
+        with torch.no_grad():
+            self.gate_up.weight.copy_(torch.cat([mlp.gate.weight, mlp.up.weight], dim=0))  # (2 hidden, d_model)
+            if has_bias:
+                self.gate_up.bias.copy_(torch.cat([mlp.gate.bias, mlp.up.bias]))
+        self.gate_up.to(mlp.gate.weight.dtype)
+        self.act, self.down = mlp.act, mlp.down
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, d_model)
+        gate, up = self.gate_up(x).split(self.hidden, dim=-1)  # (B, T, hidden) x 2
+        return self.down(self.act(gate) * up)  # (B, T, d_model)
+
+
 class FusedDecoderLM(nn.Module):
     """A `DecoderLM` with fused attention; same call and outputs. Sets the `PaddingBias` before each call."""
 
@@ -129,7 +158,7 @@ class FusedDecoderLM(nn.Module):
         if self.padding is not None:
             if attention_mask is None:
                 raise ValueError("the fused model is for export: it needs the attention mask")
-            self.padding.update(attention_mask, input_ids.shape[1], self.model.embedding.weight.dtype)
+            self.padding.update(attention_mask, input_ids, self.model.embedding.weight.dtype)
         try:
             return self.model(input_ids, attention_mask, position_ids, past_key_values)
         finally:
@@ -149,11 +178,13 @@ def plain_attention(model: DecoderLM) -> bool:
 
 
 def fused_for_ort(model: DecoderLM, max_seq_len: int) -> FusedDecoderLM:
-    """A copy of ``model`` with every self-attention replaced by `FusedSelfAttention`."""
+    """A copy of ``model`` with fused self-attention and packed gated FFNs in every block."""
     fused = copy.deepcopy(model)
     stack = fused.decoder
     tables = RotaryTables(stack.position, max_seq_len) if isinstance(stack.position, RotaryPositions) else None
     padding = PaddingBias() if plain_attention(model) else None
     for block in stack.blocks:
         block.attention = FusedSelfAttention(block.attention, tables, padding)
+        if isinstance(block.ffn, GatedMLP):
+            block.ffn = PackedGatedMLP(block.ffn)
     return FusedDecoderLM(fused, padding).eval()

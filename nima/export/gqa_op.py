@@ -23,6 +23,7 @@ How the kernel is driven (checked against ONNX Runtime 1.31's CPU kernel by test
 
 from __future__ import annotations
 
+import onnx
 import torch
 from onnx.defs import OpSchema
 from onnxscript import opset18 as op
@@ -128,9 +129,10 @@ def _onnx_group_query_attention(qkv, past_key, past_value, bias, cos, sin, num_h
     The lengths are read off ``bias`` (B, H|1, T, P+T), which every layer shares, so ORT's
     common-subexpression elimination computes them once per step rather than once per layer.
     """
-    total = op.Shape(bias, start=3, end=4)  # (1,) past + new
-    seqlens_k = op.Cast(op.Expand(op.Sub(total, op.Constant(value_ints=[1])), op.Shape(bias, start=0, end=1)), to=INT32)
-    total_scalar = op.Cast(op.Squeeze(total), to=INT32)  # int32 scalar
+    sizes = op.Cast(op.Shape(bias), to=INT32)  # (4,): B, H|1, T, past + new
+    total_scalar = op.Gather(sizes, op.Constant(value_int=3))  # int32 scalar: past + new
+    one = op.Constant(value=onnx.helper.make_tensor("one", INT32, [], [1]))
+    seqlens_k = op.Expand(op.Sub(total_scalar, one), op.Shape(bias, start=0, end=1))  # (B,) int32
     return _GQA(
         qkv,
         None,

@@ -22,7 +22,7 @@ from nima.builders import build_model, save_build
 from nima.builders.attention import SelfAttention
 from nima.export.contract import DecoderForExport, input_names, output_names
 from nima.export.fuse import OrtExport, export_for_ort
-from nima.export.fused_model import FusedSelfAttention, fused_for_ort
+from nima.export.fused_model import FusedSelfAttention, PackedGatedMLP, fused_for_ort
 from nima.export.verify import check_parity, session_for
 from nima.spec import ModelSpec, spec_from_dict
 
@@ -97,9 +97,10 @@ def test_gqa_graph_matches_pytorch_on_left_padded_batches(family: dict[str, Any]
     assert how.method == "gqa" and how.shared_cache
     assert counts["GroupQueryAttention"] == spec.n_layers
     assert counts["Softmax"] == 0  # no attention arithmetic left outside the kernel
-    # per layer: packed QKV, output projection, the FFN's matrices; plus the head
-    ffn_matmuls = 3 if spec.ffn.kind == "swiglu" else 2
-    assert counts["MatMul"] == spec.n_layers * (2 + ffn_matmuls) + 1
+    # per layer: packed QKV, output projection, the FFN's two (gate and up packed in one); plus the head
+    assert counts["MatMul"] == spec.n_layers * 4 + 1
+    # the padding bias is one comparison of the mask with itself, computed once for all layers
+    assert counts["GreaterOrEqual"] == 1 and counts["Not"] == 0 and counts["Or"] == 0
     # plain attention: the bias is the padding alone, the stack's mask (Range, Abs, ...) is gone
     assert counts["Range"] == 0 and counts["Abs"] == 0
     norm = "SkipSimplifiedLayerNormalization" if spec.norm.kind == "rmsnorm" else "SkipLayerNormalization"
@@ -139,6 +140,7 @@ def test_fused_model_in_torch_equals_the_model() -> None:
     model = build_model(spec, seed=1).eval()
     fused = fused_for_ort(model, spec.max_seq_len)
     assert all(isinstance(b.attention, FusedSelfAttention) for b in fused.model.decoder.blocks)
+    assert all(isinstance(b.ffn, PackedGatedMLP) for b in fused.model.decoder.blocks)
     assert all(isinstance(b.attention, SelfAttention) for b in model.decoder.blocks)
     b, p, t = 3, 6, 3
     mask = torch.ones(b, p + t, dtype=torch.long)
