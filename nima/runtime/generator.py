@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from nima.runtime.beam import beam_search
+from nima.runtime.beam import Hypothesis, beam_search
 from nima.runtime.bundle import read_bundle
 from nima.runtime.errors import GenerateError
 from nima.runtime.options import is_greedy, resolve_options
@@ -117,7 +117,11 @@ class Generator:
         limits = self._limits(opts)
         if opts.num_beams > 1:
             starts, fixed = self._starts(batch)
-            found = beam_search(self.session, starts, opts, limits, self._pad_id(), fixed)
+            found: list[list[Hypothesis]] = [[] for _ in starts]
+            for group in self._batches(starts, limits, fixed):
+                chosen = beam_search(self.session, [starts[i] for i in group], opts, limits, self._pad_id(), fixed)
+                for i, hypotheses in zip(group, chosen, strict=True):
+                    found[i] = hypotheses
             return [
                 Generation(ids, [self._completion(h.tokens, h.finish_reason, opts, h.score) for h in hypotheses])
                 for ids, hypotheses in zip(batch, found, strict=True)
@@ -126,8 +130,11 @@ class Generator:
         starts, fixed = self._starts([ids for ids in batch for _ in range(copies)])
         rows = [Row(ids) for ids in starts]
         greedy = is_greedy(opts)
-        for _ in decode_rows(self.session, rows, opts, limits, self._rng(opts), self._pad_id(), greedy, fixed):
-            pass
+        rng = self._rng(opts)
+        for group in self._batches(starts, limits, fixed):
+            group_rows = [rows[i] for i in group]
+            for _ in decode_rows(self.session, group_rows, opts, limits, rng, self._pad_id(), greedy, fixed):
+                pass
         return [
             Generation(ids, [self._completion(r.tokens, r.finish_reason or "", opts) for r in rows[i : i + copies]])
             for ids, i in zip(batch, range(0, len(rows), copies), strict=True)
@@ -199,6 +206,13 @@ class Generator:
         ids, mask, _ = left_pad(batch, self._pad_id())
         fixed = self.encoder.encode(ids, mask)  # source mask + cross-attention K/V, (B, ...) each
         return [[self.bundle.seq2seq.decoder_start] for _ in batch], fixed
+
+    def _batches(self, starts: list[list[int]], limits: Limits, fixed: dict[str, Any] | None) -> list[list[int]]:
+        """`Limits.batches` of the decoder's rows. Encoder-decoder rows all start from one token, so
+        they always fit together (and their ``fixed`` inputs are for the whole batch)."""
+        if fixed is not None:
+            return [list(range(len(starts)))]
+        return limits.batches([len(s) for s in starts])
 
     def _eos_ids(self, opts: GenerationSpec) -> tuple[int, ...]:
         if opts.eos_token_ids:

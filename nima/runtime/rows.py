@@ -51,6 +51,27 @@ class Limits:
         steps = max(min(self.max_new_tokens, self.context - n) for n in prompt_lengths)
         return max(prompt_lengths) + max(steps, 1)
 
+    def batches(self, prompt_lengths: Sequence[int]) -> list[list[int]]:
+        """The rows (indices, in order) to decode together: all at once unless that needs more cache
+        positions than the context holds.
+
+        Left padding puts every row's new tokens after the longest prompt, so a short prompt
+        that runs on for many steps in a batch with a long one can need cache positions past the
+        context, which the ``ort`` graphs' rotary tables do not cover (and the context is what a
+        bundle promises). Such a batch is split: rows sorted by prompt length are grouped while
+        the group's `capacity` fits. Each row then generates what it generates alone.
+        """
+        everything = list(range(len(prompt_lengths)))
+        if not everything or self.capacity(prompt_lengths) <= self.context:
+            return [everything]
+        groups: list[list[int]] = []
+        for index in sorted(everything, key=lambda i: -prompt_lengths[i]):
+            if groups and self.capacity([prompt_lengths[i] for i in (*groups[-1], index)]) <= self.context:
+                groups[-1].append(index)
+            else:
+                groups.append([index])
+        return [sorted(group) for group in groups]
+
     def finish_reason(self, row: Row) -> str | None:
         """Why ``row`` must stop after its last token, or None."""
         if row.tokens and row.tokens[-1] in self.eos_ids:

@@ -103,3 +103,17 @@ def test_portable_bundles_keep_separate_tensors(tmp_path: Path) -> None:
     bundle = export_bundle(source, tmp_path / "bundle", verify=False).out
     gen = Generator(bundle)
     assert not gen.bundle.share_buffer and type(gen.session) is DecoderSession
+
+
+def test_a_batch_that_would_run_past_the_context_is_split(ort_bundles: dict[str, tuple[Path, DecoderLM]]) -> None:
+    """A 2-token prompt padded to a 100-token one would reach cache position 140 in 40 steps; the
+    graph's rotary tables stop at the context (128). The rows are decoded apart, each as it is alone."""
+    path, model = ort_bundles["llama"]
+    long, short = [(7 * i + 3) % 64 for i in range(100)], [5, 9]
+    gen = Generator(path)
+    results = gen.generate([long, short], max_new_tokens=40, do_sample=False)
+    assert results[0].token_ids == torch_greedy(model, long, 28)  # stops at the context
+    assert results[1].token_ids == torch_greedy(model, short, 40)
+    beams = gen.generate([long, short], max_new_tokens=40, num_beams=2)
+    alone = [gen.generate([p], max_new_tokens=40, num_beams=2)[0] for p in (long, short)]
+    assert [b.token_ids for b in beams] == [a.token_ids for a in alone]
