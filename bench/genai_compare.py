@@ -400,8 +400,8 @@ STEP_ROUNDS = 60  # rounds; in each, every graph runs one block of steps
 STEP_BLOCK = 10  # consecutive timed steps per block, after one untimed step
 
 
-def step_latency(paths: dict[str, Path], kv_heads: int, head_dim: int) -> dict[str, tuple[float, float]]:
-    """(median, 10th percentile) ms of one decode step per graph: one new token after `STEP_PAST` cached.
+def step_latency(paths: dict[str, Path], kv_heads: int, head_dim: int) -> dict[str, list[float]]:
+    """Per-step ms of each round's block of decode steps, per graph: one new token after `STEP_PAST` cached.
 
     Each round runs every graph for a block of consecutive steps, as generation does (a graph
     run right after another model finds its weights out of the CPU caches; the untimed first
@@ -437,10 +437,31 @@ def step_latency(paths: dict[str, Path], kv_heads: int, head_dim: int) -> dict[s
             for _ in range(STEP_BLOCK):
                 session.run_with_ort_values(names, feed, options)
             blocks[index].append(1000 * (time.perf_counter() - start) / STEP_BLOCK)
-    return {
-        label: (float(np.median(spent)), float(np.percentile(spent, 10)))
-        for label, spent in zip(paths, blocks, strict=True)
-    }
+    return dict(zip(paths, blocks, strict=True))
+
+
+def print_step_figures(steps: dict[str, list[float]], base_label: str) -> None:
+    """Each graph's median and 10th percentile block, and its per-round ratio to ``base_label``'s.
+
+    The paired ratio compares blocks run back to back in the same round, so a change in the
+    machine's speed between rounds (other tenants) cancels; it is the figure to read here.
+    """
+    base = np.array(steps[base_label])
+    for label, spent in steps.items():
+        times = np.array(spent)
+        line = (
+            f"     {label:<12}  median {np.median(times):7.2f} ms ({np.median(base) / np.median(times):.2f}x)"
+            f"   10th percentile {np.percentile(times, 10):7.2f} ms"
+            f" ({np.percentile(base, 10) / np.percentile(times, 10):.2f}x)"
+        )
+        if label != base_label:
+            ratio = base / times
+            low, high = np.percentile(ratio, [25, 75])
+            line += (
+                f"\n     {'':<12}  per-round ratio: median {np.median(ratio):.3f}x, middle half {low:.3f}-{high:.3f}x,"
+                f" faster in {int((ratio > 1).sum())} of {len(ratio)} rounds"
+            )
+        print(line)
 
 
 def op_counts(path: Path) -> Counter[str]:
@@ -592,12 +613,7 @@ def bench_size(size: str, root: Path, nima_target: str) -> None:
     print()
     print(f"   one decode step, graph only (ORT, OrtValues; 1 new token after {STEP_PAST} cached; the graphs take")
     print(f"   turns in blocks of {STEP_BLOCK} steps, {STEP_ROUNDS} blocks each; per-step time of a block):")
-    base_median, base_p10 = steps["genai-built"]
-    for label, (median, p10) in steps.items():
-        print(
-            f"     {label:<12}  median {median:7.2f} ms ({base_median / median:.2f}x)"
-            f"   10th percentile {p10:7.2f} ms ({base_p10 / p10:.2f}x)"
-        )
+    print_step_figures(steps, "genai-built")
     print("   (x: genai-built's time / this graph's time; above 1 is faster than genai-built)")
     print()
     print("   graph nodes by op type (as exported; +ORT: after ONNX Runtime's CPU optimisations, level ALL)")
@@ -607,7 +623,7 @@ def bench_size(size: str, root: Path, nima_target: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Parse the command line and benchmark each size in turn."""
-    global THREADS, RUNS  # module settings the sessions and the report read
+    global THREADS, RUNS, STEP_ROUNDS  # module settings the sessions and the report read
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", nargs="+", choices=list(SIZES), default=["tiny", "small"])
     parser.add_argument("--threads", type=int, default=THREADS, help="intra-op threads of every session")
@@ -618,9 +634,10 @@ def main(argv: list[str] | None = None) -> None:
         help="export_bundle's target for Nima's graph: portable (standard ops, the default) or ort "
         "(GroupQueryAttention and fused norms, ONNX Runtime only)",
     )
+    parser.add_argument("--step-rounds", type=int, default=STEP_ROUNDS, help="rounds of the single-step timing")
     parser.add_argument("--keep", type=Path, help="keep models, bundles and graphs here (default: a temporary folder)")
     args = parser.parse_args(argv)
-    THREADS, RUNS = args.threads, args.runs
+    THREADS, RUNS, STEP_ROUNDS = args.threads, args.runs, args.step_rounds
     torch.set_num_threads(THREADS)
     print(
         f"onnxruntime {ort.__version__}, onnxruntime-genai {og.__version__}, torch {torch.__version__}, "
