@@ -34,7 +34,7 @@ from nima.runtime.names import (
 )
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
-_NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
 _HOST = ort_c.OrtDevice(ort_c.OrtDevice.cpu(), ort_c.OrtDevice.default_memory(), 0)
 
 # A cache or fixed input value: a C++ binding value on the CPU path, a Python `ort.OrtValue` on CUDA.
@@ -114,7 +114,7 @@ class DecoderSession:
         missing = [name for name in (INPUT_IDS, ATTENTION_MASK, POSITION_IDS, PAST_KEY % 0) if name not in inputs]
         if missing:
             raise GenerateError(f"the graph lacks the input {missing[0]!r} of the Nima/GenAI decoder contract")
-        self.kv_dtype = _NUMPY_TYPES.get(inputs[PAST_KEY % 0].type, np.float32)
+        self.kv_dtype = NUMPY_TYPES.get(inputs[PAST_KEY % 0].type, np.float32)
         self._past_names = [name % i for i in range(n_layers) for name in (PAST_KEY, PAST_VALUE)]
         self._output_names = [out.name for out in session.get_outputs()]
         if self._output_names[0] != LOGITS or PRESENT_KEY % 0 not in self._output_names:

@@ -117,3 +117,19 @@ def test_a_batch_that_would_run_past_the_context_is_split(ort_bundles: dict[str,
     beams = gen.generate([long, short], max_new_tokens=40, num_beams=2)
     alone = [gen.generate([p], max_new_tokens=40, num_beams=2)[0] for p in (long, short)]
     assert [b.token_ids for b in beams] == [a.token_ids for a in alone]
+
+
+def test_bound_arrays_give_what_rebinding_every_step_gives(ort_bundles: dict[str, tuple[Path, DecoderLM]]) -> None:
+    """The CPU step's reused bound arrays (ids, positions, logits) against the general path that
+    binds fresh ones every step (the CUDA path), on a padded batch whose rows leave at different
+    steps (new shapes), sampling with penalties that edit the logits in place."""
+    path, _ = ort_bundles["llama"]
+    options = {"max_new_tokens": 30, "do_sample": True, "top_k": 20, "seed": 5, "repetition_penalty": 1.3}
+    options["eos_token_ids"] = [3, 17]
+    bound = Generator(path)
+    general = Generator(path)
+    general.session._vocab = None  # what the general path keys on: no static vocabulary size
+    assert bound.session._vocab == 64
+    got, want = bound.generate(PROMPTS, **options), general.generate(PROMPTS, **options)
+    assert [g.token_ids for g in got] == [g.token_ids for g in want]
+    assert len({len(g.token_ids) for g in got}) > 1, "rows should finish at different steps"
