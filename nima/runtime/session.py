@@ -153,7 +153,9 @@ class DecoderSession:
             outputs = [result[i] for i in range(len(self._output_names))]  # 10x cheaper than list(result)
         else:
             outputs = self._run_bound(input_ids, attention_mask, position_ids, cache)
-        logits = outputs[0].numpy()[:, -1, :].astype(np.float32)  # (B, V)
+        logits = outputs[0].numpy()[:, -1, :]  # (B, V): a view that keeps its ORT value alive
+        if logits.dtype != np.float32:
+            logits = logits.astype(np.float32)
         extended = KVCache(tuple(outputs[1:]), cache.length + input_ids.shape[1], cache.batch, cache.fixed)
         return logits, extended
 
