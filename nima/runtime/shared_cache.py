@@ -39,7 +39,7 @@ class SharedBufferSession(DecoderSession):
         # On the CPU the ids, positions and logits live in arrays bound once per (B, T) shape and
         # reused: the graph reads and writes them in place. After a step of a 10M model has
         # streamed its weights through the caches, each Python-side binding or copy costs
-        # 15-25 µs of cache misses; rebinding them every step cost about 60 µs of a 1.5 ms step.
+        # 15-25 µs of cache misses; rebinding them every step cost 70-80 µs of a 1.5 ms step.
         self._shape: tuple[int, int] | None = None
         self._ids = self._positions = self._logits = np.empty(0)
         self._mask = np.empty(0)  # the bound mask, kept alive while bound
