@@ -21,7 +21,10 @@ here (a single large fp32 MatMul in ONNX Runtime, the kernel a decode step is ma
 int8 bundle's speed-up.
 
     .venv/bin/python bench/decode.py [--models llama-tiny gpt2-tiny llama-small gpt2-small] [--keep DIR] [--runs N]
-                                     [--target portable|ort]
+                                     [--target portable|ort] [--runners genai [ort loop] [pytorch] [hf]]
+
+With ``--runners genai`` only Nima's runtime and onnxruntime-genai take turns, so many rounds
+(``--runs 24``) fit in a few minutes: the figure that resolves a few percent on this machine.
 
 Progress goes to stderr, the report to stdout.
 """
@@ -66,6 +69,7 @@ from nima.runtime import Generator
 from nima.spec import PRESETS, ModelSpec, spec_from_dict
 
 SEED = 0
+RUNNERS = frozenset({"genai", "ort loop", "pytorch", "hf"})  # besides Nima's; --runners
 MODELS: dict[str, dict[str, Any]] = {
     "llama-tiny": SIZES["tiny"],
     "gpt2-tiny": {**PRESETS["tiny"], "name": "bench-gpt2-tiny"},
@@ -264,10 +268,12 @@ def report(name: str, params: int, results: list[Result], reference: list[int]) 
         # Runs of the same round are minutes apart at most, so their ratio cancels much of the
         # machine's drift that the medians of each runner keep.
         paired = [a.decode_tps / b.decode_tps for a, b in zip(r.runs, by["genai"].runs, strict=True)]
+        quartiles = np.percentile(paired, [25, 75])
+        vs_pytorch = f"{r.decode_tps / by['pytorch'].decode_tps:.2f}x" if "pytorch" in by else "-"
         print(
             f"| {r.label} | {r.decode_tps:.1f} | {r.ttft_ms:.1f} | {r.decode_tps / by['genai'].decode_tps:.2f}x | "
-            f"{statistics.median(paired):.2f}x ({min(paired):.2f}-{max(paired):.2f}) | "
-            f"{r.decode_tps / by['pytorch'].decode_tps:.2f}x | {100 * r.spread:.0f}% | {others} | {same} |"
+            f"{statistics.median(paired):.3f}x ({min(paired):.2f}-{max(paired):.2f}; middle half "
+            f"{quartiles[0]:.3f}-{quartiles[1]:.3f}) | {vs_pytorch} | {100 * r.spread:.0f}% | {others} | {same} |"
         )
 
 
@@ -287,13 +293,13 @@ def bench_model(name: str, root: Path, bandwidth: float | None, target: str = "p
     nima = nima_runner("nima", bundle)
     reference = nima.run(prompt, NEW_TOKENS).tokens
     pin_genai_config(bundle, unused_token(prompt + reference, spec.vocab_size))
-    runners = [
-        nima,
-        genai_runner("genai", bundle),
-        ort_loop_runner("ort loop", bundle, spec),
-        pytorch_runner("pytorch", model),
-        hf_runner("hf", model, spec),
-    ]
+    makers = {
+        "genai": lambda: genai_runner("genai", bundle),
+        "ort loop": lambda: ort_loop_runner("ort loop", bundle, spec),
+        "pytorch": lambda: pytorch_runner("pytorch", model),
+        "hf": lambda: hf_runner("hf", model, spec),
+    }
+    runners = [nima, *(make() for label, make in makers.items() if label in RUNNERS)]
     results = time_all(runners, prompt)
     for runner in runners:
         runner.close()
@@ -329,6 +335,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
     parser.add_argument("--keep", type=Path, help="keep models and bundles here")
+    parser.add_argument(
+        "--runners",
+        nargs="+",
+        choices=["genai", "ort loop", "pytorch", "hf"],
+        default=["genai", "ort loop", "pytorch", "hf"],
+        help="runners besides Nima's (genai is required: the ratios are to it); fewer runners, more rounds",
+    )
     parser.add_argument("--runs", type=int, default=genai_compare.RUNS, help="timed rounds per model (median)")
     parser.add_argument(
         "--target",
@@ -337,6 +350,10 @@ def main(argv: list[str] | None = None) -> None:
         help="the bundle the ONNX runners run: standard ops, or GroupQueryAttention (shared KV buffer)",
     )
     args = parser.parse_args(argv)
+    if "genai" not in args.runners:
+        parser.error("--runners: genai is the reference every ratio is taken to; keep it")
+    global RUNNERS  # the runners bench_model builds
+    RUNNERS = frozenset(args.runners)
     genai_compare.RUNS = args.runs
     torch.set_num_threads(THREADS)
     root = args.keep or Path(tempfile.mkdtemp(prefix="nima-decode-"))
