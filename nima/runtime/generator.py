@@ -63,13 +63,18 @@ class Generator:
     """Generates from an export bundle; see the module docstring."""
 
     def __init__(
-        self, bundle: str | Path, provider: str = "cpu", threads: int | None = None, spin: bool = True
+        self,
+        bundle: str | Path,
+        provider: str = "cpu",
+        threads: int | None = None,
+        spin: bool = True,
+        huge_pages: bool = True,
     ) -> None:
         self.bundle = read_bundle(bundle)
         self.spec = self.bundle.spec
         self.tokenizer = self.bundle.tokenizer
         self.special = special_ids(self.tokenizer)
-        session = make_session(self.bundle.model, provider, threads, spin)
+        session = make_session(self.bundle.model, provider, threads, spin, huge_pages)
         shape = (self.spec.n_layers, self.spec.n_kv_heads, self.spec.head_dim)
         if self.bundle.share_buffer:
             self.session: DecoderSession = SharedBufferSession(session, *shape)
@@ -77,7 +82,7 @@ class Generator:
             self.session = DecoderSession(session, *shape)
         self.encoder = None
         if self.bundle.encoder is not None:
-            encoder = make_session(self.bundle.encoder, provider, threads, spin)
+            encoder = make_session(self.bundle.encoder, provider, threads, spin, huge_pages)
             self.encoder = EncoderSession(encoder, self.spec.n_layers)
 
     @property
