@@ -40,10 +40,11 @@ def test_json_batch_from_file_and_flags(text_bundle: tuple[Path, DecoderLM], tmp
 
 def test_prompt_ids_without_tokenizer(bundles: dict[str, tuple[Path, DecoderLM]]) -> None:
     path, _ = bundles["llama"]
-    code, out, _ = run(path, "--prompt-ids", "1,2,3", "--max-new-tokens", 6, "--greedy")
-    assert code == 0
     expected = Generator(path).generate([[1, 2, 3]], max_new_tokens=6, do_sample=False)[0].token_ids
-    assert out.strip() == ",".join(map(str, expected))
+    for pages in ("--huge-pages", "--no-huge-pages"):
+        code, out, _ = run(path, "--prompt-ids", "1,2,3", "--max-new-tokens", 6, "--greedy", pages)
+        assert code == 0
+        assert out.strip() == ",".join(map(str, expected))
 
 
 def test_bad_input_is_one_line_and_exit_2(bundles: dict[str, tuple[Path, DecoderLM]], tmp_path: Path) -> None:
