@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import ctypes
-import itertools
 import mmap
-import random
 import sys
 from pathlib import Path
 
@@ -14,7 +12,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from nima.runtime.huge_pages import HUGE, anonymous_spans, huge_pages_for, new_huge_ranges
+from nima.runtime.huge_pages import HUGE, PAGE, anonymous_spans, fresh_chunks, huge_pages_for
 from nima.runtime.session import make_session
 
 MAPS = """\
@@ -32,48 +30,64 @@ def test_spans_are_private_writable_anonymous_memory_and_the_heap() -> None:
     assert anonymous_spans(MAPS) == [(0x55D0C2000000, 0x55D0C8000000), (0x7F0000000000, 0x7F0000800000)]
 
 
-def _chunks_brute_force(before: list[tuple[int, int]], after: list[tuple[int, int]]) -> set[int]:
-    """Every aligned 2 MB chunk wholly inside some ``after`` span and touching no byte of ``before``."""
-    out = set()
-    for start, end in after:
-        for chunk in range(0, end, HUGE):
-            inside = start <= chunk and chunk + HUGE <= end
-            fresh = all(not (lo <= byte < hi) for lo, hi in before for byte in (chunk, chunk + HUGE - 1)) and all(
-                not (chunk <= lo < chunk + HUGE) for lo, _ in before
-            )
-            if inside and fresh:
-                out.add(chunk)
+def _residency(spans: list[tuple[int, int]], rng: np.random.Generator, full: float) -> dict:
+    """Random residency in blocks of 128 pages: each block wholly resident with probability ``full``,
+    else each page with probability 1/2."""
+    out = {}
+    for start, end in spans:
+        blocks = (end - start) // (128 * PAGE)
+        whole = rng.random(blocks) < full
+        pages = (rng.random((blocks, 128)) < 0.5) | whole[:, None]
+        out[(start, end)] = pages.reshape(-1).astype(np.uint8)
     return out
 
 
-def test_new_ranges_match_a_brute_force_search() -> None:
-    rng = random.Random(0)
+def _fresh_brute_force(before: dict, after: dict) -> set[int]:
+    """Page by page: the aligned chunks all of whose pages are resident after, at most half before."""
+
+    def resident(residency: dict, page: int) -> bool:
+        return any(lo <= page < hi and bool(v[(page - lo) // PAGE]) for (lo, hi), v in residency.items())
+
+    out = set()
+    top = max(hi for _, hi in after)
+    for chunk in range(0, top, HUGE):
+        pages = range(chunk, chunk + HUGE, PAGE)
+        if all(resident(after, page) for page in pages) and sum(resident(before, page) for page in pages) <= 256:
+            out.add(chunk)
+    return out
+
+
+def test_fresh_chunks_match_a_page_by_page_search() -> None:
+    rng = np.random.default_rng(0)
     unit = HUGE // 4
-    for _ in range(300):
-        points = sorted(rng.sample(range(0, 64), 8))
-        after = [(points[i] * unit, points[i + 1] * unit) for i in range(0, 8, 2)]
+    for _ in range(60):
+        points = np.sort(rng.choice(32, 6, replace=False))
+        after = [(int(points[i]) * unit, int(points[i + 1]) * unit) for i in range(0, 6, 2)]
         before = []
         for start, end in after:
-            if rng.random() < 0.6:  # part of this span existed before: a grown heap, or a reused one
-                cut = rng.randint(start // unit + 1, end // unit) * unit
+            if rng.random() < 0.7:  # part of this span was mapped before: a grown heap, or reused memory
+                cut = int(rng.integers(start // unit + 1, end // unit + 1)) * unit
                 before.append((start, cut) if rng.random() < 0.5 else (cut - unit, end))
-        ranges = new_huge_ranges(before, after)
-        got = {chunk for lo, hi in ranges for chunk in range(lo, hi, HUGE)}
-        assert got == _chunks_brute_force(before, after)
-        assert all(a[1] < b[0] for a, b in itertools.pairwise(ranges)), "adjacent ranges are merged, in order"
+        before_map, after_map = _residency(before, rng, 0.5), _residency(after, rng, 0.8)
+        assert set(fresh_chunks(before_map, after_map)) == _fresh_brute_force(before_map, after_map)
 
 
 # --- on this machine --------------------------------------------------------------------------------
 
 
 class Mapping:
-    """A private anonymous read-write mapping at a chosen place, written end to end (so resident)."""
+    """A private anonymous read-write mapping at a chosen place, written end to end (so resident)
+    unless ``fill`` is False."""
 
-    def __init__(self, size: int, at: int | None = None) -> None:
+    def __init__(self, size: int, at: int | None = None, fill: bool = True) -> None:
         flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | (MAP_FIXED if at is not None else 0)
         self.size = size
         self.at = _mmap(at, size, mmap.PROT_READ | mmap.PROT_WRITE, flags)
-        ctypes.memset(self.at, 1, size)
+        if fill:
+            self.fill()
+
+    def fill(self) -> None:
+        ctypes.memset(self.at, 1, self.size)
 
     def close(self) -> None:
         _munmap(self.at, self.size)
@@ -123,17 +137,22 @@ needs_collapse = pytest.mark.skipif(not _collapse_works(), reason="no MADV_COLLA
 
 
 @needs_collapse
-def test_only_memory_mapped_inside_the_block_is_collapsed() -> None:
-    # Both mappings sit in one reserved stretch, with unmapped-for-use gaps around each, so that
-    # each is its own entry in /proc/self/smaps (which counts huge pages per entry).
-    reserve = 12 * HUGE
+def test_only_memory_filled_inside_the_block_is_collapsed() -> None:
+    """Memory in use before stays on 4 KB pages; memory mapped before but first written inside the
+    block (how an allocator reuses free space) counts as the block's."""
+    # The mappings sit in one reserved stretch with gaps between them, so that each is its own
+    # entry in /proc/self/smaps (which counts huge pages per entry).
+    reserve = 18 * HUGE
     base = _mmap(None, reserve, PROT_NONE, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     start = -(-base // HUGE) * HUGE + HUGE
     old = Mapping(4 * HUGE, at=start)
+    reused = Mapping(4 * HUGE, at=start + 11 * HUGE, fill=False)
     with huge_pages_for() as promotion:
         new = Mapping(4 * HUGE, at=start + 5 * HUGE)
-    assert promotion.collapsed == 4 * HUGE  # the new mapping is aligned: four whole 2 MB chunks
+        reused.fill()
+    assert promotion.collapsed == 8 * HUGE  # both are aligned: four whole 2 MB chunks each
     assert _huge_kb(new.at, new.at + new.size) == 4 * HUGE // 1024
+    assert _huge_kb(reused.at, reused.at + reused.size) == 4 * HUGE // 1024
     assert _huge_kb(old.at, old.at + old.size) == 0
     _munmap(base, reserve)
 
