@@ -2,9 +2,11 @@
 
 A decode step streams every weight matrix once. On 4 KB pages that walk crosses a page every
 1,024 floats, each crossing a TLB miss; on 2 MB pages almost none are. On this project's 2-core
-test machine a 10M-parameter model's decode step ran 15-19% faster with its weights on huge
-pages. Most distributions set THP to ``madvise``, so no page is huge unless asked for, and
-ONNX Runtime does not ask (numpy asks for its large arrays; PyTorch can be told to).
+test machine, with the weights on huge pages, one decode step of `ort` graphs ran 6-15% faster
+(10M parameters) and 8% faster (124M), and the runtime decoded the 124M model 14% faster
+(``bench/decode.py --runners genai "nima 4k pages"``). Most distributions set THP to
+``madvise``, so no page is huge unless asked for, and ONNX Runtime does not ask (numpy asks for
+its large arrays; PyTorch can be told to). The cost is at load: about 0.5 s for 430 MB.
 
 Which memory: the pages that became resident while the session was created, that is, the
 weights it unpacked and prepacked, wherever the allocator put them. Before creating it,
