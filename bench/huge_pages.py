@@ -2,7 +2,7 @@
 
 For each model (``--models``, from bench/decode.py's list; seeded random weights, fp32 ``ort``
 bundle), this script starts pairs of fresh processes, one with ``Generator(...,
-huge_pages=True)`` (the default) and one with ``huge_pages=False``, alternating which goes
+huge_pages=True)`` and one with the default ``huge_pages=False``, alternating which goes
 first (ABBA), each timing batch-1 greedy decoding of 128 new tokens after a 32-token prompt
 (``--rounds`` times, median), 2 threads. It prints each pair's ratio, their median, and in how
 many pairs huge pages were faster, and the memory each process had on huge pages.
@@ -10,7 +10,7 @@ many pairs huge pages were faster, and the memory each process had on huge pages
 Why separate processes: a deployment runs one model per process, and two sessions in one process
 do not run alike (in one process the first session created decoded up to 10% faster than the
 second, whichever had huge pages), so the in-process comparison of bench/decode.py (``--runners
-genai "nima 4k pages"``) mixes that in. Processes differ from one another too, so this takes
+genai "nima huge pages"``) mixes that in. Processes differ from one another too, so this takes
 many pairs.
 
     .venv/bin/python bench/huge_pages.py [--models llama-tiny llama-small] [--pairs 6] [--rounds 4] [--keep DIR]

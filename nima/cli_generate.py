@@ -49,8 +49,9 @@ def generate(
         bool, Opt("--spin/--no-spin", help="ORT worker threads busy-wait (fast on an idle machine; off when shared).")
     ] = True,
     huge_pages: Annotated[
-        bool, Opt("--huge-pages/--no-huge-pages", help="Keep the weights on 2 MB pages (Linux; faster decode).")
-    ] = True,
+        bool,
+        Opt("--huge-pages/--no-huge-pages", help="Put the weights on 2 MB pages (Linux; ~5% faster on small models)."),
+    ] = False,
 ) -> None:
     """Generate text from BUNDLE with ONNX Runtime (no torch needed)."""
     from nima.cli import fail

@@ -68,7 +68,7 @@ class Generator:
         provider: str = "cpu",
         threads: int | None = None,
         spin: bool = True,
-        huge_pages: bool = True,
+        huge_pages: bool = False,
     ) -> None:
         self.bundle = read_bundle(bundle)
         self.spec = self.bundle.spec

@@ -1,12 +1,14 @@
 """Move the memory a new ONNX Runtime session filled onto 2 MB pages (Linux transparent huge pages).
 
 A decode step streams every weight matrix once. On 4 KB pages that walk crosses a page every
-1,024 floats, each crossing a TLB miss; on 2 MB pages almost none are. On this project's 2-core
-test machine, with the weights on huge pages, one decode step of `ort` graphs ran 6-15% faster
-(10M parameters) and 8% faster (124M), and the runtime decoded the 124M model 14% faster
-(``bench/decode.py --runners genai "nima 4k pages"``). Most distributions set THP to
-``madvise``, so no page is huge unless asked for, and ONNX Runtime does not ask (numpy asks for
-its large arrays; PyTorch can be told to). The cost is at load: about 0.5 s for 430 MB.
+1,024 floats, each crossing a TLB miss; on 2 MB pages almost none are. Most distributions set
+THP to ``madvise``, so no page is huge unless asked for, and ONNX Runtime does not ask (numpy
+asks for its large arrays; PyTorch can be told to). On this project's 2-core test machine, with
+the weights on huge pages, one decode step of an `ort` graph alone ran 6-15% faster at 10M
+parameters and 5-8% faster at 124M (paired rounds in one process); a `Generator` in a fresh
+process decoded 5% faster at 10M (median of 10 process pairs, faster in 7) and no faster at
+124M (0.995x, faster in 4 of 10), where collapsing 460 MB adds about 0.5 s to loading
+(``bench/huge_pages.py``). Hence opt-in: ``Generator(..., huge_pages=True)``.
 
 Which memory: the pages that became resident while the session was created, that is, the
 weights it unpacked and prepacked, wherever the allocator put them. Before creating it,
