@@ -10,8 +10,8 @@ many pairs huge pages were faster, and the memory each process had on huge pages
 Why separate processes: a deployment runs one model per process, and two sessions in one process
 do not run alike once one has huge pages (the one created first decoded 8-16% faster than the
 other, whichever had them; two without decoded alike), so the in-process comparison of
-bench/decode.py (``--runners genai "nima huge pages"``) mixes that in. Processes differ from one another too, so this takes
-many pairs.
+bench/decode.py (``--runners genai "nima huge pages"``) mixes that in. Processes differ from
+one another too, so this takes many pairs.
 
     .venv/bin/python bench/huge_pages.py [--models llama-tiny llama-small] [--pairs 6] [--rounds 4] [--keep DIR]
 
