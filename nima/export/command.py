@@ -15,8 +15,7 @@ from nima.export.card import render_card
 from nima.export.fuse import TARGETS, export_for_ort
 from nima.export.genai import genai_config
 from nima.export.onnx_graph import export_decoder
-from nima.export.quantize import QUANTIZATIONS
-from nima.export.quantize import quantize as quantize_graph
+from nima.export.quantize import QUANTIZATIONS, quantize_in_place
 from nima.export.seq2seq_bundle import export_seq2seq_bundle
 from nima.export.source import TOKENIZER_FILE, load_source, special_token_ids
 from nima.export.verify import ParityReport, check_parity, session_for
@@ -60,6 +59,11 @@ def export_bundle(
     progress: Callable[[str], None] = lambda _: None,
 ) -> ExportResult:
     """Export ``source`` to a bundle folder ``out``; raises before writing anything on bad input."""
+    if dtype == "bf16":
+        raise UnsupportedExport(
+            "--dtype bf16: ONNX Runtime's CPU provider has no bf16 MatMul, Add or Mul kernels, so a bf16 "
+            "graph could not be verified here nor run on a CPU; use fp16 (or fp32 with --quantize)"
+        )
     if dtype not in ("fp32", "fp16"):
         raise UnsupportedExport(f"--dtype {dtype}: supported are fp32 and fp16")
     if target not in TARGETS:
@@ -72,10 +76,12 @@ def export_bundle(
     progress("loading source")
     src = load_source(source, overrides)
     if isinstance(src.model, EncoderDecoderLM):  # encoder.onnx + decoder.onnx: nima.export.seq2seq_bundle
-        if quantize is not None or target != "portable":
-            raise UnsupportedExport(f"{source}: an encoder-decoder exports as portable fp32 or fp16 graphs only")
+        if target != "portable":
+            raise UnsupportedExport(
+                f"{source}: --target {target} is for decoder-only models; an encoder-decoder exports portable graphs"
+            )
         folder = source if source.is_dir() else None
-        parity, files = export_seq2seq_bundle(src, folder, out, dtype, verify, opset, progress)
+        parity, files = export_seq2seq_bundle(src, folder, out, dtype, verify, opset, progress, quantize)
         return ExportResult(out, parity, src.random_weights, files)
     with staged_folder(out) as tmp:
         progress(f"exporting {MODEL_FILE} ({dtype}, target {target})")
@@ -90,9 +96,7 @@ def export_bundle(
             export_decoder(src.model, src.spec, model_path, dtype=dtype, opset=opset)
         if quantize is not None:
             progress(f"quantizing MatMul weights to {quantize}")
-            fp32_path = model_path.rename(tmp / "model.fp32.onnx")
-            quantize_graph(fp32_path, model_path, quantize)
-            fp32_path.unlink()
+            quantize_in_place(model_path, quantize)
         parity = None
         if verify:
             progress("checking ONNX Runtime against PyTorch")

@@ -36,6 +36,7 @@ from nima.export.contract import (
     PRESENT_KEY,
     PRESENT_VALUE,
 )
+from nima.export.quantize import quantize_in_place
 from nima.export.seq2seq_contract import CROSS_KEY, CROSS_VALUE, ENCODER_ATTENTION_MASK, ENCODER_HIDDEN
 from nima.export.seq2seq_graph import DECODER_FILE, ENCODER_FILE, export_encoder_decoder
 from nima.export.seq2seq_verify import Seq2SeqParity, check_seq2seq_parity
@@ -104,14 +105,23 @@ def runtime_config(spec: ModelSpec, ids: dict[str, int]) -> dict[str, Any]:
     }
 
 
-def _card(spec: ModelSpec, dtype: str, parity: Seq2SeqParity | None, has_tokenizer: bool, opset: int, ids: dict) -> str:
+def _card(
+    spec: ModelSpec,
+    dtype: str,
+    quantize: str | None,
+    parity: Seq2SeqParity | None,
+    has_tokenizer: bool,
+    opset: int,
+    ids: dict,
+) -> str:
     fig = figures(spec)
     rows = [*describe(spec), ("parameters", f"{fig.parameters:,} ({si(fig.parameters)})")]
     rows.append(("KV cache / token", f"{size(fig.kv_cache_bytes_per_token_fp32)} fp32"))
     env = Environment(loader=PackageLoader("nima.export", "templates"), undefined=StrictUndefined, autoescape=False)
     env.keep_trailing_newline = True
     template = env.get_template("seq2seq_card.md.j2")
-    values = {"spec": spec, "version": __version__, "dtype": dtype, "rows": rows, "parity": parity, "opset": opset}
+    values = {"spec": spec, "version": __version__, "dtype": dtype, "quantize": quantize, "rows": rows}
+    values |= {"parity": parity, "opset": opset}
     return template.render(**values, has_tokenizer=has_tokenizer, ids=ids)
 
 
@@ -123,9 +133,13 @@ def export_seq2seq_bundle(
     verify: bool,
     opset: int,
     progress: Callable[[str], None],
+    quantize: str | None = None,
 ) -> tuple[Seq2SeqParity | None, list[str]]:
     """Export, verify and write the bundle of ``src`` (an encoder-decoder; ``folder`` the model folder it
-    came from, None for a spec file) to ``out``: (parity, file names). A failed check writes nothing."""
+    came from, None for a spec file) to ``out``: (parity, file names). A failed check writes nothing.
+
+    ``quantize`` ("int8", "int4"): the MatMul weights of both graphs, as for a decoder-only bundle
+    (`nima.export.quantize`); the fp32 graphs are exported first and replaced."""
     from nima.export.command import ParityFailure  # command dispatches here: imported at call time
 
     model = src.model
@@ -135,16 +149,21 @@ def export_seq2seq_bundle(
     with staged_folder(out) as tmp:
         progress(f"exporting {ENCODER_FILE} and {DECODER_FILE} ({dtype})")
         encoder, decoder = export_encoder_decoder(model, src.spec, tmp, dtype=dtype, opset=opset)
+        if quantize is not None:
+            progress(f"quantizing MatMul weights to {quantize}")
+            for graph in (encoder, decoder):
+                quantize_in_place(graph, quantize)
         parity = None
         if verify:
             progress("checking ONNX Runtime against PyTorch")
-            parity = check_seq2seq_parity(model, src.spec, session_for(encoder), session_for(decoder), dtype=dtype)
+            sessions = session_for(encoder), session_for(decoder)
+            parity = check_seq2seq_parity(model, src.spec, *sessions, dtype=dtype, quantize=quantize)
             if not parity.passed:
                 raise ParityFailure(parity)
         (tmp / SPEC_FILE).write_text(json.dumps(src.spec.model_dump(mode="json"), indent=2) + "\n")
         (tmp / RUNTIME_FILE).write_text(json.dumps(runtime_config(src.spec, ids), indent=2) + "\n")
         if src.tokenizer is not None:
             shutil.copyfile(src.tokenizer, tmp / TOKENIZER_FILE)
-        (tmp / CARD_FILE).write_text(_card(src.spec, dtype, parity, src.tokenizer is not None, opset, ids))
+        (tmp / CARD_FILE).write_text(_card(src.spec, dtype, quantize, parity, src.tokenizer is not None, opset, ids))
         files = sorted(p.name for p in tmp.iterdir())
     return parity, files

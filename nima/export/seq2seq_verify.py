@@ -10,6 +10,11 @@ The decoder-only check (`nima.export.verify`), extended to the source side. On r
   so the whole chain a runtime uses is what is measured; logits are compared on real positions.
 
 The report is a `ParityReport` (same tolerances, same model-card table) plus the encoder figure.
+Quantized graphs (``quantize``) are held, like decoder-only ones, to the decoder logits' difference
+relative to the largest reference logit and to greedy agreement: what a runtime gets from the
+quantized encoder is what the decoder logits measure. The encoder's own relative difference is
+reported, not held to the logit tolerance: dynamic int8 activations on random ids moved hidden
+states by up to a third of their largest value where the logits moved by 6%.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import torch
 from nima.builders.models import EncoderDecoderLM
 from nima.export.contract import ATTENTION_MASK, INPUT_IDS
 from nima.export.seq2seq_contract import ENCODER_ATTENTION_MASK, cross_key_values, cross_names
-from nima.export.verify import TOLERANCES, ParityReport, compare_steps, left_padded_prompts
+from nima.export.verify import MIN_AGREEMENT, RELATIVE, TOLERANCES, ParityReport, compare_steps, left_padded_prompts
 from nima.spec import ModelSpec
 
 
@@ -33,13 +38,24 @@ class Seq2SeqParity(ParityReport):
 
     encoder_max_abs_diff: float
     source_lengths: tuple[int, ...]
+    encoder_scale: float = 1.0  # max |reference hidden state|, for the relative (quantized) tolerance
+
+    @property
+    def encoder_measured(self) -> float:
+        """The encoder figure held to ``tolerance``: relative to ``encoder_scale`` when ``relative``."""
+        return self.encoder_max_abs_diff / self.encoder_scale if self.relative else self.encoder_max_abs_diff
 
     @property
     def passed(self) -> bool:
-        return super().passed and self.encoder_max_abs_diff <= self.tolerance
+        encoder_ok = self.relative or self.encoder_measured <= self.tolerance  # quantized: see the module docstring
+        return super().passed and encoder_ok
 
     def describe(self) -> str:
-        return f"encoder max |hidden diff| {self.encoder_max_abs_diff:.2e}; decoder {super().describe()}"
+        if self.relative:
+            encoder = f"encoder max |hidden diff| / max |hidden| {self.encoder_measured:.2e} (reported)"
+        else:
+            encoder = f"encoder max |hidden diff| {self.encoder_max_abs_diff:.2e}"
+        return f"{encoder}; decoder {super().describe()}"
 
 
 def check_seq2seq_parity(
@@ -48,6 +64,7 @@ def check_seq2seq_parity(
     encoder: ort.InferenceSession,
     decoder: ort.InferenceSession,
     dtype: str = "fp32",
+    quantize: str | None = None,
     batch: int = 3,
     decode_steps: int = 8,
     seed: int = 0,
@@ -62,7 +79,9 @@ def check_seq2seq_parity(
         hidden = model.encode(torch.from_numpy(src), torch.from_numpy(src_mask))  # (B, S, d_model)
         cross = cross_key_values(model, hidden)
     enc_out = encoder.run(None, {INPUT_IDS: src, ATTENTION_MASK: src_mask})
-    encoder_diff = float(np.abs(enc_out[0].astype(np.float32) - hidden.numpy())[src_mask.astype(bool)].max())
+    real_source = src_mask.astype(bool)  # (B, S)
+    encoder_diff = float(np.abs(enc_out[0].astype(np.float32) - hidden.numpy())[real_source].max())
+    encoder_scale = float(np.abs(hidden.numpy())[real_source].max())
     # the decoder graph gets the ONNX encoder's cross keys/values, PyTorch its own
     extra = {ENCODER_ATTENTION_MASK: src_mask, **dict(zip(cross_names(spec.n_layers), enc_out[1:], strict=True))}
     torch_src_mask = torch.from_numpy(src_mask)
@@ -72,7 +91,15 @@ def check_seq2seq_parity(
         return logits, presents
 
     ids, mask, lengths = left_padded_prompts(rng, spec, batch, max(2, min(8, spec.max_seq_len - decode_steps)))
-    report = {"prompt_lengths": lengths, "tolerance": TOLERANCES[dtype], "relative": False, "min_agreement": 0.0}
+    kind = quantize or dtype
+    report = {
+        "prompt_lengths": lengths,
+        "tolerance": TOLERANCES[kind],
+        "relative": kind in RELATIVE,
+        "min_agreement": MIN_AGREEMENT.get(kind, 0.0),
+    }
     ort_dtype = np.float16 if dtype == "fp16" else np.float32
     decoded = compare_steps(torch_step, decoder, extra, ids, mask, spec, ort_dtype, decode_steps, report)
-    return Seq2SeqParity(**vars(decoded), encoder_max_abs_diff=encoder_diff, source_lengths=source_lengths)
+    return Seq2SeqParity(
+        **vars(decoded), encoder_max_abs_diff=encoder_diff, source_lengths=source_lengths, encoder_scale=encoder_scale
+    )

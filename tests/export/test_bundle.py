@@ -14,6 +14,7 @@ from bundle_helpers import SPEC, invoke
 from click.testing import Result
 
 import nima.export.command as command
+import nima.export.onnx_graph as onnx_graph
 import nima.export.verify as verify
 from nima.builders import build_model, load_weights
 from nima.export.verify import session_for
@@ -107,6 +108,32 @@ def test_quantized_export_within_tolerance(kind: str, op: str, trained_dir: Path
     assert f"{kind} weights" in (tmp_path / kind / "README.md").read_text()
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        [],
+        ["--target", "ort"],
+        ["--quantize", "int8"],
+        ["--quantize", "int4"],
+        ["--target", "ort", "--quantize", "int8"],
+    ],
+)
+def test_weights_past_protobufs_limit_go_to_external_data(
+    options: list[str], trained_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A graph past protobuf's 2 GB keeps its weights in ``model.onnx.data``; quantizing such a graph
+    leaves no fp32 weights behind. The limit is lowered so a small model stands in for a large one."""
+    monkeypatch.setattr(onnx_graph, "PROTOBUF_LIMIT", 1024)
+    out = tmp_path / "bundle"
+    result = invoke("export", "--onnx", trained_dir, "-o", out, *options)
+    assert result.exit_code == 0, result.output  # the parity check ran ORT on the written files
+    assert entries(out) == BUNDLE_FILES | {"model.onnx.data"}
+    assert entries(tmp_path) == {"bundle"}  # no scratch folder left beside it
+    graph = onnx.load(str(out / "model.onnx"), load_external_data=False).graph
+    external = [init.name for init in graph.initializer if init.data_location == onnx.TensorProto.EXTERNAL]
+    assert external, "the weights should be in model.onnx.data"
+
+
 def test_parity_failure_leaves_nothing(model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(verify.TOLERANCES, "fp32", -1.0)  # any difference, even 0, fails
     result = invoke("export", "--onnx", model_dir, "-o", tmp_path / "b")
@@ -150,11 +177,12 @@ def test_spec_file_source_warns_and_force_replaces(tmp_path: Path) -> None:
         "corrupt-weights",
         "mismatch",
         "dtype",
+        "bf16",
         "quantize",
         "quantize-fp16",
         "target",
         "no-onnx",
-        "encoder-decoder-quantize",
+        "encoder-decoder-target",
     ],
 )
 def test_bad_input_exits_2_and_writes_nothing(case: str, model_dir: Path, tmp_path: Path) -> None:
@@ -176,6 +204,8 @@ def test_bad_input_exits_2_and_writes_nothing(case: str, model_dir: Path, tmp_pa
         (src / "nima.json").write_text(json.dumps(spec))
     elif case == "dtype":
         args += ["--dtype", "int3"]
+    elif case == "bf16":
+        args += ["--dtype", "bf16"]
     elif case == "quantize":
         args += ["--quantize", "int3"]
     elif case == "quantize-fp16":
@@ -184,11 +214,11 @@ def test_bad_input_exits_2_and_writes_nothing(case: str, model_dir: Path, tmp_pa
         args += ["--target", "tensorrt"]
     elif case == "no-onnx":
         args.remove("--onnx")
-    elif case == "encoder-decoder-quantize":
+    elif case == "encoder-decoder-target":
         spec_path = tmp_path / "s2s.yaml"
         spec_path.write_text(yaml.safe_dump({**SPEC, "architecture": "encoder-decoder"}))
         args[2] = spec_path
-        args += ["--quantize", "int8"]
+        args += ["--target", "ort"]
     result = invoke(*args)
     assert result.exit_code == 2, result.output
     assert result.output.startswith("error: ") or "\nerror: " in result.output

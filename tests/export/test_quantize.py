@@ -1,0 +1,58 @@
+"""`nima.export.quantize` on a one-MatMul graph: the weights are quantized, and onnxruntime's
+quantizers neither print a line per node nor leave the process's root logger changed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from nima.export.quantize import quantize
+
+
+def _matmul_graph(path: Path) -> np.ndarray:
+    """x (1, 64) @ W (64, 96), W an initializer; returns W."""
+    weight = np.random.default_rng(0).standard_normal((64, 96)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["y"])],
+        "one-matmul",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 96])],
+        [numpy_helper.from_array(weight, "W")],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9), str(path))
+    return weight
+
+
+@pytest.mark.parametrize(("kind", "op"), [("int8", "MatMulInteger"), ("int4", "MatMulNBits")])
+def test_weights_are_quantized_and_close(kind: str, op: str, tmp_path: Path) -> None:
+    weight = _matmul_graph(tmp_path / "fp32.onnx")
+    quantize(tmp_path / "fp32.onnx", tmp_path / "q.onnx", kind)
+    assert op in {node.op_type for node in onnx.load(str(tmp_path / "q.onnx")).graph.node}
+    x = np.random.default_rng(1).standard_normal((1, 64)).astype(np.float32)
+    got = ort.InferenceSession(str(tmp_path / "q.onnx"), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    want = x @ weight
+    assert np.abs(got - want).max() / np.abs(want).max() < 0.1
+
+
+def test_quantizing_leaves_logging_alone(tmp_path: Path) -> None:
+    """In a fresh interpreter, so the quantizer modules are imported by `quantize` itself."""
+    _matmul_graph(tmp_path / "fp32.onnx")
+    script = (
+        "import logging, sys; from pathlib import Path; from nima.export.quantize import quantize\n"
+        "root = logging.getLogger(); before = (root.level, list(root.handlers))\n"
+        "source = Path(sys.argv[1])\n"
+        "for kind in ('int4', 'int8'): quantize(source, source.with_name(kind + '.onnx'), kind)\n"
+        "print(before == (root.level, list(root.handlers)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "fp32.onnx")], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "True"  # the root logger's level and handlers are as they were
+    assert "INFO" not in done.stderr and "quantiz" not in done.stderr, done.stderr
