@@ -17,7 +17,7 @@ import nima.export.command as command
 import nima.export.onnx_graph as onnx_graph
 import nima.export.verify as verify
 from nima.builders import build_model, load_weights
-from nima.export.verify import session_for
+from nima.export.verify import check_parity, session_for
 from nima.spec import load_spec
 
 BUNDLE_FILES = {"model.onnx", "nima.json", "genai_config.json", "README.md"}
@@ -56,6 +56,23 @@ def test_bundle_logits_match_the_source_weights(bundle: tuple[Path, Result], mod
     with torch.no_grad():
         want = model(torch.from_numpy(ids))[0].numpy()
     assert np.abs(got - want).max() < 1e-4
+
+
+def test_the_parity_check_catches_a_graph_of_other_weights(bundle: tuple[Path, Result], model_dir: Path) -> None:
+    """`check_parity` passes the exported graph against its source model and fails it against a model
+    whose weights differ: in one layer only, or entirely."""
+    out, _ = bundle
+    spec = load_spec(model_dir / "nima.json")
+    session = session_for(out / "model.onnx")
+    source = load_weights(build_model(spec), model_dir / "model.safetensors").eval()
+    assert check_parity(source, spec, session).passed
+    nudged = load_weights(build_model(spec), model_dir / "model.safetensors").eval()
+    with torch.no_grad():
+        weight = nudged.decoder.blocks[1].ffn.down.weight  # the last layer's output projection
+        weight.add_(1e-3 * torch.randn_like(weight))
+    report = check_parity(nudged, spec, session)
+    assert not report.passed and report.measured > verify.TOLERANCES["fp32"]
+    assert not check_parity(build_model(spec, seed=99).eval(), spec, session).passed
 
 
 def test_genai_config(bundle: tuple[Path, Result]) -> None:

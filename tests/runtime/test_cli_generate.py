@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -57,9 +58,57 @@ def test_bad_input_is_one_line_and_exit_2(bundles: dict[str, tuple[Path, Decoder
         ([path, "--prompt-ids", "1", "--provider", "tpu"], "provider"),
         ([tmp_path / "nothing", "--prompt-ids", "1"], "no such bundle"),
         ([path, "--prompts-file", tmp_path / "missing.txt"], "missing.txt"),
+        ([path, "--prompt-ids", "1,2", "--temperature", "-0.5"], "temperature"),
+        ([path, "--prompt-ids", "1,2", "--num-beams", "0"], "num_beams"),
+        ([path, "--prompt-ids", ",".join(["1"] * 128)], "context is 128"),
     ]
     for args, named in cases:
         code, out, err = run(*args)
         assert code == 2, (args, out, err)
         lines = err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and named in lines[0], (args, err)
+
+
+def test_every_option_flag_reaches_the_generator(
+    bundles: dict[str, tuple[Path, DecoderLM]], text_bundle: tuple[Path, DecoderLM]
+) -> None:
+    """The sampling and stopping flags give what `Generator.generate` gives with the same options."""
+    path, _ = bundles["gpt2"]
+    flags = ["--sample", "--seed", 11, "--temperature", 0.8, "--top-k", 20, "--top-p", 0.9, "--min-p", 0.02]
+    flags += ["--repetition-penalty", 1.3, "--no-repeat-ngram-size", 2, "--min-new-tokens", 4, "--eos-id", 5]
+    code, out, err = run(path, "--prompt-ids", "1,2,3", "--prompt-ids", "4,5", *flags, "--max-new-tokens", 16, "--json")
+    assert code == 0, err
+    options = {"do_sample": True, "seed": 11, "temperature": 0.8, "top_k": 20, "top_p": 0.9, "min_p": 0.02}
+    options |= {"repetition_penalty": 1.3, "no_repeat_ngram_size": 2, "min_new_tokens": 4, "eos_token_ids": [5]}
+    direct = Generator(path).generate([[1, 2, 3], [4, 5]], max_new_tokens=16, **options)
+    assert [d["completions"][0]["token_ids"] for d in json.loads(out)] == [g.token_ids for g in direct]
+    # and with a different seed the CLI samples something else: the flag is not ignored
+    code, other, _ = run(path, "--prompt-ids", "1,2,3", *flags[:1], "--seed", 12, *flags[3:], "--max-new-tokens", 16)
+    assert code == 0 and other.strip() != ",".join(map(str, direct[0].token_ids))
+
+    text_path, _ = text_bundle
+    full = Generator(text_path).generate("To be", max_new_tokens=24, do_sample=False)[0].text
+    stop = full[len(full) // 2 : len(full) // 2 + 2]  # text the greedy continuation is known to reach
+    code, out, err = run(text_path, "--prompt", "To be", "--greedy", "--max-new-tokens", 24, "--stop", stop, "--json")
+    assert code == 0, err
+    completion = json.loads(out)[0]["completions"][0]
+    assert completion["finish_reason"] == "stop" and stop not in completion["text"]
+    assert full.startswith(completion["text"])
+
+
+def test_defaults_come_from_the_bundles_generation_section(
+    bundles: dict[str, tuple[Path, DecoderLM]], tmp_path: Path
+) -> None:
+    """A bundle whose nima.json says ``generation: {max_new_tokens: 7, ...}`` generates 7 tokens;
+    a flag overrides it."""
+    source, _ = bundles["llama"]
+    path = tmp_path / "bundle"
+    shutil.copytree(source, path)
+    spec = json.loads((path / "nima.json").read_text())
+    spec["generation"] = {**spec.get("generation", {}), "max_new_tokens": 7, "do_sample": False}
+    (path / "nima.json").write_text(json.dumps(spec))
+    assert len(Generator(path).generate([[1, 2, 3]])[0].token_ids) == 7
+    code, out, _ = run(path, "--prompt-ids", "1,2,3")
+    assert code == 0 and len(out.strip().split(",")) == 7
+    code, out, _ = run(path, "--prompt-ids", "1,2,3", "--max-new-tokens", 3)
+    assert code == 0 and len(out.strip().split(",")) == 3
