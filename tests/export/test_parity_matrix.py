@@ -53,22 +53,44 @@ COVER = pairwise_cover()
 
 
 def spec_for(index: int) -> ModelSpec:
+    """The cover's model ``index``. The on/off options ride along on the cover's models by index, so
+    each appears in several exports without adding any: bias, tied embeddings, qk-norm, an explicit
+    head dim (not d_model / n_heads), embedding scaling, rope scaling, and no final norm."""
     choice = {name: values[i] for (name, values), i in zip(FAMILIES.items(), COVER[index], strict=True)}
+    attention = {"n_heads": 4, "n_kv_heads": choice["kv_heads"], "pattern": choice["pattern"]}
+    attention |= {"qk_norm": index % 4 == 1} | ({"head_dim": 6} if index % 5 == 2 else {})
+    scaled = choice["position"] == "rope" and index % 2 == 1
+    position = {"kind": choice["position"]} | ({"scaling_factor": 2.0} if scaled else {})
     return spec_from_dict(
         {
             "vocab_size": 37,
             "max_seq_len": 32,
             "d_model": 16,
             "n_layers": 1 + index % 2,
-            "attention": {"n_heads": 4, "n_kv_heads": choice["kv_heads"], "pattern": choice["pattern"]},
+            "attention": attention,
             "ffn": {"kind": choice["ffn"], "hidden": 24},
-            "position": {"kind": choice["position"]},
-            "norm": {"kind": choice["norm"], "placement": choice["placement"]},
+            "position": position,
+            "norm": {"kind": choice["norm"], "placement": choice["placement"], "final": index % 5 != 4},
             "bias": index % 3 != 0,
             "tie_embeddings": index % 2 == 0,
+            "scale_embeddings": index % 4 == 3,
             "init": {"kind": "normal", "std": 0.2, "scaled_residual": False},
         }
     )
+
+
+def test_every_option_rides_in_the_cover() -> None:
+    """Each on/off option of `spec_for` is on in some exported model and off in another."""
+    specs = [spec_for(i) for i in range(len(COVER))]
+    options = {
+        "qk_norm": [s.attention.qk_norm for s in specs],
+        "explicit head_dim": [s.attention.head_dim is not None for s in specs],
+        "scale_embeddings": [s.scale_embeddings for s in specs],
+        "rope scaling": [getattr(s.position, "scaling_factor", 1.0) != 1.0 for s in specs],
+        "no final norm": [not s.norm.final for s in specs],
+    }
+    for name, values in options.items():
+        assert any(values) and not all(values), name
 
 
 def test_cover_is_pairwise_complete() -> None:
