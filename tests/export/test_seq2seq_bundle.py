@@ -204,3 +204,17 @@ def test_quantized_external_data(trained_dir: Path, tmp_path: Path, monkeypatch:
     }
     assert {p.name for p in tmp_path.iterdir()} == {"int8"}
     assert len(_greedy(out, [b % 128 for b in _shakespeare()[1000:1032]])) == 16
+
+
+def test_fp16_export(trained_dir: Path, tmp_path: Path) -> None:
+    """Both graphs in fp16, held to 1e-2 and to 90% greedy agreement; the runtime generates from them."""
+    out = tmp_path / "fp16"
+    result = invoke("export", "--onnx", trained_dir, "-o", out, "--dtype", "fp16")
+    assert result.exit_code == 0, result.output
+    assert "tolerance 1e-02" in result.output and "(at least 90%)" in result.output
+    for name, output in (("encoder.onnx", "encoder_hidden_states"), ("decoder.onnx", "logits")):
+        graph = onnx.load(str(out / name), load_external_data=False).graph
+        produced = next(o for o in graph.output if o.name == output)
+        assert produced.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16, name
+    assert "(fp16)" in (out / "README.md").read_text()
+    assert len(_greedy(out, [b % 128 for b in _shakespeare()[1000:1032]])) == 16
