@@ -200,6 +200,7 @@ def test_spec_file_source_warns_and_force_replaces(tmp_path: Path) -> None:
         "target",
         "no-onnx",
         "encoder-decoder-target",
+        "unwritable-target",
     ],
 )
 def test_bad_input_exits_2_and_writes_nothing(case: str, model_dir: Path, tmp_path: Path) -> None:
@@ -231,6 +232,9 @@ def test_bad_input_exits_2_and_writes_nothing(case: str, model_dir: Path, tmp_pa
         args += ["--target", "tensorrt"]
     elif case == "no-onnx":
         args.remove("--onnx")
+    elif case == "unwritable-target":  # a path under a file: no folder can be made there, even as root
+        (tmp_path / "blocker").write_text("kept")
+        args[4] = tmp_path / "blocker" / "out"
     elif case == "encoder-decoder-target":
         spec_path = tmp_path / "s2s.yaml"
         spec_path.write_text(yaml.safe_dump({**SPEC, "architecture": "encoder-decoder"}))
