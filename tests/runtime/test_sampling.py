@@ -92,6 +92,26 @@ def test_sampled_first_tokens_follow_the_filtered_distribution(
     assert stat < chi_square_critical(df), f"chi-square {stat:.1f} with {df} degrees of freedom"
 
 
+@pytest.mark.parametrize("options", CASES[:4], ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
+def test_every_sampled_token_of_a_padded_batch_is_allowed(
+    bundles: dict[str, tuple[Path, DecoderLM]], options: dict[str, float]
+) -> None:
+    """Not just the first token: at every cached step of every row of a left-padded batch, the token
+    drawn is in the allowed set recomputed from a full PyTorch forward of that row's history."""
+    path, model = bundles["llama"]
+    prompts = [PROMPT, [4, 17], [2, 8, 33, 1, 40, 11, 6, 5]]
+    rows = Generator(path).generate(prompts, max_new_tokens=24, do_sample=True, seed=3, **options)
+    temperature = options.get("temperature", 1.0)
+    filters = {k: v for k, v in options.items() if k != "temperature"}
+    for prompt, row in zip(prompts, rows, strict=True):
+        assert len(row.token_ids) == 24
+        for step, token in enumerate(row.token_ids):
+            logits = next_logprobs(model, prompt + row.token_ids[:step]) / temperature
+            probs = np.exp(logits - logits.max())
+            allowed = expected_distribution(probs / probs.sum(), **filters) > 0  # type: ignore[arg-type]
+            assert allowed[token], (prompt, step, token, int(allowed.sum()))
+
+
 def test_the_chi_square_check_detects_a_wrong_distribution() -> None:
     # The same statistic rejects samples drawn from a distribution other than the target.
     rng = np.random.default_rng(0)
