@@ -113,6 +113,10 @@ def test_beam_equals_reference_beam_search(
             assert completion.score == pytest.approx(score, abs=1e-4)
         finished_early += sum(c.finish_reason == "eos" for c in result.completions)
     assert finished_early, "some hypotheses should end in EOS, or the finishing rules go untested"
+    if early:  # the flag must matter here, or matching the reference would not show it is honoured
+        search = partial(reference_beam_search, partial(next_logprobs, model))
+        other = [search(prompt, beams, 16, eos, penalty, False) for prompt in prompts]
+        assert [[c.token_ids for c in r.completions] for r in results] != [[t for t, _ in o] for o in other]
 
 
 def test_beam_rows_are_independent_of_the_batch(bundles: dict[str, tuple[Path, DecoderLM]]) -> None:
