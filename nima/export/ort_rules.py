@@ -7,6 +7,12 @@ rules with no SimplifiedLayerNormalization in it, and the residual add before ea
 never fused with it into SkipSimplifiedLayerNormalization (which ORT does not do at load).
 The other rules are onnxscript's: the residual add into the norm after it, GELU's erf form
 into Gelu, and a MatMul's bias into it (BiasGelu).
+
+A norm that no residual add was fused into (the first block's, after the embedding) is written
+back as the standard ops it came from (`LoneRmsNormToStandardOps`): SimplifiedLayerNormalization
+is registered by ORT in the ONNX domain, where ``onnx.checker`` rejects it as an unknown op, and
+ORT fuses the standard form back into it when a session loads the graph, so the graph ORT runs
+is the same and the file passes the checker.
 """
 
 from __future__ import annotations
@@ -56,18 +62,52 @@ class DivRmsNormFusion(pattern.RewriteRuleClassBase):
 RULES = pattern.RewriteRuleSet([DivRmsNormFusion.rule("DivRmsNormFusion")])
 
 
+class LoneRmsNormToStandardOps(pattern.RewriteRuleClassBase):
+    """SimplifiedLayerNormalization -> ``Mul(Cast?(Div(x32, Sqrt(Add(ReduceMean(Pow(x32, 2)), eps)))), g)``,
+    the form `DivRmsNormFusion` matched (see the module docstring)."""
+
+    def pattern(self, op, x, scale):  # noqa: ANN001, ANN201 - pattern values
+        return op.SimplifiedLayerNormalization(x, scale, axis=-1, _allow_other_attributes=True, _outputs=["normed"])
+
+    def check(self, op, x, normed, **_) -> pattern.MatchResult:  # noqa: ANN001
+        result = pattern.MatchResult()
+        if x.dtype not in FLOAT_TYPES:
+            return result.fail("input is not a float tensor")
+        if len(normed.producer().outputs) > 1 and any(out.uses() for out in normed.producer().outputs[1:]):
+            return result.fail("the norm's statistics outputs are used")
+        return result
+
+    def rewrite(self, op, x, scale, normed, **_):  # noqa: ANN001, ANN201
+        attributes = normed.producer().attributes
+        epsilon = attributes.get_float("epsilon", 1e-5)
+        stash = ir.DataType(attributes.get_int("stash_type", 1))
+        x32 = x if x.dtype == stash else op.Cast(x, to=stash)
+        mean_square = op.ReduceMean(op.Pow(x32, op.Constant(value_float=2.0)), op.Constant(value_ints=[-1]), keepdims=1)
+        eps = op.Constant(value=ir.tensor([epsilon], dtype=stash))
+        normalized = op.Div(x32, op.Sqrt(op.Add(mean_square, eps)))  # (B, T, D)
+        if x.dtype != stash:
+            normalized = op.Cast(normalized, to=x.dtype)
+        return op.Mul(normalized, scale)
+
+
+LONE_NORM_RULES = pattern.RewriteRuleSet([LoneRmsNormToStandardOps.rule("LoneRmsNormToStandardOps")])
+
+
 def fuse_norms_and_gelu(model: ir.Model) -> dict[str, int]:
     """Fuse ``model``'s norms and GELUs in place; return how many of each fusion were made.
 
     RMSNorm first (this module's rule), then onnxscript's rules that merge the residual add
     before a norm into it: SkipSimplifiedLayerNormalization (RMSNorm) and SkipLayerNormalization
     (LayerNorm, which the exporter already writes as one LayerNormalization node); then GELU
-    (exact and tanh forms) and the bias add before it.
+    (exact and tanh forms) and the bias add before it; last, the norms left alone go back to
+    standard ops, which ORT fuses at load (the module docstring says why).
     """
-    return {
+    counts = {
         "SimplifiedLayerNormalization": RULES.apply_to_model(model),
         "SkipSimplifiedLayerNormalization": fuse_skip_rms_normalization(model),
         "SkipLayerNormalization": fuse_skip_layer_normalization(model),
         "Gelu": fuse_erfgelu(model) + fuse_gelu(model),
         "BiasGelu": fuse_bias_gelu(model),
     }
+    counts["SimplifiedLayerNormalization"] -= LONE_NORM_RULES.apply_to_model(model)
+    return counts

@@ -119,6 +119,7 @@ def test_quantized_export_within_tolerance(kind: str, op: str, trained_dir: Path
     graph = onnx.load(str(tmp_path / kind / "model.onnx")).graph
     weights = {init.name for init in graph.initializer}
     assert op in {node.op_type for node in graph.node}
+    onnx.checker.check_model(str(tmp_path / kind / "model.onnx"), full_check=True)
     float_weight_matmuls = [n.name for n in graph.node if n.op_type == "MatMul" and n.input[1] in weights]
     assert float_weight_matmuls == []  # every MatMul with constant weights was quantized
     assert entries(tmp_path / kind) == BUNDLE_FILES  # the fp32 intermediate is gone

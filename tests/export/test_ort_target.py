@@ -80,6 +80,7 @@ def export_and_check(spec: ModelSpec, tmp_path: Path, seed: int = 0) -> tuple[Or
     path = tmp_path / "model.onnx"
     how = export_for_ort(model, spec, path)
     graph = onnx.load(str(path))
+    onnx.checker.check_model(graph, full_check=True)  # contrib ops only in com.microsoft, which it skips
     assert [i.name for i in graph.graph.input] == input_names(spec.n_layers)
     assert [o.name for o in graph.graph.output] == output_names(spec.n_layers)
     report = check_parity(model, spec, session_for(path, threads=1), batch=3, decode_steps=8, seed=seed)
@@ -128,6 +129,7 @@ def test_unsupported_head_size_falls_back_to_fusion_rules(tmp_path: Path) -> Non
     assert how.fallback_reason is not None and "head_dim 8" in how.fallback_reason
     counts = ops(tmp_path / "model.onnx")
     assert counts["GroupQueryAttention"] == 0 and counts["MultiHeadAttention"] == spec.n_layers
+    onnx.checker.check_model(str(tmp_path / "model.onnx"), full_check=True)
     report = check_parity(model, spec, session_for(tmp_path / "model.onnx", threads=1))
     assert report.max_abs_diff <= 1e-4, report.describe()
 
@@ -177,6 +179,7 @@ def test_fp16_ort_export_within_tolerance(tmp_path: Path) -> None:
     assert how.method == "gqa"
     graph = onnx.load(str(tmp_path / "model.onnx"))
     assert graph.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+    onnx.checker.check_model(graph, full_check=True)
     report = check_parity(model, spec, session_for(tmp_path / "model.onnx", threads=1), dtype="fp16")
     assert report.passed, report.describe()
 
@@ -218,3 +221,4 @@ def test_quantized_ort_export_within_tolerance(kind: str, trained_dir: Path, tmp
     counts = ops(out / "model.onnx")
     assert counts["GroupQueryAttention"] == 2
     assert counts["MatMulNBits" if kind == "int4" else "MatMulInteger"] > 0
+    onnx.checker.check_model(str(out / "model.onnx"), full_check=True)
