@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import numpy as np
 import onnxruntime as ort
+from onnxruntime.capi import _pybind_state as ort_c
 
 from nima.runtime.errors import GenerateError
 from nima.runtime.names import ATTENTION_MASK, INPUT_IDS, LOGITS, POSITION_IDS
-from nima.runtime.session import NUMPY_TYPES, DecoderSession, KVCache, Value, host_value
+from nima.runtime.session import _HOST, NUMPY_TYPES, DecoderSession, KVCache, Value, host_value
 
 
 class SharedBufferSession(DecoderSession):
@@ -124,7 +125,21 @@ class SharedBufferSession(DecoderSession):
         return last, KVCache(cache.values, cache.length + new, cache.batch, cache.fixed)
 
     def select(self, cache: KVCache, rows: np.ndarray) -> KVCache:
-        """The buffers of ``rows`` (new buffers; the filled positions and the free ones alike)."""
+        """The buffers of ``rows``: new buffers holding those rows' filled positions.
+
+        The kernel reads only positions below the cached length, so on the CPU only those are
+        copied, once, straight into the new buffer, where copying whole buffers through a numpy
+        temporary copied the free positions too, twice. Beam search selects at every step:
+        beam-4 decoding of 64 tokens ran 1-2% faster (10M and 124M LLaMA-style models)."""
         rows = np.asarray(rows, dtype=np.int64)
-        values = tuple(self._buffer(value.numpy()[rows]) for value in cache.values)
-        return KVCache(values, cache.length, len(rows), cache.fixed)
+        if self.device != "cpu":
+            values = tuple(self._buffer(value.numpy()[rows]) for value in cache.values)
+            return KVCache(values, cache.length, len(rows), cache.fixed)
+        filled = cache.length
+        selected = []
+        for value in cache.values:
+            old = value.numpy()  # (B, H_kv, capacity, hd): a view of the buffer
+            new = ort_c.OrtValue.ortvalue_from_shape_and_type([len(rows), *old.shape[1:]], old.dtype, _HOST)
+            new.numpy()[:, :, :filled] = old[rows, :, :filled]  # positions past the cache are never read
+            selected.append(ort.OrtValue(new))
+        return KVCache(tuple(selected), cache.length, len(rows), cache.fixed)

@@ -16,7 +16,7 @@ from nima.builders.models import DecoderLM
 from nima.export.command import export_bundle
 from nima.runtime import Generator
 from nima.runtime.errors import GenerateError
-from nima.runtime.session import DecoderSession
+from nima.runtime.session import DecoderSession, KVCache
 from nima.runtime.shared_cache import SharedBufferSession
 
 PROMPTS = [[5, 9, 2, 33, 17, 8, 40], [11], [3, 60, 22, 22]]
@@ -63,8 +63,22 @@ def test_padded_batch_with_rows_finishing_apart(ort_bundles: dict[str, tuple[Pat
     assert len({len(r.token_ids) for r in results}) > 1, "rows should finish at different steps"
 
 
-def test_beam_search_equals_reference(ort_bundles: dict[str, tuple[Path, DecoderLM]]) -> None:
-    """Beam reordering copies rows of the shared buffers."""
+@pytest.mark.parametrize("poisoned", [False, True], ids=["plain", "free-positions-nan"])
+def test_beam_search_equals_reference(
+    ort_bundles: dict[str, tuple[Path, DecoderLM]], poisoned: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Beam reordering copies the filled positions of the selected rows; the kernel never reads the
+    free ones, shown by filling them with NaN after every reordering."""
+    if poisoned:
+        select = SharedBufferSession.select
+
+        def poisoning_select(self: SharedBufferSession, cache: KVCache, rows: np.ndarray) -> KVCache:
+            chosen = select(self, cache, rows)
+            for value in chosen.values:
+                value.numpy()[:, :, chosen.length :] = np.nan  # (B, H_kv, capacity, hd) past the cache
+            return chosen
+
+        monkeypatch.setattr(SharedBufferSession, "select", poisoning_select)
     path, model = ort_bundles["llama"]
     eos = set(range(16))
     prompts = [[9, 30, 12, 7], [50, 2]]
