@@ -1,0 +1,27 @@
+"""bench/export.py runs end to end on the smallest preset and prints its table (a smoke test: the
+figures themselves are the benchmark's business, not a test's)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def test_export_benchmark_prints_a_row_per_target_and_dtype() -> None:
+    args = ["--presets", "tiny", "--targets", "ort", "--dtypes", "fp32", "int4"]
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "export.py"), *args], capture_output=True, text=True, timeout=600, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = {}
+    for line in done.stdout.splitlines():
+        fields = line.split()
+        if len(fields) == 8 and fields[0] == "tiny":
+            rows[fields[2]] = [float(x) for x in fields[3:]]  # export s, MiB, nodes, ms/token, tokens/s
+    assert set(rows) == {"fp32", "int4"}, done.stdout
+    assert rows["int4"][1] < rows["fp32"][1]  # MiB: 4-bit MatMul weights make a smaller file
+    for _seconds, _mib, nodes, latency, per_second in rows.values():
+        assert nodes > 0 and latency > 0 and abs(per_second - 1000 / latency) < 0.1 + 0.01 * per_second
