@@ -102,6 +102,11 @@ def _rewrite(source: Path, target: Path, rewrite: Callable[[ir.Model], dict[str,
         logging.getLogger("onnxscript").setLevel(previous)
     # The fused ops are ORT's, in its com.microsoft domain, which onnx.checker passes over: it checks
     # the rest of the graph, and ORT building a session checks the fused ops.
-    onnx.checker.check_model(str(target), full_check=True)
-    ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+    try:
+        onnx.checker.check_model(str(target), full_check=True)
+        ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+    except Exception:
+        for written in (target, target.with_name(target.name + ".data")):  # no invalid graph left behind
+            written.unlink(missing_ok=True)
+        raise
     return {name: count for name, count in stats.items() if count}

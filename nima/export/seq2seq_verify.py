@@ -43,7 +43,9 @@ class Seq2SeqParity(ParityReport):
     @property
     def encoder_measured(self) -> float:
         """The encoder figure held to ``tolerance``: relative to ``encoder_scale`` when ``relative``."""
-        return self.encoder_max_abs_diff / self.encoder_scale if self.relative else self.encoder_max_abs_diff
+        if not self.relative:
+            return self.encoder_max_abs_diff
+        return self.encoder_max_abs_diff / max(self.encoder_scale, 1e-12)
 
     @property
     def passed(self) -> bool:

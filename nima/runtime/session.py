@@ -36,7 +36,7 @@ from nima.runtime.names import (
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
-_HOST = ort_c.OrtDevice(ort_c.OrtDevice.cpu(), ort_c.OrtDevice.default_memory(), 0)
+HOST = ort_c.OrtDevice(ort_c.OrtDevice.cpu(), ort_c.OrtDevice.default_memory(), 0)
 
 # A cache or fixed input value: a C++ binding value on the CPU path, a Python `ort.OrtValue` on CUDA.
 Value = ort.OrtValue | ort_c.OrtValue
@@ -44,7 +44,7 @@ Value = ort.OrtValue | ort_c.OrtValue
 
 def host_value(array: np.ndarray) -> ort_c.OrtValue:
     """A CPU ORT value holding its own copy of ``array`` (so no numpy array has to outlive it)."""
-    value = ort_c.OrtValue.ortvalue_from_shape_and_type(list(array.shape), array.dtype, _HOST)
+    value = ort_c.OrtValue.ortvalue_from_shape_and_type(list(array.shape), array.dtype, HOST)
     value.update_inplace(np.ascontiguousarray(array))
     return value
 
@@ -149,9 +149,9 @@ class DecoderSession:
             mask = np.ascontiguousarray(attention_mask, dtype=np.int64)
             positions = np.ascontiguousarray(position_ids, dtype=np.int64)
             feed = {
-                INPUT_IDS: ort_c.OrtValue.ortvalue_from_numpy(ids, _HOST),
-                ATTENTION_MASK: ort_c.OrtValue.ortvalue_from_numpy(mask, _HOST),
-                POSITION_IDS: ort_c.OrtValue.ortvalue_from_numpy(positions, _HOST),
+                INPUT_IDS: ort_c.OrtValue.ortvalue_from_numpy(ids, HOST),
+                ATTENTION_MASK: ort_c.OrtValue.ortvalue_from_numpy(mask, HOST),
+                POSITION_IDS: ort_c.OrtValue.ortvalue_from_numpy(positions, HOST),
                 **dict(zip(self._past_names, cache.values, strict=True)),
                 **dict(cache.fixed),
             }

@@ -22,7 +22,7 @@ from onnxruntime.capi import _pybind_state as ort_c
 
 from nima.runtime.errors import GenerateError
 from nima.runtime.names import ATTENTION_MASK, INPUT_IDS, LOGITS, POSITION_IDS
-from nima.runtime.session import _HOST, NUMPY_TYPES, DecoderSession, KVCache, Value, host_value
+from nima.runtime.session import HOST, NUMPY_TYPES, DecoderSession, KVCache, Value, host_value
 
 
 class SharedBufferSession(DecoderSession):
@@ -128,9 +128,10 @@ class SharedBufferSession(DecoderSession):
         """The buffers of ``rows``: new buffers holding those rows' filled positions.
 
         The kernel reads only positions below the cached length, so on the CPU only those are
-        copied, once, straight into the new buffer, where copying whole buffers through a numpy
-        temporary copied the free positions too, twice. Beam search selects at every step:
-        beam-4 decoding of 64 tokens ran 1-2% faster (10M and 124M LLaMA-style models)."""
+        copied (through one numpy temporary) into an uninitialised buffer, where copying whole
+        buffers copied the free positions too, twice (a numpy temporary, then the new buffer).
+        Beam search selects at every step: beam-4 decoding of 64 tokens ran 1-2% faster (10M and
+        124M LLaMA-style models)."""
         rows = np.asarray(rows, dtype=np.int64)
         if self.device != "cpu":
             values = tuple(self._buffer(value.numpy()[rows]) for value in cache.values)
@@ -139,7 +140,7 @@ class SharedBufferSession(DecoderSession):
         selected = []
         for value in cache.values:
             old = value.numpy()  # (B, H_kv, capacity, hd): a view of the buffer
-            new = ort_c.OrtValue.ortvalue_from_shape_and_type([len(rows), *old.shape[1:]], old.dtype, _HOST)
+            new = ort_c.OrtValue.ortvalue_from_shape_and_type([len(rows), *old.shape[1:]], old.dtype, HOST)
             new.numpy()[:, :, :filled] = old[rows, :, :filled]  # positions past the cache are never read
             selected.append(ort.OrtValue(new))
         return KVCache(tuple(selected), cache.length, len(rows), cache.fixed)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from click.testing import Result
 from typer.testing import CliRunner
 
@@ -25,3 +27,9 @@ SPEC = {
 
 def invoke(*args: object) -> Result:
     return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def shakespeare() -> bytes:
+    """``tinyshakespeare.txt`` from ``../shared/data`` beside the repository."""
+    found = [p / "shared" / "data" / "tinyshakespeare.txt" for p in Path(__file__).resolve().parents]
+    return next(path for path in found if path.is_file()).read_bytes()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from bundle_helpers import SPEC, invoke
+from bundle_helpers import SPEC, invoke, shakespeare
 from click.testing import Result
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
@@ -45,9 +45,7 @@ def trained_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from nima.builders import build_model, save_build
     from nima.spec import spec_from_dict
 
-    here = Path(__file__).resolve()
-    found = [p / "shared" / "data" / "tinyshakespeare.txt" for p in here.parents]
-    text = next(path for path in found if path.is_file()).read_bytes()[:50_000]  # ../shared beside the repo
+    text = shakespeare()[:50_000]
     data = torch.tensor([b % 128 for b in text])
     spec = spec_from_dict(
         {

@@ -247,3 +247,7 @@ def test_bad_input_exits_2_and_writes_nothing(case: str, model_dir: Path, tmp_pa
     assert "Traceback" not in result.output
     assert not (tmp_path / "out").exists()
     assert not any(p.name.startswith(".out.") for p in tmp_path.iterdir())
+    if case == "bf16":
+        assert "bf16 MatMul" in result.output  # the reason, not only the list of dtypes
+    if case == "unwritable-target":
+        assert (tmp_path / "blocker").read_text() == "kept"
