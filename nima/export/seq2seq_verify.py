@@ -28,7 +28,7 @@ import torch
 from nima.builders.models import EncoderDecoderLM
 from nima.export.contract import ATTENTION_MASK, INPUT_IDS
 from nima.export.seq2seq_contract import ENCODER_ATTENTION_MASK, cross_key_values, cross_names
-from nima.export.verify import MIN_AGREEMENT, RELATIVE, TOLERANCES, ParityReport, compare_steps, left_padded_prompts
+from nima.export.verify import ParityReport, compare_steps, held_to, left_padded_prompts
 from nima.spec import ModelSpec
 
 
@@ -93,13 +93,7 @@ def check_seq2seq_parity(
         return logits, presents
 
     ids, mask, lengths = left_padded_prompts(rng, spec, batch, max(2, min(8, spec.max_seq_len - decode_steps)))
-    kind = quantize or dtype
-    report = {
-        "prompt_lengths": lengths,
-        "tolerance": TOLERANCES[kind],
-        "relative": kind in RELATIVE,
-        "min_agreement": MIN_AGREEMENT.get(kind, 0.0),
-    }
+    report = {"prompt_lengths": lengths, **held_to(quantize or dtype)}
     ort_dtype = np.float16 if dtype == "fp16" else np.float32
     decoded = compare_steps(torch_step, decoder, extra, ids, mask, spec, ort_dtype, decode_steps, report)
     return Seq2SeqParity(

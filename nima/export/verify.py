@@ -65,6 +65,12 @@ class ParityReport:
         return text + (f" (at least {100 * self.min_agreement:.0f}%)" if self.min_agreement else "")
 
 
+def held_to(kind: str) -> dict[str, Any]:
+    """The `ParityReport` fields that say what an export of ``kind`` (a dtype or a quantization) is
+    held to: its tolerance, whether that is relative to the largest logit, and the greedy agreement."""
+    return {"tolerance": TOLERANCES[kind], "relative": kind in RELATIVE, "min_agreement": MIN_AGREEMENT.get(kind, 0.0)}
+
+
 def session_for(path: Path, threads: int = 0) -> ort.InferenceSession:
     options = ort.SessionOptions()
     if threads:
@@ -161,12 +167,6 @@ def check_parity(
     rng = np.random.default_rng(seed)
     longest = max(2, min(12, spec.max_seq_len - decode_steps))
     ids, mask, lengths = left_padded_prompts(rng, spec, batch, longest)
-    kind = quantize or dtype
-    report = {
-        "prompt_lengths": lengths,
-        "tolerance": TOLERANCES[kind],
-        "relative": kind in RELATIVE,
-        "min_agreement": MIN_AGREEMENT.get(kind, 0.0),
-    }
+    report = {"prompt_lengths": lengths, **held_to(quantize or dtype)}
     ort_dtype = np.float16 if dtype == "fp16" else np.float32
     return compare_steps(model, session, {}, ids, mask, spec, ort_dtype, decode_steps, report)
