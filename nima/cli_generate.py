@@ -54,9 +54,14 @@ def generate(
     ] = False,
 ) -> None:
     """Generate text from BUNDLE with ONNX Runtime (no torch needed)."""
+    import onnxruntime as ort
+
     from nima.cli import fail
     from nima.runtime import GenerateError, Generator
 
+    # ORT's process-wide log prints its own multi-line errors (a CUDA provider that cannot start,
+    # say) before the session raises or falls back; Nima reports each failure itself, in one line.
+    ort.set_default_logger_severity(4)
     options: dict[str, Any] = {
         "max_new_tokens": max_new_tokens,
         "min_new_tokens": min_new_tokens,

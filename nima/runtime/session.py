@@ -33,8 +33,8 @@ from nima.runtime.names import (
     POSITION_IDS,
     PRESENT_KEY,
 )
+from nima.runtime.providers import provider_list, require_started
 
-PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
 HOST = ort_c.OrtDevice(ort_c.OrtDevice.cpu(), ort_c.OrtDevice.default_memory(), 0)
 
@@ -70,27 +70,21 @@ def make_session(
     (`nima.runtime.huge_pages`): measured 5% faster decoding at 10M parameters, nothing
     resolvable at 124M, where it adds 0.5 s to loading; so it is opt-in.
     """
-    if provider not in PROVIDERS:
-        raise GenerateError(f"provider {provider!r}: choose one of {', '.join(PROVIDERS)}")
-    wanted = PROVIDERS[provider]
-    available = ort.get_available_providers()
-    if wanted not in available:
-        raise GenerateError(
-            f"provider {provider!r}: {wanted} is not in this onnxruntime build (available: {', '.join(available)})"
-        )
+    providers = provider_list(provider)
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if threads:
         options.intra_op_num_threads = threads
     if not spin:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    providers = [wanted] if wanted == "CPUExecutionProvider" else [wanted, "CPUExecutionProvider"]
     try:
         with huge_pages_for(huge_pages and provider == "cpu"):
-            return ort.InferenceSession(str(path), options, providers=providers)
+            session = ort.InferenceSession(str(path), options, providers=providers)
     except Exception as err:  # ORT raises its own untyped errors for unreadable graphs
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise GenerateError(f"{path}: ONNX Runtime cannot load it: {first_line}") from None
+    require_started(session, provider)
+    return session
 
 
 @dataclass(frozen=True)
