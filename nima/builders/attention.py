@@ -106,14 +106,36 @@ class SelfAttention(_Attention):
         rotary: Rotary | None = None,
         past: KV | None = None,
     ) -> tuple[torch.Tensor, KV]:
-        q = self.query(x)  # (B, H, T, hd)
-        k, v = self.key_value(x)  # (B, H_kv, T, hd)
+        if self.training:
+            q, k, v = self._packed_projections(x)
+        else:
+            q = self.query(x)  # (B, H, T, hd)
+            k, v = self.key_value(x)  # (B, H_kv, T, hd)
         if rotary is not None:
             q, k = apply_rotary(q, rotary), apply_rotary(k, rotary)
         if past is not None:
             k = torch.cat((past[0], k), dim=2)  # (B, H_kv, P+T, hd)
             v = torch.cat((past[1], v), dim=2)
         return self.attend(q, k, v, mask, is_causal), (k, v)
+
+    def _packed_projections(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """What `query` and `key_value` give, from one matrix product over the three weights stacked.
+
+        Training only: on a GPU one large product runs faster than three (a GPT-2 small bf16
+        step on an H200 went from 0.95x to 0.99x of nanoGPT's, which packs them in its
+        parameters). The parameters stay three, so checkpoints, exports and imported weights
+        keep their layout; inference (and so export) uses the separate products, which need no
+        copy of the weights per call.
+        """
+        projections = (self.q_proj, self.k_proj, self.v_proj)
+        weight = torch.cat([p.weight for p in projections])  # (H*hd + 2*H_kv*hd, d_model)
+        bias = torch.cat([p.bias for p in projections]) if self.q_proj.bias is not None else None
+        sizes = [p.out_features for p in projections]
+        q, k, v = F.linear(x, weight, bias).split(sizes, dim=-1)  # (B, T, H*hd), (B, T, H_kv*hd) x2
+        q, k, v = self._heads(q, self.n_heads), self._heads(k, self.n_kv_heads), self._heads(v, self.n_kv_heads)
+        if self.q_norm is not None and self.k_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        return q, k, v  # (B, H, T, hd), (B, H_kv, T, hd) x2
 
 
 class CrossAttention(_Attention):

@@ -237,13 +237,17 @@ def additive_mask(allowed: Callable[[int, int, int], bool], b_n: int, t_n: int, 
     return mask
 
 
-def make_attention(cls: type, n_kv: int, backend: str, qk_norm: str | None = None, bias: bool = True) -> nn.Module:
+def make_attention(
+    cls: type, n_kv: int, backend: str, qk_norm: str | None = None, bias: bool = True, mode: str = "eval"
+) -> nn.Module:
+    """A small attention module with random weights; ``mode`` "train" takes the training path
+    (one matrix product over the stacked q/k/v weights; dropout is 0, so nothing else changes)."""
     norm = partial(NORMS[qk_norm], eps=1e-5, bias=True) if qk_norm else None
     module = cls(
         d_model=16, n_heads=4, n_kv_heads=n_kv, head_dim=4, bias=bias, dropout=0.0, backend=backend, qk_norm=norm
     )
     randomise(module, seed=30 + n_kv)
-    return module.eval()
+    return module.train(mode == "train")
 
 
 def causal(b: int, t: int, s: int) -> bool:
@@ -251,14 +255,16 @@ def causal(b: int, t: int, s: int) -> bool:
 
 
 BACKENDS = ["sdpa", "eager"]
+MODES = ["eval", "train"]
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("n_kv", [4, 2, 1])
 @pytest.mark.parametrize("use_is_causal", [False, True])
-def test_self_attention_matches_reference(backend: str, n_kv: int, use_is_causal: bool) -> None:
+def test_self_attention_matches_reference(backend: str, n_kv: int, use_is_causal: bool, mode: str) -> None:
     """softmax(q k^T / sqrt(hd) + causal) v per head, kv shared in groups (MHA, GQA, MQA)."""
-    module = make_attention(SelfAttention, n_kv, backend)
+    module = make_attention(SelfAttention, n_kv, backend, mode=mode)
     x = torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(31))
     with torch.no_grad():
         if use_is_causal:
@@ -269,11 +275,12 @@ def test_self_attention_matches_reference(backend: str, n_kv: int, use_is_causal
     np.testing.assert_allclose(as_np(got), attention_ref(module, x, x, causal), atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("norm_kind", ["rmsnorm", "layernorm"])
-def test_self_attention_qk_norm_then_rope(backend: str, norm_kind: str) -> None:
+def test_self_attention_qk_norm_then_rope(backend: str, norm_kind: str, mode: str) -> None:
     """qk-norm over head_dim on every q and k head, then RoPE, then causal attention (GQA 4/2)."""
-    module = make_attention(SelfAttention, 2, backend, qk_norm=norm_kind)
+    module = make_attention(SelfAttention, 2, backend, qk_norm=norm_kind, mode=mode)
     x = torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(32))
     rotary = RotaryPositions(4, 100.0, 1.0).rotary(torch.arange(5).expand(2, 5))
     with torch.no_grad():
@@ -286,11 +293,12 @@ def test_self_attention_qk_norm_then_rope(backend: str, norm_kind: str) -> None:
     np.testing.assert_allclose(as_np(got), expected, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("n_kv", [4, 1])
-def test_self_attention_with_cache_matches_full_sequence(backend: str, n_kv: int) -> None:
+def test_self_attention_with_cache_matches_full_sequence(backend: str, n_kv: int, mode: str) -> None:
     """Prefill 4 tokens, then 3 more with the cache: the new rows equal full causal attention."""
-    module = make_attention(SelfAttention, n_kv, backend, bias=False)
+    module = make_attention(SelfAttention, n_kv, backend, bias=False, mode=mode)
     x = torch.randn(2, 7, 16, generator=torch.Generator().manual_seed(33))
     past_len = 4
     with torch.no_grad():
@@ -300,6 +308,24 @@ def test_self_attention_with_cache_matches_full_sequence(backend: str, n_kv: int
     assert k.shape == (2, n_kv, 7, 4)
     expected = attention_ref(module, x[:, past_len:], x, lambda b, t, s: s <= past_len + t)
     np.testing.assert_allclose(as_np(got), expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("n_kv", [4, 2, 1])
+@pytest.mark.parametrize("qk_norm", [None, "rmsnorm"])
+def test_training_projections_give_the_separate_products_gradients(n_kv: int, qk_norm: str | None) -> None:
+    """The training path's stacked q/k/v product back-propagates into the three weights (and biases)
+    exactly as three separate products do: gradients of the same loss through both paths agree."""
+    grads = {}
+    for mode in MODES:
+        # float64: the gradients reach hundreds, where float32's rounding alone would differ by 1e-4
+        module = make_attention(SelfAttention, n_kv, "sdpa", qk_norm=qk_norm, mode=mode).double()
+        x = torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(36), dtype=torch.float64, requires_grad=True)
+        out, (k, v) = module(x, None, is_causal=True)
+        (out.square().sum() + k.sum() + v.square().sum()).backward()  # the cache outputs carry gradient too
+        grads[mode] = {name: p.grad.clone() for name, p in module.named_parameters()} | {"x": x.grad.clone()}
+    assert {"q_proj.weight", "k_proj.bias", "v_proj.weight"} <= set(grads["train"])
+    for name, expected in grads["eval"].items():
+        torch.testing.assert_close(grads["train"][name], expected, atol=1e-9, rtol=1e-9, msg=name)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
