@@ -277,7 +277,8 @@ def main() -> None:
                 f"{r['GiB']:>8.1f}{ok}",
                 flush=True,
             )
-            torch.cuda.empty_cache() if device.type == "cuda" else None
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
 
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     spec = make_spec(preset, training)

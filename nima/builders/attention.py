@@ -122,10 +122,13 @@ class SelfAttention(_Attention):
         """What `query` and `key_value` give, from one matrix product over the three weights stacked.
 
         Training only: on a GPU one large product runs faster than three (a GPT-2 small bf16
-        step on an H200 went from 0.95x to 0.99x of nanoGPT's, which packs them in its
+        step on an H200 went from 0.95x to 0.995x of nanoGPT's, which packs them in its
         parameters). The parameters stay three, so checkpoints, exports and imported weights
         keep their layout; inference (and so export) uses the separate products, which need no
-        copy of the weights per call.
+        copy of the weights per call. Memory: under autocast the product keeps the stacked
+        bf16/fp16 copy for backward, as the three products kept theirs; in fp32 it keeps the
+        stacked fp32 copy, one more copy of every layer's q/k/v weights until backward (85 MB
+        for GPT-2 small; under FSDP the copy is of the unsharded weights).
         """
         projections = (self.q_proj, self.k_proj, self.v_proj)
         weight = torch.cat([p.weight for p in projections])  # (H*hd + 2*H_kv*hd, d_model)

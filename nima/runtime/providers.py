@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import io
 import sys
+import warnings
 from pathlib import Path
 
 import onnxruntime as ort
@@ -42,12 +44,18 @@ def provider_list(provider: str) -> list[str]:
     return [wanted] if wanted == "CPUExecutionProvider" else [wanted, "CPUExecutionProvider"]
 
 
+@functools.cache
 def preload_cuda() -> None:
-    """Load CUDA and cuDNN from pip's nvidia packages where present; quietly, since absence is reported later."""
+    """Load CUDA and cuDNN from pip's nvidia packages where present, once per process.
+
+    Quietly: `preload_dlls` prints what it cannot find and may warn, and a provider that then
+    cannot start is reported by `require_started` in one line.
+    """
     preload = getattr(ort, "preload_dlls", None)  # onnxruntime >= 1.21
     if preload is None:
         return
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(Exception):
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings(), contextlib.suppress(Exception):
+        warnings.simplefilter("ignore")
         preload(directory="")  # nvidia site packages, then the default search path (never torch's folder)
 
 
@@ -58,7 +66,7 @@ def require_started(session: ort.InferenceSession, provider: str) -> None:
         return
     raise GenerateError(
         f"provider {provider!r}: ONNX Runtime could not start {wanted} ({cuda_failure()}); "
-        "it needs an NVIDIA GPU with CUDA and cuDNN (pip install 'onnxruntime-gpu[cuda,cudnn]'), "
+        "it needs an NVIDIA GPU with CUDA and cuDNN (pip install 'onnxruntime-gpu[cuda,cudnn]' brings both), "
         "or use --provider cpu"
     )
 
@@ -69,7 +77,9 @@ def cuda_failure() -> str:
     if not library.is_file():
         return f"{CUDA_LIBRARY} is not installed"
     try:
-        ctypes.CDLL(str(library))
+        # Linux's loader names the first missing library; Windows names only the provider DLL
+        ctypes.CDLL(str(library), **({"winmode": 0} if sys.platform == "win32" else {}))
     except OSError as err:
-        return str(err).strip().splitlines()[0]
-    return "its library loads, so no usable GPU or driver was found"
+        reason = str(err).strip().splitlines()[0]
+        return f"it or a CUDA/cuDNN DLL it needs did not load: {reason}" if sys.platform == "win32" else reason
+    return "its library loads, so the GPU, its driver or cuDNN is the likely cause"

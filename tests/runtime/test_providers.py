@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 
 from nima.builders.models import DecoderLM
-from nima.runtime import GenerateError, Generator
+from nima.runtime import GenerateError, Generator, providers
 from nima.runtime.providers import require_started
 
 
@@ -64,4 +64,13 @@ def test_require_started_checks_the_first_provider() -> None:
     require_started(_Session(["CUDAExecutionProvider", "CPUExecutionProvider"]), "cuda")  # type: ignore[arg-type]
     require_started(_Session(["CPUExecutionProvider"]), "cpu")  # type: ignore[arg-type]
     with pytest.raises(GenerateError, match="could not start CUDAExecutionProvider"):
+        require_started(_Session(["CPUExecutionProvider"]), "cuda")  # type: ignore[arg-type]
+
+
+def test_the_reason_names_a_provider_library_that_is_not_there(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An onnxruntime without the CUDA provider's library (a CPU-only build moved aside, say)."""
+    (tmp_path / "capi").mkdir()
+    monkeypatch.setattr(providers.ort, "__file__", str(tmp_path / "__init__.py"))
+    assert providers.cuda_failure() == f"{providers.CUDA_LIBRARY} is not installed"
+    with pytest.raises(GenerateError, match=f"{providers.CUDA_LIBRARY} is not installed"):
         require_started(_Session(["CPUExecutionProvider"]), "cuda")  # type: ignore[arg-type]
