@@ -3,7 +3,7 @@ the fp32 CPU forward, and training tokens/s per precision, with and without torc
 
 Needs a CUDA GPU (``--device cpu`` is a dry run of the same code on the tiny preset, fp32 only):
 
-    python bench/cuda_check.py                              # ~4 minutes on one H100/H200
+    python bench/cuda_check.py                              # about 4-5 minutes on one H200
     python bench/cuda_check.py --data ../shared/data/tinyshakespeare.txt
 
 It prints four tables:
