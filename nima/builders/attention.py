@@ -52,12 +52,20 @@ class _Attention(nn.Module):
         return x.view(b, t, n, self.head_dim).transpose(1, 2)  # (B, n, T, hd)
 
     def query(self, x: torch.Tensor) -> torch.Tensor:
-        q = self._heads(self.q_proj(x), self.n_heads)  # (B, H, T, hd)
-        return self.q_norm(q) if self.q_norm is not None else q
+        return self._query_heads(self.q_proj(x))
 
     def key_value(self, x: torch.Tensor) -> KV:
-        k = self._heads(self.k_proj(x), self.n_kv_heads)  # (B, H_kv, S, hd)
-        v = self._heads(self.v_proj(x), self.n_kv_heads)  # (B, H_kv, S, hd)
+        return self._key_value_heads(self.k_proj(x), self.v_proj(x))
+
+    def _query_heads(self, q: torch.Tensor) -> torch.Tensor:
+        """Projected queries (B, T, H*hd) as heads, qk-normed: (B, H, T, hd)."""
+        q = self._heads(q, self.n_heads)  # (B, H, T, hd)
+        return self.q_norm(q) if self.q_norm is not None else q
+
+    def _key_value_heads(self, k: torch.Tensor, v: torch.Tensor) -> KV:
+        """Projected keys and values (B, S, H_kv*hd) as heads, keys qk-normed: (B, H_kv, S, hd) each."""
+        k = self._heads(k, self.n_kv_heads)  # (B, H_kv, S, hd)
+        v = self._heads(v, self.n_kv_heads)  # (B, H_kv, S, hd)
         return (self.k_norm(k) if self.k_norm is not None else k), v
 
     def _repeat_kv(self, x: torch.Tensor) -> torch.Tensor:
@@ -135,10 +143,7 @@ class SelfAttention(_Attention):
         bias = torch.cat([p.bias for p in projections]) if self.q_proj.bias is not None else None
         sizes = [p.out_features for p in projections]
         q, k, v = F.linear(x, weight, bias).split(sizes, dim=-1)  # (B, T, H*hd), (B, T, H_kv*hd) x2
-        q, k, v = self._heads(q, self.n_heads), self._heads(k, self.n_kv_heads), self._heads(v, self.n_kv_heads)
-        if self.q_norm is not None and self.k_norm is not None:
-            q, k = self.q_norm(q), self.k_norm(k)
-        return q, k, v  # (B, H, T, hd), (B, H_kv, T, hd) x2
+        return self._query_heads(q), *self._key_value_heads(k, v)  # (B, H, T, hd), (B, H_kv, T, hd) x2
 
 
 class CrossAttention(_Attention):
