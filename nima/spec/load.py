@@ -222,8 +222,8 @@ def _message(e: dict[str, Any], loc: str, data: Any = None) -> str:
             if owner:
                 return f"unknown field (kind {owner!r} has no {field!r})"
             return f"unknown field ({field!r} belongs to another section)"
-        close = difflib.get_close_matches(field, names, n=1, cutoff=0.7)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        close = _closest(field, _section_fields(loc.split(".")[:-1], data) or names)
+        hint = f" (did you mean {close!r}?)" if close else ""
         return f"unknown field{hint}"
     if kind == "missing":
         return "required field is missing"
@@ -239,6 +239,41 @@ def _message(e: dict[str, Any], loc: str, data: Any = None) -> str:
     if not isinstance(value, (dict, list)) and kind not in ("union_tag_invalid", "union_tag_not_found"):
         msg = f"{msg[0].lower()}{msg[1:]} (got {value!r})"
     return msg
+
+
+def _closest(field: str, names: list[str]) -> str | None:
+    """The name ``field`` most likely misspells: a close spelling, else the one name that contains
+    it as a word (``steps`` -> ``max_steps``); None when nothing is close."""
+    close = difflib.get_close_matches(field, names, n=1, cutoff=0.7)
+    if close:
+        return close[0]
+    containing = [n for n in names if field in n.split("_") or n in field.split("_")]
+    return containing[0] if len(containing) == 1 else None
+
+
+def _section_fields(parts: list[str], data: Any) -> list[str] | None:
+    """The field names of the section at ``parts`` (a variant chosen by the data's ``kind``), or None
+    when the path does not lead to one section: suggestions then come from every section."""
+    model: type[BaseModel] = ModelSpec
+    node = data
+    for part in parts:
+        field = model.model_fields.get(part)
+        node = node.get(part) if isinstance(node, dict) else None
+        if field is None:
+            return None
+        candidates = _models_in(field.annotation)
+        if len(candidates) > 1 and isinstance(node, dict):
+            candidates = [m for m in candidates if node.get("kind") in _kinds(m)]
+        if len(candidates) != 1:
+            return None
+        model = candidates[0]
+    return sorted(model.model_fields)
+
+
+def _kinds(model: type[BaseModel]) -> tuple[Any, ...]:
+    """The ``kind`` values that select ``model`` in its union (none if it is not a variant)."""
+    kind = model.model_fields.get("kind")
+    return getattr(kind.annotation, "__args__", ()) if kind is not None else ()
 
 
 def _node_at(data: Any, parts: list[str]) -> Any:

@@ -92,6 +92,15 @@ CASES: list[tuple[str, Any, str, str, str]] = [
     ("misspelt field (json)", spec(vocab_sise=3), "spec.json", "vocab_sise", "did you mean 'vocab_size'"),
     ("misspelt nested field", spec(attention__n_head=4), "spec.yaml", "attention.n_head", "did you mean 'n_heads'"),
     ("unrelated unknown field", spec(colour="blue"), "spec.yaml", "colour", "unknown field"),
+    # suggestions come from the section's own fields: not 'eps' (norm) for training.steps
+    ("word of a field", spec(training={"steps": 5}), "spec.yaml", "training.steps", "did you mean 'max_steps'"),
+    (
+        "misspelt field of a variant",
+        spec(training={"schedule": {"kind": "cosine", "warmup": 5}}),
+        "spec.yaml",
+        "training.schedule.warmup",
+        "did you mean 'warmup_steps'",
+    ),
     (
         "field of another variant (theta on alibi)",
         spec(position={"kind": "alibi", "theta": 10000.0}),
