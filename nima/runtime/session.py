@@ -19,6 +19,7 @@ import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi import _pybind_state as ort_c
 
+from nima.runtime.device_rows import DeviceRows
 from nima.runtime.errors import GenerateError
 from nima.runtime.huge_pages import huge_pages_for
 from nima.runtime.names import (
@@ -120,6 +121,7 @@ class DecoderSession:
         if self._output_names[0] != LOGITS or PRESENT_KEY % 0 not in self._output_names:
             raise GenerateError("the graph's outputs do not follow the decoder contract (logits, present.*)")
         self._binding = session._sess  # see the module docstring
+        self.rows_on_device = DeviceRows(self.device) if self.device != "cpu" else None
 
     def empty_cache(self, batch: int, fixed: dict[str, Value] | None = None, capacity: int | None = None) -> KVCache:
         """A cache holding nothing, (B, H_kv, 0, hd) per tensor: the first step is a prefill.
@@ -183,8 +185,9 @@ class DecoderSession:
         return KVCache(values, cache.length, len(rows), fixed)
 
     def _take(self, value: Value, rows: np.ndarray) -> Value:
-        # On CUDA this goes through host memory: numpy is the only array library the runtime has.
-        return device_value(value.numpy()[rows], self.device)
+        if self.rows_on_device is not None:  # a GPU: Gather on the device (`nima.runtime.device_rows`)
+            return self.rows_on_device.take(value, rows)
+        return host_value(value.numpy()[rows])
 
 
 class EncoderSession:

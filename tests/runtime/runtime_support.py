@@ -16,6 +16,8 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from nima.builders import build_model, save_build
 from nima.builders.models import DecoderLM
 from nima.export.command import export_bundle
+from nima.runtime import Generator
+from nima.runtime.device_rows import DeviceRows
 from nima.spec import ModelSpec, spec_from_dict
 
 BASE: dict[str, Any] = {
@@ -104,3 +106,23 @@ def torch_greedy(model: DecoderLM, prompt: list[int], steps: int, repetition_pen
                 last[token] = value / repetition_penalty if value > 0 else value * repetition_penalty
         history.append(int(last.argmax()))
     return history[len(prompt) :]
+
+
+class CountingRows(DeviceRows):
+    """`DeviceRows` on the CPU provider that counts its calls: stands in for a GPU's row selection, so
+    the path a CUDA session takes to reorder beams runs (and is shown to run) here."""
+
+    def __init__(self) -> None:
+        super().__init__("cpu")
+        self.calls = 0
+
+    def take(self, value: Any, rows: np.ndarray) -> Any:
+        self.calls += 1
+        return super().take(value, rows)
+
+
+def take_rows_on_device(generator: Generator) -> CountingRows:
+    """Make ``generator`` select cache rows as it does on a GPU; returns the counter."""
+    rows = CountingRows()
+    generator.session.rows_on_device = rows
+    return rows

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from runtime_support import make_bundle, make_spec, next_logprobs
+from runtime_support import make_bundle, make_spec, next_logprobs, take_rows_on_device
 
 from nima.builders.models import DecoderLM
 from nima.runtime import Generator
@@ -117,6 +117,22 @@ def test_beam_equals_reference_beam_search(
         search = partial(reference_beam_search, partial(next_logprobs, model))
         other = [search(prompt, beams, 16, eos, penalty, False) for prompt in prompts]
         assert [[c.token_ids for c in r.completions] for r in results] != [[t for t, _ in o] for o in other]
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_beam_with_rows_taken_on_the_device(bundles: dict[str, tuple[Path, DecoderLM]], family: str) -> None:
+    """On a GPU the cache rows are gathered by a one-node ORT graph (`DeviceRows`), not by numpy:
+    that path, run here on the CPU provider, gives the reference's beams too."""
+    path, model = bundles[family]
+    gen = Generator(path)
+    rows = take_rows_on_device(gen)
+    eos = set(range(16))
+    prompts = [[9, 30, 12, 7], [50, 2]]
+    results = gen.generate(prompts, num_beams=3, num_return_sequences=3, max_new_tokens=12, eos_token_ids=sorted(eos))
+    for prompt, result in zip(prompts, results, strict=True):
+        expected = reference_beam_search(partial(next_logprobs, model), prompt, 3, 12, eos, 1.0, False)
+        assert [c.token_ids for c in result.completions] == [tokens for tokens, _ in expected]
+    assert rows.calls >= 2 * 2 * gen.spec.n_layers  # the beams' expansion and at least one reordering
 
 
 def test_beam_rows_are_independent_of_the_batch(bundles: dict[str, tuple[Path, DecoderLM]]) -> None:

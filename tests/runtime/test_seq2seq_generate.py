@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from runtime_support import take_rows_on_device
 from test_beam import reference_beam_search
 
 from nima.builders import build_model, save_build
@@ -99,13 +100,19 @@ def test_greedy_equals_pytorch(family: str, seq2seq: dict[str, tuple[Path, Encod
     assert len({tuple(r.token_ids) for r in batch}) == len(SOURCES), "different sources should differ"
 
 
-@pytest.mark.parametrize("family", ["original", "t5"])
-def test_beam_equals_reference(family: str, seq2seq: dict[str, tuple[Path, EncoderDecoderLM]]) -> None:
+@pytest.mark.parametrize(("family", "on_device"), [("original", False), ("t5", False), ("t5", True)])
+def test_beam_equals_reference(family: str, on_device: bool, seq2seq: dict[str, tuple[Path, EncoderDecoderLM]]) -> None:
+    """``on_device``: rows are gathered as on a GPU (`DeviceRows`), the source mask (int64) and the
+    cross-attention keys/values with the cache."""
     path, model = seq2seq[family]
     eos = set(range(2, 8))
-    results = Generator(path).generate(
+    gen = Generator(path)
+    rows = take_rows_on_device(gen) if on_device else None
+    results = gen.generate(
         sources=SOURCES[:2], num_beams=3, num_return_sequences=3, max_new_tokens=12, eos_token_ids=sorted(eos)
     )
+    if rows is not None:  # per selection: self-attention cache, cross keys/values and the mask
+        assert rows.calls >= 2 * (4 * gen.spec.n_layers + 1)
     for source, result in zip(SOURCES[:2], results, strict=True):
         expected = reference_beam_search(partial(full_logprobs, model, source), [START], 3, 12, eos, 1.0, False)
         assert [c.token_ids for c in result.completions] == [tokens for tokens, _ in expected]

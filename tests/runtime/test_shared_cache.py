@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from runtime_support import make_spec, next_logprobs, torch_greedy
+from runtime_support import make_spec, next_logprobs, take_rows_on_device, torch_greedy
 from test_beam import reference_beam_search
 
 from nima.builders import build_model, save_build
@@ -63,12 +63,14 @@ def test_padded_batch_with_rows_finishing_apart(ort_bundles: dict[str, tuple[Pat
     assert len({len(r.token_ids) for r in results}) > 1, "rows should finish at different steps"
 
 
-@pytest.mark.parametrize("poisoned", [False, True], ids=["plain", "free-positions-nan"])
+@pytest.mark.parametrize("how", ["plain", "free-positions-nan", "rows-on-device"])
 def test_beam_search_equals_reference(
-    ort_bundles: dict[str, tuple[Path, DecoderLM]], poisoned: bool, monkeypatch: pytest.MonkeyPatch
+    ort_bundles: dict[str, tuple[Path, DecoderLM]], how: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Beam reordering copies the filled positions of the selected rows; the kernel never reads the
-    free ones, shown by filling them with NaN after every reordering."""
+    free ones, shown by filling them with NaN after every reordering. On a GPU whole buffers are
+    gathered on the device (`DeviceRows`, here on the CPU provider)."""
+    poisoned = how == "free-positions-nan"
     if poisoned:
         select = SharedBufferSession.select
 
@@ -82,9 +84,11 @@ def test_beam_search_equals_reference(
     path, model = ort_bundles["llama"]
     eos = set(range(16))
     prompts = [[9, 30, 12, 7], [50, 2]]
-    results = Generator(path).generate(
-        prompts, num_beams=3, num_return_sequences=3, max_new_tokens=12, eos_token_ids=sorted(eos)
-    )
+    gen = Generator(path)
+    rows = take_rows_on_device(gen) if how == "rows-on-device" else None
+    results = gen.generate(prompts, num_beams=3, num_return_sequences=3, max_new_tokens=12, eos_token_ids=sorted(eos))
+    if rows is not None:
+        assert rows.calls >= 2 * 2 * gen.spec.n_layers  # the beams' expansion and at least one reordering
     for prompt, result in zip(prompts, results, strict=True):
         expected = reference_beam_search(partial(next_logprobs, model), prompt, 3, 12, eos, 1.0, False)
         assert [c.token_ids for c in result.completions] == [tokens for tokens, _ in expected]
