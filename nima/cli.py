@@ -219,7 +219,7 @@ def export(
         bool, typer.Option("--verify/--no-verify", help="Check ONNX Runtime against PyTorch before writing.")
     ] = True,
     overrides: SetOption = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace a non-empty bundle folder.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an earlier bundle (only a bundle).")] = False,
 ) -> None:
     """Export SOURCE as a deployable bundle: model.onnx with a KV cache, nima.json, genai_config.json, README.md.
 

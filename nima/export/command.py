@@ -72,7 +72,7 @@ def export_bundle(
         raise UnsupportedExport(f"--quantize {quantize}: supported are {', '.join(QUANTIZATIONS)}")
     if quantize is not None and dtype != "fp32":
         raise UnsupportedExport(f"--quantize {quantize} starts from the fp32 graph; drop --dtype {dtype}")
-    check_target(out, force)
+    check_target(out, force, source)
     progress("loading source")
     src = load_source(source, overrides)
     if isinstance(src.model, EncoderDecoderLM):  # encoder.onnx + decoder.onnx: nima.export.seq2seq_bundle

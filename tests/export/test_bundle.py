@@ -179,11 +179,32 @@ def test_spec_file_source_warns_and_force_replaces(tmp_path: Path) -> None:
     refused = invoke("export", "--onnx", spec_path, "-o", out)
     assert refused.exit_code == 2 and "--force" in refused.output
     assert entries(out) == {"old.txt"}
+    (out / "old.txt").unlink()
+    for name in ("nima.json", "model.onnx", "README.md"):  # an earlier bundle: --force replaces it
+        (out / name).write_text("previous")
     result = invoke("export", "--onnx", spec_path, "-o", out, "--force", "--no-verify")
     assert result.exit_code == 0, result.output
     assert "randomly initialised" in result.output
     assert entries(out) == BUNDLE_FILES
     assert "Not verified" in (out / "README.md").read_text()
+
+
+def test_force_replaces_only_an_earlier_bundle(model_dir: Path, tmp_path: Path) -> None:
+    """--force swaps the whole folder out, so it refuses the source, a folder holding the source, and
+    any folder that is not a bundle (a run, a project folder), deleting nothing."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "notes.txt").write_text("mine")
+    holder = tmp_path / "holder"
+    source = holder / "src"
+    source.mkdir(parents=True)
+    for f in model_dir.iterdir():
+        (source / f.name).write_bytes(f.read_bytes())
+    before = {p: entries(p) for p in (project, holder, source)}
+    for out, message in [(source, "source"), (holder, "source"), (project, "not an earlier bundle")]:
+        result = invoke("export", "--onnx", source, "-o", out, "--force", "--no-verify")
+        assert result.exit_code == 2 and message in result.output and len(result.output.strip().splitlines()) == 1
+    assert {p: entries(p) for p in (project, holder, source)} == before
 
 
 @pytest.mark.parametrize(
