@@ -131,6 +131,7 @@ def _collect_prompts(texts: list[str] | None, ids: list[str] | None, path: Path 
 def _stream(generator: Any, prompt: str | list[int], options: dict[str, Any], start: float) -> None:
     """Print the prompt (decoder-only), then the continuation as it arrives."""
     if isinstance(prompt, str) and not generator.is_seq2seq:
+        generator.encode(prompt)  # a prompt the tokenizer refuses fails before anything is printed
         typer.secho(prompt, nl=False, bold=True)
     first: float | None = None
     for piece in generator.stream(prompt, **options):

@@ -35,14 +35,28 @@ def load_source(path: Path, overrides: list[str] | None = None) -> ExportSource:
     if not spec_path.is_file():
         raise SourceError(f"{path}: no {SPEC_FILE} here (expected a folder written by nima build or nima train)")
     if not weights.is_file():
-        raise SourceError(f"{weights}: weights file not found")
+        raise SourceError(f"{weights}: {'is not a file' if weights.exists() else 'weights file not found'}")
     if overrides:
         raise SourceError("--set applies to spec files only; a model folder's spec must match its weights")
+    tokenizer = path / TOKENIZER_FILE
+    if tokenizer.exists():
+        _check_tokenizer(tokenizer)
     spec = load_spec(spec_path)
     model = build_model(spec)
     load_weights(model, weights)
-    tokenizer = path / TOKENIZER_FILE
-    return ExportSource(spec, model, tokenizer if tokenizer.is_file() else None, random_weights=False)
+    return ExportSource(spec, model, tokenizer if tokenizer.exists() else None, random_weights=False)
+
+
+def _check_tokenizer(path: Path) -> None:
+    """A source's tokenizer.json must load: the bundle ships it, and generation decodes with it."""
+    from tokenizers import Tokenizer
+
+    if not path.is_file():
+        raise SourceError(f"{path}: is not a file")
+    try:
+        Tokenizer.from_file(str(path))
+    except Exception as err:  # tokenizers raises a bare Exception for malformed files
+        raise SourceError(f"{path}: not a readable tokenizer.json ({str(err).splitlines()[0]})") from None
 
 
 def special_token_ids(tokenizer: Path | None) -> tuple[int, int, int]:

@@ -99,12 +99,25 @@ class Generator:
         if isinstance(prompt, str):
             if self.tokenizer is None:
                 raise GenerateError("this bundle has no tokenizer.json: give prompts as token ids")
-            return list(self.tokenizer.encode(prompt).ids)
+            try:
+                return list(self.tokenizer.encode(prompt).ids)
+            except Exception:  # tokenizers raises a bare Exception, e.g. for a character a vocabulary lacks
+                raise GenerateError(f"prompt {prompt[:40]!r}: {self._unencodable(prompt)}") from None
         ids = [int(t) for t in prompt]
         bad = [t for t in ids if not 0 <= t < self.spec.vocab_size]
         if bad:
             raise GenerateError(f"prompt token id {bad[0]} is outside the vocabulary (0..{self.spec.vocab_size - 1})")
         return ids
+
+    def _unencodable(self, prompt: str) -> str:
+        """Why the tokenizer refuses ``prompt``: the first character it cannot encode, if one alone fails."""
+        assert self.tokenizer is not None
+        for char in dict.fromkeys(prompt):
+            try:
+                self.tokenizer.encode(char)
+            except Exception:
+                return f"the character {char!r} is not in the tokenizer's vocabulary"
+        return "the bundle's tokenizer cannot encode it"
 
     def generate(
         self,

@@ -138,4 +138,4 @@ class GenerationSpec(Strict):
     no_repeat_ngram_size: int = Field(0, ge=0, description="Forbid repeating n-grams of this size; 0 disables.")
     eos_token_ids: list[int] = Field(default_factory=list, description="Token ids that end a sequence.")
     stop_strings: list[str] = Field(default_factory=list, description="Strings that end a sequence.")
-    seed: int | None = Field(None, description="Sampling seed; the same seed gives the same output.")
+    seed: int | None = Field(None, ge=0, description="Sampling seed; the same seed gives the same output.")

@@ -223,6 +223,8 @@ def test_force_replaces_only_an_earlier_bundle(model_dir: Path, tmp_path: Path) 
         "no-onnx",
         "encoder-decoder-target",
         "unwritable-target",
+        "corrupt-tokenizer",
+        "tokenizer-folder",
     ],
 )
 def test_bad_input_exits_2_and_writes_nothing(case: str, model_dir: Path, tmp_path: Path) -> None:
@@ -242,6 +244,10 @@ def test_bad_input_exits_2_and_writes_nothing(case: str, model_dir: Path, tmp_pa
         spec = json.loads((src / "nima.json").read_text())
         spec["ffn"]["hidden"] = 40
         (src / "nima.json").write_text(json.dumps(spec))
+    elif case == "corrupt-tokenizer":  # truncated: the bundle would ship it, and generation would fail on it
+        (src / "tokenizer.json").write_bytes((model_dir / "tokenizer.json").read_bytes()[:30])
+    elif case == "tokenizer-folder":
+        (src / "tokenizer.json").mkdir()
     elif case == "dtype":
         args += ["--dtype", "int3"]
     elif case == "bf16":
@@ -270,5 +276,7 @@ def test_bad_input_exits_2_and_writes_nothing(case: str, model_dir: Path, tmp_pa
     assert not any(p.name.startswith(".out.") for p in tmp_path.iterdir())
     if case == "bf16":
         assert "bf16 MatMul" in result.output  # the reason, not only the list of dtypes
+    if case in ("corrupt-tokenizer", "tokenizer-folder"):
+        assert "tokenizer.json" in result.output
     if case == "unwritable-target":
         assert (tmp_path / "blocker").read_text() == "kept"

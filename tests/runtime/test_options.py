@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from nima.builders.models import DecoderLM
+from nima.cli import app
 from nima.runtime import GenerateError, Generator
 from nima.runtime.options import resolve_options
 from nima.spec import GenerationSpec
+from nima.train.tokenizer import char_tokenizer
 
 BAD_OPTIONS = [
     ({"top_p": 0.0}, "top_p"),
@@ -23,6 +27,7 @@ BAD_OPTIONS = [
     ({"num_return_sequences": 2}, "num_return_sequences"),
     ({"min_new_tokens": 9, "max_new_tokens": 4}, "min_new_tokens"),
     ({"stop_strings": [""]}, "stop_strings"),
+    ({"seed": -1}, "seed"),
 ]
 
 
@@ -53,6 +58,19 @@ def test_bad_prompts_and_providers(bundles: dict[str, tuple[Path, DecoderLM]]) -
         gen.generate([[1]], stop_strings=["x"])
     with pytest.raises(GenerateError, match="provider 'tpu'"):
         Generator(path, provider="tpu")
+
+
+def test_a_prompt_the_tokenizer_refuses(tmp_path: Path, text_bundle: tuple[Path, DecoderLM]) -> None:
+    """A character a char-level vocabulary lacks is named; in the CLI, nothing is printed but the error."""
+    bundle = tmp_path / "bundle"
+    shutil.copytree(text_bundle[0], bundle)
+    char_tokenizer("abc d").save(str(bundle / "tokenizer.json"))
+    with pytest.raises(GenerateError, match="the character '€' is not in the tokenizer's vocabulary"):
+        Generator(bundle).generate(["ab €"])
+    result = CliRunner().invoke(app, ["generate", str(bundle), "--prompt", "ab €", "--max-new-tokens", "2"])
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr.strip() == "error: prompt 'ab €': the character '€' is not in the tokenizer's vocabulary"
 
 
 def test_bad_bundles(tmp_path: Path, bundles: dict[str, tuple[Path, DecoderLM]]) -> None:
