@@ -140,6 +140,7 @@ def read_checkpoint(folder: Path) -> tuple[dict[str, Any], dict[str, torch.Tenso
         raise TrainError(
             f"{state_path}: not a nima checkpoint (format {FORMAT}); delete {folder} to resume from an earlier one"
         )
+    _check_record(record, state_path, folder)
     loaded = []
     for name in (WEIGHTS_FILE, OPTIMIZER_FILE):
         path = folder / name
@@ -154,6 +155,34 @@ def read_checkpoint(folder: Path) -> tuple[dict[str, Any], dict[str, torch.Tenso
                 f"{path}: unreadable checkpoint file ({err}); delete {folder} to resume from an earlier one"
             ) from None
     return record, loaded[0], loaded[1]
+
+
+def _check_record(record: dict[str, Any], state_path: Path, folder: Path) -> None:
+    """The trainer.json fields a resume reads, with their types and ranges (the SHA-256 sums cover the
+    tensor files, not this one); a bad field is a `TrainError` naming it."""
+    counts = {"step": 0, "tokens": 0, "world_size": 1}
+    problem = next(
+        (
+            f"{k} must be an integer >= {least}"
+            for k, least in counts.items()
+            if not _int_at_least(record.get(k), least)
+        ),
+        None,
+    )
+    elapsed = record.get("elapsed_s")
+    if problem is None and (isinstance(elapsed, bool) or not isinstance(elapsed, (int, float)) or elapsed < 0):
+        problem = "elapsed_s must be a number >= 0"
+    groups = record.get("param_groups")
+    if problem is None and (not isinstance(groups, list) or not all(isinstance(g, dict) for g in groups)):
+        problem = "param_groups must be a list of objects"
+    if problem is None and folder.name.startswith("step-") and folder.name != f"step-{record['step']:06d}":
+        problem = f"step {record['step']} does not match the folder's name"
+    if problem is not None:
+        raise TrainError(f"{state_path}: {problem}; delete {folder} to resume from an earlier one")
+
+
+def _int_at_least(value: Any, least: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
 
 
 def load_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> TrainState:

@@ -91,6 +91,14 @@ def test_only_the_last_checkpoints_are_kept_and_no_temporaries_remain(tmp_path: 
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-000030", "step-000040"]
 
 
+def _edit_record(folder: Path, **changes: object) -> None:
+    """Change fields of trainer.json, which its own SHA-256 sums do not cover."""
+    path = folder / "trainer.json"
+    record = json.loads(path.read_text(encoding="utf-8"))
+    record.update(changes)
+    path.write_text(json.dumps(record), encoding="utf-8")
+
+
 def _truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[:-10])
 
@@ -102,8 +110,25 @@ def _truncate(path: Path) -> None:
         (lambda f: f.joinpath("model.safetensors").unlink(), "model.safetensors"),
         (lambda f: f.joinpath("trainer.json").write_text("{", encoding="utf-8"), "trainer.json"),
         (lambda f: f.joinpath("trainer.json").write_text('{"format": 99}', encoding="utf-8"), "not a nima checkpoint"),
+        (lambda f: _edit_record(f, step="x"), "step must be an integer >= 0"),
+        (lambda f: _edit_record(f, step=-3), "step must be an integer >= 0"),
+        (lambda f: _edit_record(f, step=2), "does not match the folder"),
+        (lambda f: _edit_record(f, tokens=None), "tokens must be an integer"),
+        (lambda f: _edit_record(f, elapsed_s="1"), "elapsed_s must be a number"),
+        (lambda f: _edit_record(f, param_groups=None), "param_groups must be a list"),
     ],
-    ids=["truncated", "missing", "bad-json", "wrong-format"],
+    ids=[
+        "truncated",
+        "missing",
+        "bad-json",
+        "wrong-format",
+        "step-text",
+        "step-negative",
+        "step-other",
+        "tokens-null",
+        "elapsed-text",
+        "groups-missing",
+    ],
 )
 def test_damage_is_a_train_error_naming_the_file(tmp_path: Path, damage, message: str) -> None:  # noqa: ANN001
     run, _ = _trained(1)
