@@ -280,3 +280,10 @@ def main() -> None:
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
+    except (MemoryError, RuntimeError) as err:  # torch reports a failed allocation as a RuntimeError
+        text = str(err).strip()
+        if not isinstance(err, MemoryError) and "can't allocate memory" not in text and "out of memory" not in text:
+            raise
+        detail = text.splitlines()[0] if text else "MemoryError"
+        typer.echo(f"error: out of memory: the model or batch does not fit ({detail})", err=True)
+        sys.exit(EXIT_BAD_INPUT)

@@ -412,3 +412,19 @@ def test_python_m_nima_help() -> None:
     assert "build" in proc.stdout
     assert "schema" in proc.stdout
     assert "Traceback" not in proc.stderr
+
+
+def test_a_model_too_large_for_memory_is_one_line_exit_2(tmp_path: Path) -> None:
+    """512 TB of embeddings: more than any address space, so the allocation fails even where the OS
+    overcommits memory. The console entry point turns torch's allocation error into one line."""
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-m", "nima", "build", str(ROOT / "specs/shakespeare-char.yaml"), "-o", str(out)]
+        + ["--set", "vocab_size=1000000000000"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("error: out of memory") and len(done.stderr.strip().splitlines()) == 1
+    assert not out.exists()
