@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 
 from tokenizers import Tokenizer
@@ -49,7 +49,7 @@ def read_bundle(path: str | Path) -> Bundle:
         raise GenerateError(str(err).splitlines()[0]) from None
     encoder, ids = None, None
     if spec.is_encoder_decoder:
-        encoder, model, ids = _read_seq2seq(folder)
+        encoder, model, ids = _read_seq2seq(folder, spec.vocab_size)
     if not model.is_file():
         raise GenerateError(f"{model}: graph file not found")
     tokenizer = None
@@ -78,8 +78,8 @@ def _shares_buffer(folder: Path) -> bool:
         return False
 
 
-def _read_seq2seq(folder: Path) -> tuple[Path, Path, Seq2SeqIds]:
-    """The encoder and decoder graph paths and the special ids from ``seq2seq.json``."""
+def _read_seq2seq(folder: Path, vocab: int) -> tuple[Path, Path, Seq2SeqIds]:
+    """The encoder and decoder graph paths and the special ids (each below ``vocab``) from ``seq2seq.json``."""
     path = folder / SEQ2SEQ_FILE
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
@@ -94,4 +94,7 @@ def _read_seq2seq(folder: Path) -> tuple[Path, Path, Seq2SeqIds]:
         raise GenerateError(f"{path}: not a valid encoder-decoder bundle description ({err!r})") from None
     if not encoder.is_file():
         raise GenerateError(f"{encoder}: graph file not found")
+    for name, value in zip(("decoder_start_token_id", "eos_token_id", "pad_token_id"), astuple(ids), strict=True):
+        if not 0 <= value < vocab:
+            raise GenerateError(f"{path}: {name} {value} is outside the vocabulary (0..{vocab - 1})")
     return encoder, decoder, ids

@@ -80,6 +80,10 @@ class Generator:
             self.session: DecoderSession = SharedBufferSession(session, *shape)
         else:
             self.session = DecoderSession(session, *shape)
+        vocab = session.get_outputs()[0].shape[-1]  # logits (batch, seq, vocab)
+        if isinstance(vocab, int) and vocab != self.spec.vocab_size:
+            said = f"nima.json says vocab_size {self.spec.vocab_size}"
+            raise GenerateError(f"{said}, the graph's logits have {vocab}: not this graph's spec")
         self.encoder = None
         if self.bundle.encoder is not None:
             encoder = make_session(self.bundle.encoder, provider, threads, spin, huge_pages)

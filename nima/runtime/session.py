@@ -117,6 +117,15 @@ class DecoderSession:
             raise GenerateError(f"the graph lacks the input {missing[0]!r} of the Nima/GenAI decoder contract")
         self.kv_dtype = NUMPY_TYPES.get(inputs[PAST_KEY % 0].type, np.float32)
         self._past_names = [name % i for i in range(n_layers) for name in (PAST_KEY, PAST_VALUE)]
+        graph_layers = sum(1 for name in inputs if name.startswith("past_key_values.") and name.endswith(".key"))
+        if graph_layers != n_layers or any(name not in inputs for name in self._past_names):
+            said = f"nima.json says {n_layers} layers"
+            raise GenerateError(f"{said}, the graph caches {graph_layers}: not this graph's spec")
+        _, heads, _, size = inputs[PAST_KEY % 0].shape  # (batch, kv heads, past, head dim): fixed or named
+        for what, graph, spec in (("kv heads", heads, n_kv_heads), ("head dim", size, head_dim)):
+            if isinstance(graph, int) and graph != spec:
+                said = f"nima.json says {what} {spec}"
+                raise GenerateError(f"{said}, the graph's cache has {graph}: not this graph's spec")
         self._output_names = [out.name for out in session.get_outputs()]
         if self._output_names[0] != LOGITS or PRESENT_KEY % 0 not in self._output_names:
             raise GenerateError("the graph's outputs do not follow the decoder contract (logits, present.*)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -89,3 +90,25 @@ def test_bad_bundles(tmp_path: Path, bundles: dict[str, tuple[Path, DecoderLM]])
     (broken / "tokenizer.json").write_text("{")
     with pytest.raises(GenerateError, match="tokenizer.json"):
         Generator(broken)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"n_layers": 3}, "nima.json says 3 layers, the graph caches 2"),
+        ({"n_layers": 1}, "nima.json says 1 layers, the graph caches 2"),
+        ({"vocab_size": 1000}, "nima.json says vocab_size 1000, the graph's logits have 64"),
+        ({"d_model": 64}, "nima.json says head dim 16, the graph's cache has 8"),
+    ],
+)
+def test_a_spec_that_does_not_match_the_graph(
+    change: dict[str, int], message: str, tmp_path: Path, bundles: dict[str, tuple[Path, DecoderLM]]
+) -> None:
+    """A nima.json edited or copied from another model is refused when the bundle loads, not met later
+    as an ORT error about an input name or an index out of range."""
+    bundle = tmp_path / "bundle"
+    shutil.copytree(bundles["gpt2"][0], bundle)
+    spec = json.loads((bundle / "nima.json").read_text())
+    (bundle / "nima.json").write_text(json.dumps({**spec, **change}))
+    with pytest.raises(GenerateError, match=message):
+        Generator(bundle)

@@ -5,6 +5,7 @@ a T5-style model and a RoPE + GQA model; batches of padded sources equal one by 
 from __future__ import annotations
 
 import json
+import shutil
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,15 @@ def test_sampling_and_streaming_run(seq2seq: dict[str, tuple[Path, EncoderDecode
     options = {"do_sample": False, "max_new_tokens": 10, "eos_token_ids": [EOS]}
     streamed = list(gen.stream_tokens(SOURCES[0], **options))
     assert streamed == gen.generate(sources=[SOURCES[0]], **options)[0].token_ids
+
+
+def test_special_ids_outside_the_vocabulary(seq2seq: dict[str, tuple[Path, EncoderDecoderLM]], tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle"
+    shutil.copytree(seq2seq["original"][0], bundle)
+    config = json.loads((bundle / "seq2seq.json").read_text())
+    (bundle / "seq2seq.json").write_text(json.dumps({**config, "decoder_start_token_id": 99999}))
+    with pytest.raises(GenerateError, match="decoder_start_token_id 99999 is outside the vocabulary"):
+        Generator(bundle)
 
 
 def test_bad_sources(seq2seq: dict[str, tuple[Path, EncoderDecoderLM]]) -> None:
