@@ -70,6 +70,8 @@ class Generator:
         spin: bool = True,
         huge_pages: bool = False,
     ) -> None:
+        if threads is not None and threads < 1:
+            raise GenerateError(f"threads: {threads}; give at least 1, or leave it unset for all cores")
         self.bundle = read_bundle(bundle)
         self.spec = self.bundle.spec
         self.tokenizer = self.bundle.tokenizer
@@ -238,6 +240,10 @@ class Generator:
 
     def _eos_ids(self, opts: GenerationSpec) -> tuple[int, ...]:
         if opts.eos_token_ids:
+            bad = [t for t in opts.eos_token_ids if not 0 <= t < self.spec.vocab_size]
+            if bad:
+                vocab = f"0..{self.spec.vocab_size - 1}"
+                raise GenerateError(f"option eos_token_ids: {bad[0]} is outside the vocabulary ({vocab})")
             return tuple(opts.eos_token_ids)
         if self.bundle.seq2seq is not None:
             return (self.bundle.seq2seq.eos,)

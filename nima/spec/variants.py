@@ -44,7 +44,7 @@ class Strict(BaseModel):
     and numbers: ``n_layers: true`` or ``tie_embeddings: 1`` is a mistake, not a 1 or a True.
     """
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     @model_validator(mode="before")
     @classmethod

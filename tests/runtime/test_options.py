@@ -29,6 +29,9 @@ BAD_OPTIONS = [
     ({"min_new_tokens": 9, "max_new_tokens": 4}, "min_new_tokens"),
     ({"stop_strings": [""]}, "stop_strings"),
     ({"seed": -1}, "seed"),
+    ({"temperature": float("inf")}, "temperature"),
+    ({"length_penalty": float("nan")}, "length_penalty"),
+    ({"repetition_penalty": float("inf")}, "repetition_penalty"),
 ]
 
 
@@ -59,6 +62,11 @@ def test_bad_prompts_and_providers(bundles: dict[str, tuple[Path, DecoderLM]]) -
         gen.generate([[1]], stop_strings=["x"])
     with pytest.raises(GenerateError, match="provider 'tpu'"):
         Generator(path, provider="tpu")
+    with pytest.raises(GenerateError, match="option eos_token_ids: 64 is outside the vocabulary"):
+        gen.generate([[1]], eos_token_ids=[3, 64])
+    for threads in (0, -1):
+        with pytest.raises(GenerateError, match="threads"):
+            Generator(path, threads=threads)
 
 
 def test_a_prompt_the_tokenizer_refuses(tmp_path: Path, text_bundle: tuple[Path, DecoderLM]) -> None:
