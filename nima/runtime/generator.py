@@ -117,10 +117,10 @@ class Generator:
 
     def _unencodable(self, prompt: str) -> str:
         """Why the tokenizer refuses ``prompt``: the first character it cannot encode, if one alone fails."""
-        assert self.tokenizer is not None
-        for char in dict.fromkeys(prompt):
+        tokenizer = self.tokenizer
+        for char in dict.fromkeys(prompt) if tokenizer is not None else ():
             try:
-                self.tokenizer.encode(char)
+                tokenizer.encode(char)
             except Exception:
                 return f"the character {char!r} is not in the tokenizer's vocabulary"
         return "the bundle's tokenizer cannot encode it"

@@ -160,15 +160,10 @@ def read_checkpoint(folder: Path) -> tuple[dict[str, Any], dict[str, torch.Tenso
 def _check_record(record: dict[str, Any], state_path: Path, folder: Path) -> None:
     """The trainer.json fields a resume reads, with their types and ranges (the SHA-256 sums cover the
     tensor files, not this one); a bad field is a `TrainError` naming it."""
-    counts = {"step": 0, "tokens": 0, "world_size": 1}
-    problem = next(
-        (
-            f"{k} must be an integer >= {least}"
-            for k, least in counts.items()
-            if not _int_at_least(record.get(k), least)
-        ),
-        None,
-    )
+    problem = None
+    for name, least in (("step", 0), ("tokens", 0), ("world_size", 1)):
+        if problem is None and not _int_at_least(record.get(name), least):
+            problem = f"{name} must be an integer >= {least}"
     elapsed = record.get("elapsed_s")
     if problem is None and (isinstance(elapsed, bool) or not isinstance(elapsed, (int, float)) or elapsed < 0):
         problem = "elapsed_s must be a number >= 0"
