@@ -24,6 +24,7 @@ from nima.train.checkpoint import CHECKPOINTS_DIR, checkpoint_steps
 from nima.train.data import DATA_DIR, Source
 from nima.train.errors import TrainError
 from nima.train.metrics import METRICS_FILE, PLOT_FILE
+from nima.train.tokenizer import TextTokenizer
 
 RUN_FILE = "run.json"
 TOKENIZER_FILE = "tokenizer.json"
@@ -128,5 +129,8 @@ def check_resume(run_dir: Path, spec: ModelSpec, source: Source | None) -> Path:
     found = checkpoint_steps(run_dir)
     if not found:
         raise TrainError(f"{run_dir / CHECKPOINTS_DIR}: no checkpoint to resume from; start over with --force")
+    # the packed data does not need it, but the run's export and generation do: a damaged one would only
+    # be found after training
+    TextTokenizer.load(spec.training.tokenizer, run_dir / TOKENIZER_FILE)
     check_writable(run_dir)
     return found[-1][1]

@@ -168,6 +168,17 @@ def test_resume_from_a_corrupt_checkpoint(tmp_path: Path, finished: tuple[Path, 
     assert snapshot(run) == before
 
 
+def test_resume_with_a_damaged_tokenizer(tmp_path: Path, finished: tuple[Path, Path, Path]) -> None:
+    """Training would not read it, but the run's export and generation would: refused before training."""
+    spec, _, run = finished
+    run = _copy(run, tmp_path)
+    (run / "tokenizer.json").write_bytes((run / "tokenizer.json").read_bytes()[:30])
+    before = snapshot(run)
+    result = invoke("train", spec, "-o", run, "--resume", "--set", "training.max_steps=20")
+    _bad(result, "tokenizer.json")
+    assert snapshot(run) == before
+
+
 def test_resume_without_a_run(tmp_path: Path, spec_file: Path) -> None:
     (tmp_path / "empty").mkdir()
     _bad(invoke("train", spec_file, "-o", tmp_path / "empty", "--resume"), "run.json")
