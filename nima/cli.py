@@ -239,6 +239,7 @@ def export(
 
     console = Console(stderr=True)
     if source.is_file():
+        load_or_fail(source, overrides)  # a spec with errors gets them alone, without the warning below
         console.print(f"[yellow]warning:[/] {source} is a spec file: exporting randomly initialised weights")
     try:
         with console.status("exporting") as status:

@@ -39,7 +39,8 @@ def read_bundle(path: str | Path) -> Bundle:
     """Load ``path`` (a folder written by ``nima export``); `GenerateError` naming the bad file."""
     folder = Path(path)
     if not folder.is_dir():
-        raise GenerateError(f"{folder}: no such bundle folder")
+        what = "is a file, not a bundle folder" if folder.exists() else "no such bundle folder"
+        raise GenerateError(f"{folder}: {what}")
     spec_path, model = folder / SPEC_FILE, folder / MODEL_FILE
     if not spec_path.is_file():
         raise GenerateError(f"{folder}: no {SPEC_FILE} here (expected a folder written by nima export)")

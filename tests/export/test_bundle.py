@@ -225,6 +225,7 @@ def test_force_replaces_only_an_earlier_bundle(model_dir: Path, tmp_path: Path) 
         "unwritable-target",
         "corrupt-tokenizer",
         "tokenizer-folder",
+        "spec-with-errors",
     ],
 )
 def test_bad_input_exits_2_and_writes_nothing(case: str, model_dir: Path, tmp_path: Path) -> None:
@@ -244,6 +245,10 @@ def test_bad_input_exits_2_and_writes_nothing(case: str, model_dir: Path, tmp_pa
         spec = json.loads((src / "nima.json").read_text())
         spec["ffn"]["hidden"] = 40
         (src / "nima.json").write_text(json.dumps(spec))
+    elif case == "spec-with-errors":  # its errors alone, not the random-weights warning first
+        spec_path = tmp_path / "bad.yaml"
+        spec_path.write_text(yaml.safe_dump({**SPEC, "n_layers": 0}))
+        args[2] = spec_path
     elif case == "corrupt-tokenizer":  # truncated: the bundle would ship it, and generation would fail on it
         (src / "tokenizer.json").write_bytes((model_dir / "tokenizer.json").read_bytes()[:30])
     elif case == "tokenizer-folder":
@@ -278,5 +283,8 @@ def test_bad_input_exits_2_and_writes_nothing(case: str, model_dir: Path, tmp_pa
         assert "bf16 MatMul" in result.output  # the reason, not only the list of dtypes
     if case in ("corrupt-tokenizer", "tokenizer-folder"):
         assert "tokenizer.json" in result.output
+    if case == "spec-with-errors":
+        assert result.output.startswith("error: ") and "n_layers" in result.output
+        assert "randomly initialised" not in result.output
     if case == "unwritable-target":
         assert (tmp_path / "blocker").read_text() == "kept"

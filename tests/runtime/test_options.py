@@ -85,6 +85,9 @@ def test_a_prompt_the_tokenizer_refuses(tmp_path: Path, text_bundle: tuple[Path,
 def test_bad_bundles(tmp_path: Path, bundles: dict[str, tuple[Path, DecoderLM]]) -> None:
     with pytest.raises(GenerateError, match="no such bundle"):
         Generator(tmp_path / "missing")
+    (tmp_path / "data.txt").write_text("text")
+    with pytest.raises(GenerateError, match="data.txt: is a file, not a bundle folder"):
+        Generator(tmp_path / "data.txt")
     with pytest.raises(GenerateError, match="nima.json"):
         Generator(tmp_path)
     broken = tmp_path / "broken"
