@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
@@ -59,7 +60,7 @@ def test_taken_rows_equal_numpy_take(element: str, wrapped: bool) -> None:
     for shape, rows in [((3, 2, 5, 4), [2, 2, 0]), ((4, 7), [3, 1]), ((1, 2, 0, 4), [0, 0, 0, 0])]:
         array = (rng.standard_normal(shape) * 100).astype(NUMPY_TYPES[element])
         value = host_value(array)
-        given = _wrap(value) if wrapped else value
+        given = ort.OrtValue(value) if wrapped else value
         taken = rows_device.take(given, np.array(rows))
         assert type(taken) is type(given)  # the CPU path feeds C++ values, the CUDA path Python ones
         np.testing.assert_array_equal(taken.numpy(), array[rows])
@@ -71,12 +72,6 @@ def test_unknown_element_type_is_a_clear_error() -> None:
         graph_path("tensor(double)", 4)
     with pytest.raises(GenerateError, match="3-D tensor\\(float\\)"):
         graph_path("tensor(float)", 3)
-
-
-def _wrap(value: object) -> object:
-    import onnxruntime as ort
-
-    return ort.OrtValue(value)
 
 
 if __name__ == "__main__":
