@@ -35,6 +35,8 @@ from nima.export.command import export_bundle
 from nima.runtime import GenerateError, Generator
 from nima.spec import spec_from_dict
 
+# The shapes of genai_compare.py's SIZES, written out: that module imports onnxruntime_genai, which a GPU
+# machine with only onnxruntime-gpu may lack.
 _LLAMA = {
     "position": {"kind": "rope"},
     "norm": {"kind": "rmsnorm", "placement": "pre"},
