@@ -15,6 +15,11 @@ import typer
 
 from nima import __version__
 
+try:  # typer 0.2x carries its own copy of click
+    from typer._click import exceptions as click_errors
+except ImportError:  # earlier typer runs on click itself
+    from click import exceptions as click_errors
+
 app = typer.Typer(
     name="nima",
     help="Declarative transformer LMs: spec -> PyTorch -> ONNX -> ONNX Runtime.",
@@ -274,10 +279,36 @@ from nima.cli_generate import generate  # noqa: E402 - registered after `fail` e
 app.command()(generate)
 
 
+def _usage_error(err: click_errors.UsageError) -> NoReturn:
+    """One line for a bad flag or a missing argument, naming where to read the usage."""
+    command = err.ctx.command_path if err.ctx is not None else "nima"
+    fail(f"{err.format_message().rstrip('.')} (see '{command} --help')", err.exit_code)
+
+
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point.
+
+    Click runs outside its standalone mode so that a usage error (an unknown flag, a missing
+    argument) is printed as one ``error:`` line like every other bad input, not as a framed box.
+    """
     try:
-        app()
+        try:
+            code = app(standalone_mode=False)
+        except click_errors.NoArgsIsHelpError as err:
+            assert err.ctx is not None  # click always attaches the context to this error
+            typer.echo(err.ctx.get_help())
+            sys.exit(err.exit_code)
+        except click_errors.UsageError as err:
+            _usage_error(err)
+        except click_errors.ClickException as err:
+            fail(err.format_message(), err.exit_code)
+        except typer.Abort:
+            raise KeyboardInterrupt from None
+        if code == 130:  # typer turns Ctrl-C inside a command into a silent exit 130
+            raise KeyboardInterrupt
+        sys.exit(code if isinstance(code, int) else 0)
+    except typer.Exit as done:  # raised by `fail` above
+        sys.exit(done.exit_code)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)

@@ -15,6 +15,7 @@ from click.testing import Result
 from typer.testing import CliRunner
 
 import nima
+from nima import cli
 from nima.cli import app
 from nima.spec import ModelSpec, load_spec, parameter_count
 
@@ -414,6 +415,34 @@ def test_python_m_nima_help() -> None:
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["train", "--no-such-flag"], "error: No such option: --no-such-flag"),
+        (["generate"], "error: Missing argument 'bundle'"),
+        (["generate", "x", "--top-p", "abc"], "error: Invalid value for '--top-p'"),
+        (["frobnicate"], "error: No such command 'frobnicate'"),
+    ],
+)
+def test_usage_errors_are_one_line_in_a_real_process(args: list[str], expected: str) -> None:
+    """Click frames a usage error in a box of five or six lines; the console entry point prints it as
+    one `error:` line like every other bad input, naming the command's help."""
+    proc = run_cli(*args)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(expected), lines
+    assert lines[0].endswith(" --help')"), lines  # `python -m nima` names itself so, the script `nima`
+    assert proc.stdout == ""
+
+
+def test_no_arguments_prints_the_help_in_a_real_process() -> None:
+    proc = run_cli()
+    assert proc.returncode == 2, proc.stderr
+    assert "Usage:" in proc.stdout and "build" in proc.stdout
+    assert "Traceback" not in proc.stderr
+
+
 def test_a_model_too_large_for_memory_is_one_line_exit_2(tmp_path: Path) -> None:
     """512 TB of embeddings: more than any address space, so the allocation fails even where the OS
     overcommits memory. The console entry point turns torch's allocation error into one line."""
@@ -428,3 +457,17 @@ def test_a_model_too_large_for_memory_is_one_line_exit_2(tmp_path: Path) -> None
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith("error: out of memory") and len(done.stderr.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_ctrl_c_in_a_command_exits_130_saying_so(
+    tiny: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def interrupted(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "load_or_fail", interrupted)
+    monkeypatch.setattr(sys, "argv", ["nima", "build", str(tiny)])
+    with pytest.raises(SystemExit) as done:
+        cli.main()
+    assert done.value.code == 130
+    assert capsys.readouterr().err.strip() == "interrupted"
