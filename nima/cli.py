@@ -53,6 +53,16 @@ def _root(
     """Declarative transformer LMs: spec -> PyTorch -> ONNX -> ONNX Runtime."""
 
 
+def path_given(value: str | Path) -> Path:
+    """Parse a path flag, refusing an empty one: Path("") is the current folder, so an unset shell
+    variable in `-o "$OUT"` would otherwise write a run or a bundle into wherever the command ran."""
+    if isinstance(value, Path):
+        return value
+    if not value.strip():
+        raise typer.BadParameter("an empty path; name a file or folder (. for the current folder)")
+    return Path(value)
+
+
 SetOption = Annotated[
     list[str] | None,
     typer.Option("--set", "-s", help="Override a spec field: --set attention.n_heads=8 (repeatable)."),
@@ -102,7 +112,12 @@ def build(
     spec: Annotated[Path, typer.Argument(help="Spec file (.yaml, .yml or .json).", show_default=False)],
     out: Annotated[
         Path | None,
-        typer.Option("--out", "-o", help="Write nima.json and model.safetensors here. Without it, only validate."),
+        typer.Option(
+            "--out",
+            "-o",
+            parser=path_given,
+            help="Write nima.json and model.safetensors here. Without it, only validate.",
+        ),
     ] = None,
     overrides: SetOption = None,
     seed: Annotated[int | None, typer.Option(help="Seed for the initial weights (default: training.seed).")] = None,
@@ -151,12 +166,16 @@ def train(
         typer.Option(
             "--data",
             "-d",
+            parser=path_given,
             help="A text file or a folder of .txt files; for an encoder-decoder, a .tsv (source<TAB>target) "
             'or .jsonl ({"source", "target"}) file of pairs. Not needed with --resume.',
         ),
     ] = None,
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Run folder (default: runs/<spec name>).", show_default=False)
+        Path | None,
+        typer.Option(
+            "--out", "-o", parser=path_given, help="Run folder (default: runs/<spec name>).", show_default=False
+        ),
     ] = None,
     overrides: SetOption = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in the run folder.")] = False,
@@ -191,7 +210,9 @@ def train(
 
 @app.command()
 def schema(
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file instead of stdout.")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", parser=path_given, help="Write to this file instead of stdout.")
+    ] = None,
 ) -> None:
     """Print the JSON Schema of a spec (point yaml-language-server at it for completion)."""
     from nima.spec.schema import spec_json_schema
@@ -211,7 +232,9 @@ def export(
     source: Annotated[
         Path, typer.Argument(help="A model folder (nima build / nima train output) or a spec file.", show_default=False)
     ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Bundle folder to write.", show_default=False)],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", parser=path_given, help="Bundle folder to write.", show_default=False)
+    ],
     onnx: Annotated[bool, typer.Option("--onnx", help="Export to ONNX (the one format so far).")] = False,
     dtype: Annotated[str, typer.Option(help="Weights and activations: fp32 | fp16.")] = "fp32",
     quantize: Annotated[

@@ -471,3 +471,36 @@ def test_ctrl_c_in_a_command_exits_130_saying_so(
         cli.main()
     assert done.value.code == 130
     assert capsys.readouterr().err.strip() == "interrupted"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["build", "{spec}", "-o", ""],
+        ["train", "{spec}", "--data", "corpus.txt", "-o", ""],
+        ["train", "{spec}", "--data", "", "-o", "run"],
+        ["export", "--onnx", "{spec}", "-o", " "],
+        ["schema", "-o", ""],
+    ],
+)
+def test_an_empty_path_flag_is_refused(
+    tmp_path: Path, tiny: Path, monkeypatch: pytest.MonkeyPatch, args: list[str]
+) -> None:
+    """An empty `-o` (an unset variable in `-o "$OUT"`) would be the current folder: refused, nothing written."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "corpus.txt").write_text("some text\n", encoding="utf-8")
+    monkeypatch.chdir(work)
+    result = invoke(*[str(tiny) if a == "{spec}" else a for a in args])
+    assert result.exit_code == 2, result.output
+    assert "an empty path" in result.output
+    assert sorted(p.name for p in work.iterdir()) == ["corpus.txt"]
+
+
+def test_an_empty_out_is_one_line_in_a_real_process(tiny: Path) -> None:
+    proc = run_cli("build", tiny, "-o", "")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: Invalid value for '--out' / '-o': an empty path; name a file or folder (. for the current folder)"
+        " (see 'python -m nima build --help')"
+    ]
