@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 from nima.spec.errors import Problem, SpecError
 from nima.spec.model import ModelSpec, rule_problems
 from nima.spec.presets import PRESETS
+from nima.spec.strict_parse import DuplicateKeyError, load_json, load_yaml
 
 _MAX_EXTENDS_DEPTH = 8
 
@@ -137,14 +138,16 @@ def read_spec_file(path: Path) -> dict[str, Any]:
         raise SpecError([Problem(source, "", f"cannot read: {err}")]) from None
     if path.suffix.lower() == ".json":
         try:
-            data = json.loads(text)
+            data = load_json(text)
         except json.JSONDecodeError as err:
             raise SpecError(
                 [Problem(f"{source}:{err.lineno}:{err.colno}", "", f"JSON syntax error: {err.msg}")]
             ) from None
+        except DuplicateKeyError as err:
+            raise SpecError([Problem(source, "", f"JSON error: {err}")]) from None
     else:
         try:
-            data = yaml.safe_load(text)
+            data = load_yaml(text)
         except yaml.YAMLError as err:
             mark = getattr(err, "problem_mark", None)
             where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
