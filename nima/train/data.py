@@ -44,7 +44,11 @@ def read_text(path: Path) -> tuple[str, Source]:
     if not path.exists():
         raise TrainError(f"{path}: data not found (pass a text file or a folder of .txt files)")
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*.txt") if p.is_file())
+        found = sorted(path.rglob("*.txt"))
+        broken = [p for p in found if p.is_symlink() and not p.exists()]
+        if broken:  # skipping it would train on less text than the folder claims to hold
+            raise TrainError(f"{broken[0]}: a link to a file that does not exist")
+        files = [p for p in found if p.is_file()]  # a folder named *.txt is searched, not read
         if not files:
             raise TrainError(f"{path}: data folder holds no .txt files")
     else:

@@ -22,6 +22,22 @@ def test_folder_of_txt_files_is_read_in_sorted_order(tmp_path: Path) -> None:
     assert source.files == [("1.txt", 6), ("b/2.txt", 6)]
 
 
+def test_a_broken_link_in_a_data_folder_is_named(tmp_path: Path) -> None:
+    (tmp_path / "1.txt").write_text("first\n", encoding="utf-8")
+    (tmp_path / "2.txt").symlink_to(tmp_path / "moved-away.txt")
+    with pytest.raises(TrainError, match="2.txt: a link to a file that does not exist"):
+        read_text(tmp_path)
+
+
+def test_a_folder_named_txt_is_searched_not_read(tmp_path: Path) -> None:
+    (tmp_path / "books.txt").mkdir()
+    (tmp_path / "books.txt" / "a.txt").write_text("inside\n", encoding="utf-8")
+    (tmp_path / "z.txt").symlink_to(tmp_path / "books.txt" / "a.txt")  # a link that works is read
+    text, source = read_text(tmp_path)
+    assert text == "inside\ninside\n"
+    assert [name for name, _ in source.files] == ["books.txt/a.txt", "z.txt"]
+
+
 def test_single_file_is_used_as_is(tmp_path: Path) -> None:
     path = tmp_path / "a.txt"
     path.write_text("no trailing newline", encoding="utf-8")
