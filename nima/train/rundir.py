@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -133,4 +134,28 @@ def check_resume(run_dir: Path, spec: ModelSpec, source: Source | None) -> Path:
     # be found after training
     TextTokenizer.load(spec.training.tokenizer, run_dir / TOKENIZER_FILE)
     check_writable(run_dir)
+    # a resume writes new checkpoints and appends to the metrics: finding out after training would
+    # leave the run half-updated (new metrics and weights, no checkpoint to resume them from)
+    for path in (run_dir / CHECKPOINTS_DIR, run_dir / METRICS_FILE):
+        if path.exists() and not _can_write(path):
+            raise TrainError(f"{path}: is not writable, and resuming writes to it")
     return found[-1][1]
+
+
+def _can_write(path: Path) -> bool:
+    """Try it: a file created and removed in a folder, a file opened for appending (both left as
+    they were, times included). Permission bits alone do not tell, e.g. for root, a read-only
+    mount or an immutable file."""
+    try:
+        if path.is_dir():
+            times = path.stat()
+            handle, name = tempfile.mkstemp(dir=path, prefix=".nima-probe-")
+            os.close(handle)
+            os.unlink(name)
+            os.utime(path, ns=(times.st_atime_ns, times.st_mtime_ns))  # as it was
+        else:
+            with path.open("ab"):
+                pass
+    except OSError:
+        return False
+    return True

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -176,6 +179,39 @@ def test_resume_with_a_damaged_tokenizer(tmp_path: Path, finished: tuple[Path, P
     before = snapshot(run)
     result = invoke("train", spec, "-o", run, "--resume", "--set", "training.max_steps=20")
     _bad(result, "tokenizer.json")
+    assert snapshot(run) == before
+
+
+@contextlib.contextmanager
+def _unwritable(path: Path) -> Iterator[None]:
+    """Make ``path`` unwritable for this process: `chattr +i` where it works (it binds root too),
+    else permission bits; skip where neither does."""
+    locked = subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode == 0
+    if not locked:
+        path.chmod(0o500 if path.is_dir() else 0o400)
+    try:
+        if path.is_dir() and os.access(path, os.W_OK) and not locked:
+            pytest.skip("running with privileges that ignore folder permissions, and chattr is unavailable")
+        yield
+    finally:
+        if locked:
+            subprocess.run(["chattr", "-i", str(path)], check=True)
+        else:
+            path.chmod(0o700 if path.is_dir() else 0o600)
+
+
+@pytest.mark.parametrize("target", ["checkpoints", "metrics.jsonl"])
+def test_resume_into_an_unwritable_part_of_the_run(
+    tmp_path: Path, finished: tuple[Path, Path, Path], target: str
+) -> None:
+    """Found before training: after it, the run would be half updated (metrics and weights without the
+    checkpoint to resume them from)."""
+    spec, _, run = finished
+    run = _copy(run, tmp_path)
+    before = snapshot(run)
+    with _unwritable(run / target):
+        result = invoke("train", spec, "-o", run, "--resume", "--set", "training.max_steps=20")
+    _bad(result, str(run / target), "not writable")
     assert snapshot(run) == before
 
 
