@@ -96,6 +96,13 @@ def _writable_target(out: Path, force: bool) -> None:
 
     if out.exists() and not out.is_dir():
         fail(f"{out}: exists and is not a folder")
+    if out.is_dir():
+        # --force overwrites a build's two files; a run's checkpoints or a bundle's graphs would stay
+        # beside them and no longer match
+        other = [p.name for p in sorted(out.iterdir()) if p.name in ("run.json", "checkpoints") or p.suffix == ".onnx"]
+        if other:
+            kind = "an exported bundle" if other[0].endswith(".onnx") else "a training run"
+            fail(f"{out}: holds {kind} ({other[0]}), which a build would not match; build into another folder")
     if out.is_dir() and not force:
         taken = [name for name in (SPEC_FILE, WEIGHTS_FILE) if (out / name).exists()]
         if taken:

@@ -59,6 +59,9 @@ def check_writable(run_dir: Path) -> None:
 def check_new_run(run_dir: Path, force: bool) -> None:
     """A new run may start in ``run_dir``: it holds no run or model, or ``force`` allows replacing it."""
     check_writable(run_dir)
+    graphs = sorted(p.name for p in run_dir.glob("*.onnx")) if run_dir.is_dir() else []
+    if graphs:  # --force removes a run's files only: the bundle's graphs would stay beside the new run
+        raise TrainError(f"{run_dir}: holds an exported bundle ({graphs[0]}); train into another folder")
     if run_dir.is_dir() and not force:
         taken = [name for name in OWNED if (run_dir / name).exists()]
         if taken:

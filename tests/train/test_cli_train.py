@@ -244,3 +244,25 @@ def test_subprocess_exit_code_and_no_traceback(tmp_path: Path, spec_file: Path) 
     proc = run_cli("train", spec_file, "--data", tmp_path / "missing", "-o", tmp_path / "run")
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
+
+
+def test_force_does_not_mix_a_run_or_build_into_a_bundle_folder(tmp_path: Path, spec_file: Path, corpus: Path) -> None:
+    """`--force` removes a run's files only; an export bundle's graphs would stay beside the new run."""
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    for name in ("nima.json", "model.onnx", "genai_config.json"):
+        (bundle / name).write_text("{}", encoding="utf-8")
+    before = snapshot(bundle)
+    _bad(invoke("train", spec_file, "--data", corpus, "-o", bundle, "--force"), "exported bundle", "model.onnx")
+    _bad(invoke("build", spec_file, "-o", bundle, "--force"), "exported bundle", "model.onnx")
+    assert snapshot(bundle) == before
+
+
+def test_build_force_does_not_overwrite_a_run(tmp_path: Path, finished: tuple[Path, Path, Path]) -> None:
+    """A build over a run would leave checkpoints that no longer match its weights."""
+    spec, _, run = finished
+    run = _copy(run, tmp_path)
+    before = snapshot(run)
+    for flags in ([], ["--force"]):
+        _bad(invoke("build", spec, "-o", run, *flags), "a training run", "another folder")
+    assert snapshot(run) == before
