@@ -116,7 +116,7 @@ def _writable_target(out: Path, force: bool) -> None:
 
 @app.command()
 def build(
-    spec: Annotated[Path, typer.Argument(help="Spec file (.yaml, .yml or .json).", show_default=False)],
+    spec: Annotated[Path, typer.Argument(metavar="SPEC", help="Spec file (.yaml, .yml or .json).", show_default=False)],
     out: Annotated[
         Path | None,
         typer.Option(
@@ -167,7 +167,7 @@ def build(
 
 @app.command()
 def train(
-    spec: Annotated[Path, typer.Argument(help="Spec file (.yaml, .yml or .json).", show_default=False)],
+    spec: Annotated[Path, typer.Argument(metavar="SPEC", help="Spec file (.yaml, .yml or .json).", show_default=False)],
     data: Annotated[
         Path | None,
         typer.Option(
@@ -237,7 +237,10 @@ def schema(
 @app.command()
 def export(
     source: Annotated[
-        Path, typer.Argument(help="A model folder (nima build / nima train output) or a spec file.", show_default=False)
+        Path,
+        typer.Argument(
+            metavar="SOURCE", help="A model folder (nima build / nima train output) or a spec file.", show_default=False
+        ),
     ],
     out: Annotated[
         Path, typer.Option("--out", "-o", parser=path_given, help="Bundle folder to write.", show_default=False)

@@ -17,7 +17,9 @@ Opt = typer.Option
 
 
 def generate(
-    bundle: Annotated[Path, typer.Argument(help="A bundle folder written by nima export.", show_default=False)],
+    bundle: Annotated[
+        Path, typer.Argument(metavar="BUNDLE", help="A bundle folder written by nima export.", show_default=False)
+    ],
     prompt: Annotated[list[str] | None, Opt("--prompt", "-p", help="Prompt text (repeatable: a batch).")] = None,
     prompt_ids: Annotated[
         list[str] | None, Opt("--prompt-ids", help="Prompt as token ids, e.g. 1,2,3 (repeatable).")

@@ -419,7 +419,7 @@ def test_python_m_nima_help() -> None:
     ("args", "expected"),
     [
         (["train", "--no-such-flag"], "error: No such option: --no-such-flag"),
-        (["generate"], "error: Missing argument 'bundle'"),
+        (["generate"], "error: Missing argument 'BUNDLE'"),
         (["generate", "x", "--top-p", "abc"], "error: Invalid value for '--top-p'"),
         (["frobnicate"], "error: No such command 'frobnicate'"),
     ],
