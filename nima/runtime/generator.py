@@ -97,17 +97,8 @@ class Generator:
         return self.encoder is not None
 
     def options(self, **overrides: Any) -> GenerationSpec:
-        """The bundle's defaults with ``overrides`` applied and checked (`GenerateError` if invalid).
-
-        More beams than vocabulary tokens is refused: the first step has only as many distinct
-        continuations as tokens, and every extra beam is a full cache copy (a typo such as 4000 for
-        40 would otherwise run for minutes and take gigabytes before anyone noticed)."""
-        opts = resolve_options(self.spec.generation, overrides)
-        if opts.num_beams > self.spec.vocab_size:
-            raise GenerateError(
-                f"option num_beams: {opts.num_beams} is more than the vocabulary's {self.spec.vocab_size} tokens"
-            )
-        return opts
+        """The bundle's defaults with ``overrides`` applied and checked (`GenerateError` if invalid)."""
+        return resolve_options(self.spec.generation, overrides)
 
     def encode(self, prompt: Prompt) -> list[int]:
         """Token ids of ``prompt`` (text needs the bundle's tokenizer; id lists pass through, checked)."""
