@@ -199,12 +199,15 @@ def train(
     import os
 
     require_torch("train")
-    from nima.train import PeerFailed, TrainError
+    from nima.train import Interrupted, PeerFailed, TrainError
     from nima.train import train as run_training
 
     run_dir = out if out is not None else Path("runs") / model_spec.name
     try:
         state = run_training(model_spec, run_dir, data=data, resume=resume, force=force)
+    except Interrupted as stopped:
+        typer.echo(f"{run_dir}: {stopped}", err=True)
+        sys.exit(130)  # not typer.Exit: `main` would add a bare "interrupted" line
     except PeerFailed:
         raise typer.Exit(EXIT_BAD_INPUT) from None  # rank 0 prints the problem
     except TrainError as err:

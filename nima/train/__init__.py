@@ -5,6 +5,7 @@ that names the file or spec field.
 """
 
 from nima.train.errors import PeerFailed, TrainError
+from nima.train.interrupt import Interrupted
 from nima.train.run import train
 
-__all__ = ["PeerFailed", "TrainError", "train"]
+__all__ = ["Interrupted", "PeerFailed", "TrainError", "train"]

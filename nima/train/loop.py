@@ -22,6 +22,7 @@ from nima.train.batches import Batch, Sampler, label_count
 from nima.train.checkpoint import TrainState
 from nima.train.data import Corpus
 from nima.train.distributed import World, all_reduce_sum, gradient_sync
+from nima.train.interrupt import Interrupted, stop_on_interrupt
 from nima.train.metrics import MetricsLog
 from nima.train.objective import Objective
 from nima.train.optim import lr_at, set_lr
@@ -151,7 +152,7 @@ def train_loop(
         if metrics is not None:
             metrics.write(entry)
 
-    with reporter:
+    with reporter, stop_on_interrupt(not world.distributed, reporter.print) as stop:
         while state.step < tr.max_steps:
             loss_sum, tokens, norm, lr = train_step(run, state.step)
             window[0] += loss_sum.double()
@@ -180,10 +181,12 @@ def train_loop(
                     + more
                 )
                 on_eval()
-            if state.step % tr.checkpoint_every == 0 or last:
+            if state.step % tr.checkpoint_every == 0 or last or stop.requested:
                 state.elapsed_s = elapsed_before + time.perf_counter() - started
                 state.data_rng = run.sampler.state()
                 on_checkpoint(state)
+            if stop.requested and not last:
+                raise Interrupted(state.step)
             window_time += time.perf_counter() - paused  # evaluating and saving is not training speed
     state.elapsed_s = elapsed_before + time.perf_counter() - started
     return state

@@ -1,4 +1,5 @@
-"""Resuming: a run killed with SIGKILL after a checkpoint, then `--resume`d, ends where an uninterrupted run ends."""
+"""Resuming: a run killed with SIGKILL after a checkpoint, or stopped with Ctrl-C, then `--resume`d, ends where an
+uninterrupted run ends."""
 
 from __future__ import annotations
 
@@ -64,6 +65,43 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path: Path, corpus:
     assert [s for s, _ in read_metrics(killed)] == list(range(1, STEPS + 1))
     assert read_metrics(killed, "val") == read_metrics(tmp_path / "straight", "val")
     assert not [p for p in (killed / "checkpoints").iterdir() if p.name.startswith(".")]  # no temporaries left
+
+
+def test_ctrl_c_saves_a_checkpoint_and_resume_equals_an_uninterrupted_run(tmp_path: Path, corpus: Path) -> None:
+    """The first SIGINT stops the run after its current step with a checkpoint of that step (none is
+    scheduled before the end here), exit 130; resuming from it ends where an uninterrupted run ends."""
+    spec = write_spec(tmp_path, tiny_spec(max_steps=STEPS, checkpoint_every=STEPS, eval_every=100))
+    stopped = tmp_path / "stopped"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "nima", "train", str(spec), "--data", str(corpus), "-o", str(stopped)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    try:
+        while not ((stopped / "metrics.jsonl").exists() and read_metrics(stopped)):  # training has started
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"training ended or never started: {proc.stderr.read()[-2000:]}")
+            time.sleep(0.002)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr
+    (reached,) = [step for step, _ in checkpoint_steps(stopped)]
+    assert 0 < reached < STEPS
+    assert f"{stopped}: interrupted at step {reached}; its checkpoint is saved" in stderr
+    assert "Traceback" not in stderr
+    assert not [p for p in (stopped / "checkpoints").iterdir() if p.name.startswith(".")]  # no temporaries left
+
+    resumed = invoke("train", spec, "-o", stopped, "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert f"resuming at step {reached}" in resumed.output
+    straight = invoke("train", spec, "--data", corpus, "-o", tmp_path / "straight")
+    assert straight.exit_code == 0, straight.output
+    a = load_file(str(stopped / "model.safetensors"))
+    b = load_file(str(tmp_path / "straight" / "model.safetensors"))
+    for name in b:
+        assert torch.equal(a[name], b[name]), name
+    assert read_metrics(stopped) == read_metrics(tmp_path / "straight")
 
 
 def test_resume_can_extend_a_finished_run(tmp_path: Path, corpus: Path) -> None:
