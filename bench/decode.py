@@ -277,6 +277,24 @@ def report(name: str, params: int, results: list[Result], reference: list[int]) 
             f"{statistics.median(paired):.3f}x ({min(paired):.2f}-{max(paired):.2f}; middle half "
             f"{quartiles[0]:.3f}-{quartiles[1]:.3f}) | {vs_pytorch} | {100 * r.spread:.0f}% | {others} | {same} |"
         )
+    print("\n" + _targets(name, by))
+
+
+def _per_round(a: Result, b: Result) -> float:
+    """The median of a's decode speed over b's, taken within each round (the machine's drift cancels)."""
+    return statistics.median(x.decode_tps / y.decode_tps for x, y in zip(a.runs, b.runs, strict=True))
+
+
+def _targets(name: str, by: dict[str, Result]) -> str:
+    """The issue's targets for this model, per-round medians: Nima >= 1.0x genai; on tiny, >= 5x PyTorch."""
+    genai = _per_round(by["nima"], by["genai"])
+    parts = [f"nima / genai {genai:.3f}x (target >= 1.0x: {'met' if genai >= 1.0 else 'not met'})"]
+    if "pytorch" in by:
+        pytorch = _per_round(by["nima"], by["pytorch"])
+        goal = "met" if pytorch >= 5.0 else "not met"
+        parts.append(f"nima / pytorch {pytorch:.2f}x" + (f" (target >= 5x on tiny: {goal})" if "tiny" in name else ""))
+        parts.append(f"genai / pytorch {_per_round(by['genai'], by['pytorch']):.2f}x")
+    return "targets, per-round medians: " + "; ".join(parts)
 
 
 def _first_diff(a: list[int], b: list[int]) -> int:
