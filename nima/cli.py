@@ -165,57 +165,9 @@ def build(
         console.print("[dim]spec is valid; pass -o DIR to write nima.json and model.safetensors[/]")
 
 
-@app.command()
-def train(
-    spec: Annotated[Path, typer.Argument(metavar="SPEC", help="Spec file (.yaml, .yml or .json).", show_default=False)],
-    data: Annotated[
-        Path | None,
-        typer.Option(
-            "--data",
-            "-d",
-            parser=path_given,
-            help="A text file or a folder of .txt files; for an encoder-decoder, a .tsv (source<TAB>target) "
-            'or .jsonl ({"source", "target"}) file of pairs. Not needed with --resume.',
-        ),
-    ] = None,
-    out: Annotated[
-        Path | None,
-        typer.Option(
-            "--out", "-o", parser=path_given, help="Run folder (default: runs/<spec name>).", show_default=False
-        ),
-    ] = None,
-    overrides: SetOption = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in the run folder.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Replace a run already in the run folder.")] = False,
-) -> None:
-    """Train SPEC on text (or pairs); the run folder ends up holding nima.json, model.safetensors and tokenizer.json.
+from nima.cli_train import train  # noqa: E402 - registered after the helpers it imports exist
 
-    Under `torchrun --nproc_per_node N -m nima train ...` the processes train together (DDP, or
-    FSDP with training.distributed: fsdp); only rank 0 writes files and prints.
-    """
-    model_spec = load_or_fail(spec, overrides)
-    if resume and force:
-        fail("--resume and --force: choose one (continue the run, or replace it)")
-    import os
-
-    require_torch("train")
-    from nima.train import Interrupted, PeerFailed, TrainError
-    from nima.train import train as run_training
-
-    run_dir = out if out is not None else Path("runs") / model_spec.name
-    try:
-        state = run_training(model_spec, run_dir, data=data, resume=resume, force=force)
-    except Interrupted as stopped:
-        typer.echo(f"{run_dir}: {stopped}", err=True)
-        sys.exit(130)  # not typer.Exit: `main` would add a bare "interrupted" line
-    except PeerFailed:
-        raise typer.Exit(EXIT_BAD_INPUT) from None  # rank 0 prints the problem
-    except TrainError as err:
-        fail(str(err))
-    except OSError as err:
-        fail(f"{run_dir}: cannot write ({err.strerror or err})")
-    if int(os.environ.get("RANK", "0")) == 0:
-        typer.echo(f"{run_dir}: step {state.step}, {state.tokens:,} tokens, {state.elapsed_s:.1f} s")
+app.command()(train)
 
 
 @app.command()
