@@ -283,8 +283,7 @@ def main() -> None:
         try:
             code = app(standalone_mode=False)
         except click_errors.NoArgsIsHelpError as err:
-            assert err.ctx is not None  # click always attaches the context to this error
-            typer.echo(err.ctx.get_help())
+            typer.echo(err.ctx.get_help() if err.ctx is not None else err.format_message())
             sys.exit(err.exit_code)
         except click_errors.UsageError as err:
             _usage_error(err)
