@@ -250,7 +250,12 @@ def _header(spec: ModelSpec, run: Run, state: TrainState, resume: bool) -> str:
     if world.device.type == "cpu":
         where += f", {torch.get_num_threads()} thread(s)"
     action = f"resuming at step {state.step}" if resume else "training"
+    # fsdp is asked for by name (ddp is the default): in one process it shards nothing, which a run
+    # meant for torchrun but started without it would otherwise not show
+    alone = ""
+    if tr.distributed == "fsdp" and not world.distributed:
+        alone = "\nnote: training.distributed is fsdp, which applies under torchrun; this is one process"
     return (
         f"{action} {spec.name}: {parameter_count(spec) / 1e6:.2f}M parameters, {tr.tokenizer} tokenizer, "
-        f"{run.corpus.summary(global_batch, spec.train_seq_len)}, {where}, {run.precision.name}"
+        f"{run.corpus.summary(global_batch, spec.train_seq_len)}, {where}, {run.precision.name}{alone}"
     )

@@ -266,3 +266,16 @@ def test_build_force_does_not_overwrite_a_run(tmp_path: Path, finished: tuple[Pa
     for flags in ([], ["--force"]):
         _bad(invoke("build", spec, "-o", run, *flags), "a training run", "another folder")
     assert snapshot(run) == before
+
+
+def test_fsdp_in_one_process_says_so(tmp_path: Path, spec_file: Path, corpus: Path) -> None:
+    """FSDP is asked for by name; started without torchrun, the run trains in one process and says so."""
+    result = invoke(
+        "train", spec_file, "--data", corpus, "-o", tmp_path / "run", "--set", "training.distributed=fsdp",
+        "--set", "training.max_steps=2",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())  # rich wraps lines at the console's width
+    assert "note: training.distributed is fsdp, which applies under torchrun; this is one process" in said
+    plain = invoke("train", spec_file, "--data", corpus, "-o", tmp_path / "plain", "--set", "training.max_steps=2")
+    assert plain.exit_code == 0 and "note:" not in plain.output
