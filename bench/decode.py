@@ -34,12 +34,10 @@ Progress goes to stderr, the report to stdout.
 from __future__ import annotations
 
 import argparse
-import gc
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +57,7 @@ from genai_compare import (
     genai_runner,
     log,
     pin_genai_config,
-    time_all,
+    time_balanced,
     unused_token,
 )
 from hf_weights import to_hf
@@ -203,41 +201,6 @@ def hf_runner(label: str, model: DecoderLM, spec: ModelSpec) -> Runner:
 
 
 # --- extra figures ---------------------------------------------------------------------------------
-
-
-def time_balanced(makers: dict[str, Callable[[], Runner]], prompt: list[int]) -> list[Result]:
-    """`time_all` over half the rounds with the runners created in the given order, half with them
-    created in reverse order, fresh each time; the rounds are then pooled.
-
-    The order in which sessions are created moves their speed: with Nima's and genai's sessions
-    in one process, the one created second decoded about 5% faster at 124M parameters (three
-    pairs of processes each way: Nima / genai 0.948-0.979x created first, 1.002-1.027x second).
-    Balancing the order keeps that out of the ratios."""
-    total = genai_compare.RUNS
-    halves = [(list(makers), (total + 1) // 2), (list(reversed(makers)), total // 2)]
-    pooled: dict[str, list[Timing]] = {label: [] for label in makers}
-    for order, rounds in halves:
-        if rounds == 0:
-            continue
-        runners = [makers[label]() for label in order]
-        genai_compare.RUNS = rounds
-        try:
-            for result in time_all(runners, prompt):
-                pooled[result.label] += result.runs
-        finally:
-            genai_compare.RUNS = total
-            for runner in runners:
-                runner.close()
-            del runners
-            gc.collect()  # the sessions' weights go before the next half's are loaded
-    results = []
-    for label, runs in pooled.items():
-        if any(t.tokens != runs[0].tokens for t in runs):
-            raise RuntimeError(f"{label}: greedy tokens differ between runs")
-        decode = statistics.median(t.decode_tps for t in runs)
-        ttft = 1000 * statistics.median(t.ttft for t in runs)
-        results.append(Result(label=label, tokens=runs[0].tokens, decode_tps=decode, ttft_ms=ttft, runs=runs))
-    return results
 
 
 def matmul_bandwidth(root: Path, rows: int = 8192, cols: int = 8192, huge_pages: bool = False) -> float:

@@ -394,6 +394,42 @@ def time_all(runners: list[Runner], prompt: list[int]) -> list[Result]:
     return results
 
 
+def time_balanced(makers: dict[str, Callable[[], Runner]], prompt: list[int]) -> list[Result]:
+    """`time_all` over half the rounds with the runners created in the given order, half with them
+    created in reverse order, fresh each time; the rounds are then pooled.
+
+    The order in which sessions are created moves their speed: with Nima's and genai's sessions
+    in one process, the one created second decoded about 5% faster at 124M parameters (three
+    pairs of processes each way: Nima / genai 0.948-0.979x created first, 1.002-1.027x second).
+    Balancing the order keeps that out of the ratios."""
+    global RUNS  # time_all reads it
+    total = RUNS
+    halves = [(list(makers), (total + 1) // 2), (list(reversed(makers)), total // 2)]
+    pooled: dict[str, list[Timing]] = {label: [] for label in makers}
+    for order, rounds in halves:
+        if rounds == 0:
+            continue
+        runners = [makers[label]() for label in order]
+        RUNS = rounds
+        try:
+            for result in time_all(runners, prompt):
+                pooled[result.label] += result.runs
+        finally:
+            RUNS = total
+            for runner in runners:
+                runner.close()
+            del runners
+            gc.collect()  # the sessions' weights go before the next half's are loaded
+    results = []
+    for label, runs in pooled.items():
+        if any(t.tokens != runs[0].tokens for t in runs):
+            raise RuntimeError(f"{label}: greedy tokens differ between runs")
+        decode = statistics.median(t.decode_tps for t in runs)
+        ttft = 1000 * statistics.median(t.ttft for t in runs)
+        results.append(Result(label=label, tokens=runs[0].tokens, decode_tps=decode, ttft_ms=ttft, runs=runs))
+    return results
+
+
 # --- graphs ---------------------------------------------------------------------------------------
 STEP_PAST = 128  # cached tokens before the timed single-token steps
 STEP_ROUNDS = 60  # rounds; in each, every graph runs one block of steps
@@ -409,35 +445,58 @@ def step_latency(paths: dict[str, Path], kv_heads: int, head_dim: int) -> dict[s
     other load on the machine fall on all alike. Sessions do not spin-wait between calls:
     a spinning idle session would take a core from the one being timed. The cache is random: a
     step's cost does not depend on its values.
+
+    The order in which sessions are created moves their speed by several percent (which one
+    gains changed with the model's size here; bench/decode.py's `time_balanced`), so half the
+    rounds run on sessions created in the order of ``paths`` and half on fresh ones created in
+    the reverse order. The returned blocks are in round order, first half first, so the same
+    index is the same round for every graph.
     """
+    labels = list(paths)
+    blocks: dict[str, list[float]] = {label: [] for label in labels}
+    halves = [(labels, (STEP_ROUNDS + 1) // 2), (labels[::-1], STEP_ROUNDS // 2)]
+    for order, rounds in halves:
+        runs = [(label, *_step_feed(paths[label], kv_heads, head_dim)) for label in order]
+        _time_blocks(runs, rounds, blocks)
+        del runs
+        gc.collect()  # the sessions' weights go before the next half's are loaded
+    return blocks
+
+
+def _step_feed(
+    path: Path, kv_heads: int, head_dim: int
+) -> tuple[ort.InferenceSession, dict[str, ort.OrtValue], list[str]]:
+    """A non-spinning session of ``path``, its inputs for one step after `STEP_PAST` random cached
+    positions, and its output names."""
     rng = np.random.default_rng(SEED)
     value = ort.OrtValue.ortvalue_from_numpy
-    runs = []
-    for path in paths.values():
-        session = _session(path, spin=False)
-        feed = {
-            "input_ids": value(np.array([[7]], np.int64)),
-            "attention_mask": value(np.ones((1, STEP_PAST + 1), np.int64)),
-        }
-        if any(i.name == "position_ids" for i in session.get_inputs()):
-            feed["position_ids"] = value(np.array([[STEP_PAST]], np.int64))
-        for name, _ in _kv_inputs(session, kv_heads, head_dim):
-            cache = rng.standard_normal((1, kv_heads, STEP_PAST, head_dim)).astype(np.float32)
-            feed[name] = value(cache)
-        names = [o.name for o in session.get_outputs()]
-        runs.append((session, feed, names))
+    session = _session(path, spin=False)
+    feed = {
+        "input_ids": value(np.array([[7]], np.int64)),
+        "attention_mask": value(np.ones((1, STEP_PAST + 1), np.int64)),
+    }
+    if any(i.name == "position_ids" for i in session.get_inputs()):
+        feed["position_ids"] = value(np.array([[STEP_PAST]], np.int64))
+    for name, _ in _kv_inputs(session, kv_heads, head_dim):
+        cache = rng.standard_normal((1, kv_heads, STEP_PAST, head_dim)).astype(np.float32)
+        feed[name] = value(cache)
+    return session, feed, [o.name for o in session.get_outputs()]
+
+
+StepRun = tuple[str, ort.InferenceSession, dict[str, ort.OrtValue], list[str]]  # label, session, feed, outputs
+
+
+def _time_blocks(runs: list[StepRun], rounds: int, blocks: dict[str, list[float]]) -> None:
+    """``rounds`` rounds of one timed block per graph, a different graph first in each round."""
     options = ort.RunOptions()
-    blocks: list[list[float]] = [[] for _ in runs]
-    for round_ in range(STEP_ROUNDS):
+    for round_ in range(rounds):
         for turn in range(len(runs)):
-            index = (round_ + turn) % len(runs)
-            session, feed, names = runs[index]
+            label, session, feed, names = runs[(round_ + turn) % len(runs)]
             session.run_with_ort_values(names, feed, options)
             start = time.perf_counter()
             for _ in range(STEP_BLOCK):
                 session.run_with_ort_values(names, feed, options)
-            blocks[index].append(1000 * (time.perf_counter() - start) / STEP_BLOCK)
-    return dict(zip(paths, blocks, strict=True))
+            blocks[label].append(1000 * (time.perf_counter() - start) / STEP_BLOCK)
 
 
 def print_step_figures(steps: dict[str, list[float]], base_label: str) -> None:
@@ -547,20 +606,23 @@ def bench_size(size: str, root: Path, nima_target: str) -> None:
     genai_build_s = run_genai_builder(hf_dir, genai_dir, work / "cache")
     pin_genai_config(genai_dir, eos)
 
-    runners = [
-        genai_runner("(i)    genai runtime, genai-built graph", genai_dir),
-        genai_runner("(ii)   genai runtime, Nima bundle", nima_bundle),
-        runners[0],
-        ort_ortvalue_runner("(iii') ORT Python loop, Nima graph, OrtValue", nima_bundle / "model.onnx", *kv),
-        ort_ortvalue_runner("(iv)   ORT Python loop, genai-built graph, OrtValue", genai_dir / "model.onnx", *kv),
-    ]
-    try:
-        results = time_all(runners, prompt)
-    finally:
-        for runner in runners:
-            runner.close()
-        del runners
-        gc.collect()
+    runners[0].close()
+    del runners
+    labels = {
+        "i": "(i)    genai runtime, genai-built graph",
+        "ii": "(ii)   genai runtime, Nima bundle",
+        "iii": "(iii)  ORT Python loop, Nima graph, numpy",
+        "iii'": "(iii') ORT Python loop, Nima graph, OrtValue",
+        "iv": "(iv)   ORT Python loop, genai-built graph, OrtValue",
+    }
+    makers = {
+        labels["i"]: lambda: genai_runner(labels["i"], genai_dir),
+        labels["ii"]: lambda: genai_runner(labels["ii"], nima_bundle),
+        labels["iii"]: lambda: ort_numpy_runner(labels["iii"], nima_bundle / "model.onnx", *kv),
+        labels["iii'"]: lambda: ort_ortvalue_runner(labels["iii'"], nima_bundle / "model.onnx", *kv),
+        labels["iv"]: lambda: ort_ortvalue_runner(labels["iv"], genai_dir / "model.onnx", *kv),
+    }
+    results = time_balanced(makers, prompt)
 
     log(f"{size}: single-step latency of the two graphs")
     steps = step_latency({"genai-built": genai_dir / "model.onnx", "Nima": nima_bundle / "model.onnx"}, *kv)
