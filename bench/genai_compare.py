@@ -20,10 +20,13 @@ For each LLaMA-style size this script
    reporting decode tokens/s (the 127 single-token steps after the first token) and time to
    first token (prompt in, first token chosen), each the median of 3 runs after a short warm-up
    run, and each as a ratio to (i). The runners take turns (round 1 runs each once, then round 2,
-   ...), so other load on the machine falls on all of them alike; the report gives each runner's
-   spread and the share of the CPUs other processes took, to show how far to trust a figure;
+   ...), so other load on the machine falls on all of them alike; half the rounds run with the
+   sessions created in the reverse order (the order moves their speed; `time_balanced`); the
+   report gives each runner's spread and the share of the CPUs other processes took, to show how
+   far to trust a figure;
 5. times one decode step of each graph alone (1 new token after 128 cached; the graphs take
-   turns in blocks of consecutive steps; median and 10th percentile), the graph-against-graph
+   turns in blocks of consecutive steps, half the rounds on sessions created in reverse order;
+   median and 10th percentile), the graph-against-graph
    figure that depends least on the runtime around it and on other load on the machine;
 6. counts the graph nodes by op type, as exported and after ONNX Runtime's own CPU graph
    optimisations (what a session actually executes).
