@@ -41,6 +41,27 @@ def _kill_after_first_checkpoint(spec: Path, corpus: Path, run_dir: Path) -> int
     return max(step for step, _ in checkpoint_steps(run_dir))
 
 
+def _resume_equals_an_uninterrupted_run(spec: Path, corpus: Path, run: Path, reached: int, straight: Path) -> None:
+    """`--resume` ``run`` from step ``reached``; its weights and metrics must equal a run trained
+    from scratch without a stop (in ``straight``)."""
+    resumed = invoke("train", spec, "-o", run, "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert f"resuming at step {reached}" in resumed.output
+
+    done = invoke("train", spec, "--data", corpus, "-o", straight)
+    assert done.exit_code == 0, done.output
+
+    a = load_file(str(run / "model.safetensors"))
+    b = load_file(str(straight / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name  # bitwise: the same arithmetic in the same order
+    # metrics.jsonl: every step once, the same losses (steps after the checkpoint were trained again)
+    assert read_metrics(run) == read_metrics(straight)
+    assert [s for s, _ in read_metrics(run)] == list(range(1, STEPS + 1))
+    assert read_metrics(run, "val") == read_metrics(straight, "val")
+
+
 def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path: Path, corpus: Path) -> None:
     spec = write_spec(tmp_path, tiny_spec(max_steps=STEPS, checkpoint_every=10, eval_every=100))
 
@@ -48,22 +69,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path: Path, corpus:
     reached = _kill_after_first_checkpoint(spec, corpus, killed)
     assert reached < STEPS, "the run finished before the kill"
 
-    resumed = invoke("train", spec, "-o", killed, "--resume")
-    assert resumed.exit_code == 0, resumed.output
-    assert f"resuming at step {reached}" in resumed.output
-
-    straight = invoke("train", spec, "--data", corpus, "-o", tmp_path / "straight")
-    assert straight.exit_code == 0, straight.output
-
-    a = load_file(str(killed / "model.safetensors"))
-    b = load_file(str(tmp_path / "straight" / "model.safetensors"))
-    assert a.keys() == b.keys()
-    for name in a:
-        assert torch.equal(a[name], b[name]), name  # bitwise: the same arithmetic in the same order
-    # metrics.jsonl: every step once, the same losses (steps after the checkpoint were trained again)
-    assert read_metrics(killed) == read_metrics(tmp_path / "straight")
-    assert [s for s, _ in read_metrics(killed)] == list(range(1, STEPS + 1))
-    assert read_metrics(killed, "val") == read_metrics(tmp_path / "straight", "val")
+    _resume_equals_an_uninterrupted_run(spec, corpus, killed, reached, tmp_path / "straight")
     assert not [p for p in (killed / "checkpoints").iterdir() if p.name.startswith(".")]  # no temporaries left
 
 
@@ -92,16 +98,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_equals_an_uninterrupted_run(tmp_pa
     assert "Traceback" not in stderr
     assert not [p for p in (stopped / "checkpoints").iterdir() if p.name.startswith(".")]  # no temporaries left
 
-    resumed = invoke("train", spec, "-o", stopped, "--resume")
-    assert resumed.exit_code == 0, resumed.output
-    assert f"resuming at step {reached}" in resumed.output
-    straight = invoke("train", spec, "--data", corpus, "-o", tmp_path / "straight")
-    assert straight.exit_code == 0, straight.output
-    a = load_file(str(stopped / "model.safetensors"))
-    b = load_file(str(tmp_path / "straight" / "model.safetensors"))
-    for name in b:
-        assert torch.equal(a[name], b[name]), name
-    assert read_metrics(stopped) == read_metrics(tmp_path / "straight")
+    _resume_equals_an_uninterrupted_run(spec, corpus, stopped, reached, tmp_path / "straight")
 
 
 def test_resume_can_extend_a_finished_run(tmp_path: Path, corpus: Path) -> None:
