@@ -60,6 +60,6 @@ def decode_rows(
             chosen, masks, positions = chosen[keep], masks[keep], positions[keep]
             if active:
                 cache = session.select(cache, np.array(keep, dtype=np.int64))
-        ids = chosen[:, None].astype(np.int64)  # (A, 1)
+        ids = chosen[:, None]  # (A, 1); the session converts it to int64 where it is not
         positions = positions[:, -1:] + 1
         length += 1

@@ -12,8 +12,8 @@ beyond the weights' memory traffic.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import onnxruntime as ort
@@ -88,12 +88,13 @@ def make_session(
     return session
 
 
-@dataclass(frozen=True)
-class KVCache:
+class KVCache(NamedTuple):
     """Per layer (key, value) ORT values, each (B, H_kv, P, hd), and the cached length P.
 
     ``fixed`` holds per-row inputs that stay the same at every step — an encoder-decoder's
     cross-attention keys/values and source mask — so reordering rows moves them along.
+    A named tuple, not a frozen dataclass: every decode step makes one, and a frozen dataclass
+    takes several times longer to construct.
     """
 
     values: tuple[Value, ...]  # key0, value0, key1, value1, ...

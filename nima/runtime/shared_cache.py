@@ -34,6 +34,7 @@ class SharedBufferSession(DecoderSession):
         self._io = session.io_binding()
         self._io.bind_output(LOGITS, "cpu")  # bound first, so it stays output 0 when rebound by name
         self._bound: tuple[Value, ...] | None = None  # the buffers bound now
+        self._capacity = 0  # positions each bound buffer holds
         logits = session.get_outputs()[0]
         self._logits_dtype = NUMPY_TYPES.get(logits.type, np.float32)
         self._vocab = logits.shape[-1] if isinstance(logits.shape[-1], int) else None
@@ -71,14 +72,14 @@ class SharedBufferSession(DecoderSession):
 
         On the CPU the logits are a view of the bound output: valid until the next step."""
         batch, new = input_ids.shape
-        capacity = cache.values[0].shape()[2]
-        if cache.length + new > capacity:
-            raise GenerateError(f"the cache holds {capacity} positions; this step needs {cache.length + new}")
         if self._bound is not cache.values:  # rebinding the same buffers every step is wasted work
             for past, present, value in zip(self._past_names, self._present_names, cache.values, strict=True):
                 self._io.bind_ortvalue_input(past, value)
                 self._io.bind_ortvalue_output(present, value)
             self._bound = cache.values
+            self._capacity = cache.values[0].shape()[2]
+        if cache.length + new > self._capacity:
+            raise GenerateError(f"the cache holds {self._capacity} positions; this step needs {cache.length + new}")
         if self.device == "cpu" and self._vocab is not None:
             return self._cpu_step(input_ids, attention_mask, position_ids, cache, batch, new)
         io = self._io
