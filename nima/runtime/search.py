@@ -13,7 +13,7 @@ import numpy as np
 
 from nima.runtime.processors import sample
 from nima.runtime.rows import Limits, Row, left_pad, presence, process_scores, warp
-from nima.runtime.session import DecoderSession, Value
+from nima.runtime.session import DecoderSession, RowStepper, Value
 from nima.spec.sections import GenerationSpec
 
 
@@ -42,7 +42,16 @@ def decode_rows(
     cache = session.empty_cache(len(rows), fixed, capacity)
     penalise = options.repetition_penalty != 1.0
     seen = None
+    prefilled = False
     while active:
+        if prefilled and len(active) == 1:  # one row left: the same steps with less work each
+            stepper = session.row_stepper(cache)
+            token, position = int(ids[0, 0]), int(positions[0, 0])
+            yield from _decode_row(
+                stepper, running[0], active[0], token, position, masks, length, options, limits, rng, greedy
+            )
+            return
+        prefilled = True
         logits, cache = session.step(ids, masks[:, :length], positions, cache)  # (A, V)
         if penalise:
             seen = presence([row.history for row in running], logits.shape[-1])
@@ -62,4 +71,40 @@ def decode_rows(
                 cache = session.select(cache, np.array(keep, dtype=np.int64))
         ids = chosen[:, None]  # (A, 1); the session converts it to int64 where it is not
         positions = positions[:, -1:] + 1
+        length += 1
+
+
+def _decode_row(
+    stepper: RowStepper,
+    row: Row,
+    index: int,
+    token: int,
+    position: int,
+    masks: np.ndarray,  # (1, capacity)
+    length: int,
+    options: GenerationSpec,
+    limits: Limits,
+    rng: np.random.Generator,
+    greedy: bool,
+) -> Iterator[list[tuple[int, int]]]:
+    """`decode_rows` for its last row after the prefill: feed ``token`` at ``position`` (the mask
+    ``length`` long), choose the next token, until the row finishes.
+
+    The same processors, choice and random draws as the batch loop, so a row gives the same tokens
+    either way; only the bookkeeping a batch needs is left out. Streaming one prompt, the most
+    common call, runs here for all but its first step."""
+    penalise = options.repetition_penalty != 1.0
+    score = penalise or bool(options.no_repeat_ngram_size) or bool(options.min_new_tokens)
+    while True:
+        logits = stepper(token, position, masks[:, :length])  # (V,)
+        if score:
+            seen = presence([row.history], logits.shape[-1]) if penalise else None
+            process_scores(logits[None], [row], seen, options, limits.eos_ids)  # in place, through a (1, V) view
+        token = int(logits.argmax()) if greedy else int(sample(warp(logits[None], options), rng)[0])
+        row.tokens.append(token)
+        row.finish_reason = limits.finish_reason(row)
+        yield [(index, token)]
+        if row.finish_reason is not None:
+            return
+        position += 1
         length += 1

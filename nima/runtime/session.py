@@ -187,6 +187,10 @@ class DecoderSession:
         self.session.run_with_iobinding(binding)
         return list(binding.get_outputs())
 
+    def row_stepper(self, cache: KVCache) -> RowStepper:
+        """Decode steps of the single row that ``cache`` holds (see `RowStepper`)."""
+        return RowStepper(self, cache)
+
     def select(self, cache: KVCache, rows: np.ndarray) -> KVCache:
         """The cache of ``rows`` (beam reordering, repeating a prompt, dropping finished rows)."""
         rows = np.asarray(rows, dtype=np.int64)
@@ -198,6 +202,33 @@ class DecoderSession:
         if self.rows_on_device is not None:  # a GPU: Gather on the device (`nima.runtime.device_rows`)
             return self.rows_on_device.take(value, rows)
         return host_value(value.numpy()[rows])
+
+
+class RowStepper:
+    """Decode steps of one row, one token each: (token, position, mask) -> the next token's logits.
+
+    The single-row loop of `nima.runtime.search` calls it once per token, so the common case
+    (one prompt, streamed) does no batch bookkeeping. This form runs `DecoderSession.step`;
+    `SharedBufferSession` has a leaner one on the CPU.
+    """
+
+    def __init__(self, session: DecoderSession, cache: KVCache) -> None:
+        self.session = session
+        self._cache = cache
+
+    @property
+    def cache(self) -> KVCache:
+        """The cache as it stands after the last step."""
+        return self._cache
+
+    def __call__(self, token: int, position: int, attention_mask: np.ndarray) -> np.ndarray:
+        """Logits (V,) float32 after ``token`` at ``position``; ``attention_mask``: (1, P + 1) int64.
+
+        The logits may be a view of the session's output buffer: valid until the next step."""
+        ids = np.array([[token]], dtype=np.int64)  # (1, 1)
+        positions = np.array([[position]], dtype=np.int64)  # (1, 1)
+        logits, self._cache = self.session.step(ids, attention_mask, positions, self._cache)  # (1, V)
+        return logits[0]
 
 
 class EncoderSession:

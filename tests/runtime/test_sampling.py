@@ -92,14 +92,15 @@ def test_sampled_first_tokens_follow_the_filtered_distribution(
     assert stat < chi_square_critical(df), f"chi-square {stat:.1f} with {df} degrees of freedom"
 
 
+@pytest.mark.parametrize("prompts", [[PROMPT, [4, 17], [2, 8, 33, 1, 40, 11, 6, 5]], [PROMPT]], ids=["batch", "one"])
 @pytest.mark.parametrize("options", CASES[:4], ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
 def test_every_sampled_token_of_a_padded_batch_is_allowed(
-    bundles: dict[str, tuple[Path, DecoderLM]], options: dict[str, float]
+    bundles: dict[str, tuple[Path, DecoderLM]], options: dict[str, float], prompts: list[list[int]]
 ) -> None:
     """Not just the first token: at every cached step of every row of a left-padded batch, the token
-    drawn is in the allowed set recomputed from a full PyTorch forward of that row's history."""
+    drawn is in the allowed set recomputed from a full PyTorch forward of that row's history. Also
+    for one prompt alone, which after its prefill runs the single-row loop."""
     path, model = bundles["llama"]
-    prompts = [PROMPT, [4, 17], [2, 8, 33, 1, 40, 11, 6, 5]]
     rows = Generator(path).generate(prompts, max_new_tokens=24, do_sample=True, seed=3, **options)
     temperature = options.get("temperature", 1.0)
     filters = {k: v for k, v in options.items() if k != "temperature"}

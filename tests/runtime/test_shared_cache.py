@@ -151,3 +151,34 @@ def test_bound_arrays_give_what_rebinding_every_step_gives(ort_bundles: dict[str
     got, want = bound.generate(PROMPTS, **options), general.generate(PROMPTS, **options)
     assert [g.token_ids for g in got] == [g.token_ids for g in want]
     assert len({len(g.token_ids) for g in got}) > 1, "rows should finish at different steps"
+
+
+def test_interleaved_streams_on_one_generator(ort_bundles: dict[str, tuple[Path, DecoderLM]]) -> None:
+    """Two streams advanced in turn, and a batch run between their steps, share one session's
+    bindings: each stream's single-row steps rebind what the other changed, and every stream and
+    the batch give what they give alone."""
+    path, model = ort_bundles["llama"]
+    gen = Generator(path)
+    first = gen.stream_tokens(PROMPTS[0], max_new_tokens=20, do_sample=False)
+    second = gen.stream_tokens(PROMPTS[2], max_new_tokens=20, do_sample=False)
+    got: tuple[list[int], list[int]] = ([], [])
+    batch = None
+    for step in range(20):
+        got[0].append(next(first))
+        got[1].append(next(second))
+        if step == 7:
+            batch = gen.generate(PROMPTS[1:], max_new_tokens=5, do_sample=False)
+    assert got[0] == torch_greedy(model, PROMPTS[0], 20)
+    assert got[1] == torch_greedy(model, PROMPTS[2], 20)
+    assert batch is not None
+    assert [b.token_ids for b in batch] == [torch_greedy(model, p, 5) for p in PROMPTS[1:]]
+
+
+def test_the_row_stepper_refuses_a_step_past_the_capacity(ort_bundles: dict[str, tuple[Path, DecoderLM]]) -> None:
+    session = Generator(ort_bundles["llama"][0]).session
+    ids = np.array([[1, 2]])
+    _, cache = session.step(ids, np.ones_like(ids), np.arange(2)[None], session.empty_cache(1, capacity=2))
+    stepper = session.row_stepper(cache)
+    assert type(stepper).__name__ == "SharedRowStepper"
+    with pytest.raises(GenerateError, match="holds 2 positions"):
+        stepper(5, 2, np.ones((1, 3), dtype=np.int64))
