@@ -1,0 +1,131 @@
+"""Time a decode step of Nima's runtime spends outside ONNX Runtime's run, against the least a Python loop can do.
+
+At 10M parameters a step of the ``ort`` graph takes 0.6-1.5 ms on this machine, and every
+microsecond of Python around the run is a visible share of it (onnxruntime-genai's loop around
+the same run is C++). This script streams batch-1 greedy decodes of 128 tokens after a 32-token
+prompt, 2 threads, and reports per step (medians over ``--rounds``):
+
+  nima        `Generator.stream_tokens`: the step's total time, the time inside the session's
+              run, and the rest (choosing the token, stopping rules, binding the mask, the
+              generator frames)
+  bare loop   on the same session and buffers: write the token and position into the bound
+              arrays, bind the mask, run, argmax; nothing else (a floor, not a product)
+
+Both wrap the session's run with the same timer, so its cost is in both "outside" figures.
+
+    .venv/bin/python bench/step_overhead.py [--bundle BUNDLE] [--rounds N]
+
+Without ``--bundle`` it builds and exports the LLaMA-style tiny model of bench/decode.py (``--target ort``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from genai_compare import NEW_TOKENS, PROMPT_TOKENS, SIZES, THREADS, log
+
+from nima.builders import build_model, save_build
+from nima.export.command import export_bundle
+from nima.runtime import Generator
+from nima.runtime.names import ATTENTION_MASK
+from nima.runtime.shared_cache import SharedBufferSession
+from nima.spec import spec_from_dict
+
+
+class RunTimer:
+    """Stands in for the session's C++ binding: times each ``run_with_iobinding``."""
+
+    def __init__(self, binding: object) -> None:
+        self._run: Callable[..., None] = binding.run_with_iobinding  # type: ignore[attr-defined]
+        self.inside: list[float] = []
+
+    def run_with_iobinding(self, io: object, options: object) -> None:
+        start = time.perf_counter()
+        self._run(io, options)
+        self.inside.append(time.perf_counter() - start)
+
+
+def nima_round(generator: Generator, timer: RunTimer, prompt: list[int]) -> tuple[float, float]:
+    """(step, outside the run) in µs, over the single-token steps of one streamed decode."""
+    stream = generator.stream_tokens(prompt, max_new_tokens=NEW_TOKENS, do_sample=False)
+    next(stream)  # the prefill
+    timer.inside.clear()
+    start = time.perf_counter()
+    steps = sum(1 for _ in stream)
+    total = time.perf_counter() - start
+    return total / steps * 1e6, (total - sum(timer.inside)) / steps * 1e6
+
+
+def bare_round(generator: Generator, timer: RunTimer, prompt: list[int]) -> tuple[float, float]:
+    """The same decode with nothing but the writes, the mask binding, the run and an argmax per step."""
+    session = generator.session
+    if not isinstance(session, SharedBufferSession):
+        raise SystemExit("the bare loop needs an `ort` bundle (a shared-buffer session)")
+    capacity = len(prompt) + NEW_TOKENS
+    masks = np.ones((1, capacity), dtype=np.int64)  # (1, capacity)
+    cache = session.empty_cache(1, None, capacity)
+    ids = np.array([prompt], dtype=np.int64)  # (1, T)
+    logits, cache = session.step(ids, masks[:, : len(prompt)], np.arange(len(prompt))[None], cache)
+    token, length = int(logits.argmax()), len(prompt) + 1
+    session.step(np.array([[token]]), masks[:, :length], np.array([[length - 1]]), cache)  # binds (1, 1) arrays
+    io, run = session._io._iobinding, timer.run_with_iobinding
+    ids_buffer, positions, last = session._ids, session._positions, session._logits[0, -1]  # (1, 1), (1, 1), (V,)
+    token = int(last.argmax())
+    timer.inside.clear()
+    start = time.perf_counter()
+    for _ in range(NEW_TOKENS - 2):
+        ids_buffer[0, 0] = token
+        positions[0, 0] = length
+        length += 1
+        mask = masks[:, :length]
+        io.bind_input(ATTENTION_MASK, mask)
+        run(io, None)
+        token = int(last.argmax())
+    total = time.perf_counter() - start
+    steps = NEW_TOKENS - 2
+    return total / steps * 1e6, (total - sum(timer.inside)) / steps * 1e6
+
+
+def tiny_bundle(root: Path) -> Path:
+    spec = spec_from_dict({**SIZES["tiny"], "generation": {"do_sample": False}})
+    log("llama-tiny: build + export (fp32, --target ort)")
+    source = save_build(build_model(spec, seed=0).eval(), spec, root / "model")
+    return export_bundle(source, root / "bundle", target="ort", force=True).out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", type=Path, help="an exported `ort` bundle (default: build the tiny one)")
+    parser.add_argument("--rounds", type=int, default=20, help="decodes per loop, alternating (median)")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = args.bundle or tiny_bundle(Path(tmp))
+        generator = Generator(bundle, threads=THREADS)
+        timer = RunTimer(generator.session._binding)
+        generator.session._binding = timer  # type: ignore[assignment]
+        prompt = np.random.default_rng(0).integers(0, generator.spec.vocab_size, PROMPT_TOKENS).tolist()
+        loops = {"nima": nima_round, "bare loop": bare_round}
+        figures: dict[str, list[tuple[float, float]]] = {name: [] for name in loops}
+        for loop in loops.values():
+            loop(generator, timer, prompt)  # warm-up
+        for _ in range(args.rounds):
+            for name, loop in loops.items():
+                figures[name].append(loop(generator, timer, prompt))
+    print(f"# Per decode step, batch 1, greedy, {THREADS} threads, medians of {args.rounds} rounds\n")
+    print("| loop | step µs | inside the run µs | outside the run µs |")
+    print("|---|---:|---:|---:|")
+    for name, rounds in figures.items():
+        step = statistics.median(s for s, _ in rounds)
+        inside = statistics.median(s - o for s, o in rounds)
+        outside = statistics.median(o for _, o in rounds)
+        print(f"| {name} | {step:.0f} | {inside:.0f} | {outside:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
