@@ -9,13 +9,15 @@ prompt, 2 threads, and reports per step (medians over ``--rounds``):
               run, and the rest (choosing the token, stopping rules, binding the mask, the
               generator frames)
   bare loop   on the same session and buffers: write the token and position into the bound
-              arrays, bind the mask, run, argmax; nothing else (a floor, not a product)
+              arrays, bind the mask, run, argmax; nothing else (a floor, not a product; ``ort``
+              bundles only: a portable bundle's row reads n/a)
 
 Both wrap the session's run with the same timer, so its cost is in both "outside" figures.
 
-    .venv/bin/python bench/step_overhead.py [--bundle BUNDLE] [--rounds N]
+    .venv/bin/python bench/step_overhead.py [--bundle BUNDLE] [--target ort|portable] [--rounds N]
 
-Without ``--bundle`` it builds and exports the LLaMA-style tiny model of bench/decode.py (``--target ort``).
+Without ``--bundle`` it builds and exports the LLaMA-style tiny model of bench/decode.py (``--target``, ``ort``
+by default).
 """
 
 from __future__ import annotations
@@ -39,16 +41,24 @@ from nima.spec import spec_from_dict
 
 
 class RunTimer:
-    """Stands in for the session's C++ binding: times each ``run_with_iobinding``."""
+    """Stands in for the session's C++ binding: times each run (``run_with_iobinding`` on an ``ort``
+    bundle's shared buffers, ``run_with_ort_values`` on a portable bundle)."""
 
     def __init__(self, binding: object) -> None:
-        self._run: Callable[..., None] = binding.run_with_iobinding  # type: ignore[attr-defined]
+        self._bound: Callable[..., None] = binding.run_with_iobinding  # type: ignore[attr-defined]
+        self._values: Callable[..., object] = binding.run_with_ort_values  # type: ignore[attr-defined]
         self.inside: list[float] = []
 
     def run_with_iobinding(self, io: object, options: object) -> None:
         start = time.perf_counter()
-        self._run(io, options)
+        self._bound(io, options)
         self.inside.append(time.perf_counter() - start)
+
+    def run_with_ort_values(self, feed: object, names: object, options: object) -> object:
+        start = time.perf_counter()
+        result = self._values(feed, names, options)
+        self.inside.append(time.perf_counter() - start)
+        return result
 
 
 def nima_round(generator: Generator, timer: RunTimer, prompt: list[int]) -> tuple[float, float]:
@@ -66,7 +76,7 @@ def bare_round(generator: Generator, timer: RunTimer, prompt: list[int]) -> tupl
     """The same decode with nothing but the writes, the mask binding, the run and an argmax per step."""
     session = generator.session
     if not isinstance(session, SharedBufferSession):
-        raise SystemExit("the bare loop needs an `ort` bundle (a shared-buffer session)")
+        return float("nan"), float("nan")  # the bare loop is written for an `ort` bundle's shared buffers
     capacity = len(prompt) + NEW_TOKENS
     masks = np.ones((1, capacity), dtype=np.int64)  # (1, capacity)
     cache = session.empty_cache(1, None, capacity)
@@ -92,20 +102,21 @@ def bare_round(generator: Generator, timer: RunTimer, prompt: list[int]) -> tupl
     return total / steps * 1e6, (total - sum(timer.inside)) / steps * 1e6
 
 
-def tiny_bundle(root: Path) -> Path:
+def tiny_bundle(root: Path, target: str) -> Path:
     spec = spec_from_dict({**SIZES["tiny"], "generation": {"do_sample": False}})
-    log("llama-tiny: build + export (fp32, --target ort)")
+    log(f"llama-tiny: build + export (fp32, --target {target})")
     source = save_build(build_model(spec, seed=0).eval(), spec, root / "model")
-    return export_bundle(source, root / "bundle", target="ort", force=True).out
+    return export_bundle(source, root / "bundle", target=target, force=True).out
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", type=Path, help="an exported `ort` bundle (default: build the tiny one)")
+    parser.add_argument("--target", choices=["ort", "portable"], default="ort", help="without --bundle: which graph")
     parser.add_argument("--rounds", type=int, default=20, help="decodes per loop, alternating (median)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        bundle = args.bundle or tiny_bundle(Path(tmp))
+        bundle = args.bundle or tiny_bundle(Path(tmp), args.target)
         generator = Generator(bundle, threads=THREADS)
         timer = RunTimer(generator.session._binding)
         generator.session._binding = timer  # type: ignore[assignment]
@@ -124,7 +135,10 @@ def main(argv: list[str] | None = None) -> None:
         step = statistics.median(s for s, _ in rounds)
         inside = statistics.median(s - o for s, o in rounds)
         outside = statistics.median(o for _, o in rounds)
-        print(f"| {name} | {step:.0f} | {inside:.0f} | {outside:.1f} |")
+        if step != step:  # NaN: not run on this bundle
+            print(f"| {name} | n/a | n/a | n/a |")
+        else:
+            print(f"| {name} | {step:.0f} | {inside:.0f} | {outside:.1f} |")
 
 
 if __name__ == "__main__":

@@ -188,7 +188,9 @@ class DecoderSession:
         return list(binding.get_outputs())
 
     def row_stepper(self, cache: KVCache) -> RowStepper:
-        """Decode steps of the single row that ``cache`` holds (see `RowStepper`)."""
+        """Decode steps of the single row that ``cache`` holds (see `RowStepper`; on the CPU, `HostRowStepper`)."""
+        if self.device == "cpu" and cache.batch == 1:
+            return HostRowStepper(self, cache)
         return RowStepper(self, cache)
 
     def select(self, cache: KVCache, rows: np.ndarray) -> KVCache:
@@ -229,6 +231,49 @@ class RowStepper:
         positions = np.array([[position]], dtype=np.int64)  # (1, 1)
         logits, self._cache = self.session.step(ids, attention_mask, positions, self._cache)  # (1, V)
         return logits[0]
+
+
+class HostRowStepper(RowStepper):
+    """`RowStepper` on the CPU with separate past and present tensors (portable bundles).
+
+    The token and position go into (1, 1) arrays wrapped as ORT values once (a CPU value made
+    from a numpy array reads that array's memory), and one feed dict is updated in place: each
+    step makes one new value, the mask's, where `DecoderSession.step` makes three values, three
+    arrays and the dict.
+    """
+
+    def __init__(self, session: DecoderSession, cache: KVCache) -> None:
+        super().__init__(session, cache)
+        self._ids = np.zeros((1, 1), dtype=np.int64)
+        self._positions = np.zeros((1, 1), dtype=np.int64)
+        self._feed: dict[str, Value] = {
+            INPUT_IDS: ort_c.OrtValue.ortvalue_from_numpy(self._ids, HOST),
+            POSITION_IDS: ort_c.OrtValue.ortvalue_from_numpy(self._positions, HOST),
+            **dict(cache.fixed),
+        }
+        self._past_names = session._past_names
+        self._output_names = session._output_names
+        self._run = session._binding.run_with_ort_values
+        self._values, self._length, self._fixed = cache.values, cache.length, cache.fixed
+
+    @property
+    def cache(self) -> KVCache:
+        return KVCache(self._values, self._length, 1, self._fixed)
+
+    def __call__(self, token: int, position: int, attention_mask: np.ndarray) -> np.ndarray:
+        self._ids[0, 0] = token
+        self._positions[0, 0] = position
+        feed = self._feed
+        mask = np.ascontiguousarray(attention_mask, dtype=np.int64)  # (1, P + 1): alive until the run returns
+        feed[ATTENTION_MASK] = ort_c.OrtValue.ortvalue_from_numpy(mask, HOST)
+        for name, value in zip(self._past_names, self._values, strict=True):
+            feed[name] = value
+        result = self._run(feed, self._output_names, None)
+        outputs = [result[i] for i in range(len(self._output_names))]
+        self._values = tuple(outputs[1:])
+        self._length += 1
+        logits = outputs[0].numpy()[0, -1]  # (V,): a view that keeps its ORT value alive
+        return logits if logits.dtype == np.float32 else logits.astype(np.float32)
 
 
 class EncoderSession:

@@ -137,7 +137,7 @@ class SharedBufferSession(DecoderSession):
     def row_stepper(self, cache: KVCache) -> RowStepper:
         """On the CPU, a `RowStepper` that writes straight into the bound arrays (`SharedRowStepper`)."""
         if self.device != "cpu" or self._vocab is None or cache.batch != 1:
-            return super().row_stepper(cache)
+            return RowStepper(self, cache)  # `step` itself, which keeps the buffers shared
         return SharedRowStepper(self, cache)
 
     def select(self, cache: KVCache, rows: np.ndarray) -> KVCache:

@@ -83,3 +83,17 @@ def test_min_new_tokens_holds_eos_back(bundles: dict[str, tuple[Path, DecoderLM]
     assert len(early.token_ids) < 6
     assert len(held.token_ids) >= 6
     assert all(t not in eos for t in held.token_ids[:5])
+
+
+def test_interleaved_streams_on_one_generator(bundles: dict[str, tuple[Path, DecoderLM]]) -> None:
+    """Two streams of a portable bundle advanced in turn: each row's stepper keeps its own inputs
+    and cache, so each gives what it gives alone."""
+    path, model = bundles["gpt2"]
+    gen = Generator(path)
+    assert type(gen.session.row_stepper(gen.session.empty_cache(1))).__name__ == "HostRowStepper"
+    streams = [gen.stream_tokens(p, max_new_tokens=16, do_sample=False) for p in (PROMPTS[0], PROMPTS[2])]
+    got: list[list[int]] = [[], []]
+    for _ in range(16):
+        for tokens, stream in zip(got, streams, strict=True):
+            tokens.append(next(stream))
+    assert got == [torch_greedy(model, PROMPTS[0], 16), torch_greedy(model, PROMPTS[2], 16)]
