@@ -25,7 +25,7 @@ import torch
 
 from nima.builders import build_model
 from nima.export.fuse import export_for_ort
-from nima.export.onnx_graph import export_decoder
+from nima.export.packed_model import export_portable
 from nima.export.quantize import quantize
 from nima.spec import spec_from_dict
 
@@ -80,7 +80,7 @@ def export(model, spec, path: Path, dtype: str, target: str) -> None:  # noqa: A
     if target == "ort":
         export_for_ort(model, spec, path, dtype=dtype)
     else:
-        export_decoder(model, spec, path, dtype=dtype)
+        export_portable(model, spec, path, dtype=dtype)
 
 
 def main() -> None:

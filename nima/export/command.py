@@ -14,8 +14,7 @@ from nima.export.bundle import check_target, staged_folder
 from nima.export.card import render_card
 from nima.export.fuse import TARGETS, export_for_ort
 from nima.export.genai import genai_config
-from nima.export.onnx_graph import export_decoder
-from nima.export.packed_model import packed_for_export
+from nima.export.packed_model import export_portable
 from nima.export.quantize import QUANTIZATIONS, quantize_in_place
 from nima.export.seq2seq_bundle import export_seq2seq_bundle
 from nima.export.source import TOKENIZER_FILE, load_source, special_token_ids
@@ -94,7 +93,7 @@ def export_bundle(
                 progress(f"no GroupQueryAttention ({how.fallback_reason}): onnxscript's ORT fusion rules instead")
             shared_cache = how.shared_cache
         else:
-            export_decoder(packed_for_export(src.model), src.spec, model_path, dtype=dtype, opset=opset)
+            export_portable(src.model, src.spec, model_path, dtype=dtype, opset=opset)
         if quantize is not None:
             progress(f"quantizing MatMul weights to {quantize}")
             quantize_in_place(model_path, quantize)

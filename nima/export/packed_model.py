@@ -14,6 +14,7 @@ model is not modified.
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -23,6 +24,8 @@ from nima.builders.ffn import GatedMLP
 from nima.builders.models import DecoderLM
 from nima.builders.positions import Rotary, apply_rotary
 from nima.export.fused_model import PackedGatedMLP
+from nima.export.onnx_graph import export_decoder
+from nima.spec import ModelSpec
 
 
 class PackedSelfAttention(nn.Module):
@@ -104,3 +107,8 @@ def packed_for_export(model: DecoderLM) -> DecoderLM:
         if isinstance(block.ffn, GatedMLP):
             block.ffn = PackedGatedMLP(block.ffn)
     return packed.eval()
+
+
+def export_portable(model: DecoderLM, spec: ModelSpec, path: Path, dtype: str = "fp32", opset: int = 18) -> Path:
+    """Write the ``portable`` target's graph of ``model`` (its packed copy) at ``path``; return the path."""
+    return export_decoder(packed_for_export(model), spec, path, dtype=dtype, opset=opset)
