@@ -20,11 +20,12 @@ import numpy as np
 
 from nima.runtime.beam import Hypothesis, beam_search
 from nima.runtime.bundle import read_bundle
+from nima.runtime.encoder_session import EncoderSession
 from nima.runtime.errors import GenerateError
 from nima.runtime.options import is_greedy, resolve_options
 from nima.runtime.rows import FINISH_EOS, FINISH_STOP, Limits, Row, left_pad
 from nima.runtime.search import decode_rows
-from nima.runtime.session import DecoderSession, EncoderSession, make_session
+from nima.runtime.session import DecoderSession, make_session
 from nima.runtime.shared_cache import SharedBufferSession
 from nima.runtime.text import TextStream, cut_at_stop, special_ids
 from nima.spec.sections import GenerationSpec

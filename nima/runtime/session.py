@@ -24,9 +24,6 @@ from nima.runtime.errors import GenerateError
 from nima.runtime.huge_pages import huge_pages_for
 from nima.runtime.names import (
     ATTENTION_MASK,
-    CROSS_KEY,
-    CROSS_VALUE,
-    ENCODER_ATTENTION_MASK,
     INPUT_IDS,
     LOGITS,
     PAST_KEY,
@@ -210,8 +207,9 @@ class RowStepper:
     """Decode steps of one row, one token each: (token, position, mask) -> the next token's logits.
 
     The single-row loop of `nima.runtime.search` calls it once per token, so the common case
-    (one prompt, streamed) does no batch bookkeeping. This form runs `DecoderSession.step`;
-    `SharedBufferSession` has a leaner one on the CPU.
+    (one prompt, streamed) does no batch bookkeeping. This form runs `DecoderSession.step`; on
+    the CPU `HostRowStepper` (separate past and present) and `SharedRowStepper` (shared buffers)
+    do less per step.
     """
 
     def __init__(self, session: DecoderSession, cache: KVCache) -> None:
@@ -274,29 +272,3 @@ class HostRowStepper(RowStepper):
         self._length += 1
         logits = outputs[0].numpy()[0, -1]  # (V,): a view that keeps its ORT value alive
         return logits if logits.dtype == np.float32 else logits.astype(np.float32)
-
-
-class EncoderSession:
-    """Runs an encoder-decoder's ``encoder.onnx`` once per batch of sources.
-
-    Returns what the decoder needs at every step: the source mask and each decoder layer's
-    cross-attention keys/values, as ORT values named like the decoder's inputs.
-    """
-
-    def __init__(self, session: ort.InferenceSession, n_layers: int) -> None:
-        self.session = session
-        self.device = "cuda" if session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
-        self._cross_names = [name % i for i in range(n_layers) for name in (CROSS_KEY, CROSS_VALUE)]
-        outputs = [out.name for out in session.get_outputs()]
-        missing = [name for name in self._cross_names if name not in outputs]
-        if missing:
-            raise GenerateError(f"the encoder graph lacks the output {missing[0]!r} of the seq2seq contract")
-
-    def encode(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, Value]:
-        """``input_ids``, ``attention_mask``: (B, S) int64, padded sources -> the decoder's fixed inputs."""
-        feed = {INPUT_IDS: input_ids.astype(np.int64), ATTENTION_MASK: attention_mask.astype(np.int64)}
-        values = self.session.run(self._cross_names, feed)  # (B, H_kv, S, hd) each
-        fixed = {ENCODER_ATTENTION_MASK: device_value(feed[ATTENTION_MASK], self.device)}
-        for name, value in zip(self._cross_names, values, strict=True):
-            fixed[name] = device_value(value, self.device)
-        return fixed
