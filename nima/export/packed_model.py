@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from torch import nn
 
 from nima.builders.attention import KV, SelfAttention
 from nima.builders.ffn import GatedMLP
-from nima.builders.models import DecoderLM
+from nima.builders.models import DecoderLM, EncoderDecoderLM
 from nima.builders.positions import Rotary, apply_rotary
 from nima.export.fused_model import PackedGatedMLP
 from nima.export.onnx_graph import export_decoder
@@ -99,10 +100,15 @@ class PackedSelfAttention(nn.Module):
         return out.reshape(out.shape[0], out.shape[1], -1)  # (B, T, H hd)
 
 
-def packed_for_export(model: DecoderLM) -> DecoderLM:
-    """A copy of ``model`` in eval mode with packed self-attention and gated-FFN projections."""
+Model = TypeVar("Model", DecoderLM, EncoderDecoderLM)
+
+
+def packed_for_export(model: Model) -> Model:
+    """A copy of ``model`` in eval mode with packed self-attention and gated-FFN projections in
+    every block (an encoder-decoder's encoder and decoder alike; cross-attention keeps its own)."""
     packed = copy.deepcopy(model)
-    for block in packed.decoder.blocks:
+    stacks = [packed.decoder] + ([packed.encoder] if isinstance(packed, EncoderDecoderLM) else [])
+    for block in (block for stack in stacks for block in stack.blocks):
         block.attention = PackedSelfAttention(block.attention)
         if isinstance(block.ffn, GatedMLP):
             block.ffn = PackedGatedMLP(block.ffn)

@@ -9,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from nima.builders.models import EncoderDecoderLM
-from nima.export.onnx_graph import DTYPES, export_module, in_dtype
+from nima.export.onnx_graph import DTYPES, export_module
+from nima.export.packed_model import packed_for_export
 from nima.export.seq2seq_contract import (
     DecoderForExport,
     EncoderForExport,
@@ -29,8 +30,9 @@ from nima.spec import ModelSpec
 def export_encoder_decoder(
     model: EncoderDecoderLM, spec: ModelSpec, folder: Path, dtype: str = "fp32", opset: int = 18
 ) -> tuple[Path, Path]:
-    """Write ``encoder.onnx`` and ``decoder.onnx`` of ``model`` (in ``dtype``) into ``folder``."""
-    model = in_dtype(model, dtype)
+    """Write ``encoder.onnx`` and ``decoder.onnx`` of ``model`` (in ``dtype``) into ``folder``, from its
+    packed copy (`nima.export.packed_model`: one MatMul for each self-attention's q, k and v)."""
+    model = packed_for_export(model).to(DTYPES[dtype])  # a copy already: `in_dtype`'s own copy is not needed
     n = spec.n_layers  # decoder layers: one cross-attention cache each
     encoder = export_module(
         EncoderForExport(model),

@@ -80,3 +80,35 @@ def test_fewer_matmuls_and_no_repeated_cache(tmp_path: Path) -> None:
     assert packed["Split"] - plain["Split"] == 2 * spec.n_layers
     assert plain["Expand"] >= 2 * spec.n_layers, "the model's own graph repeats each layer's keys and values"
     assert packed["Expand"] < plain["Expand"] - 2 * spec.n_layers + 1
+
+
+def test_an_encoder_decoder_packs_both_stacks() -> None:
+    """Encoder and decoder blocks are packed; teacher-forced logits over a padded source batch are the model's."""
+    spec = spec_from_dict(
+        {
+            "name": "packed-seq2seq",
+            "architecture": "encoder-decoder",
+            "n_encoder_layers": 2,
+            "vocab_size": 50,
+            "max_seq_len": 32,
+            "d_model": 32,
+            "n_layers": 2,
+            "attention": {"n_heads": 4, "n_kv_heads": 2},
+            "ffn": {"kind": "swiglu", "hidden": 40},
+            "position": {"kind": "relative", "num_buckets": 8, "max_distance": 16},
+            "norm": {"kind": "rmsnorm"},
+        }
+    )
+    model = build_model(spec, seed=2).eval()
+    packed = packed_for_export(model)
+    for stack in (packed.encoder, packed.decoder):
+        assert all(isinstance(b.attention, PackedSelfAttention) for b in stack.blocks)
+    generator = torch.Generator().manual_seed(0)
+    source = torch.randint(0, spec.vocab_size, (2, 7), generator=generator)
+    source_mask = torch.ones(2, 7, dtype=torch.long)
+    source_mask[1, 5:] = 0
+    target = torch.randint(0, spec.vocab_size, (2, 5), generator=generator)
+    with torch.no_grad():
+        want = model(source, target, source_mask)[0]
+        got = packed(source, target, source_mask)[0]
+    assert torch.allclose(got, want, atol=1e-5, rtol=0), (got - want).abs().max()
