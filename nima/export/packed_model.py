@@ -1,10 +1,11 @@
-"""The portable target's model: a copy of a `DecoderLM` whose projections are packed per layer.
+"""The portable target's model: a copy of a model (decoder-only or encoder-decoder) whose
+projections are packed per layer.
 
 A decode step multiplies one row by each weight matrix, so besides reading the weights it pays
 a fixed cost per MatMul call. `packed_for_export` stacks each self-attention's q, k and v
 weights into one matrix, and a gated FFN's gate and up weights into another, so the graph makes
 one product of each group and splits the result: standard ops (MatMul, Split), so the graph
-stays portable, with 3 MatMuls per layer instead of 6 (gated) or 4. The ``ort`` target packs
+stays portable, with 4 weight products per layer instead of 7 (gated FFN) or 6. The ``ort`` target packs
 the same way (`nima.export.fused_model`). With grouped-query attention the query heads that
 share a cached key/value head attend as one group (`PackedSelfAttention._grouped`) instead of
 the cache being repeated per query head. Everything else is the model's own code; the caller's
