@@ -63,6 +63,19 @@ class PaddingBias(nn.Module):
         self.value = torch.where(allowed, zero, torch.finfo(dtype).min)
 
 
+def packed_qkv(attention: SelfAttention) -> nn.Linear:
+    """One projection holding ``attention``'s q, k and v weights (and biases) stacked: (H + 2 H_kv) hd outputs."""
+    projections = (attention.q_proj, attention.k_proj, attention.v_proj)
+    has_bias = attention.q_proj.bias is not None
+    width = sum(p.out_features for p in projections)
+    packed = nn.Linear(attention.q_proj.in_features, width, bias=has_bias)
+    with torch.no_grad():
+        packed.weight.copy_(torch.cat([p.weight for p in projections], dim=0))  # (H + 2 H_kv) hd rows
+        if has_bias:
+            packed.bias.copy_(torch.cat([p.bias for p in projections]))
+    return packed.to(attention.q_proj.weight.dtype)
+
+
 class FusedSelfAttention(nn.Module):
     """`SelfAttention`'s computation as a packed QKV projection, one GroupQueryAttention, the output projection."""
 
@@ -70,15 +83,7 @@ class FusedSelfAttention(nn.Module):
         super().__init__()
         self.padding = padding  # None: the stack's mask is the bias
         self.n_heads, self.n_kv_heads, self.head_dim = attention.n_heads, attention.n_kv_heads, attention.head_dim
-        projections = (attention.q_proj, attention.k_proj, attention.v_proj)
-        has_bias = attention.q_proj.bias is not None
-        width = sum(p.out_features for p in projections)
-        self.qkv_proj = nn.Linear(attention.q_proj.in_features, width, bias=has_bias)
-        with torch.no_grad():
-            self.qkv_proj.weight.copy_(torch.cat([p.weight for p in projections], dim=0))  # (H + 2 H_kv) hd rows
-            if has_bias:
-                self.qkv_proj.bias.copy_(torch.cat([p.bias for p in projections]))
-        self.qkv_proj.to(attention.q_proj.weight.dtype)
+        self.qkv_proj = packed_qkv(attention)
         self.o_proj = attention.o_proj
         self.q_norm, self.k_norm = attention.q_norm, attention.k_norm
         # With qk-norm the rotation must follow the norm, so it is done here rather than in the kernel.

@@ -25,7 +25,7 @@ from nima.builders.attention import KV, SelfAttention
 from nima.builders.ffn import GatedMLP
 from nima.builders.models import DecoderLM, EncoderDecoderLM
 from nima.builders.positions import Rotary, apply_rotary
-from nima.export.fused_model import PackedGatedMLP
+from nima.export.fused_model import PackedGatedMLP, packed_qkv
 from nima.export.onnx_graph import export_decoder
 from nima.spec import ModelSpec
 
@@ -39,15 +39,8 @@ class PackedSelfAttention(nn.Module):
 
     def __init__(self, attention: SelfAttention) -> None:
         super().__init__()
-        projections = (attention.q_proj, attention.k_proj, attention.v_proj)
-        self.sizes = [p.out_features for p in projections]
-        has_bias = attention.q_proj.bias is not None
-        self.qkv_proj = nn.Linear(attention.q_proj.in_features, sum(self.sizes), bias=has_bias)
-        with torch.no_grad():
-            self.qkv_proj.weight.copy_(torch.cat([p.weight for p in projections]))  # (H + 2 H_kv) hd rows
-            if has_bias:
-                self.qkv_proj.bias.copy_(torch.cat([p.bias for p in projections]))
-        self.qkv_proj.to(attention.q_proj.weight.dtype)
+        self.sizes = [p.out_features for p in (attention.q_proj, attention.k_proj, attention.v_proj)]
+        self.qkv_proj = packed_qkv(attention)
         del attention.q_proj, attention.k_proj, attention.v_proj
         self.attention = attention
 
