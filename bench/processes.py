@@ -1,0 +1,215 @@
+"""Nima's runtime against onnxruntime-genai with each runtime in its own process, as deployed.
+
+bench/decode.py times every runner in one process, and there the runtimes do not run alike:
+which session was created first moves Nima / genai by 3-8% at 124M parameters (README,
+"Generate"), an effect of sharing the process that no deployment has. Timing fresh processes
+one after another instead leaves the machine's drift in the ratio: on this shared machine a
+process decoding the 124M model ran at 69 or at 90 tok/s depending on the minute.
+
+So this script starts pairs of processes, one running Nima's `Generator` and one onnxruntime-genai
+on the same bundle (which starts first alternates between pairs). Each loads the bundle and warms
+up; then the two take turns (ABBA), each decoding batch-1 greedy 128 new tokens after a 32-token
+prompt (2 threads) when told to, while the other waits. Each turn reports decode tokens/s over
+the 127 single-token steps and time to first token; the ratio of a round is taken between turns
+seconds apart. Both runtimes must produce the same tokens.
+
+It prints each pair's median ratio, the median of those with a distribution-free 95% confidence
+interval (order statistics over the pairs, the independent samples; no assumption about their
+spread), and the median of every round's ratio. The processes import no torch.
+
+    .venv/bin/python bench/processes.py [--models llama-tiny llama-small] [--target ort|portable]
+                                        [--pairs 6] [--rounds 10] [--keep DIR]
+
+Progress goes to stderr, the report to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+SEED = 0
+PROMPT_TOKENS, NEW_TOKENS, THREADS = 32, 128, 2  # as bench/genai_compare.py
+RUNTIMES = ("nima", "genai")
+
+
+def _nima_decode(bundle: str) -> object:
+    from nima.runtime import Generator
+
+    generator = Generator(bundle, threads=THREADS)
+
+    def decode(prompt: list[int], new: int) -> tuple[list[int], float, float]:
+        start = time.perf_counter()
+        stream = generator.stream_tokens(prompt, max_new_tokens=new, do_sample=False)
+        tokens = [next(stream)]
+        first = time.perf_counter()
+        tokens.extend(stream)
+        return tokens, first - start, time.perf_counter() - first
+
+    return decode
+
+
+def _genai_decode(bundle: str) -> object:
+    import onnxruntime_genai as og
+
+    model = og.Model(bundle)
+
+    def decode(prompt: list[int], new: int) -> tuple[list[int], float, float]:
+        start = time.perf_counter()
+        params = og.GeneratorParams(model)
+        params.set_search_options(max_length=len(prompt) + new, do_sample=False)
+        generator = og.Generator(model, params)
+        generator.append_tokens(np.array([prompt], dtype=np.int32))  # runs the prompt
+        generator.generate_next_token()  # picks the first token from the prompt's logits
+        first = time.perf_counter()
+        while not generator.is_done():
+            generator.generate_next_token()
+        done = time.perf_counter()
+        return [int(t) for t in generator.get_sequence(0)][len(prompt) :], first - start, done - first
+
+    return decode
+
+
+def child(runtime: str, bundle: str, vocab: int) -> None:
+    """Runs in the child process: loads and warms up, then decodes once per line read from stdin
+    and prints JSON with the decode tokens/s, the time to first token and the tokens."""
+    decode = (_nima_decode if runtime == "nima" else _genai_decode)(bundle)
+    prompt = np.random.default_rng(SEED).integers(0, vocab, PROMPT_TOKENS).tolist()
+    decode(prompt, 16)  # warm-up: allocates, picks kernels, touches every weight
+    print("ready", flush=True)
+    for _ in sys.stdin:
+        tokens, ttft, rest = decode(prompt, NEW_TOKENS)  # type: ignore[operator]
+        print(json.dumps({"tps": (len(tokens) - 1) / rest, "ttft": ttft, "tokens": tokens}), flush=True)
+
+
+class Child:
+    """A runtime in its own process, decoding when asked (see `child`)."""
+
+    def __init__(self, runtime: str, bundle: Path, vocab: int) -> None:
+        command = [sys.executable, __file__, "--child", runtime, str(bundle), str(vocab)]
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        if self._line() != "ready":
+            raise RuntimeError(f"the {runtime} process did not start")
+
+    def _line(self) -> str:
+        assert self.process.stdout is not None
+        return self.process.stdout.readline().strip()
+
+    def decode(self) -> dict:
+        assert self.process.stdin is not None
+        self.process.stdin.write("go\n")
+        self.process.stdin.flush()
+        return json.loads(self._line())
+
+    def close(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        self.process.wait()
+
+
+def median_interval(values: list[float], level: float = 0.95) -> tuple[float, float]:
+    """A distribution-free confidence interval for the median: the order statistics ``j`` from
+    each end, ``j`` the largest with P(Binomial(n, 1/2) < j) <= (1 - level) / 2."""
+    ordered, n = sorted(values), len(values)
+    tail, j = 0.0, 0
+    while j < n // 2:
+        tail += math.comb(n, j) / 2**n
+        if tail > (1 - level) / 2:
+            break
+        j += 1
+    if j == 0:
+        return float("-inf"), float("inf")  # too few pairs for this level
+    return ordered[j - 1], ordered[n - j]
+
+
+def bench_model(name: str, root: Path, target: str, pairs: int, rounds: int) -> None:
+    from decode import MODELS
+    from genai_compare import log, pin_genai_config, unused_token
+
+    from nima.builders import build_model, save_build
+    from nima.export.command import export_bundle
+    from nima.spec import spec_from_dict
+
+    log(f"{name}: build + export (fp32, {target})")
+    spec = spec_from_dict({**MODELS[name], "generation": {"do_sample": False}})
+    source = save_build(build_model(spec, seed=SEED).eval(), spec, root / name / "model")
+    bundle = export_bundle(source, root / name / "bundle", target=target, force=True).out
+    probe = Child("nima", bundle, spec.vocab_size)
+    reference = probe.decode()["tokens"]
+    probe.close()
+    prompt = np.random.default_rng(SEED).integers(0, spec.vocab_size, PROMPT_TOKENS).tolist()
+    pin_genai_config(bundle, unused_token(prompt + reference, spec.vocab_size))
+    pair_ratios, all_ratios, figures = [], [], {runtime: [] for runtime in RUNTIMES}
+    for pair in range(pairs):
+        log(f"{name}: process pair {pair + 1}/{pairs}")
+        started = RUNTIMES if pair % 2 == 0 else RUNTIMES[::-1]
+        children = {runtime: Child(runtime, bundle, spec.vocab_size) for runtime in started}
+        ratios = []
+        for turn in range(rounds):
+            order = RUNTIMES if turn % 2 == 0 else RUNTIMES[::-1]
+            got = {runtime: children[runtime].decode() for runtime in order}
+            for runtime in RUNTIMES:
+                if got[runtime]["tokens"] != reference:
+                    print(f"{name}: {runtime}'s greedy tokens differ from Nima's first run", file=sys.stderr)
+                    sys.exit(1)
+                figures[runtime].append(got[runtime])
+            ratios.append(got["nima"]["tps"] / got["genai"]["tps"])
+        for process in children.values():
+            process.close()
+        pair_ratios.append(statistics.median(ratios))
+        all_ratios.extend(ratios)
+        tps = {runtime: statistics.median(f["tps"] for f in figures[runtime][-rounds:]) for runtime in RUNTIMES}
+        ttft = {runtime: statistics.median(f["ttft"] for f in figures[runtime][-rounds:]) for runtime in RUNTIMES}
+        print(
+            f"| {name} | {pair + 1} | {'-'.join(started)} | {tps['nima']:.1f} | {tps['genai']:.1f} | "
+            f"{1e3 * ttft['nima']:.1f} | {1e3 * ttft['genai']:.1f} | {pair_ratios[-1]:.3f}x |",
+            flush=True,
+        )
+    low, high = median_interval(pair_ratios)
+    quartiles = statistics.quantiles(all_ratios, n=4)
+    tps = {runtime: statistics.median(f["tps"] for f in figures[runtime]) for runtime in RUNTIMES}
+    print(
+        f"\n{name} ({target}): nima / genai, median of {pairs} process pairs' medians "
+        f"**{statistics.median(pair_ratios):.3f}x** (95% interval {low:.3f}-{high:.3f}; Nima faster in "
+        f"{sum(r > 1 for r in pair_ratios)} of {pairs} pairs); all {len(all_ratios)} rounds: median "
+        f"{statistics.median(all_ratios):.3f}x, middle half {quartiles[0]:.3f}-{quartiles[2]:.3f}; "
+        f"medians {tps['nima']:.1f} and {tps['genai']:.1f} tok/s\n",
+        flush=True,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--child":
+        child(argv[1], argv[2], int(argv[3]))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["llama-tiny", "llama-small"])
+    parser.add_argument("--target", choices=["ort", "portable"], default="ort", help="the bundle's export target")
+    parser.add_argument("--pairs", type=int, default=6, help="process pairs per model, started in ABBA order")
+    parser.add_argument("--rounds", type=int, default=10, help="alternating timed generations per pair (ABBA)")
+    parser.add_argument("--keep", type=Path, help="keep models and bundles here")
+    args = parser.parse_args(argv)
+    root = args.keep or Path(tempfile.mkdtemp(prefix="nima-processes-"))
+    print(
+        f"# Nima's runtime / onnxruntime-genai, one runtime per process, batch-1 greedy, {NEW_TOKENS} new tokens, "
+        f"fp32, {args.target} bundle, {THREADS} threads\n\n"
+        "| model | pair | started | Nima tok/s | genai tok/s | Nima TTFT ms | genai TTFT ms | Nima / genai, median |\n"
+        "|---|---:|---|---:|---:|---:|---:|---:|",
+        flush=True,
+    )
+    for name in args.models:
+        bench_model(name, root, args.target, args.pairs, args.rounds)
+
+
+if __name__ == "__main__":
+    main()
