@@ -24,6 +24,9 @@ from nima.runtime.errors import GenerateError
 from nima.runtime.names import ATTENTION_MASK, INPUT_IDS, LOGITS, POSITION_IDS
 from nima.runtime.session import HOST, NUMPY_TYPES, DecoderSession, KVCache, RowStepper, Value, host_value
 
+KEEP_SHAPES = 2  # bound (B, T) array sets kept between generations: a prompt's and its decode steps'
+KEEP_BYTES = 64 << 20  # the largest logits array kept
+
 
 class SharedBufferSession(DecoderSession):
     """`DecoderSession` for graphs that take one buffer as past and present (see the module docstring)."""
@@ -44,6 +47,7 @@ class SharedBufferSession(DecoderSession):
         # 15-25 µs of cache misses; rebinding them every step cost 70-80 µs of a 1.5 ms step.
         self._shape: tuple[int, int] | None = None
         self._ids = self._positions = self._logits = np.empty(0)
+        self._kept: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # see `_bind_arrays`
         self._mask = np.empty(0)  # the bound mask, kept alive while bound
 
     def _buffer(self, array: np.ndarray) -> ort.OrtValue:
@@ -53,12 +57,23 @@ class SharedBufferSession(DecoderSession):
         return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), self.device, 0)
 
     def empty_cache(self, batch: int, fixed: dict[str, Value] | None = None, capacity: int | None = None) -> KVCache:
-        """Zeroed buffers, (B, H_kv, capacity, hd) each, holding no position yet."""
+        """Buffers of (B, H_kv, capacity, hd) each, holding no position yet.
+
+        On the CPU they are left uninitialised (the kernel reads only positions below the cached
+        length; a test fills the free positions with NaN to hold it to that), which spares a
+        zero fill and a copy per buffer before the first token."""
         if capacity is None or capacity < 1:
             raise GenerateError("a shared-buffer cache needs its capacity (prompt + new tokens)")
         if fixed:
             raise GenerateError("shared-buffer caches are for decoder-only bundles")
-        zeros = np.zeros((batch, self.n_kv_heads, capacity, self.head_dim), dtype=self.kv_dtype)
+        shape = [batch, self.n_kv_heads, capacity, self.head_dim]
+        if self.device == "cpu":
+            values = tuple(
+                ort.OrtValue(ort_c.OrtValue.ortvalue_from_shape_and_type(shape, self.kv_dtype, HOST))
+                for _ in self._past_names
+            )
+            return KVCache(values, 0, batch)
+        zeros = np.zeros(shape, dtype=self.kv_dtype)
         return KVCache(tuple(self._buffer(zeros) for _ in self._past_names), 0, batch)
 
     def step(
@@ -123,10 +138,25 @@ class SharedBufferSession(DecoderSession):
         self._capacity = cache.values[0].shape()[2]
 
     def _bind_arrays(self, batch: int, new: int) -> None:
-        """Bind new (B, T) ids and positions and (B, T, V) logits arrays (the CPU path; see `__init__`)."""
-        self._ids = np.empty((batch, new), dtype=np.int64)
-        self._positions = np.empty((batch, new), dtype=np.int64)
-        self._logits = np.empty((batch, new, self._vocab), dtype=self._logits_dtype)
+        """Bind (B, T) ids and positions and (B, T, V) logits arrays (the CPU path; see `__init__`).
+
+        The arrays of the last `KEEP_SHAPES` shapes are kept for the next generation: each one
+        binds a prompt's shape and then the decode steps' (1, 1), and new logits arrays of a few
+        MB cost a page fault per 4 KB when the graph first writes them (0.1 ms of a 10M model's
+        first token). Arrays over `KEEP_BYTES` are not kept, so a long prompt's logits do not stay."""
+        key = (batch, new)
+        arrays = self._kept.pop(key, None)
+        if arrays is None:
+            arrays = (
+                np.empty((batch, new), dtype=np.int64),
+                np.empty((batch, new), dtype=np.int64),
+                np.empty((batch, new, self._vocab), dtype=self._logits_dtype),
+            )
+        if arrays[2].nbytes <= KEEP_BYTES:
+            self._kept[key] = arrays  # the most recent last
+            while len(self._kept) > KEEP_SHAPES:
+                del self._kept[next(iter(self._kept))]
+        self._ids, self._positions, self._logits = arrays
         io = self._io._iobinding
         io.bind_input(INPUT_IDS, self._ids)  # CPU arrays are bound by reference, not copied
         io.bind_input(POSITION_IDS, self._positions)

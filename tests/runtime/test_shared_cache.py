@@ -182,3 +182,54 @@ def test_the_row_stepper_refuses_a_step_past_the_capacity(ort_bundles: dict[str,
     assert type(stepper).__name__ == "SharedRowStepper"
     with pytest.raises(GenerateError, match="holds 2 positions"):
         stepper(5, 2, np.ones((1, 3), dtype=np.int64))
+
+
+def test_new_buffers_may_hold_anything(ort_bundles: dict[str, tuple[Path, DecoderLM]]) -> None:
+    """On the CPU `empty_cache` leaves its buffers uninitialised: filled with NaN before the
+    prefill, every free position read would spoil the logits; the tokens stay PyTorch's."""
+    path, model = ort_bundles["gpt2"]
+    gen = Generator(path)
+    session = gen.session
+    made = session.empty_cache
+
+    def poisoned(batch: int, fixed: object = None, capacity: int | None = None) -> KVCache:
+        cache = made(batch, fixed, capacity)  # type: ignore[arg-type]
+        for value in cache.values:
+            value.numpy()[...] = np.nan  # a view of the buffer
+        return cache
+
+    session.empty_cache = poisoned  # type: ignore[method-assign]
+    for prompt in PROMPTS:
+        alone = gen.generate([prompt], max_new_tokens=20, do_sample=False)[0]
+        assert alone.token_ids == torch_greedy(model, prompt, 20)
+    batch = gen.generate(PROMPTS, max_new_tokens=12, do_sample=False)
+    assert [b.token_ids for b in batch] == [torch_greedy(model, prompt, 12) for prompt in PROMPTS]
+
+
+def test_bound_arrays_are_kept_for_the_next_generation(
+    ort_bundles: dict[str, tuple[Path, DecoderLM]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The arrays bound for a prompt's shape and for the decode steps serve the next generation
+    (the same objects), at most `KEEP_SHAPES` shapes are kept, none over `KEEP_BYTES`, and the
+    tokens stay PyTorch's as shapes come and go."""
+    from nima.runtime import shared_cache
+
+    path, model = ort_bundles["llama"]
+    gen = Generator(path)
+    session = gen.session
+    assert gen.generate([PROMPTS[0]], max_new_tokens=10, do_sample=False)[0].token_ids == torch_greedy(
+        model, PROMPTS[0], 10
+    )
+    step_arrays = session._kept[(1, 1)]
+    assert set(session._kept) == {(1, len(PROMPTS[0])), (1, 1)}
+    for prompt in (PROMPTS[2], PROMPTS[0]):
+        assert gen.generate([prompt], max_new_tokens=10, do_sample=False)[0].token_ids == torch_greedy(
+            model, prompt, 10
+        )
+        assert session._kept[(1, 1)] is step_arrays
+        assert len(session._kept) == shared_cache.KEEP_SHAPES
+    monkeypatch.setattr(shared_cache, "KEEP_BYTES", 64 * 4 * 4)  # (1, T, 64) float32 logits kept up to T = 4
+    assert gen.generate([PROMPTS[0]], max_new_tokens=10, do_sample=False)[0].token_ids == torch_greedy(
+        model, PROMPTS[0], 10
+    )
+    assert (1, len(PROMPTS[0])) not in session._kept and (1, 1) in session._kept
