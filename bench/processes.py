@@ -25,7 +25,10 @@ interval (order statistics over the pairs, the independent samples; no assumptio
 spread), and the median of every round's ratio. The processes import no torch.
 
     .venv/bin/python bench/processes.py [--models llama-tiny llama-small] [--target ort|portable]
-                                        [--pairs 6] [--rounds 10] [--keep DIR]
+                                        [--pairs 6] [--rounds 10] [--keep DIR] [--runtimes A B]
+
+``--runtimes`` picks the two compared (first / second) from ``nima``, ``nima-huge-pages``
+(`Generator(..., huge_pages=True)`) and ``genai``; ``nima genai`` by default.
 
 Progress goes to stderr, the report to stdout.
 """
@@ -46,13 +49,13 @@ import numpy as np
 
 SEED = 0
 PROMPT_TOKENS, NEW_TOKENS, THREADS = 32, 128, 2  # as bench/genai_compare.py
-RUNTIMES = ("nima", "genai")
+RUNTIMES = ("nima", "nima-huge-pages", "genai")  # --runtimes: the first two named are compared
 
 
-def _nima_decode(bundle: str) -> object:
+def _nima_decode(bundle: str, huge_pages: bool = False) -> object:
     from nima.runtime import Generator
 
-    generator = Generator(bundle, threads=THREADS)
+    generator = Generator(bundle, threads=THREADS, huge_pages=huge_pages)
 
     def decode(prompt: list[int], new: int) -> tuple[list[int], float, float]:
         start = time.perf_counter()
@@ -90,7 +93,7 @@ def child(runtime: str, bundle: str, vocab: int) -> None:
     """Runs in the child process: loads and warms up, then for each line read from stdin decodes
     twice, untimed then timed, and prints JSON with the decode tokens/s, the time to first token
     and the tokens of the timed run."""
-    decode = (_nima_decode if runtime == "nima" else _genai_decode)(bundle)
+    decode = _genai_decode(bundle) if runtime == "genai" else _nima_decode(bundle, runtime == "nima-huge-pages")
     prompt = np.random.default_rng(SEED).integers(0, vocab, PROMPT_TOKENS).tolist()
     decode(prompt, 16)  # warm-up: allocates, picks kernels, touches every weight
     print("ready", flush=True)
@@ -140,7 +143,7 @@ def median_interval(values: list[float], level: float = 0.95) -> tuple[float, fl
     return ordered[j - 1], ordered[n - j]
 
 
-def bench_model(name: str, root: Path, target: str, pairs: int, rounds: int) -> None:
+def bench_model(name: str, root: Path, target: str, pairs: int, rounds: int, runtimes: tuple[str, str]) -> None:
     from decode import MODELS
     from genai_compare import log, pin_genai_config, unused_token
 
@@ -157,41 +160,42 @@ def bench_model(name: str, root: Path, target: str, pairs: int, rounds: int) -> 
     probe.close()
     prompt = np.random.default_rng(SEED).integers(0, spec.vocab_size, PROMPT_TOKENS).tolist()
     pin_genai_config(bundle, unused_token(prompt + reference, spec.vocab_size))
-    pair_ratios, all_ratios, figures = [], [], {runtime: [] for runtime in RUNTIMES}
+    a, b = runtimes
+    pair_ratios, all_ratios, figures = [], [], {runtime: [] for runtime in runtimes}
     for pair in range(pairs):
         log(f"{name}: process pair {pair + 1}/{pairs}")
-        started = RUNTIMES if pair % 2 == 0 else RUNTIMES[::-1]
+        started = runtimes if pair % 2 == 0 else runtimes[::-1]
         children = {runtime: Child(runtime, bundle, spec.vocab_size) for runtime in started}
         ratios = []
         for turn in range(rounds):
-            order = RUNTIMES if turn % 2 == 0 else RUNTIMES[::-1]
+            order = runtimes if turn % 2 == 0 else runtimes[::-1]
             got = {runtime: children[runtime].decode() for runtime in order}
-            for runtime in RUNTIMES:
+            for runtime in runtimes:
                 if got[runtime]["tokens"] != reference:
                     print(f"{name}: {runtime}'s greedy tokens differ from Nima's first run", file=sys.stderr)
                     sys.exit(1)
                 figures[runtime].append(got[runtime])
-            ratios.append(got["nima"]["tps"] / got["genai"]["tps"])
+            ratios.append(got[a]["tps"] / got[b]["tps"])
         for process in children.values():
             process.close()
         pair_ratios.append(statistics.median(ratios))
         all_ratios.extend(ratios)
-        tps = {runtime: statistics.median(f["tps"] for f in figures[runtime][-rounds:]) for runtime in RUNTIMES}
-        ttft = {runtime: statistics.median(f["ttft"] for f in figures[runtime][-rounds:]) for runtime in RUNTIMES}
+        tps = {runtime: statistics.median(f["tps"] for f in figures[runtime][-rounds:]) for runtime in runtimes}
+        ttft = {runtime: statistics.median(f["ttft"] for f in figures[runtime][-rounds:]) for runtime in runtimes}
         print(
-            f"| {name} | {pair + 1} | {'-'.join(started)} | {tps['nima']:.1f} | {tps['genai']:.1f} | "
-            f"{1e3 * ttft['nima']:.1f} | {1e3 * ttft['genai']:.1f} | {pair_ratios[-1]:.3f}x |",
+            f"| {name} | {pair + 1} | {' then '.join(started)} | {tps[a]:.1f} | {tps[b]:.1f} | "
+            f"{1e3 * ttft[a]:.1f} | {1e3 * ttft[b]:.1f} | {pair_ratios[-1]:.3f}x |",
             flush=True,
         )
     low, high = median_interval(pair_ratios)
     quartiles = statistics.quantiles(all_ratios, n=4)
-    tps = {runtime: statistics.median(f["tps"] for f in figures[runtime]) for runtime in RUNTIMES}
+    tps = {runtime: statistics.median(f["tps"] for f in figures[runtime]) for runtime in runtimes}
     print(
-        f"\n{name} ({target}): nima / genai, median of {pairs} process pairs' medians "
-        f"**{statistics.median(pair_ratios):.3f}x** (95% interval {low:.3f}-{high:.3f}; Nima faster in "
+        f"\n{name} ({target}): {a} / {b}, median of {pairs} process pairs' medians "
+        f"**{statistics.median(pair_ratios):.3f}x** (95% interval {low:.3f}-{high:.3f}; {a} faster in "
         f"{sum(r > 1 for r in pair_ratios)} of {pairs} pairs); all {len(all_ratios)} rounds: median "
         f"{statistics.median(all_ratios):.3f}x, middle half {quartiles[0]:.3f}-{quartiles[2]:.3f}; "
-        f"medians {tps['nima']:.1f} and {tps['genai']:.1f} tok/s\n",
+        f"medians {tps[a]:.1f} and {tps[b]:.1f} tok/s\n",
         flush=True,
     )
 
@@ -207,17 +211,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pairs", type=int, default=6, help="process pairs per model, started in ABBA order")
     parser.add_argument("--rounds", type=int, default=10, help="alternating timed generations per pair (ABBA)")
     parser.add_argument("--keep", type=Path, help="keep models and bundles here")
+    parser.add_argument(
+        "--runtimes",
+        nargs=2,
+        choices=RUNTIMES,
+        default=["nima", "genai"],
+        metavar="RUNTIME",
+        help=f"the two runtimes compared, first / second (of {', '.join(RUNTIMES)}; default: nima genai)",
+    )
     args = parser.parse_args(argv)
+    a, b = args.runtimes
+    if a == b:
+        parser.error("--runtimes: name two different runtimes")
     root = args.keep or Path(tempfile.mkdtemp(prefix="nima-processes-"))
     print(
-        f"# Nima's runtime / onnxruntime-genai, one runtime per process, batch-1 greedy, {NEW_TOKENS} new tokens, "
+        f"# {a} / {b}, one runtime per process, batch-1 greedy, {NEW_TOKENS} new tokens, "
         f"fp32, {args.target} bundle, {THREADS} threads\n\n"
-        "| model | pair | started | Nima tok/s | genai tok/s | Nima TTFT ms | genai TTFT ms | Nima / genai, median |\n"
+        f"| model | pair | started | {a} tok/s | {b} tok/s | {a} TTFT ms | {b} TTFT ms | {a} / {b}, median |\n"
         "|---|---:|---|---:|---:|---:|---:|---:|",
         flush=True,
     )
     for name in args.models:
-        bench_model(name, root, args.target, args.pairs, args.rounds)
+        bench_model(name, root, args.target, args.pairs, args.rounds, (a, b))
 
 
 if __name__ == "__main__":
