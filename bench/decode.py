@@ -73,7 +73,7 @@ from nima.spec import PRESETS, ModelSpec, spec_from_dict
 
 SEED = 0
 RUNNERS = frozenset({"genai", "ort loop", "pytorch", "hf"})  # besides Nima's; --runners
-OPTIONAL = ["nima huge pages"]  # runners only timed when named in --runners
+OPTIONAL = ["nima huge pages", "nima 4k pages"]  # runners only timed when named in --runners
 MODELS: dict[str, dict[str, Any]] = {
     "llama-tiny": SIZES["tiny"],
     "gpt2-tiny": {**PRESETS["tiny"], "name": "bench-gpt2-tiny"},
@@ -85,8 +85,9 @@ MODELS: dict[str, dict[str, Any]] = {
 # --- runners ---------------------------------------------------------------------------------------
 
 
-def nima_runner(label: str, bundle: Path, huge_pages: bool = False) -> Runner:
-    """Nima's `Generator`; ``huge_pages=True`` puts its weights on 2 MB pages (Generator's opt-in)."""
+def nima_runner(label: str, bundle: Path, huge_pages: bool | None = None) -> Runner:
+    """Nima's `Generator` with its defaults (``huge_pages=None``: 2 MB pages for a small bundle's
+    weights); ``True`` / ``False`` force them on or off."""
     generator = Generator(bundle, threads=THREADS, huge_pages=huge_pages)
 
     def run(prompt: list[int], new_tokens: int) -> Timing:
@@ -321,6 +322,7 @@ def bench_model(name: str, root: Path, bandwidth: float | None, target: str = "p
         "pytorch": lambda: pytorch_runner("pytorch", model),
         "hf": lambda: hf_runner("hf", model, spec),
         "nima huge pages": lambda: nima_runner("nima huge pages", bundle, huge_pages=True),
+        "nima 4k pages": lambda: nima_runner("nima 4k pages", bundle, huge_pages=False),
     }
     timed = {label: make for label, make in makers.items() if label == "nima" or label in RUNNERS}
     results = time_balanced(timed, prompt)
@@ -364,7 +366,8 @@ def main(argv: list[str] | None = None) -> None:
         choices=["genai", "ort loop", "pytorch", "hf", *OPTIONAL],
         default=["genai", "ort loop", "pytorch", "hf"],
         help="runners besides Nima's (genai is required: the ratios are to it); fewer runners, more rounds; "
-        "'nima huge pages' is Nima with its weights on 2 MB pages (Generator(huge_pages=True))",
+        "'nima huge pages' / 'nima 4k pages' force Nima's weights onto 2 MB / 4 KB pages (Generator(huge_pages=...); "
+        "by default a bundle up to 128 MB gets 2 MB pages)",
     )
     parser.add_argument("--runs", type=int, default=genai_compare.RUNS, help="timed rounds per model (median)")
     parser.add_argument(

@@ -2,7 +2,7 @@
 
 For each model (``--models``, from bench/decode.py's list; seeded random weights, fp32 ``ort``
 bundle), this script starts pairs of fresh processes, one with ``Generator(...,
-huge_pages=True)`` and one with the default ``huge_pages=False``, alternating which goes
+huge_pages=True)`` and one with ``huge_pages=False``, alternating which goes
 first (ABBA), each timing batch-1 greedy decoding of 128 new tokens after a 32-token prompt
 (``--rounds`` times, median), 2 threads. It prints each pair's ratio, their median, and in how
 many pairs huge pages were faster, and the memory each process had on huge pages.

@@ -27,8 +27,9 @@ spread), and the median of every round's ratio. The processes import no torch.
     .venv/bin/python bench/processes.py [--models llama-tiny llama-small] [--target ort|portable]
                                         [--pairs 6] [--rounds 10] [--keep DIR] [--runtimes A B]
 
-``--runtimes`` picks the two compared (first / second) from ``nima``, ``nima-huge-pages``
-(`Generator(..., huge_pages=True)`) and ``genai``; ``nima genai`` by default.
+``--runtimes`` picks the two compared (first / second) from ``nima`` (`Generator`'s defaults,
+which put a small bundle's weights on 2 MB pages), ``nima-huge-pages`` and ``nima-4k-pages``
+(``huge_pages=True`` / ``False``) and ``genai``; ``nima genai`` by default.
 
 Progress goes to stderr, the report to stdout.
 """
@@ -49,10 +50,10 @@ import numpy as np
 
 SEED = 0
 PROMPT_TOKENS, NEW_TOKENS, THREADS = 32, 128, 2  # as bench/genai_compare.py
-RUNTIMES = ("nima", "nima-huge-pages", "genai")  # --runtimes: the first two named are compared
+RUNTIMES = ("nima", "nima-huge-pages", "nima-4k-pages", "genai")  # --runtimes: the two compared
 
 
-def _nima_decode(bundle: str, huge_pages: bool = False) -> object:
+def _nima_decode(bundle: str, huge_pages: bool | None = None) -> object:
     from nima.runtime import Generator
 
     generator = Generator(bundle, threads=THREADS, huge_pages=huge_pages)
@@ -93,7 +94,8 @@ def child(runtime: str, bundle: str, vocab: int) -> None:
     """Runs in the child process: loads and warms up, then for each line read from stdin decodes
     twice, untimed then timed, and prints JSON with the decode tokens/s, the time to first token
     and the tokens of the timed run."""
-    decode = _genai_decode(bundle) if runtime == "genai" else _nima_decode(bundle, runtime == "nima-huge-pages")
+    pages = {"nima": None, "nima-huge-pages": True, "nima-4k-pages": False}  # None: the Generator's default
+    decode = _genai_decode(bundle) if runtime == "genai" else _nima_decode(bundle, pages[runtime])
     prompt = np.random.default_rng(SEED).integers(0, vocab, PROMPT_TOKENS).tolist()
     decode(prompt, 16)  # warm-up: allocates, picks kernels, touches every weight
     print("ready", flush=True)

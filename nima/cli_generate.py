@@ -51,9 +51,12 @@ def generate(
         bool, Opt("--spin/--no-spin", help="ORT worker threads busy-wait (fast on an idle machine; off when shared).")
     ] = True,
     huge_pages: Annotated[
-        bool,
-        Opt("--huge-pages/--no-huge-pages", help="Put the weights on 2 MB pages (Linux; ~5% faster on small models)."),
-    ] = False,
+        bool | None,
+        Opt(
+            "--huge-pages/--no-huge-pages",
+            help="Put the weights on 2 MB pages (Linux; ~5% faster on small models). Default: bundles up to 128 MB.",
+        ),
+    ] = None,
 ) -> None:
     """Generate text from BUNDLE with ONNX Runtime (no torch needed)."""
     import onnxruntime as ort

@@ -22,6 +22,7 @@ from nima.runtime.beam import Hypothesis, beam_search
 from nima.runtime.bundle import read_bundle
 from nima.runtime.encoder_session import EncoderSession
 from nima.runtime.errors import GenerateError
+from nima.runtime.huge_pages import wanted
 from nima.runtime.options import is_greedy, resolve_options
 from nima.runtime.rows import FINISH_EOS, FINISH_STOP, Limits, Row, left_pad
 from nima.runtime.search import decode_rows
@@ -71,7 +72,7 @@ class Generator:
         provider: str = "cpu",
         threads: int | None = None,
         spin: bool = True,
-        huge_pages: bool = False,
+        huge_pages: bool | None = None,
     ) -> None:
         if threads is not None and threads < 1:
             raise GenerateError(f"threads: {threads}; give at least 1, or leave it unset for all cores")
@@ -79,6 +80,9 @@ class Generator:
         self.spec = self.bundle.spec
         self.tokenizer = self.bundle.tokenizer
         self.special = special_ids(self.tokenizer)
+        graphs = [self.bundle.model] + ([self.bundle.encoder] if self.bundle.encoder is not None else [])
+        huge_pages = wanted(huge_pages, graphs) and provider == "cpu"
+        self.huge_pages = huge_pages  # whether the weights were put on 2 MB pages (`nima.runtime.huge_pages`)
         session = make_session(self.bundle.model, provider, threads, spin, huge_pages)
         shape = (self.spec.n_layers, self.spec.n_kv_heads, self.spec.head_dim)
         if self.bundle.share_buffer:

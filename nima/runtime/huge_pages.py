@@ -8,7 +8,13 @@ the weights on huge pages, one decode step of an `ort` graph alone ran 6-15% fas
 parameters and 5-8% faster at 124M (paired rounds in one process); a `Generator` in a fresh
 process decoded 5% faster at 10M (median of 10 process pairs, faster in 7) and no faster at
 124M (0.995x, faster in 4 of 10), where collapsing 460 MB adds about 0.5 s to loading
-(``bench/huge_pages.py``). Hence opt-in: ``Generator(..., huge_pages=True)``.
+(``bench/huge_pages.py``). Against onnxruntime-genai on the same 10M bundle, each runtime in
+its own process (``bench/processes.py``), Nima's runtime was level on 4 KB pages (0.986-1.018x in
+four runs) and 1.043-1.058x ahead on huge pages (faster in 20 of 24 process pairs).
+
+Hence `wanted`: by default (``Generator(..., huge_pages=None)``) a bundle whose weight files
+hold at most `AUTO_LIMIT` bytes gets huge pages, and a larger one does not (the load time
+grows with the size, the decode speed did not at 124M); ``True`` and ``False`` decide it.
 
 Which memory: the pages that became resident while the session was created, that is, the
 weights it unpacked and prepacked, wherever the allocator put them. Before creating it,
@@ -27,7 +33,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,8 +47,23 @@ MADV_COLLAPSE = 25  # linux/mman-common.h, since Linux 6.1
 MAX_SPAN = 64 << 30  # larger mappings are address-space reservations, not weights: skipped
 MAPS = Path("/proc/self/maps")
 
+AUTO_LIMIT = 128 << 20  # weight-file bytes up to which `wanted` turns huge pages on by itself
+
 Span = tuple[int, int]  # [start, end) in bytes
 Residency = dict[Span, np.ndarray]  # per span, one uint8 per 4 KB page: 1 if resident
+
+
+def wanted(choice: bool | None, graphs: Sequence[Path]) -> bool:
+    """Whether to put the weights of ``graphs`` (ONNX files, each perhaps with ``NAME.data``
+    external weights beside it) on huge pages: ``choice`` when given, else whether they hold at
+    most `AUTO_LIMIT` bytes (see the module docstring)."""
+    if choice is not None:
+        return choice
+    size = 0
+    for graph in graphs:
+        for path in (graph, graph.with_name(graph.name + ".data")):
+            size += path.stat().st_size if path.is_file() else 0
+    return size <= AUTO_LIMIT
 
 
 def anonymous_spans(maps_text: str) -> list[Span]:

@@ -66,7 +66,8 @@ def make_session(
 
     ``huge_pages`` moves the weights the session loads on the CPU onto 2 MB pages
     (`nima.runtime.huge_pages`): measured 5% faster decoding at 10M parameters, nothing
-    resolvable at 124M, where it adds 0.5 s to loading; so it is opt-in.
+    resolvable at 124M, where it adds 0.5 s to loading; `Generator` turns it on by itself
+    for small bundles (`nima.runtime.huge_pages.wanted`).
     """
     providers = provider_list(provider)
     options = ort.SessionOptions()

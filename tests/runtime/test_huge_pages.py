@@ -13,7 +13,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from nima.runtime.huge_pages import HUGE, PAGE, anonymous_spans, fresh_chunks, huge_pages_for
+from nima.runtime import generator as generator_module
+from nima.runtime.huge_pages import HUGE, PAGE, anonymous_spans, fresh_chunks, huge_pages_for, wanted
 
 MAPS = """\
 55d0c0000000-55d0c0021000 r--p 00000000 08:01 1234   /usr/bin/python3.11
@@ -219,3 +220,44 @@ def test_a_session_weights_land_on_huge_pages_and_compute_the_same(tmp_path: Pat
     expected = x @ weight
     for output in outputs:
         np.testing.assert_allclose(np.load(output), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_by_default_bundles_up_to_the_limit_get_huge_pages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`wanted`: the given choice wins; without one, the graph files' bytes, external ``.data``
+    included, against `AUTO_LIMIT`."""
+    from nima.runtime import huge_pages
+
+    graph = tmp_path / "model.onnx"
+    graph.write_bytes(b"x" * 600)
+    monkeypatch.setattr(huge_pages, "AUTO_LIMIT", 1000)
+    assert wanted(None, [graph])
+    graph.with_name("model.onnx.data").write_bytes(b"x" * 600)  # 1,200 bytes in all
+    assert not wanted(None, [graph])
+    assert wanted(True, [graph]) and not wanted(False, [tmp_path / "small.onnx"])
+    encoder = tmp_path / "encoder.onnx"
+    encoder.write_bytes(b"x" * 500)
+    graph.with_name("model.onnx.data").unlink()
+    assert wanted(None, [graph]) and not wanted(None, [graph, encoder]), "an encoder's weights count too"
+
+
+def test_the_generator_decides_per_bundle(
+    bundles: dict[str, tuple[Path, object]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`Generator` hands `make_session` the choice: on for a small bundle by default, off when asked,
+    and off for a bundle over the limit."""
+    from nima.runtime import huge_pages
+
+    asked: list[bool] = []
+    made = generator_module.make_session
+
+    def recording(path: Path, provider: str, threads: object, spin: bool, huge: bool) -> object:
+        asked.append(huge)
+        return made(path, provider, threads, spin, huge)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(generator_module, "make_session", recording)
+    path = bundles["llama"][0]
+    assert generator_module.Generator(path).huge_pages
+    assert not generator_module.Generator(path, huge_pages=False).huge_pages
+    monkeypatch.setattr(huge_pages, "AUTO_LIMIT", 1000)  # the test bundle's graph is larger
+    assert not generator_module.Generator(path).huge_pages
+    assert asked == [True, False, False]
