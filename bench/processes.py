@@ -44,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -52,8 +53,11 @@ SEED = 0
 PROMPT_TOKENS, NEW_TOKENS, THREADS = 32, 128, 2  # as bench/genai_compare.py
 RUNTIMES = ("nima", "nima-huge-pages", "nima-4k-pages", "genai")  # --runtimes: the two compared
 
+# (prompt, new tokens) -> (tokens, time to first token, time for the rest), seconds
+Decode = Callable[[list[int], int], tuple[list[int], float, float]]
 
-def _nima_decode(bundle: str, huge_pages: bool | None = None) -> object:
+
+def _nima_decode(bundle: str, huge_pages: bool | None = None) -> Decode:
     from nima.runtime import Generator
 
     generator = Generator(bundle, threads=THREADS, huge_pages=huge_pages)
@@ -69,7 +73,7 @@ def _nima_decode(bundle: str, huge_pages: bool | None = None) -> object:
     return decode
 
 
-def _genai_decode(bundle: str) -> object:
+def _genai_decode(bundle: str) -> Decode:
     import onnxruntime_genai as og
 
     model = og.Model(bundle)
@@ -101,7 +105,7 @@ def child(runtime: str, bundle: str, vocab: int) -> None:
     print("ready", flush=True)
     for _ in sys.stdin:
         decode(prompt, NEW_TOKENS)  # untimed: the other process's run has evicted this one's weights from L3
-        tokens, ttft, rest = decode(prompt, NEW_TOKENS)  # type: ignore[operator]
+        tokens, ttft, rest = decode(prompt, NEW_TOKENS)
         print(json.dumps({"tps": (len(tokens) - 1) / rest, "ttft": ttft, "tokens": tokens}), flush=True)
 
 
