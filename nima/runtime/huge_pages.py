@@ -10,7 +10,7 @@ process decoded 5% faster at 10M (median of 10 process pairs, faster in 7) and n
 124M (0.995x, faster in 4 of 10), where collapsing 460 MB adds about 0.5 s to loading
 (``bench/huge_pages.py``). Against onnxruntime-genai on the same 10M bundle, each runtime in
 its own process (``bench/processes.py``), Nima's runtime was level on 4 KB pages (0.986-1.018x in
-four runs) and 1.043-1.058x ahead on huge pages (faster in 20 of 24 process pairs).
+two runs of two models) and 1.043-1.058x ahead on huge pages (faster in 20 of 24 process pairs).
 
 Hence `wanted`: by default (``Generator(..., huge_pages=None)``) a bundle whose weight files
 hold at most `AUTO_LIMIT` bytes gets huge pages, and a larger one does not (the load time
