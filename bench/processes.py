@@ -74,6 +74,8 @@ def _nima_decode(bundle: str, huge_pages: bool | None = None) -> Decode:
 
 
 def _genai_decode(bundle: str) -> Decode:
+    """genai_compare.genai_runner's loop, written again here: importing genai_compare would load
+    torch and transformers into a process that times a deployment."""
     import onnxruntime_genai as og
 
     model = og.Model(bundle)

@@ -5,34 +5,19 @@ Skipped where transformers is not installed (it is not a Nima dependency; the be
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import torch
+from bench_support import load_bench
 
 from nima.builders import build_model
 from nima.spec import spec_from_dict
 
 pytest.importorskip("transformers")
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
 
-
-def _load_hf_weights() -> ModuleType:
-    """Import bench/hf_weights.py by path: bench/ is a folder of scripts, not an installed package."""
-    spec = importlib.util.spec_from_file_location("nima_bench_hf_weights", BENCH / "hf_weights.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-hf_weights = _load_hf_weights()
+hf_weights = load_bench("hf_weights")
 
 LLAMA: dict[str, Any] = {
     "name": "tiny-llama",

@@ -2,32 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
+from bench_support import load_bench, small_bundle
 
-from nima.builders import build_model, save_build
-from nima.export.command import export_bundle
-from nima.spec import spec_from_dict
-
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-
-
-def _load() -> ModuleType:
-    """Import bench/processes.py by path: bench/ is a folder of scripts, not an installed package."""
-    spec = importlib.util.spec_from_file_location("nima_bench_processes", BENCH / "processes.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-processes = _load()
+processes = load_bench("processes")
 
 
 def _coverage(n: int, j: int) -> float:
@@ -54,21 +37,7 @@ def test_too_few_samples_give_no_interval() -> None:
 def test_the_two_runtime_processes_take_turns_and_agree(tmp_path: Path) -> None:
     """A Nima and an onnxruntime-genai process on one small bundle: each decodes when told, with
     the same greedy tokens, and reports a speed and a time to first token."""
-    spec = spec_from_dict(
-        {
-            "name": "bench-processes",
-            "vocab_size": 64,
-            "max_seq_len": 256,  # the script's 32-token prompt and 128 new tokens
-            "d_model": 64,
-            "n_layers": 2,
-            "attention": {"n_heads": 4, "n_kv_heads": 2},
-            "ffn": {"kind": "swiglu", "hidden": 128},
-            "position": {"kind": "rope"},
-            "norm": {"kind": "rmsnorm"},
-        }
-    )
-    source = save_build(build_model(spec, seed=0), spec, tmp_path / "src")
-    bundle = export_bundle(source, tmp_path / "bundle", target="ort", verify=False).out
+    bundle, spec = small_bundle(tmp_path, "ort")
     nima = processes.Child("nima", bundle, spec.vocab_size)
     first = nima.decode()
     config_path = bundle / "genai_config.json"

@@ -8,30 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from nima.builders import build_model, save_build
-from nima.export.command import export_bundle
-from nima.spec import spec_from_dict
-
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-SPEC = {
-    "name": "bench-overhead",
-    "vocab_size": 64,
-    "max_seq_len": 256,  # the script's 32-token prompt and 128 new tokens
-    "d_model": 64,
-    "n_layers": 2,
-    "attention": {"n_heads": 4, "n_kv_heads": 2},
-    "ffn": {"kind": "swiglu", "hidden": 128},
-    "position": {"kind": "rope"},
-    "norm": {"kind": "rmsnorm"},
-}
+from bench_support import BENCH, small_bundle
 
 
 @pytest.mark.parametrize("target", ["ort", "portable"])
 def test_step_overhead_prints_a_row_per_loop(tmp_path: Path, target: str) -> None:
-    spec = spec_from_dict(SPEC)
-    source = save_build(build_model(spec, seed=0), spec, tmp_path / "src")
-    bundle = export_bundle(source, tmp_path / "bundle", target=target, verify=False).out
+    bundle, _ = small_bundle(tmp_path, target)
     done = subprocess.run(
         [sys.executable, str(BENCH / "step_overhead.py"), "--bundle", str(bundle), "--rounds", "2"],
         capture_output=True,

@@ -1,0 +1,42 @@
+"""Shared by the bench/ tests: where the scripts are, importing one by path, and a small bundle."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+from nima.builders import build_model, save_build
+from nima.export.command import export_bundle
+from nima.spec import ModelSpec, spec_from_dict
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+SMALL_SPEC = {
+    "name": "bench-small",
+    "vocab_size": 64,
+    "max_seq_len": 256,  # the scripts' 32-token prompt and 128 new tokens
+    "d_model": 64,
+    "n_layers": 2,
+    "attention": {"n_heads": 4, "n_kv_heads": 2},
+    "ffn": {"kind": "swiglu", "hidden": 128},
+    "position": {"kind": "rope"},
+    "norm": {"kind": "rmsnorm"},
+}
+
+
+def load_bench(name: str) -> ModuleType:
+    """Import bench/NAME.py by path: bench/ is a folder of scripts, not an installed package."""
+    spec = importlib.util.spec_from_file_location(f"nima_bench_{name}", BENCH / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def small_bundle(folder: Path, target: str) -> tuple[Path, ModelSpec]:
+    """`SMALL_SPEC` with seeded random weights, exported unverified to ``folder``/bundle."""
+    spec = spec_from_dict(SMALL_SPEC)
+    source = save_build(build_model(spec, seed=0), spec, folder / "src")
+    return export_bundle(source, folder / "bundle", target=target, verify=False).out, spec
