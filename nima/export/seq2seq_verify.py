@@ -38,14 +38,14 @@ class Seq2SeqParity(ParityReport):
 
     encoder_max_abs_diff: float
     source_lengths: tuple[int, ...]
-    encoder_scale: float = 1.0  # max |reference hidden state|, for the relative (quantized) tolerance
+    encoder_scale: float = 1.0  # max |reference hidden state|
 
     @property
     def encoder_measured(self) -> float:
-        """The encoder figure held to ``tolerance``: relative to ``encoder_scale`` when ``relative``."""
-        if not self.relative:
-            return self.encoder_max_abs_diff
-        return self.encoder_max_abs_diff / max(self.encoder_scale, 1e-12)
+        """The encoder figure held to ``tolerance``: relative to ``encoder_scale`` when
+        ``relative``, else to ``encoder_scale`` or 1, the larger."""
+        unit = max(self.encoder_scale, 1e-12) if self.relative else max(self.encoder_scale, 1.0)
+        return self.encoder_max_abs_diff / unit
 
     @property
     def passed(self) -> bool:
@@ -55,6 +55,8 @@ class Seq2SeqParity(ParityReport):
     def describe(self) -> str:
         if self.relative:
             encoder = f"encoder max |hidden diff| / max |hidden| {self.encoder_measured:.2e} (reported)"
+        elif self.encoder_scale > 1.0:
+            encoder = f"encoder max |hidden diff| / max |hidden| ({self.encoder_scale:.3g}) {self.encoder_measured:.2e}"
         else:
             encoder = f"encoder max |hidden diff| {self.encoder_max_abs_diff:.2e}"
         return f"{encoder}; decoder {super().describe()}"

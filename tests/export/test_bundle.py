@@ -16,7 +16,7 @@ from click.testing import Result
 import nima.export.command as command
 import nima.export.onnx_graph as onnx_graph
 import nima.export.verify as verify
-from nima.builders import build_model, load_weights
+from nima.builders import build_model, load_weights, save_build
 from nima.export.verify import check_parity, session_for
 from nima.spec import load_spec
 
@@ -109,6 +109,41 @@ def test_fp16_export_within_tolerance(model_dir: Path, tmp_path: Path) -> None:
     logits = next(o for o in graph.graph.output if o.name == "logits")
     assert logits.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
     assert "tolerance 1e-02" in result.output
+
+
+def test_float_tolerance_in_units_of_large_logits(trained_dir: Path, tmp_path: Path) -> None:
+    """A model whose logits run into the tens (a trained model's do) exports at fp16: its rounding error
+    grows with the logits, past the absolute 1e-2, so the difference is measured in units of the largest
+    logit; a graph of other weights still fails at that scale."""
+    spec = load_spec(trained_dir / "nima.json")
+    model = load_weights(build_model(spec), trained_dir / "model.safetensors").eval()
+    with torch.no_grad():
+        model.decoder.final_norm.weight.mul_(8.0)  # logits 8x larger, the same model otherwise
+    source = save_build(model, spec, tmp_path / "loud")
+    result = invoke("export", "--onnx", source, "-o", tmp_path / "fp16", "--dtype", "fp16")
+    assert result.exit_code == 0, result.output
+    assert "max |logit diff| / max |logit|" in result.output
+    report = check_parity(model, spec, session_for(tmp_path / "fp16" / "model.onnx", threads=1), dtype="fp16")
+    assert report.logit_scale > 20.0
+    assert report.max_abs_diff > verify.TOLERANCES["fp16"], "the absolute rule would have refused this export"
+    assert report.passed and report.measured == report.max_abs_diff / report.logit_scale
+    nudged = load_weights(build_model(spec), source / "model.safetensors").eval()
+    with torch.no_grad():
+        weight = nudged.decoder.blocks[1].ffn.down.weight  # the last layer's output projection
+        weight.add_(3e-2 * torch.randn_like(weight))
+    wrong = check_parity(nudged, spec, session_for(tmp_path / "fp16" / "model.onnx", threads=1), dtype="fp16")
+    assert not wrong.passed and wrong.measured > verify.TOLERANCES["fp16"], wrong.describe()
+
+
+def test_float_tolerance_absolute_for_unit_logits() -> None:
+    """Logits within 1 keep the absolute difference: the figure is not divided by a scale below 1."""
+    fields = {"prefill_max_abs_diff": 0.0, "decode_max_abs_diff": 0.0, "next_token_agreement": 1.0, "batch": 1}
+    fields |= {"prompt_lengths": (4,), "decode_steps": 8, **verify.held_to("fp32")}
+    small = verify.ParityReport(max_abs_diff=5e-5, logit_scale=0.25, **fields)
+    assert small.measured == 5e-5 and small.passed and "/ max |logit|" not in small.describe()
+    large = verify.ParityReport(max_abs_diff=5e-4, logit_scale=40.0, **fields)
+    assert large.measured == 5e-4 / 40.0 and large.passed and "/ max |logit| (40)" in large.describe()
+    assert not verify.ParityReport(max_abs_diff=5e-3, logit_scale=40.0, **fields).passed
 
 
 @pytest.mark.parametrize(("kind", "op"), [("int8", "MatMulInteger"), ("int4", "MatMulNBits")])

@@ -101,7 +101,7 @@ def test_a_failed_parity_check_exits_1_and_writes_nothing(
     out = tmp_path / "bundle"
     result = invoke("export", "--onnx", model_dir, "-o", out)
     assert result.exit_code == 1, result.output
-    assert "encoder max |hidden diff| 1.00e+00" in result.stderr and "no bundle written" in result.stderr
+    assert "encoder max |hidden diff|" in result.stderr and "no bundle written" in result.stderr
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".bundle")]
 
 
