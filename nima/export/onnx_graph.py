@@ -16,11 +16,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import onnx
+import onnx_ir as ir
 import torch
 from torch import nn
 
 from nima.builders.models import DecoderLM
 from nima.export.contract import DecoderForExport, dynamic_shapes, example_inputs, input_names, output_names
+from nima.export.logits_to_keep import add_logits_to_keep
 from nima.spec import ModelSpec
 
 PROTOBUF_LIMIT = 2 * 1024**3
@@ -50,12 +52,14 @@ def export_decoder(
     """Write ``model`` as an ONNX graph at ``path`` (in ``dtype``) and return the path.
 
     ``translations`` maps custom torch ops in ``model`` to the onnxscript functions that write
-    them (the ``ort`` target's fused attention); the portable export has none.
+    them (the ``ort`` target's fused attention); the portable export has none. The graph gets the
+    optional ``logits_to_keep`` input (`nima.export.logits_to_keep`).
     """
     model = in_dtype(model, dtype)
     args = example_inputs(spec.n_layers, spec.n_kv_heads, spec.head_dim, spec.vocab_size, DTYPES[dtype])
     names = (input_names(spec.n_layers), output_names(spec.n_layers))
-    return export_module(DecoderForExport(model), args, dynamic_shapes(spec.n_layers), names, path, opset, translations)
+    shapes = dynamic_shapes(spec.n_layers)
+    return export_module(DecoderForExport(model), args, shapes, names, path, opset, translations, add_logits_to_keep)
 
 
 def export_module(
@@ -66,10 +70,12 @@ def export_module(
     path: Path,
     opset: int,
     translations: dict[Callable, Callable] | None = None,
+    edit: Callable[[ir.Model], object] | None = None,
 ) -> Path:
     """Export ``module`` called on ``args`` (dynamic ``shapes``; input and output ``names``), save and check it.
 
     ``translations``: custom torch ops in ``module`` -> the onnxscript functions that write them.
+    ``edit``: a change made to the exported graph before it is saved.
     """
     weight_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
     quiet = io.StringIO()
@@ -92,6 +98,8 @@ def export_module(
             raise ExportError(f"torch.onnx.export failed: {type(err).__name__}: {str(err).splitlines()[0]}") from err
     if program is None:
         raise ExportError("torch.onnx.export returned no program")
+    if edit is not None:
+        edit(program.model)
     path.parent.mkdir(parents=True, exist_ok=True)
     program.save(str(path), external_data=weight_bytes > PROTOBUF_LIMIT)
     onnx.checker.check_model(str(path), full_check=True)

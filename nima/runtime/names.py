@@ -13,6 +13,7 @@ TOKENIZER_FILE = "tokenizer.json"
 GENAI_CONFIG_FILE = "genai_config.json"  # onnxruntime-genai's description of a decoder-only bundle
 
 INPUT_IDS, ATTENTION_MASK, POSITION_IDS, LOGITS = "input_ids", "attention_mask", "position_ids", "logits"
+LOGITS_TO_KEEP = "logits_to_keep"  # optional (a default of 0 in the graph): the last positions whose logits are made
 PAST_KEY, PAST_VALUE = "past_key_values.%d.key", "past_key_values.%d.value"
 PRESENT_KEY, PRESENT_VALUE = "present.%d.key", "present.%d.value"
 

@@ -8,6 +8,9 @@ the object onnxruntime's own Python API wraps) with its values directly: the Pyt
 ``run_with_ort_values`` re-validates every input and re-wraps every output at each step, about
 0.2 ms of a 2.5 ms step of a 10M model, which is the whole of a decode step's time budget
 beyond the weights' memory traffic.
+
+Graphs with the optional ``logits_to_keep`` input (`nima.export.logits_to_keep`) are fed 1:
+a prompt's prefill runs the output head on its last position only, the one generation reads.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from nima.runtime.names import (
     ATTENTION_MASK,
     INPUT_IDS,
     LOGITS,
+    LOGITS_TO_KEEP,
     PAST_KEY,
     PAST_VALUE,
     POSITION_IDS,
@@ -129,6 +133,11 @@ class DecoderSession:
         if self._output_names[0] != LOGITS or PRESENT_KEY % 0 not in self._output_names:
             raise GenerateError("the graph's outputs do not follow the decoder contract (logits, present.*)")
         self._binding = session._sess  # see the module docstring
+        defaults = {arg.name for arg in session.get_overridable_initializers()}
+        self.keeps_last = LOGITS_TO_KEEP in defaults  # the head runs on the last position only
+        # () int64 1, fed or bound (by value: IO binding refuses numpy arrays for inputs that have a default)
+        self._keep_one = ort.OrtValue(host_value(np.ones((), dtype=np.int64)))
+        self._keep_feed = {LOGITS_TO_KEEP: self._keep_one._ortvalue} if self.keeps_last else {}
         self.rows_on_device = DeviceRows(self.device) if self.device != "cpu" else None
 
     def empty_cache(self, batch: int, fixed: dict[str, Value] | None = None, capacity: int | None = None) -> KVCache:
@@ -158,6 +167,7 @@ class DecoderSession:
                 POSITION_IDS: ort_c.OrtValue.ortvalue_from_numpy(positions, HOST),
                 **dict(zip(self._past_names, cache.values, strict=True)),
                 **dict(cache.fixed),
+                **self._keep_feed,
             }
             result = self._binding.run_with_ort_values(feed, self._output_names, None)
             outputs = [result[i] for i in range(len(self._output_names))]  # 10x cheaper than list(result)
@@ -179,6 +189,8 @@ class DecoderSession:
         binding.bind_cpu_input(POSITION_IDS, np.ascontiguousarray(position_ids, dtype=np.int64))
         for name, value in (*zip(self._past_names, cache.values, strict=True), *cache.fixed):
             binding.bind_ortvalue_input(name, value)
+        if self.keeps_last:
+            binding.bind_ortvalue_input(LOGITS_TO_KEEP, self._keep_one)
         binding.bind_output(LOGITS, "cpu")
         for name in self._output_names[1:]:
             binding.bind_output(name, self.device)

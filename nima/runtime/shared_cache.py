@@ -21,7 +21,7 @@ import onnxruntime as ort
 from onnxruntime.capi import _pybind_state as ort_c
 
 from nima.runtime.errors import GenerateError
-from nima.runtime.names import ATTENTION_MASK, INPUT_IDS, LOGITS, POSITION_IDS
+from nima.runtime.names import ATTENTION_MASK, INPUT_IDS, LOGITS, LOGITS_TO_KEEP, POSITION_IDS
 from nima.runtime.session import HOST, NUMPY_TYPES, DecoderSession, KVCache, RowStepper, Value, host_value
 
 KEEP_SHAPES = 2  # bound (B, T) array sets kept between generations: a prompt's and its decode steps'
@@ -36,6 +36,8 @@ class SharedBufferSession(DecoderSession):
         self._present_names = self._output_names[1:]
         self._io = session.io_binding()
         self._io.bind_output(LOGITS, "cpu")  # bound first, so it stays output 0 when rebound by name
+        if self.keeps_last:
+            self._io.bind_ortvalue_input(LOGITS_TO_KEEP, self._keep_one)  # stays bound: every run keeps one position
         self._bound: tuple[Value, ...] | None = None  # the buffers bound now
         self._capacity = 0  # positions each bound buffer holds
         logits = session.get_outputs()[0]
@@ -101,7 +103,7 @@ class SharedBufferSession(DecoderSession):
         io.bind_output(LOGITS, "cpu")  # ORT allocates it: its shape changes between prefill and decode
         self._shape = None  # the CPU step's bound arrays are no longer bound
         self.session.run_with_iobinding(io)
-        logits = io._iobinding.get_outputs()[0].numpy()  # (B, T, V); from the C++ vector: no output wrapped
+        logits = io._iobinding.get_outputs()[0].numpy()  # (B, T or 1, V); from the C++ vector: no output wrapped
         last = logits[:, -1, :].astype(np.float32)  # (B, V)
         return last, KVCache(cache.values, cache.length + new, cache.batch, cache.fixed)
 
@@ -138,7 +140,8 @@ class SharedBufferSession(DecoderSession):
         self._capacity = cache.values[0].shape()[2]
 
     def _bind_arrays(self, batch: int, new: int) -> None:
-        """Bind (B, T) ids and positions and (B, T, V) logits arrays (the CPU path; see `__init__`).
+        """Bind (B, T) ids and positions and (B, T, V) logits arrays, (B, 1, V) where the graph keeps
+        the last position only (the CPU path; see `__init__`).
 
         The arrays of the last `KEEP_SHAPES` shapes are kept for the next generation: each one
         binds a prompt's shape and then the decode steps' (1, 1), and new logits arrays of a few
@@ -150,7 +153,7 @@ class SharedBufferSession(DecoderSession):
             arrays = (
                 np.empty((batch, new), dtype=np.int64),
                 np.empty((batch, new), dtype=np.int64),
-                np.empty((batch, new, self._vocab), dtype=self._logits_dtype),
+                np.empty((batch, 1 if self.keeps_last else new, self._vocab), dtype=self._logits_dtype),
             )
         if arrays[2].nbytes <= KEEP_BYTES:
             self._kept[key] = arrays  # the most recent last

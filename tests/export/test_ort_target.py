@@ -25,6 +25,7 @@ from nima.export.contract import DecoderForExport, input_names, output_names
 from nima.export.fuse import OrtExport, export_for_ort
 from nima.export.fused_model import FusedSelfAttention, PackedGatedMLP, fused_for_ort
 from nima.export.verify import check_parity, session_for
+from nima.runtime.names import LOGITS_TO_KEEP
 from nima.spec import ModelSpec, spec_from_dict
 
 BASE: dict[str, Any] = {
@@ -82,7 +83,7 @@ def export_and_check(spec: ModelSpec, tmp_path: Path, seed: int = 0) -> tuple[Or
     how = export_for_ort(model, spec, path)
     graph = onnx.load(str(path))
     onnx.checker.check_model(graph, full_check=True)  # contrib ops only in com.microsoft, which it skips
-    assert [i.name for i in graph.graph.input] == input_names(spec.n_layers)
+    assert [i.name for i in graph.graph.input] == [*input_names(spec.n_layers), LOGITS_TO_KEEP]  # the last: optional
     assert [o.name for o in graph.graph.output] == output_names(spec.n_layers)
     report = check_parity(model, spec, session_for(path, threads=1), batch=3, decode_steps=8, seed=seed)
     assert report.prompt_lengths[0] > report.prompt_lengths[-1]  # the batch really is left-padded

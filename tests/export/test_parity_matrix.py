@@ -21,6 +21,7 @@ from nima.export.fuse import fuse_for_ort
 from nima.export.onnx_graph import export_decoder
 from nima.export.packed_model import export_portable
 from nima.export.verify import check_parity, session_for
+from nima.runtime.names import LOGITS_TO_KEEP
 from nima.spec import ModelSpec, spec_from_dict
 
 FAMILIES: dict[str, list[object]] = {
@@ -109,7 +110,7 @@ def test_export_parity(index: int, tmp_path: Path) -> None:
     model = build_model(spec, seed=index).eval()
     path = export_portable(model, spec, tmp_path / "model.onnx")  # packed projections (and grouped queries)
     graph = onnx.load(str(path))
-    assert [i.name for i in graph.graph.input] == input_names(spec.n_layers)
+    assert [i.name for i in graph.graph.input] == [*input_names(spec.n_layers), LOGITS_TO_KEEP]  # the last: optional
     assert [o.name for o in graph.graph.output] == output_names(spec.n_layers)
     report = check_parity(model, spec, session_for(path, threads=1), batch=3, decode_steps=8, seed=index)
     assert report.max_abs_diff <= 1e-4, report

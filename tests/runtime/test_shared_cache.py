@@ -228,8 +228,9 @@ def test_bound_arrays_are_kept_for_the_next_generation(
         )
         assert session._kept[(1, 1)] is step_arrays
         assert len(session._kept) == shared_cache.KEEP_SHAPES
-    monkeypatch.setattr(shared_cache, "KEEP_BYTES", 64 * 4 * 4)  # (1, T, 64) float32 logits kept up to T = 4
-    assert gen.generate([PROMPTS[0]], max_new_tokens=10, do_sample=False)[0].token_ids == torch_greedy(
-        model, PROMPTS[0], 10
-    )
-    assert (1, len(PROMPTS[0])) not in session._kept and (1, 1) in session._kept
+    assert session._kept[(1, len(PROMPTS[0]))][2].shape == (1, 1, 64), "the graph makes the last position's logits"
+    monkeypatch.setattr(shared_cache, "KEEP_BYTES", 64 * 4 * 2)  # (B, 1, 64) float32 logits kept up to B = 2
+    batch = [PROMPTS[0], PROMPTS[2], PROMPTS[0]]
+    outs = gen.generate(batch, max_new_tokens=10, do_sample=False)
+    assert [out.token_ids for out in outs] == [torch_greedy(model, prompt, 10) for prompt in batch]
+    assert not any(shape[0] == 3 for shape in session._kept) and (1, 1) in session._kept
