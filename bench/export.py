@@ -37,6 +37,7 @@ def _step(path: Path, spec, dtype: str) -> tuple[ort.InferenceSession, dict[str,
     """A session on ``path`` and the feeds of one decode step: one new token after `PAST` cached."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = THREADS
+    options.log_severity_level = 3
     # an idle session spin-waiting for work would take a core from the one being timed
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

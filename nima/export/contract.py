@@ -9,8 +9,10 @@ Names follow ONNX Runtime GenAI and Optimum, so other tools load the graph:
 | past_key_values.{i}.key / .value      | [batch, kv_heads, past_seq, head_dim]   |
 | logits                                | [batch, seq, vocab]                     |
 | present.{i}.key / .value              | [batch, kv_heads, past_seq + seq, head_dim] |
+| logits_to_keep (optional, default 0)  | [] int64: logits of the last k positions only; 0 keeps all |
 
-One graph serves prefill (past_seq = 0) and cached decode.
+One graph serves prefill (past_seq = 0) and cached decode. ``logits_to_keep`` is added after
+the export (`nima.export.logits_to_keep`); with it fed, the logits' sequence axis is k.
 """
 
 from __future__ import annotations

@@ -23,7 +23,8 @@ import tempfile
 from pathlib import Path
 
 import onnx
-import onnxruntime as ort
+
+from nima.export.verify import session_for
 
 QUANTIZATIONS = ("int8", "int4")
 
@@ -74,5 +75,5 @@ def quantize(source: Path, target: Path, kind: str, external: bool = False) -> P
         root.setLevel(level)
         root.handlers[:] = handlers
     onnx.checker.check_model(str(target), full_check=True)  # MatMulNBits is ORT's: the checker passes over it
-    ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])  # and ORT checks it
+    session_for(target)  # and ORT checks it
     return target
