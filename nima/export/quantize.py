@@ -13,7 +13,11 @@
 - ``int4``: `MatMulNBitsQuantizer` — block-wise (32) symmetric 4-bit weights in ORT's fused
   `MatMulNBits` contrib op, dequantised inside the kernel; about 8x smaller MatMul weights.
 
-Both leave everything else (norms, attention arithmetic, embeddings) in fp32.
+Both leave everything else (norms, attention arithmetic, embeddings) in fp32. Both quantize
+only MatMuls whose weight is an initializer; a tied output head multiplies by a ``Transpose``
+of the embedding table instead (ORT folds it when it loads the graph), so before quantizing,
+`untie_head` gives the head its own transposed copy: the quantized head is read at every
+step, the fp32 table only one row per token (`Gather`).
 """
 
 from __future__ import annotations
@@ -22,8 +26,12 @@ import logging
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import onnx
+import onnx_ir as ir
+from onnx_ir.passes.common import RemoveUnusedNodesPass
 
+from nima.export.logits_to_keep import head_path
 from nima.export.verify import session_for
 
 QUANTIZATIONS = ("int8", "int4")
@@ -39,8 +47,33 @@ def quantize_in_place(path: Path, kind: str) -> Path:
         path.rename(fp32)
         if external:
             data.rename(Path(scratch) / data.name)  # the graph names its data file relative to itself
-        quantize(fp32, path, kind, external)
+        untied = Path(scratch) / "untied" / path.name
+        quantize(untied if untie_head(fp32, untied, external) else fp32, path, kind, external)
     return path
+
+
+def untie_head(source: Path, target: Path, external: bool = False) -> bool:
+    """Write ``source`` to ``target`` with the output head's ``Transpose(table)`` weight replaced by
+    its own transposed initializer; False, writing nothing, when the head has no such weight."""
+    model = ir.load(str(source))
+    path = head_path(model.graph)
+    if not path:
+        return False
+    head = path[0]
+    transpose = head.inputs[1].producer() if head.inputs[1] is not None else None
+    if transpose is None or transpose.op_type != "Transpose" or transpose.inputs[0].const_value is None:
+        return False
+    table = transpose.inputs[0].const_value.numpy()  # (V, d_model)
+    perm = transpose.attributes.get_ints("perm", list(range(table.ndim))[::-1])
+    weight = ir.Value(name="head.weight.transposed", shape=ir.Shape([table.shape[i] for i in perm]))
+    weight.const_value = ir.tensor(np.ascontiguousarray(table.transpose(perm)), name=weight.name)  # (d_model, V)
+    weight.type = ir.TensorType(weight.const_value.dtype)
+    model.graph.register_initializer(weight)
+    head.replace_input_with(1, weight)
+    RemoveUnusedNodesPass()(model)  # the Transpose, now read by nothing
+    target.parent.mkdir(parents=True, exist_ok=True)
+    ir.save(model, str(target), external_data=target.name + ".data" if external else None)
+    return True
 
 
 def quantize(source: Path, target: Path, kind: str, external: bool = False) -> Path:

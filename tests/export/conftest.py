@@ -36,10 +36,8 @@ def bundle(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[P
     return out, result
 
 
-@pytest.fixture(scope="module")
-def trained_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small byte-level model trained briefly on Shakespeare, so its logits are peaked like a real
-    model's: quantization is judged on that, not on near-uniform random-weight logits."""
+def train_briefly(root: Path, **changes: object) -> Path:
+    """A small byte-level model (`SPEC` with ``changes``) trained briefly on Shakespeare, saved under ``root``."""
     import torch
 
     from nima.builders import build_model, save_build
@@ -55,6 +53,7 @@ def trained_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "d_model": 64,
             "ffn": {"kind": "swiglu", "hidden": 128},
             "init": {"kind": "normal"},
+            **changes,
         }
     )
     model = build_model(spec, seed=0)
@@ -64,9 +63,23 @@ def trained_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         starts = torch.randint(0, len(data) - 33, (16,), generator=gen)
         batch = torch.stack([data[s : s + 33] for s in starts])  # (16, 33)
         logits, _ = model(batch[:, :-1])
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, 128), batch[:, 1:].reshape(-1))
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, spec.vocab_size), batch[:, 1:].reshape(-1))
         opt.zero_grad()
         loss.backward()
         opt.step()
     assert loss.item() < 3.0, "the model should have learned something"
-    return save_build(model.eval(), spec, tmp_path_factory.mktemp("trained") / "model")
+    return save_build(model.eval(), spec, root / "model")
+
+
+@pytest.fixture(scope="module")
+def trained_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small byte-level model trained briefly on Shakespeare, so its logits are peaked like a real
+    model's: quantization is judged on that, not on near-uniform random-weight logits."""
+    return train_briefly(tmp_path_factory.mktemp("trained"))
+
+
+@pytest.fixture(scope="module")
+def trained_tied_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same with a tied head over a 256-token table: a table past 8,192 values, which the exporter's
+    constant folding leaves as ``Transpose(table)`` before the head MatMul, as it does for real models."""
+    return train_briefly(tmp_path_factory.mktemp("trained-tied"), vocab_size=256, tie_embeddings=True)

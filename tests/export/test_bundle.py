@@ -161,6 +161,41 @@ def test_quantized_export_within_tolerance(kind: str, op: str, trained_dir: Path
     assert f"{kind} weights" in (tmp_path / kind / "README.md").read_text()
 
 
+def _weight_matmuls(graph: onnx.GraphProto) -> list[str]:
+    """MatMuls whose second input is a weight: an initializer, or a Transpose of one (a tied head)."""
+    weights = {init.name for init in graph.initializer}
+    transposed = {n.output[0] for n in graph.node if n.op_type == "Transpose" and n.input[0] in weights}
+    return [n.name for n in graph.node if n.op_type == "MatMul" and n.input[1] in weights | transposed]
+
+
+@pytest.mark.parametrize("target", ["portable", "ort"])
+@pytest.mark.parametrize(("kind", "op"), [("int8", "MatMulInteger"), ("int4", "MatMulNBits")])
+def test_a_tied_head_is_quantized(kind: str, op: str, target: str, trained_tied_dir: Path, tmp_path: Path) -> None:
+    """A tied head multiplies by Transpose(table), which the quantizers pass over: it gets its own
+    transposed copy, quantized with the other MatMuls, while the Gather keeps the fp32 table."""
+    assert invoke("export", "--onnx", trained_tied_dir, "-o", tmp_path / "fp32", "--target", target).exit_code == 0
+    fp32 = onnx.load(str(tmp_path / "fp32" / "model.onnx")).graph
+    transposes = [n for n in fp32.node if n.op_type == "Transpose" and n.input[0] in {i.name for i in fp32.initializer}]
+    assert len(transposes) == 1, "the exported head reads Transpose(table): the case under test"
+    result = invoke("export", "--onnx", trained_tied_dir, "-o", tmp_path / kind, "--target", target, "--quantize", kind)
+    assert result.exit_code == 0, result.output  # the export check held it to its tolerance
+    graph = onnx.load(str(tmp_path / kind / "model.onnx")).graph
+    assert _weight_matmuls(graph) == [], "no MatMul with fp32 weights left, the head's included"
+    assert sum(n.op_type == op for n in graph.node) == len(_weight_matmuls(fp32))
+    shapes = {init.name: tuple(init.dims) for init in graph.initializer}
+    gather = next(n for n in graph.node if n.op_type == "Gather" and shapes.get(n.input[0]) == (256, 64))
+    assert next(i for i in graph.initializer if i.name == gather.input[0]).data_type == onnx.TensorProto.FLOAT
+    producers = {out: n for n in graph.node for out in n.output}
+    node = producers["logits"]
+    for _ in range(6):  # back from the logits through the dequantizing Cast/Mul and any bias Add
+        if node.op_type == op:
+            break
+        node = producers[next(i for i in node.input if i in producers)]
+    assert node.op_type == op, "the logits come from a quantized MatMul"
+    head_weight = next(i for i in graph.initializer if i.name == node.input[1])
+    assert head_weight.data_type == (onnx.TensorProto.INT8 if kind == "int8" else onnx.TensorProto.UINT8)
+
+
 @pytest.mark.parametrize(
     "options",
     [
