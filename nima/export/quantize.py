@@ -47,8 +47,7 @@ def quantize_in_place(path: Path, kind: str) -> Path:
         path.rename(fp32)
         if external:
             data.rename(Path(scratch) / data.name)  # the graph names its data file relative to itself
-        untied = Path(scratch) / "untied" / path.name
-        quantize(untied if untie_head(fp32, untied, external) else fp32, path, kind, external)
+        quantize(fp32, path, kind, external)
     return path
 
 
@@ -71,7 +70,6 @@ def untie_head(source: Path, target: Path, external: bool = False) -> bool:
     model.graph.register_initializer(weight)
     head.replace_input_with(1, weight)
     RemoveUnusedNodesPass()(model)  # the Transpose, now read by nothing
-    target.parent.mkdir(parents=True, exist_ok=True)
     ir.save(model, str(target), external_data=target.name + ".data" if external else None)
     return True
 
@@ -81,6 +79,17 @@ def quantize(source: Path, target: Path, kind: str, external: bool = False) -> P
     its weights in ``<target name>.data`` beside it."""
     if kind not in QUANTIZATIONS:
         raise ValueError(f"unknown quantization {kind!r}; expected one of {', '.join(QUANTIZATIONS)}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".untied-", dir=target.parent) as scratch:
+        untied = Path(scratch) / source.name
+        _quantize(untied if untie_head(source, untied, external) else source, target, kind, external)
+    onnx.checker.check_model(str(target), full_check=True)  # MatMulNBits is ORT's: the checker passes over it
+    session_for(target)  # and ORT checks it
+    return target
+
+
+def _quantize(source: Path, target: Path, kind: str, external: bool) -> None:
+    """`quantize` with onnxruntime's tools, their logging kept quiet."""
     root = logging.getLogger()
     level, handlers = root.level, list(root.handlers)
     try:
@@ -107,6 +116,3 @@ def quantize(source: Path, target: Path, kind: str, external: bool = False) -> P
     finally:
         root.setLevel(level)
         root.handlers[:] = handlers
-    onnx.checker.check_model(str(target), full_check=True)  # MatMulNBits is ORT's: the checker passes over it
-    session_for(target)  # and ORT checks it
-    return target
