@@ -18,6 +18,7 @@ def render_card(
     has_tokenizer: bool,
     opset: int,
     target: str = "portable",
+    keeps_last: bool = False,
 ) -> str:
     env = Environment(
         loader=PackageLoader("nima.export", "templates"),
@@ -39,4 +40,5 @@ def render_card(
         has_tokenizer=has_tokenizer,
         opset=opset,
         target=target,
+        keeps_last=keeps_last,
     )

@@ -100,6 +100,7 @@ def test_model_card(bundle: tuple[Path, Result]) -> None:
     assert f"{params:,}" in card
     assert "| prefill | " in card and "| cached decode | " in card
     assert "`tokenizer.json`" in card
+    assert "One optional input, `logits_to_keep` (int64 scalar,\ndefault 0)" in card
 
 
 def test_fp16_export_within_tolerance(model_dir: Path, tmp_path: Path) -> None:
