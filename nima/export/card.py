@@ -18,7 +18,6 @@ def render_card(
     has_tokenizer: bool,
     opset: int,
     target: str = "portable",
-    keeps_last: bool = False,
 ) -> str:
     env = Environment(
         loader=PackageLoader("nima.export", "templates"),
@@ -40,5 +39,4 @@ def render_card(
         has_tokenizer=has_tokenizer,
         opset=opset,
         target=target,
-        keeps_last=keeps_last,
     )

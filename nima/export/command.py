@@ -14,7 +14,6 @@ from nima.export.bundle import check_target, staged_folder
 from nima.export.card import render_card
 from nima.export.fuse import TARGETS, export_for_ort
 from nima.export.genai import genai_config
-from nima.export.logits_to_keep import has_logits_to_keep
 from nima.export.packed_model import export_portable
 from nima.export.quantize import QUANTIZATIONS, quantize_in_place
 from nima.export.seq2seq_bundle import export_seq2seq_bundle
@@ -112,9 +111,7 @@ def export_bundle(
             src.spec, MODEL_FILE, eos_token_id=eos, bos_token_id=bos, pad_token_id=pad, share_buffer=shared_cache
         )
         (tmp / GENAI_CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
-        card = render_card(
-            src.spec, dtype, quantize, parity, src.tokenizer is not None, opset, target, has_logits_to_keep(model_path)
-        )
+        card = render_card(src.spec, dtype, quantize, parity, src.tokenizer is not None, opset, target)
         (tmp / CARD_FILE).write_text(card)
         files = sorted(p.name for p in tmp.iterdir())
     return ExportResult(out, parity, src.random_weights, files)

@@ -18,10 +18,7 @@ sequence length unless the input keeps fewer.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
-import onnx
 import onnx_ir as ir
 
 from nima.runtime.names import LOGITS, LOGITS_TO_KEEP
@@ -101,8 +98,3 @@ def _kept_shape(shape: ir.Shape | None) -> ir.Shape | None:
     if shape is None or len(shape) != 3:
         return None
     return ir.Shape([shape[0], "logits_sequence_length", shape[2]])
-
-
-def has_logits_to_keep(path: Path) -> bool:
-    """Whether the graph at ``path`` has the input (its weights are not read)."""
-    return any(value.name == LOGITS_TO_KEEP for value in onnx.load(str(path), load_external_data=False).graph.input)

@@ -59,7 +59,14 @@ def export_decoder(
     args = example_inputs(spec.n_layers, spec.n_kv_heads, spec.head_dim, spec.vocab_size, DTYPES[dtype])
     names = (input_names(spec.n_layers), output_names(spec.n_layers))
     shapes = dynamic_shapes(spec.n_layers)
-    return export_module(DecoderForExport(model), args, shapes, names, path, opset, translations, add_logits_to_keep)
+    return export_module(DecoderForExport(model), args, shapes, names, path, opset, translations, _keep_logits)
+
+
+def _keep_logits(model: ir.Model) -> None:
+    """`add_logits_to_keep`, which every decoder Nima builds takes (its logits come from the head's
+    MatMul): a graph that does not is an exporter change the tests must see, not a silent slowdown."""
+    if not add_logits_to_keep(model):
+        raise ExportError("the exported logits do not come from a MatMul of the head's weights: no logits_to_keep")
 
 
 def export_module(

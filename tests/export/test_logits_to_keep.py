@@ -15,9 +15,12 @@ import onnx_ir as ir
 import onnxruntime as ort
 import pytest
 import torch
+import yaml
+from bundle_helpers import SPEC, invoke
 from onnx import TensorProto, helper
 from test_ort_target import GPT2, LLAMA, make_spec
 
+import nima.export.onnx_graph as onnx_graph
 from nima.builders import build_model
 from nima.export.fuse import export_for_ort
 from nima.export.logits_to_keep import add_logits_to_keep
@@ -105,3 +108,16 @@ def test_a_bias_after_the_head_is_sliced_with_it(tmp_path: Path) -> None:
     want = np.tanh(hidden @ w + 1.0)
     assert np.allclose(session.run(None, {"h": hidden})[0], want, atol=1e-6)
     assert np.allclose(session.run(None, {"h": hidden, LOGITS_TO_KEEP: np.array(2)})[0], want[:, -2:], atol=1e-6)
+
+
+def test_an_export_whose_head_is_not_found_fails_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every decoder Nima builds ends in the head's MatMul; a graph where that is not found is an exporter
+    change, reported as a failed export (exit 1), not shipped without the input."""
+    monkeypatch.setattr(onnx_graph, "add_logits_to_keep", lambda model: False)
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(SPEC))
+    result = invoke("export", "--onnx", tmp_path / "spec.yaml", "-o", tmp_path / "bundle")
+    assert result.exit_code == 1
+    assert "no logits_to_keep" in result.stderr and "Traceback" not in result.output
+    assert not (tmp_path / "bundle").exists()
