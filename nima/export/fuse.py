@@ -30,6 +30,7 @@ from onnx_ir.passes.common import RemoveUnusedNodesPass
 
 from nima.builders.models import DecoderLM
 from nima.export.fused_model import TRANSLATION_TABLE, fused_for_ort, plain_attention
+from nima.export.logits_to_keep import restore_input
 from nima.export.onnx_graph import export_decoder
 from nima.export.ort_rules import fuse_norms_and_gelu
 from nima.export.verify import session_for
@@ -95,6 +96,7 @@ def _rewrite(source: Path, target: Path, rewrite: Callable[[ir.Model], dict[str,
     try:
         model = ir.load(str(source))
         stats = rewrite(model)
+        restore_input(model)  # the rules' passes take initializers out of the inputs, logits_to_keep's too
         RemoveUnusedNodesPass()(model)  # and the initializers only the replaced nodes read
         external = source.with_name(source.name + ".data").exists()  # a model past protobuf's 2 GB
         ir.save(model, str(target), external_data=target.name + ".data" if external else None)

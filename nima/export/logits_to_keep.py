@@ -59,6 +59,7 @@ def head_path(graph: ir.Graph) -> list[ir.Node]:
 
 
 def _initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
+    """An int64 initializer ``name`` holding ``array``, registered in ``graph``."""
     value = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(ir.DataType.INT64))
     value.const_value = ir.tensor(array, name=name)
     graph.register_initializer(value)
@@ -66,12 +67,15 @@ def _initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
 
 
 def add_logits_to_keep(model: ir.Model) -> bool:
-    """Add the optional ``logits_to_keep`` input to a decoder graph (see the module docstring).
+    """Add the optional ``logits_to_keep`` input to a decoder graph (see the module docstring);
+    k must be >= 0 (a negative k would drop the first |k| positions).
 
     Returns False, leaving the graph as it was, when no head MatMul is found."""
     graph = model.graph
+    if LOGITS_TO_KEEP in graph.initializers:
+        raise ValueError(f"the graph already has {LOGITS_TO_KEEP}")
     path = head_path(graph)
-    if not path or any(value.name == LOGITS_TO_KEEP for value in graph.inputs):
+    if not path:
         return False
     head = path[0]
     keep = _initializer(graph, LOGITS_TO_KEEP, np.array(0, dtype=np.int64))  # () : 0 keeps every position
@@ -98,3 +102,12 @@ def _kept_shape(shape: ir.Shape | None) -> ir.Shape | None:
     if shape is None or len(shape) != 3:
         return None
     return ir.Shape([shape[0], "logits_sequence_length", shape[2]])
+
+
+def restore_input(model: ir.Model) -> None:
+    """List the ``logits_to_keep`` initializer among the graph inputs again where a rewrite dropped it
+    (onnxscript's ORT fusions remove initializers from the inputs), so it stays overridable."""
+    graph = model.graph
+    value = graph.initializers.get(LOGITS_TO_KEEP)
+    if value is not None and all(v is not value for v in graph.inputs):
+        graph.inputs.append(value)

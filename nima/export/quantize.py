@@ -82,7 +82,9 @@ def quantize(source: Path, target: Path, kind: str, external: bool = False) -> P
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".untied-", dir=target.parent) as scratch:
         untied = Path(scratch) / source.name
-        _quantize(untied if untie_head(source, untied, external) else source, target, kind, external)
+        # the untied copy's weights always go to external data: the head's copy may carry a graph
+        # just under protobuf's 2 GB past it, and it is a scratch file the quantizers read either way
+        _quantize(untied if untie_head(source, untied, external=True) else source, target, kind, external)
     onnx.checker.check_model(str(target), full_check=True)  # MatMulNBits is ORT's: the checker passes over it
     session_for(target)  # and ORT checks it
     return target

@@ -182,6 +182,7 @@ def test_a_tied_head_is_quantized(kind: str, op: str, target: str, trained_tied_
     assert result.exit_code == 0, result.output  # the export check held it to its tolerance
     graph = onnx.load(str(tmp_path / kind / "model.onnx")).graph
     assert _weight_matmuls(graph) == [], "no MatMul with fp32 weights left, the head's included"
+    assert graph.input[-1].name == "logits_to_keep", "the optional input survives quantization"
     assert sum(n.op_type == op for n in graph.node) == len(_weight_matmuls(fp32))
     shapes = {init.name: tuple(init.dims) for init in graph.initializer}
     gather = next(n for n in graph.node if n.op_type == "Gather" and shapes.get(n.input[0]) == (256, 64))

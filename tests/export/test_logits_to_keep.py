@@ -27,11 +27,12 @@ from nima.export.logits_to_keep import add_logits_to_keep
 from nima.export.packed_model import export_portable
 from nima.export.verify import session_for
 from nima.runtime.names import LOGITS, LOGITS_TO_KEEP
+from nima.spec import ModelSpec
 
 FAMILIES = {"llama": LLAMA, "gpt2": GPT2}
 
 
-def prefill_feed(spec, ids: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:  # noqa: ANN001 - a ModelSpec
+def prefill_feed(spec: ModelSpec, ids: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
     positions = np.clip(np.cumsum(mask, axis=-1) - 1, 0, None)  # (B, T)
     feed = {"input_ids": ids, "attention_mask": mask, "position_ids": positions}
     for i in range(spec.n_layers):
@@ -42,13 +43,19 @@ def prefill_feed(spec, ids: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarra
     return feed
 
 
-@pytest.mark.parametrize("target", ["portable", "ort"])
-@pytest.mark.parametrize("family", list(FAMILIES))
-def test_kept_logits_are_the_last_positions(family: str, target: str, tmp_path: Path) -> None:
-    spec = make_spec(FAMILIES[family])
+CASES = [(family, target, {}) for family in FAMILIES for target in ("portable", "ort")]
+CASES.append(("llama", "ort", {"d_model": 32}))  # head_dim 8: the ort target's fusion-rules fallback
+
+
+@pytest.mark.parametrize(("family", "target", "changes"), CASES)
+def test_kept_logits_are_the_last_positions(family: str, target: str, changes: dict, tmp_path: Path) -> None:
+    spec = make_spec(FAMILIES[family], **changes)
     model = build_model(spec, seed=1).eval()
     path = tmp_path / "model.onnx"
-    (export_portable if target == "portable" else export_for_ort)(model, spec, path)
+    if target == "portable":
+        export_portable(model, spec, path)
+    else:
+        assert export_for_ort(model, spec, path).method == ("rules" if changes else "gqa")
     graph = onnx.load(str(path))
     default = next(init for init in graph.graph.initializer if init.name == LOGITS_TO_KEEP)
     assert onnx.numpy_helper.to_array(default) == 0 and graph.graph.input[-1].name == LOGITS_TO_KEEP
