@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import onnxruntime as ort
 import pytest
 from runtime_support import make_spec, torch_greedy
 
@@ -14,6 +16,7 @@ from nima.builders import build_model, save_build
 from nima.builders.models import DecoderLM
 from nima.export.command import export_bundle
 from nima.runtime import Generator
+from nima.runtime.session import KVCache
 
 PROMPTS = [[5, 9, 2, 33, 17, 8, 40], [11, 4, 4], [3, 60, 22, 22]]
 
@@ -58,3 +61,19 @@ def test_a_bundle_without_the_input_still_generates(tmp_path: Path, monkeypatch:
     assert not gen.session.keeps_last
     outs = gen.generate(PROMPTS, max_new_tokens=12, do_sample=False)
     assert [out.token_ids for out in outs] == [torch_greedy(model, prompt, 12) for prompt in PROMPTS]
+
+
+def test_the_io_binding_path_feeds_it_too(bundles: dict[str, tuple[Path, DecoderLM]]) -> None:
+    """The IO-binding step (the CUDA provider's path) run on the CPU: the prefill's logits are the last
+    position's only, equal to the plain step's."""
+    path, _ = bundles["gpt2"]
+    session = Generator(path).session
+    ids = np.array([PROMPTS[0]], dtype=np.int64)  # (1, 7)
+    mask = np.ones_like(ids)
+    positions = np.arange(ids.shape[1], dtype=np.int64)[None]
+    empty = session.empty_cache(1)
+    as_python = KVCache(tuple(ort.OrtValue(value) for value in empty.values), 0, 1)  # CUDA caches are these
+    bound = session._run_bound(ids, mask, positions, as_python)[0].numpy()
+    assert bound.shape == (1, 1, 64)
+    plain, _ = session.step(ids, mask, positions, empty)  # (1, V)
+    np.testing.assert_allclose(bound[:, 0], plain, rtol=0, atol=1e-6)
