@@ -85,9 +85,9 @@ MODELS: dict[str, dict[str, Any]] = {
 # --- runners ---------------------------------------------------------------------------------------
 
 
-def nima_runner(label: str, bundle: Path, huge_pages: bool | None = None) -> Runner:
-    """Nima's `Generator` with its defaults (``huge_pages=None``: 2 MB pages for a small bundle's
-    weights); ``True`` / ``False`` force them on or off."""
+def nima_runner(label: str, bundle: Path, huge_pages: bool | None = True) -> Runner:
+    """Nima's `Generator` with its defaults (``huge_pages=True``: the weights on 2 MB pages);
+    ``False`` leaves them on 4 KB pages."""
     generator = Generator(bundle, threads=THREADS, huge_pages=huge_pages)
 
     def run(prompt: list[int], new_tokens: int) -> Timing:

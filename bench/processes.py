@@ -28,7 +28,7 @@ spread), and the median of every round's ratio. The processes import no torch.
                                         [--pairs 6] [--rounds 10] [--keep DIR] [--runtimes A B]
 
 ``--runtimes`` picks the two compared (first / second) from ``nima`` (`Generator`'s defaults,
-which put a small bundle's weights on 2 MB pages), ``nima-huge-pages`` and ``nima-4k-pages``
+which put the weights on 2 MB pages), ``nima-huge-pages`` and ``nima-4k-pages``
 (``huge_pages=True`` / ``False``) and ``genai``; ``nima genai`` by default.
 
 Progress goes to stderr, the report to stdout.
@@ -57,7 +57,7 @@ RUNTIMES = ("nima", "nima-huge-pages", "nima-4k-pages", "genai")  # --runtimes: 
 Decode = Callable[[list[int], int], tuple[list[int], float, float]]
 
 
-def _nima_decode(bundle: str, huge_pages: bool | None = None) -> Decode:
+def _nima_decode(bundle: str, huge_pages: bool | None = True) -> Decode:
     from nima.runtime import Generator
 
     generator = Generator(bundle, threads=THREADS, huge_pages=huge_pages)
@@ -100,7 +100,7 @@ def child(runtime: str, bundle: str, vocab: int) -> None:
     """Runs in the child process: loads and warms up, then for each line read from stdin decodes
     twice, untimed then timed, and prints JSON with the decode tokens/s, the time to first token
     and the tokens of the timed run."""
-    pages = {"nima": None, "nima-huge-pages": True, "nima-4k-pages": False}  # None: the Generator's default
+    pages = {"nima": True, "nima-huge-pages": True, "nima-4k-pages": False}  # True: the Generator's default
     decode = _genai_decode(bundle) if runtime == "genai" else _nima_decode(bundle, pages[runtime])
     prompt = np.random.default_rng(SEED).integers(0, vocab, PROMPT_TOKENS).tolist()
     decode(prompt, 16)  # warm-up: allocates, picks kernels, touches every weight

@@ -72,7 +72,7 @@ class Generator:
         provider: str = "cpu",
         threads: int | None = None,
         spin: bool = True,
-        huge_pages: bool | None = None,
+        huge_pages: bool | None = True,
     ) -> None:
         if threads is not None and threads < 1:
             raise GenerateError(f"threads: {threads}; give at least 1, or leave it unset for all cores")

@@ -3,18 +3,22 @@
 A decode step streams every weight matrix once. On 4 KB pages that walk crosses a page every
 1,024 floats, each crossing a TLB miss; on 2 MB pages almost none are. Most distributions set
 THP to ``madvise``, so no page is huge unless asked for, and ONNX Runtime does not ask (numpy
-asks for its large arrays; PyTorch can be told to). On this project's 2-core test machine, with
-the weights on huge pages, one decode step of an `ort` graph alone ran 6-15% faster at 10M
-parameters and 5-8% faster at 124M (paired rounds in one process); a `Generator` in a fresh
-process decoded 5% faster at 10M (median of 10 process pairs, faster in 7) and no faster at
-124M (0.995x, faster in 4 of 10), where collapsing 460 MB adds about 0.5 s to loading
-(``bench/huge_pages.py``). Against onnxruntime-genai on the same 10M bundle, each runtime in
-its own process (``bench/processes.py``), Nima's runtime was level on 4 KB pages (0.986-1.018x in
-two runs of two models) and 1.043-1.058x ahead on huge pages (faster in 20 of 24 process pairs).
+asks for its large arrays; PyTorch can be told to). On this project's 2-core test machine, a
+`Generator` in a fresh process decoded 5% faster at 10M parameters (median of 10 process
+pairs, faster in 7; ``bench/huge_pages.py``) and 2.6% (LLaMA-style) and 6.6% (GPT-2-style)
+faster at 124M (``bench/processes.py --runtimes nima-huge-pages nima-4k-pages``, faster in 6
+of 6 process pairs each; an earlier run of ``bench/huge_pages.py`` there had shown nothing,
+0.995x, faster in 4 of 10). The price is loading: collapsing copies the memory onto new pages,
+which on that machine (a VM where first touching memory is slow) added about 0.05 s at 10M and
+0.9-1.0 s at 124M (median of 5 fresh processes, 1.1-1.7 s without).
 
-Hence `wanted`: by default (``Generator(..., huge_pages=None)``) a bundle whose weight files
-hold at most `AUTO_LIMIT` bytes gets huge pages, and a larger one does not (the load time
-grows with the size, the decode speed did not at 124M); ``True`` and ``False`` decide it.
+Hence `wanted`: ``Generator(..., huge_pages=True)``, the default, collapses for every bundle: a
+`Generator` lives for many generations, and the faster steps pay for the loading (at 124M on
+that machine after about 2,000 tokens: 4% of a 14 ms step against a second). ``None`` chooses
+by size: a bundle whose weight files hold at most `AUTO_LIMIT` bytes gets huge pages and a
+larger one does not. ``nima generate`` uses ``None`` unless told: it loads the model for one
+run, where a second of loading outweighs a few percent of decoding. ``False`` leaves the
+pages alone.
 
 Which memory: the pages that became resident while the session was created, that is, the
 weights it unpacked and prepacked, wherever the allocator put them. Before creating it,
@@ -47,7 +51,7 @@ MADV_COLLAPSE = 25  # linux/mman-common.h, since Linux 6.1
 MAX_SPAN = 64 << 30  # larger mappings are address-space reservations, not weights: skipped
 MAPS = Path("/proc/self/maps")
 
-AUTO_LIMIT = 128 << 20  # weight-file bytes up to which `wanted` turns huge pages on by itself
+AUTO_LIMIT = 128 << 20  # weight-file bytes up to which ``wanted(None, ...)`` turns huge pages on
 
 Span = tuple[int, int]  # [start, end) in bytes
 Residency = dict[Span, np.ndarray]  # per span, one uint8 per 4 KB page: 1 if resident
@@ -55,8 +59,8 @@ Residency = dict[Span, np.ndarray]  # per span, one uint8 per 4 KB page: 1 if re
 
 def wanted(choice: bool | None, graphs: Sequence[Path]) -> bool:
     """Whether to put the weights of ``graphs`` (ONNX files, each perhaps with ``NAME.data``
-    external weights beside it) on huge pages: ``choice`` when given, else whether they hold at
-    most `AUTO_LIMIT` bytes (see the module docstring)."""
+    external weights beside it) on huge pages: ``choice`` when it is a bool, else (``None``,
+    choose by size) whether they hold at most `AUTO_LIMIT` bytes (see the module docstring)."""
     if choice is not None:
         return choice
     size = 0

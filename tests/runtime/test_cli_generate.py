@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from nima.builders.models import DecoderLM
@@ -46,6 +47,28 @@ def test_prompt_ids_without_tokenizer(bundles: dict[str, tuple[Path, DecoderLM]]
         code, out, _ = run(path, "--prompt-ids", "1,2,3", "--max-new-tokens", 6, "--greedy", pages)
         assert code == 0
         assert out.strip() == ",".join(map(str, expected))
+
+
+def test_huge_pages_flags_reach_the_generator(
+    bundles: dict[str, tuple[Path, DecoderLM]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a flag the CLI asks for huge pages by size (``None``: it loads the model for one
+    run), unlike `Generator`'s default; the flags force them on or off."""
+    import nima.runtime
+
+    asked: list[bool | None] = []
+
+    class Recording(Generator):
+        def __init__(self, *args: object, huge_pages: bool | None = True, **kwargs: object) -> None:
+            asked.append(huge_pages)
+            super().__init__(*args, huge_pages=huge_pages, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(nima.runtime, "Generator", Recording)
+    path, _ = bundles["llama"]
+    for flags in ([], ["--huge-pages"], ["--no-huge-pages"]):
+        code, _, err = run(path, "--prompt-ids", "1,2,3", "--max-new-tokens", 2, *flags)
+        assert code == 0, err
+    assert asked == [None, True, False]
 
 
 def test_bad_input_is_one_line_and_exit_2(bundles: dict[str, tuple[Path, DecoderLM]], tmp_path: Path) -> None:

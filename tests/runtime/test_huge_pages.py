@@ -243,8 +243,8 @@ def test_by_default_bundles_up_to_the_limit_get_huge_pages(tmp_path: Path, monke
 def test_the_generator_decides_per_bundle(
     bundles: dict[str, tuple[Path, object]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`Generator` hands `make_session` the choice: on for a small bundle by default, off when asked,
-    and off for a bundle over the limit."""
+    """`Generator` hands `make_session` the choice: on by default whatever the size, off when
+    asked, and by size for ``None`` (what ``nima generate`` passes unless told)."""
     from nima.runtime import huge_pages
 
     asked: list[bool] = []
@@ -258,6 +258,8 @@ def test_the_generator_decides_per_bundle(
     path = bundles["llama"][0]
     assert generator_module.Generator(path).huge_pages
     assert not generator_module.Generator(path, huge_pages=False).huge_pages
+    assert generator_module.Generator(path, huge_pages=None).huge_pages
     monkeypatch.setattr(huge_pages, "AUTO_LIMIT", 1000)  # the test bundle's graph is larger
-    assert not generator_module.Generator(path).huge_pages
-    assert asked == [True, False, False]
+    assert generator_module.Generator(path).huge_pages, "the default does not look at the size"
+    assert not generator_module.Generator(path, huge_pages=None).huge_pages
+    assert asked == [True, False, True, True, False]
