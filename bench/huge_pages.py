@@ -5,7 +5,8 @@ bundle), this script starts pairs of fresh processes, one with ``Generator(...,
 huge_pages=True)`` and one with ``huge_pages=False``, alternating which goes
 first (ABBA), each timing batch-1 greedy decoding of 128 new tokens after a 32-token prompt
 (``--rounds`` times, median), 2 threads. It prints each pair's ratio, their median, and in how
-many pairs huge pages were faster, and the memory each process had on huge pages.
+many pairs huge pages were faster, the memory each process had on huge pages, and the seconds
+each took to construct its `Generator` (loading: collapsing onto huge pages is paid there).
 
 Why separate processes: a deployment runs one model per process, and two sessions in one process
 do not run alike once one has huge pages (the one created first decoded 8-16% faster than the
@@ -35,10 +36,13 @@ PROMPT_TOKENS, NEW_TOKENS, THREADS = 32, 128, 2  # as bench/genai_compare.py; th
 
 
 def child(bundle: str, huge: bool, rounds: int) -> None:
-    """Runs in the child process: prints tokens/s (median of ``rounds``) and MB on huge pages."""
+    """Runs in the child process: prints tokens/s (median of ``rounds``), MB on huge pages and
+    the seconds `Generator` took to load."""
     from nima.runtime import Generator
 
+    start = time.perf_counter()
     generator = Generator(bundle, threads=THREADS, huge_pages=huge)
+    load = time.perf_counter() - start
     prompt = np.random.default_rng(SEED).integers(0, generator.spec.vocab_size, PROMPT_TOKENS).tolist()
     options = {"max_new_tokens": NEW_TOKENS, "min_new_tokens": NEW_TOKENS, "do_sample": False}
     generator.generate([prompt], **{**options, "max_new_tokens": 8, "min_new_tokens": 8})  # warm-up
@@ -49,18 +53,18 @@ def child(bundle: str, huge: bool, rounds: int) -> None:
         speeds.append(NEW_TOKENS / (time.perf_counter() - start))
     smaps = Path("/proc/self/smaps").read_text().splitlines() if sys.platform.startswith("linux") else []
     huge_kb = sum(int(line.split()[1]) for line in smaps if line.startswith("AnonHugePages:"))
-    print(f"{statistics.median(speeds)} {huge_kb / 1024}")
+    print(f"{statistics.median(speeds)} {huge_kb / 1024} {load}")
 
 
-def measure(bundle: Path, huge: bool, rounds: int) -> tuple[float, float]:
-    """(tokens/s, MB on huge pages) of one fresh process."""
+def measure(bundle: Path, huge: bool, rounds: int) -> tuple[float, float, float]:
+    """(tokens/s, MB on huge pages, load seconds) of one fresh process."""
     out = subprocess.run(
         [sys.executable, __file__, "--child", str(bundle), "on" if huge else "off", str(rounds)],
         capture_output=True,
         text=True,
         check=True,
     ).stdout.split()
-    return float(out[0]), float(out[1])
+    return float(out[0]), float(out[1]), float(out[2])
 
 
 def bench_model(name: str, root: Path, pairs: int, rounds: int) -> None:
@@ -75,21 +79,28 @@ def bench_model(name: str, root: Path, pairs: int, rounds: int) -> None:
     spec = spec_from_dict(MODELS[name])
     source = save_build(build_model(spec, seed=SEED), spec, root / name / "model")
     bundle = export_bundle(source, root / name / "bundle", target="ort", force=True).out
-    ratios, on_mb, off_mb = [], [], []
+    ratios, on_mb, off_mb, loads = [], [], [], {True: [], False: []}
     for pair in range(pairs):
         log(f"{name}: pair {pair + 1}/{pairs}")
         order = (True, False) if pair % 2 == 0 else (False, True)
         speed = {}
         for huge in order:
-            speed[huge], mb = measure(bundle, huge, rounds)
+            speed[huge], mb, load = measure(bundle, huge, rounds)
             (on_mb if huge else off_mb).append(mb)
+            loads[huge].append(load)
         ratios.append(speed[True] / speed[False])
-        print(f"| {name} | {pair + 1} | {speed[True]:.1f} | {speed[False]:.1f} | {ratios[-1]:.3f}x |", flush=True)
+        print(
+            f"| {name} | {pair + 1} | {speed[True]:.1f} | {speed[False]:.1f} | {ratios[-1]:.3f}x | "
+            f"{loads[True][-1]:.2f} | {loads[False][-1]:.2f} |",
+            flush=True,
+        )
     faster = sum(r > 1 for r in ratios)
     print(
         f"\n{name}: huge pages / 4 KB pages, median of {pairs} pairs {statistics.median(ratios):.3f}x "
         f"(range {min(ratios):.3f}-{max(ratios):.3f}), faster in {faster} of {pairs}; "
-        f"on huge pages: {statistics.median(on_mb):.0f} MB with, {statistics.median(off_mb):.0f} MB without\n"
+        f"on huge pages: {statistics.median(on_mb):.0f} MB with, {statistics.median(off_mb):.0f} MB without; "
+        f"loading, median: {statistics.median(loads[True]):.2f} s with, "
+        f"{statistics.median(loads[False]):.2f} s without\n"
     )
 
 
@@ -107,7 +118,8 @@ def main(argv: list[str] | None = None) -> None:
     root = args.keep or Path(tempfile.mkdtemp(prefix="nima-huge-pages-"))
     print(
         "# 2 MB pages for the weights: one Generator per process, batch-1 greedy, 128 new tokens, fp32, "
-        "ort bundle\n\n| model | pair | tok/s, huge pages | tok/s, 4 KB pages | ratio |\n|---|---:|---:|---:|---:|"
+        "ort bundle\n\n| model | pair | tok/s, huge pages | tok/s, 4 KB pages | ratio | load s, huge | load s, 4 KB |\n"
+        "|---|---:|---:|---:|---:|---:|---:|"
     )
     for name in args.models:
         bench_model(name, root, args.pairs, args.rounds)

@@ -7,10 +7,10 @@ asks for its large arrays; PyTorch can be told to). On this project's 2-core tes
 `Generator` in a fresh process decoded 5% faster at 10M parameters (median of 10 process
 pairs, faster in 7; ``bench/huge_pages.py``) and 2.6% (LLaMA-style) and 6.6% (GPT-2-style)
 faster at 124M (``bench/processes.py --runtimes nima-huge-pages nima-4k-pages``, faster in 6
-of 6 process pairs each; an earlier run of ``bench/huge_pages.py`` there had shown nothing,
-0.995x, faster in 4 of 10). The price is loading: collapsing copies the memory onto new pages,
-which on that machine (a VM where first touching memory is slow) added about 0.05 s at 10M and
-0.9-1.0 s at 124M (median of 5 fresh processes, 1.1-1.7 s without).
+of 6 process pairs each; ``bench/huge_pages.py`` the same day: 6.5% and 14.9%, where an earlier
+run had shown nothing, 0.995x). The price is loading: collapsing copies the memory onto new
+pages, which on that machine (a VM where first touching memory is slow) added about 0.05 s at
+10M and 0.8-1.0 s at 124M (medians of 6 fresh processes; 0.9-1.7 s without).
 
 Hence `wanted`: ``Generator(..., huge_pages=True)``, the default, collapses for every bundle: a
 `Generator` lives for many generations, and the faster steps pay for the loading (at 124M on
