@@ -85,10 +85,11 @@ MODELS: dict[str, dict[str, Any]] = {
 # --- runners ---------------------------------------------------------------------------------------
 
 
-def nima_runner(label: str, bundle: Path, huge_pages: bool | None = True) -> Runner:
-    """Nima's `Generator` with its defaults (``huge_pages=True``: the weights on 2 MB pages);
-    ``False`` leaves them on 4 KB pages."""
-    generator = Generator(bundle, threads=THREADS, huge_pages=huge_pages)
+def nima_runner(label: str, bundle: Path, huge_pages: bool | None = None) -> Runner:
+    """Nima's `Generator` with its defaults (the weights on 2 MB pages) unless ``huge_pages``
+    forces them on (``True``) or off (``False``)."""
+    pages = {} if huge_pages is None else {"huge_pages": huge_pages}
+    generator = Generator(bundle, threads=THREADS, **pages)
 
     def run(prompt: list[int], new_tokens: int) -> Timing:
         start = time.perf_counter()
@@ -367,7 +368,7 @@ def main(argv: list[str] | None = None) -> None:
         default=["genai", "ort loop", "pytorch", "hf"],
         help="runners besides Nima's (genai is required: the ratios are to it); fewer runners, more rounds; "
         "'nima huge pages' / 'nima 4k pages' force Nima's weights onto 2 MB / 4 KB pages (Generator(huge_pages=...); "
-        "by default a bundle up to 128 MB gets 2 MB pages)",
+        "by default they go on 2 MB pages)",
     )
     parser.add_argument("--runs", type=int, default=genai_compare.RUNS, help="timed rounds per model (median)")
     parser.add_argument(

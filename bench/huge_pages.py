@@ -58,12 +58,17 @@ def child(bundle: str, huge: bool, rounds: int) -> None:
 
 def measure(bundle: Path, huge: bool, rounds: int) -> tuple[float, float, float]:
     """(tokens/s, MB on huge pages, load seconds) of one fresh process."""
-    out = subprocess.run(
-        [sys.executable, __file__, "--child", str(bundle), "on" if huge else "off", str(rounds)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
+    out = (
+        subprocess.run(
+            [sys.executable, __file__, "--child", str(bundle), "on" if huge else "off", str(rounds)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+        .split()
+    )  # the child's report is its last line
     return float(out[0]), float(out[1]), float(out[2])
 
 
@@ -79,6 +84,10 @@ def bench_model(name: str, root: Path, pairs: int, rounds: int) -> None:
     spec = spec_from_dict(MODELS[name])
     source = save_build(build_model(spec, seed=SEED), spec, root / name / "model")
     bundle = export_bundle(source, root / name / "bundle", target="ort", force=True).out
+    print(
+        "\n| model | pair | tok/s, huge pages | tok/s, 4 KB pages | ratio | load s, huge | load s, 4 KB |\n"
+        "|---|---:|---:|---:|---:|---:|---:|"
+    )
     ratios, on_mb, off_mb, loads = [], [], [], {True: [], False: []}
     for pair in range(pairs):
         log(f"{name}: pair {pair + 1}/{pairs}")
@@ -116,11 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--keep", type=Path, help="keep models and bundles here")
     args = parser.parse_args(argv)
     root = args.keep or Path(tempfile.mkdtemp(prefix="nima-huge-pages-"))
-    print(
-        "# 2 MB pages for the weights: one Generator per process, batch-1 greedy, 128 new tokens, fp32, "
-        "ort bundle\n\n| model | pair | tok/s, huge pages | tok/s, 4 KB pages | ratio | load s, huge | load s, 4 KB |\n"
-        "|---|---:|---:|---:|---:|---:|---:|"
-    )
+    print("# 2 MB pages for the weights: one Generator per process, batch-1 greedy, 128 new tokens, fp32, ort bundle")
     for name in args.models:
         bench_model(name, root, args.pairs, args.rounds)
 

@@ -57,10 +57,12 @@ RUNTIMES = ("nima", "nima-huge-pages", "nima-4k-pages", "genai")  # --runtimes: 
 Decode = Callable[[list[int], int], tuple[list[int], float, float]]
 
 
-def _nima_decode(bundle: str, huge_pages: bool | None = True) -> Decode:
+def _nima_decode(bundle: str, huge_pages: bool | None = None) -> Decode:
+    """Nima's `Generator` with its defaults, or with ``huge_pages`` forced on or off."""
     from nima.runtime import Generator
 
-    generator = Generator(bundle, threads=THREADS, huge_pages=huge_pages)
+    pages = {} if huge_pages is None else {"huge_pages": huge_pages}
+    generator = Generator(bundle, threads=THREADS, **pages)
 
     def decode(prompt: list[int], new: int) -> tuple[list[int], float, float]:
         start = time.perf_counter()
@@ -100,7 +102,7 @@ def child(runtime: str, bundle: str, vocab: int) -> None:
     """Runs in the child process: loads and warms up, then for each line read from stdin decodes
     twice, untimed then timed, and prints JSON with the decode tokens/s, the time to first token
     and the tokens of the timed run."""
-    pages = {"nima": True, "nima-huge-pages": True, "nima-4k-pages": False}  # True: the Generator's default
+    pages = {"nima": None, "nima-huge-pages": True, "nima-4k-pages": False}  # None: the Generator's default
     decode = _genai_decode(bundle) if runtime == "genai" else _nima_decode(bundle, pages[runtime])
     prompt = np.random.default_rng(SEED).integers(0, vocab, PROMPT_TOKENS).tolist()
     decode(prompt, 16)  # warm-up: allocates, picks kernels, touches every weight

@@ -7,14 +7,15 @@ asks for its large arrays; PyTorch can be told to). On this project's 2-core tes
 `Generator` in a fresh process decoded 5% faster at 10M parameters (median of 10 process
 pairs, faster in 7; ``bench/huge_pages.py``) and 2.6% (LLaMA-style) and 6.6% (GPT-2-style)
 faster at 124M (``bench/processes.py --runtimes nima-huge-pages nima-4k-pages``, faster in 6
-of 6 process pairs each; ``bench/huge_pages.py`` the same day: 6.5% and 14.9%, where an earlier
-run had shown nothing, 0.995x). The price is loading: collapsing copies the memory onto new
+of 6 process pairs each; ``bench/huge_pages.py``, which warms each process up less, gave 6.5%
+and 14.9% that day, and nothing, 0.995x, on an earlier one). The price is loading: collapsing copies the memory onto new
 pages, which on that machine (a VM where first touching memory is slow) added about 0.05 s at
 10M and 0.8-1.0 s at 124M (medians of 6 fresh processes; 0.9-1.7 s without).
 
 Hence `wanted`: ``Generator(..., huge_pages=True)``, the default, collapses for every bundle: a
 `Generator` lives for many generations, and the faster steps pay for the loading (at 124M on
-that machine after about 2,000 tokens: 4% of a 14 ms step against a second). ``None`` chooses
+that machine after roughly 700 to 2,700 tokens). Measured up to 124M only: the collapse takes
+about 2 ms per MB there, so a multi-GB model loads seconds faster with ``False``. ``None`` chooses
 by size: a bundle whose weight files hold at most `AUTO_LIMIT` bytes gets huge pages and a
 larger one does not. ``nima generate`` uses ``None`` unless told: it loads the model for one
 run, where a second of loading outweighs a few percent of decoding. ``False`` leaves the

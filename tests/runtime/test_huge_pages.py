@@ -222,9 +222,9 @@ def test_a_session_weights_land_on_huge_pages_and_compute_the_same(tmp_path: Pat
         np.testing.assert_allclose(np.load(output), expected, rtol=1e-4, atol=1e-4)
 
 
-def test_by_default_bundles_up_to_the_limit_get_huge_pages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """`wanted`: the given choice wins; without one, the graph files' bytes, external ``.data``
-    included, against `AUTO_LIMIT`."""
+def test_by_size_bundles_up_to_the_limit_get_huge_pages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`wanted`: a given True / False wins; ``None`` (choose by size) compares the graph files'
+    bytes, external ``.data`` included, with `AUTO_LIMIT`."""
     from nima.runtime import huge_pages
 
     graph = tmp_path / "model.onnx"
