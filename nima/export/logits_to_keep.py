@@ -4,10 +4,10 @@ A generation loop reads the logits of the last position of a prompt, never the o
 graph that maps every position through the output head computes (B, T, V) logits at the
 prefill: 38% of a 10M model's 32-token prefill time (its 24k x 256 head holds two thirds of
 its weights), 57% at 256 tokens, 13-24% of a 124M model's (bench/prefill.py), and a long,
-batched prompt's logits run to hundreds of MB. This pass adds the input Hugging Face transformers gives its models for
-the same reason (``logits_to_keep``: a scalar, keep the last k positions; 0 keeps all) and a
-``Slice`` of the head's input on the sequence axis, so the head's MatMul sees only the kept
-positions.
+batched prompt's logits run to hundreds of MB. This pass adds the input Hugging Face
+transformers gives its models for the same reason (``logits_to_keep``: a scalar, keep the last
+k positions; 0 keeps all) and a ``Slice`` of the head's input on the sequence axis, so the
+head's MatMul sees only the kept positions.
 
 The input has an initializer of the same name holding 0, which ONNX Runtime treats as an
 overridable default: a caller that does not feed it (onnxruntime-genai, Optimum, the export
