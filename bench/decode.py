@@ -66,7 +66,7 @@ from transformers.generation.streamers import BaseStreamer
 
 from nima.builders import build_model, save_build
 from nima.builders.models import DecoderLM
-from nima.export.command import export_bundle
+from nima.export.bundle import export_bundle
 from nima.runtime import Generator
 from nima.runtime.session import make_session
 from nima.spec import PRESETS, ModelSpec, spec_from_dict

@@ -24,9 +24,9 @@ import onnxruntime as ort
 import torch
 
 from nima.builders import build_model
-from nima.export.fuse import export_for_ort
-from nima.export.packed_model import export_portable
 from nima.export.quantize import quantize
+from nima.export.targets.ort.export import export_for_ort
+from nima.export.targets.portable import export_portable
 from nima.spec import spec_from_dict
 
 PAST, THREADS, RUNS, BLOCK = 128, 2, 20, 5

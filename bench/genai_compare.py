@@ -66,7 +66,7 @@ from tokenizers import Tokenizer, models
 from transformers import PreTrainedTokenizerFast
 
 from nima.builders import build_model, save_build
-from nima.export.command import export_bundle
+from nima.export.bundle import export_bundle
 from nima.spec import spec_from_dict
 
 PROMPT_TOKENS = 32

@@ -77,7 +77,7 @@ def bench_model(name: str, root: Path, pairs: int, rounds: int) -> None:
     from genai_compare import log
 
     from nima.builders import build_model, save_build
-    from nima.export.command import export_bundle
+    from nima.export.bundle import export_bundle
     from nima.spec import spec_from_dict
 
     log(f"{name}: build + export (fp32, ort)")

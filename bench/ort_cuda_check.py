@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from nima.builders import build_model, save_build
-from nima.export.command import export_bundle
+from nima.export.bundle import export_bundle
 from nima.runtime import GenerateError, Generator
 from nima.spec import spec_from_dict
 

@@ -1,6 +1,6 @@
 """What the portable graph's packed projections and grouped queries buy: decode speed against the model's own graph.
 
-`nima export` writes the portable graph from a packed copy of the model (`nima.export.packed_model`:
+`nima export` writes the portable graph from a packed copy of the model (`nima.export.targets.portable`:
 one MatMul for q, k and v, one for a gated FFN's gate and up, grouped-query attention without
 repeating the cache). This script exports the same seeded weights both ways, the second with the
 packing switched off, and times greedy decoding with Nima's runtime, the two bundles taking turns
@@ -26,10 +26,10 @@ from typing import Any
 import numpy as np
 from genai_compare import SIZES, THREADS, log
 
-import nima.export.packed_model as packed_model
-import nima.export.seq2seq_graph as seq2seq_graph
+import nima.export.seq2seq.graph as seq2seq_graph
+import nima.export.targets.portable as packed_model
 from nima.builders import build_model, save_build
-from nima.export.command import export_bundle
+from nima.export.bundle import export_bundle
 from nima.runtime import Generator
 from nima.spec import spec_from_dict
 

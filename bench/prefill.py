@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from nima.runtime.names import LOGITS, LOGITS_TO_KEEP, MODEL_FILE
+from nima.layout import LOGITS, LOGITS_TO_KEEP, MODEL_FILE
 from nima.spec import ModelSpec
 
 THREADS = 2
@@ -72,7 +72,7 @@ def export_model(name: str, root: Path, target: str) -> tuple[Path, ModelSpec]:
     from decode import MODELS
 
     from nima.builders import build_model, save_build
-    from nima.export.command import export_bundle
+    from nima.export.bundle import export_bundle
     from nima.spec import spec_from_dict
 
     spec = spec_from_dict(MODELS[name])

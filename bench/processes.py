@@ -158,7 +158,7 @@ def bench_model(name: str, root: Path, target: str, pairs: int, rounds: int, run
     from genai_compare import log, pin_genai_config, unused_token
 
     from nima.builders import build_model, save_build
-    from nima.export.command import export_bundle
+    from nima.export.bundle import export_bundle
     from nima.spec import spec_from_dict
 
     log(f"{name}: build + export (fp32, {target})")

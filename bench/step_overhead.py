@@ -33,9 +33,9 @@ import numpy as np
 from genai_compare import NEW_TOKENS, PROMPT_TOKENS, SIZES, THREADS, log
 
 from nima.builders import build_model, save_build
-from nima.export.command import export_bundle
+from nima.export.bundle import export_bundle
+from nima.layout import ATTENTION_MASK
 from nima.runtime import Generator
-from nima.runtime.names import ATTENTION_MASK
 from nima.runtime.shared_cache import SharedBufferSession
 from nima.spec import spec_from_dict
 

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 import nima
 from nima import cli
 from nima.cli import app
+from nima.cli import build as build_command
 from nima.spec import ModelSpec, load_spec, parameter_count
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -465,7 +466,7 @@ def test_ctrl_c_in_a_command_exits_130_saying_so(
     def interrupted(*_: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "load_or_fail", interrupted)
+    monkeypatch.setattr(build_command, "load_or_fail", interrupted)
     monkeypatch.setattr(sys, "argv", ["nima", "build", str(tiny)])
     with pytest.raises(SystemExit) as done:
         cli.main()

@@ -1,9 +1,14 @@
 """Multi-head attention with grouped-query sharing, optional qk-norm, and a KV cache.
 
-`SelfAttention` appends new keys/values to the cache it is given and returns the whole
-cache; `CrossAttention` projects the encoder output once and returns those keys/values so a
-decoder can reuse them at every step. Both run through torch's scaled_dot_product_attention
-(``sdpa``, flash kernels where the mask allows) or an explicit softmax (``eager``).
+`SelfAttention` runs four steps, each a method: **project** the input to query, key and value
+heads (qk-normed), apply the **position** scheme's rotation, **append** the new keys/values to
+the cache, and the **core**: softmax(q k^T / sqrt(hd) + mask) v and the output projection. It
+returns the whole cache. The export forms of the layer (`nima.export.targets`) replace only
+``project`` (one packed matrix for q, k and v) and ``core`` (a grouped product, a fused kernel),
+so the position and cache steps exist once. `CrossAttention` projects the encoder output once
+and returns those keys/values so a decoder can reuse them at every step. Both run through
+torch's scaled_dot_product_attention (``sdpa``, flash kernels where the mask allows) or an
+explicit softmax (``eager``).
 """
 
 from __future__ import annotations
@@ -47,26 +52,37 @@ class _Attention(nn.Module):
         self.q_norm = qk_norm(head_dim) if qk_norm else None
         self.k_norm = qk_norm(head_dim) if qk_norm else None
 
+    def _init_from(self, other: _Attention) -> None:
+        """Initialise as a form of ``other`` with its sizes, kernel, output projection and qk-norms
+        (shared, not copied), and no q/k/v projections: for subclasses that project differently."""
+        nn.Module.__init__(self)
+        self.n_heads, self.n_kv_heads, self.head_dim = other.n_heads, other.n_kv_heads, other.head_dim
+        self.backend, self.dropout = other.backend, other.dropout
+        self.o_proj, self.q_norm, self.k_norm = other.o_proj, other.q_norm, other.k_norm
+
     def _heads(self, x: torch.Tensor, n: int) -> torch.Tensor:
         b, t, _ = x.shape
         return x.view(b, t, n, self.head_dim).transpose(1, 2)  # (B, n, T, hd)
 
     def query(self, x: torch.Tensor) -> torch.Tensor:
-        return self._query_heads(self.q_proj(x))
+        return self.query_heads(self.q_proj(x))
 
     def key_value(self, x: torch.Tensor) -> KV:
-        return self._key_value_heads(self.k_proj(x), self.v_proj(x))
+        return self.key_heads(self.k_proj(x)), self.value_heads(self.v_proj(x))
 
-    def _query_heads(self, q: torch.Tensor) -> torch.Tensor:
+    def query_heads(self, q: torch.Tensor) -> torch.Tensor:
         """Projected queries (B, T, H*hd) as heads, qk-normed: (B, H, T, hd)."""
         q = self._heads(q, self.n_heads)  # (B, H, T, hd)
         return self.q_norm(q) if self.q_norm is not None else q
 
-    def _key_value_heads(self, k: torch.Tensor, v: torch.Tensor) -> KV:
-        """Projected keys and values (B, S, H_kv*hd) as heads, keys qk-normed: (B, H_kv, S, hd) each."""
+    def key_heads(self, k: torch.Tensor) -> torch.Tensor:
+        """Projected keys (B, S, H_kv*hd) as heads, qk-normed: (B, H_kv, S, hd)."""
         k = self._heads(k, self.n_kv_heads)  # (B, H_kv, S, hd)
-        v = self._heads(v, self.n_kv_heads)  # (B, H_kv, S, hd)
-        return (self.k_norm(k) if self.k_norm is not None else k), v
+        return self.k_norm(k) if self.k_norm is not None else k
+
+    def value_heads(self, v: torch.Tensor) -> torch.Tensor:
+        """Projected values (B, S, H_kv*hd) as heads: (B, H_kv, S, hd)."""
+        return self._heads(v, self.n_kv_heads)
 
     def _repeat_kv(self, x: torch.Tensor) -> torch.Tensor:
         """Share each key/value head across n_heads / n_kv_heads query heads (GQA, MQA)."""
@@ -104,7 +120,7 @@ class _Attention(nn.Module):
 
 
 class SelfAttention(_Attention):
-    """Self-attention over the cache plus the new tokens."""
+    """Self-attention over the cache plus the new tokens: project -> position -> append -> core."""
 
     def forward(
         self,
@@ -114,17 +130,36 @@ class SelfAttention(_Attention):
         rotary: Rotary | None = None,
         past: KV | None = None,
     ) -> tuple[torch.Tensor, KV]:
+        q, k, v = self.project(x)  # (B, H, T, hd), (B, H_kv, T, hd) x 2
+        q, k = self.position(q, k, rotary)
+        k, v = self.append(k, v, past)  # (B, H_kv, P+T, hd) each
+        return self.core(q, k, v, mask, is_causal), (k, v)
+
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Query, key and value heads of ``x`` (B, T, d_model), qk-normed: (B, H, T, hd), (B, H_kv, T, hd) x 2."""
         if self.training:
-            q, k, v = self._packed_projections(x)
-        else:
-            q = self.query(x)  # (B, H, T, hd)
-            k, v = self.key_value(x)  # (B, H_kv, T, hd)
-        if rotary is not None:
-            q, k = apply_rotary(q, rotary), apply_rotary(k, rotary)
-        if past is not None:
-            k = torch.cat((past[0], k), dim=2)  # (B, H_kv, P+T, hd)
-            v = torch.cat((past[1], v), dim=2)
-        return self.attend(q, k, v, mask, is_causal), (k, v)
+            return self._packed_projections(x)
+        return self.query(x), *self.key_value(x)
+
+    @staticmethod
+    def position(q: torch.Tensor, k: torch.Tensor, rotary: Rotary | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Queries and keys rotated by ``rotary`` (the stack's position scheme's, None where it does not rotate)."""
+        if rotary is None:
+            return q, k
+        return apply_rotary(q, rotary), apply_rotary(k, rotary)
+
+    @staticmethod
+    def append(k: torch.Tensor, v: torch.Tensor, past: KV | None) -> KV:
+        """The new keys and values after the cached ones: (B, H_kv, P+T, hd) each."""
+        if past is None:
+            return k, v
+        return torch.cat((past[0], k), dim=2), torch.cat((past[1], v), dim=2)
+
+    def core(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, is_causal: bool
+    ) -> torch.Tensor:
+        """Attention of ``q`` over the whole cache and the output projection: (B, T, d_model)."""
+        return self.attend(q, k, v, mask, is_causal)
 
     def _packed_projections(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """What `query` and `key_value` give, from one matrix product over the three weights stacked.
@@ -143,7 +178,7 @@ class SelfAttention(_Attention):
         bias = torch.cat([p.bias for p in projections]) if self.q_proj.bias is not None else None
         sizes = [p.out_features for p in projections]
         q, k, v = F.linear(x, weight, bias).split(sizes, dim=-1)  # (B, T, H*hd), (B, T, H_kv*hd) x2
-        return self._query_heads(q), *self._key_value_heads(k, v)  # (B, H, T, hd), (B, H_kv, T, hd) x2
+        return self.query_heads(q), self.key_heads(k), self.value_heads(v)  # (B, H, T, hd), (B, H_kv, T, hd) x2
 
 
 class CrossAttention(_Attention):

@@ -7,6 +7,12 @@
 The base class returns ``None`` for all three, so a stack calls all of them without
 branching on the kind. Biases depend only on the distance between cache indices, which left
 padding does not change for real tokens.
+
+Two more members tell a fused attention kernel (the ``ort`` export target) what the scheme
+needs from it, so the exporter asks the scheme instead of checking its class:
+``cache_rotary(length)`` gives the cos/sin tables a kernel may rotate with *by cache index*
+(None: the scheme has no such rotation, and the layer applies ``rotary`` itself), and
+``biases_scores`` says whether ``bias`` adds anything to the attention scores.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ Rotary = tuple[torch.Tensor, torch.Tensor]
 class PositionScheme(nn.Module):
     """No position information (NoPE); the base of every scheme."""
 
+    biases_scores = False  # whether `bias` returns a bias (a fused kernel then needs it as an input)
+
     def embed(self, position_ids: torch.Tensor) -> torch.Tensor | None:  # (B, T) -> (B, T, d) | None
         return None
 
@@ -30,6 +38,15 @@ class PositionScheme(nn.Module):
 
     def bias(self, q_pos: torch.Tensor, k_pos: torch.Tensor, bidirectional: bool) -> torch.Tensor | None:
         return None  # (T,), (S,) -> (1, H, T, S) | None
+
+    def cache_rotary(self, length: int) -> Rotary | None:  # -> 2 x (length, hd/2) | None
+        """cos/sin of each cache index below ``length``, for a kernel that rotates queries and keys by
+        cache index instead of by position id; None when the scheme has no rotation a kernel can do.
+
+        A scheme may give them only when its attention scores depend on the distance between two
+        positions alone: left padding shifts a row's cache indices from its position ids by a
+        constant, which then changes nothing."""
+        return None
 
 
 class SinusoidalPositions(PositionScheme):
@@ -72,6 +89,11 @@ class RotaryPositions(PositionScheme):
         emb = torch.cat((freqs, freqs), dim=-1)[:, None]  # (B, 1, T, hd)
         return emb.cos(), emb.sin()
 
+    def cache_rotary(self, length: int) -> Rotary:
+        index = torch.arange(length, dtype=torch.float32) / self.scaling_factor  # (L,)
+        angles = index[:, None] * self.inv_freq[None, :]  # (L, hd/2)
+        return angles.cos(), angles.sin()
+
 
 def apply_rotary(x: torch.Tensor, rotary: Rotary) -> torch.Tensor:
     """Rotate ``x`` (B, H, T, hd) by the angles in ``rotary``."""
@@ -103,6 +125,8 @@ def alibi_slopes(n_heads: int) -> torch.Tensor:
 class AlibiPositions(PositionScheme):
     """Bias = -slope_h * |i - j|: attention decays linearly with distance, per head."""
 
+    biases_scores = True
+
     def __init__(self, n_heads: int) -> None:
         super().__init__()
         self.register_buffer("slopes", alibi_slopes(n_heads), persistent=False)  # (H,)
@@ -132,6 +156,8 @@ def relative_bucket(relative: torch.Tensor, bidirectional: bool, num_buckets: in
 
 class RelativePositions(PositionScheme):
     """T5 relative position bias: one learned scalar per (bucket, head), shared by all layers."""
+
+    biases_scores = True
 
     def __init__(self, n_heads: int, num_buckets: int, max_distance: int) -> None:
         super().__init__()

@@ -7,21 +7,14 @@ moved into place, so an interrupted write never leaves a half-written model.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from nima.files import share_folder
+from nima.layout import SPEC_FILE, WEIGHTS_FILE, staged_folder, write_atomic, write_json
 from nima.spec import ModelSpec
-
-SPEC_FILE = "nima.json"
-WEIGHTS_FILE = "model.safetensors"
 
 
 class WeightsError(ValueError):
@@ -31,21 +24,18 @@ class WeightsError(ValueError):
 def save_build(model: nn.Module, spec: ModelSpec, out_dir: str | Path, metadata: dict[str, str] | None = None) -> Path:
     """Write ``nima.json`` and ``model.safetensors`` into ``out_dir`` atomically (per file)."""
     out_dir = Path(out_dir)
-    parent = out_dir.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=parent))
-    try:
-        (tmp / SPEC_FILE).write_text(json.dumps(spec.model_dump(mode="json"), indent=2) + "\n", encoding="utf-8")
-        save_model(model, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", **(metadata or {})})
-        share_folder(tmp)
-        if not out_dir.exists():
-            os.replace(tmp, out_dir)
-            return out_dir
-        for name in (SPEC_FILE, WEIGHTS_FILE):
-            os.replace(tmp / name, out_dir / name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    if out_dir.exists():  # other files in the folder (a tokenizer) stay; each of the two is replaced whole
+        write_json(out_dir / SPEC_FILE, spec.model_dump(mode="json"))
+        write_atomic(out_dir / WEIGHTS_FILE, lambda tmp: _save(model, tmp, metadata))
+        return out_dir
+    with staged_folder(out_dir) as tmp:
+        write_json(tmp / SPEC_FILE, spec.model_dump(mode="json"))
+        _save(model, tmp / WEIGHTS_FILE, metadata)
     return out_dir
+
+
+def _save(model: nn.Module, path: Path, metadata: dict[str, str] | None) -> None:
+    save_model(model, str(path), metadata={"format": "pt", **(metadata or {})})
 
 
 def load_weights(model: nn.Module, path: str | Path) -> nn.Module:

@@ -1,72 +1,116 @@
-"""Writing a bundle folder atomically: everything is written to a temporary sibling folder
-and renamed into place, so an interrupted or failed export never leaves a half bundle."""
+"""`export_bundle`: source -> verified bundle, for every model family. `nima export --onnx` is a thin
+wrapper around it.
+
+One straight pipeline: check the options and the target folder, load the source, then in a
+staged folder (`nima.layout.staged_folder`: nothing reaches ``out`` unless everything passed)
+write the family's graphs in the target's form, quantize them, check them against PyTorch,
+and write the spec, the manifest, the tokenizer, files for other runtimes and the model card.
+What differs per family is a row of `nima.export.families.FAMILIES`.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from nima.files import share_folder
+from nima import __version__
+from nima.export.card import render_card
+from nima.export.errors import ParityFailure, UnsupportedExport
+from nima.export.families import FAMILIES, TARGETS
+from nima.export.parity import ParityReport, session_for
+from nima.export.quantize import QUANTIZATIONS, quantize_in_place
+from nima.export.source import load_source
+from nima.export.target_folder import check_target
+from nima.layout import CARD_FILE, MANIFEST_FILE, SPEC_FILE, TOKENIZER_FILE, copy_file, staged_folder, write_json
+from nima.manifest import Manifest
+
+DEFAULT_OPSET = 18
+DTYPES = ("fp32", "fp16")
 
 
-class BundleError(ValueError):
-    """The bundle folder cannot be written."""
+@dataclass
+class ExportResult:
+    out: Path
+    parity: ParityReport | None
+    random_weights: bool
+    files: list[str]
 
 
-def check_target(out: Path, force: bool, source: Path | None = None) -> None:
-    """Refuse a target that exists (unless ``force``, and then only a bundle), that is or holds the
-    source, or whose parent is not writable.
-
-    ``--force`` replaces the whole folder, so it must be an earlier bundle: a folder with
-    ``nima.json``, an ``.onnx`` file and no subfolders. Anything else (a run or build folder, a
-    project folder given by mistake) is refused rather than deleted."""
-    if out.exists() and not out.is_dir():
-        raise BundleError(f"{out}: exists and is not a folder")
-    if source is not None and _holds(out.resolve(), source.resolve()):
-        raise BundleError(f"{out}: is the export's source or holds it; write the bundle to another folder")
-    if out.exists() and any(out.iterdir()):
-        if not force:
-            raise BundleError(f"{out}: folder is not empty; pass --force to replace it")
-        if not _is_bundle(out):
-            raise BundleError(
-                f"{out}: not an earlier bundle (nima.json, .onnx files, no subfolders), so --force will not "
-                "delete it; choose another folder"
-            )
-    parent = out.resolve().parent
-    probe = next((p for p in (parent, *parent.parents) if p.exists()), Path("."))
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise BundleError(f"{out}: {probe} is not writable")
+def check_options(dtype: str, quantize: str | None, target: str) -> None:
+    """Refuse a dtype, quantization or target this exporter does not make (`UnsupportedExport`)."""
+    if dtype == "bf16":
+        raise UnsupportedExport(
+            "--dtype bf16: ONNX Runtime's CPU provider has no bf16 MatMul, Add or Mul kernels, so a bf16 "
+            "graph could not be verified here nor run on a CPU; use fp16 (or fp32 with --quantize)"
+        )
+    if dtype not in DTYPES:
+        raise UnsupportedExport(f"--dtype {dtype}: supported are {' and '.join(DTYPES)}")
+    if target not in TARGETS:
+        raise UnsupportedExport(f"--target {target}: supported are {', '.join(TARGETS)}")
+    if quantize is not None and quantize not in QUANTIZATIONS:
+        raise UnsupportedExport(f"--quantize {quantize}: supported are {', '.join(QUANTIZATIONS)}")
+    if quantize is not None and dtype != "fp32":
+        raise UnsupportedExport(f"--quantize {quantize} starts from the fp32 graph; drop --dtype {dtype}")
 
 
-def _holds(folder: Path, path: Path) -> bool:
-    return path == folder or folder in path.parents
-
-
-def _is_bundle(folder: Path) -> bool:
-    entries = list(folder.iterdir())
-    names = {e.name for e in entries}
-    return "nima.json" in names and any(n.endswith(".onnx") for n in names) and not any(e.is_dir() for e in entries)
-
-
-@contextlib.contextmanager
-def staged_folder(out: Path) -> Iterator[Path]:
-    """Yield a temporary folder beside ``out``; on success it replaces ``out``, on error it is removed."""
-    parent = out.resolve().parent
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=parent))
-    try:
-        yield tmp
-        share_folder(tmp)
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=parent))
-            os.replace(out, old / "bundle")
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+def export_bundle(
+    source: Path,
+    out: Path,
+    dtype: str = "fp32",
+    quantize: str | None = None,
+    target: str = "portable",
+    verify: bool = True,
+    force: bool = False,
+    overrides: list[str] | None = None,
+    opset: int = DEFAULT_OPSET,
+    progress: Callable[[str], None] = lambda _: None,
+) -> ExportResult:
+    """Export ``source`` (a model folder or a spec file) to a bundle folder ``out``; raises before
+    writing anything on bad input, and writes nothing when the check fails."""
+    check_options(dtype, quantize, target)
+    check_target(out, force, source)
+    progress("loading source")
+    src = load_source(source, overrides)
+    family = FAMILIES[src.spec.architecture]
+    if target not in family.targets:
+        takers = [f.name for f in FAMILIES.values() if target in f.targets]
+        raise UnsupportedExport(
+            f"{source}: --target {target} is for {' and '.join(takers)} models; "
+            f"{family.name} models export {' or '.join(family.targets)} graphs"
+        )
+    ids = family.token_ids(src.folder, src.tokenizer)
+    with staged_folder(out) as tmp:
+        exported = family.targets[target](src.model, src.spec, tmp, dtype, opset, progress)
+        if quantize is not None:
+            progress(f"quantizing MatMul weights to {quantize}")
+            for graph in exported.graphs.values():
+                quantize_in_place(graph, quantize)
+        parity = None
+        if verify:
+            progress("checking ONNX Runtime against PyTorch")
+            sessions = {role: session_for(graph) for role, graph in exported.graphs.items()}
+            parity = family.check(src.model, src.spec, sessions, dtype, quantize)
+            if not parity.passed:
+                raise ParityFailure(parity)
+        manifest = Manifest(
+            architecture=src.spec.architecture,
+            graphs={role: graph.name for role, graph in exported.graphs.items()},
+            token_ids=ids,
+            share_buffer=exported.share_buffer,
+            dtype=dtype,
+            quantize=quantize,
+            target=target,
+            nima_version=__version__,
+            io=family.io(src.spec),
+        )
+        write_json(tmp / SPEC_FILE, src.spec.model_dump(mode="json"))
+        write_json(tmp / MANIFEST_FILE, manifest.to_dict())
+        for name, data in family.extra_files(src.spec, ids, exported.share_buffer).items():
+            write_json(tmp / name, data)
+        if src.tokenizer is not None:
+            copy_file(src.tokenizer, tmp / TOKENIZER_FILE)
+        card = render_card(family.card, src.spec, manifest, parity, src.tokenizer is not None, opset)
+        (tmp / CARD_FILE).write_text(card, encoding="utf-8")
+        files = sorted(p.name for p in tmp.iterdir())
+    return ExportResult(out, parity, src.random_weights, files)

@@ -1,24 +1,22 @@
-"""The bundle's README.md: a model card rendered with jinja2 from the spec and the parity report."""
+"""The bundle's README.md: a model card rendered with jinja2 from the spec, the parity report and the
+manifest, with the family's template (its files and how to run them differ; the figures do not)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from nima import __version__
-from nima.export.verify import ParityReport
+from nima.manifest import Manifest
 from nima.spec import ModelSpec, figures
 from nima.summary import describe, si, size
 
 
 def render_card(
-    spec: ModelSpec,
-    dtype: str,
-    quantize: str | None,
-    parity: ParityReport | None,
-    has_tokenizer: bool,
-    opset: int,
-    target: str = "portable",
+    template: str, spec: ModelSpec, manifest: Manifest, parity: Any, has_tokenizer: bool, opset: int
 ) -> str:
+    """The card from ``template`` (in nima/export/templates); ``parity`` is the check's report, None unverified."""
     env = Environment(
         loader=PackageLoader("nima.export", "templates"),
         undefined=StrictUndefined,
@@ -29,14 +27,15 @@ def render_card(
     rows = [*describe(spec)]
     rows.append(("parameters", f"{fig.parameters:,} ({si(fig.parameters)})"))
     rows.append(("KV cache / token", f"{size(fig.kv_cache_bytes_per_token_fp32)} fp32"))
-    return env.get_template("model_card.md.j2").render(
+    return env.get_template(template).render(
         spec=spec,
         version=__version__,
-        dtype=dtype,
-        quantize=quantize,
+        dtype=manifest.dtype,
+        quantize=manifest.quantize,
+        target=manifest.target,
+        ids=manifest.token_ids.as_dict(),
         rows=rows,
         parity=parity,
         has_tokenizer=has_tokenizer,
         opset=opset,
-        target=target,
     )

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from nima.runtime.names import LOGITS, LOGITS_TO_KEEP
+from nima.layout import LOGITS, LOGITS_TO_KEEP
 
 # Ops between the head's MatMul and the logits output that act on each position alone (a bias,
 # a scale, soft-capping, a cast), so slicing positions before the MatMul commutes with them.

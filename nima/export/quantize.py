@@ -32,7 +32,7 @@ import onnx_ir as ir
 from onnx_ir.passes.common import RemoveUnusedNodesPass
 
 from nima.export.logits_to_keep import head_path
-from nima.export.verify import session_for
+from nima.export.parity import session_for
 
 QUANTIZATIONS = ("int8", "int4")
 

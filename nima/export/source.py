@@ -7,13 +7,9 @@ from pathlib import Path
 
 from nima.builders import build_model, load_weights
 from nima.builders.models import DecoderLM, EncoderDecoderLM
-from nima.builders.weights import SPEC_FILE, WEIGHTS_FILE
-from nima.runtime.names import TOKENIZER_FILE
+from nima.export.errors import SourceError
+from nima.layout import SPEC_FILE, TOKENIZER_FILE, WEIGHTS_FILE
 from nima.spec import ModelSpec, load_spec
-
-
-class SourceError(ValueError):
-    """The export source is missing, incomplete or inconsistent."""
 
 
 @dataclass
@@ -22,6 +18,7 @@ class ExportSource:
     model: DecoderLM | EncoderDecoderLM
     tokenizer: Path | None
     random_weights: bool
+    folder: Path | None = None  # the model folder it came from (None: a spec file)
 
 
 def load_source(path: Path, overrides: list[str] | None = None) -> ExportSource:
@@ -44,7 +41,7 @@ def load_source(path: Path, overrides: list[str] | None = None) -> ExportSource:
     spec = load_spec(spec_path)
     model = build_model(spec)
     load_weights(model, weights)
-    return ExportSource(spec, model, tokenizer if tokenizer.exists() else None, random_weights=False)
+    return ExportSource(spec, model, tokenizer if tokenizer.exists() else None, random_weights=False, folder=path)
 
 
 def _check_tokenizer(path: Path) -> None:
@@ -57,16 +54,3 @@ def _check_tokenizer(path: Path) -> None:
         Tokenizer.from_file(str(path))
     except Exception as err:  # tokenizers raises a bare Exception for malformed files
         raise SourceError(f"{path}: not a readable tokenizer.json ({str(err).splitlines()[0]})") from None
-
-
-def special_token_ids(tokenizer: Path | None) -> tuple[int, int, int]:
-    """(eos, bos, pad) ids from a tokenizer's special tokens (the runtime's lookup); 0 where it has none."""
-    if tokenizer is None:
-        return 0, 0, 0
-    from tokenizers import Tokenizer
-
-    from nima.runtime.text import special_ids
-
-    ids = special_ids(Tokenizer.from_file(str(tokenizer)))
-    eos = 0 if ids.eos is None else ids.eos
-    return eos, (eos if ids.bos is None else ids.bos), (eos if ids.pad is None else ids.pad)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 
+from nima.layout import ATTENTION_MASK, CROSS_KEY, CROSS_VALUE, ENCODER_ATTENTION_MASK, INPUT_IDS
 from nima.runtime.errors import GenerateError
-from nima.runtime.names import ATTENTION_MASK, CROSS_KEY, CROSS_VALUE, ENCODER_ATTENTION_MASK, INPUT_IDS
 from nima.runtime.session import Value, device_value
 
 

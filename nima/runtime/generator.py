@@ -20,15 +20,15 @@ import numpy as np
 
 from nima.runtime.beam import Hypothesis, beam_search
 from nima.runtime.bundle import read_bundle
-from nima.runtime.encoder_session import EncoderSession
 from nima.runtime.errors import GenerateError
+from nima.runtime.families import FAMILIES
 from nima.runtime.huge_pages import wanted
 from nima.runtime.options import is_greedy, resolve_options
-from nima.runtime.rows import FINISH_EOS, FINISH_STOP, Limits, Row, left_pad
+from nima.runtime.rows import FINISH_EOS, FINISH_STOP, Limits, Row
 from nima.runtime.search import decode_rows
 from nima.runtime.session import DecoderSession, make_session
 from nima.runtime.shared_cache import SharedBufferSession
-from nima.runtime.text import TextStream, cut_at_stop, special_ids
+from nima.runtime.text import TextStream, cut_at_stop
 from nima.spec.sections import GenerationSpec
 
 _NO_DRAWS = np.random.default_rng(0)  # handed to greedy decoding, which never draws from it
@@ -79,9 +79,8 @@ class Generator:
         self.bundle = read_bundle(bundle)
         self.spec = self.bundle.spec
         self.tokenizer = self.bundle.tokenizer
-        self.special = special_ids(self.tokenizer)
-        graphs = [self.bundle.model] + ([self.bundle.encoder] if self.bundle.encoder is not None else [])
-        huge_pages = wanted(huge_pages, graphs) and provider == "cpu"
+        self.token_ids = self.bundle.token_ids  # the manifest's, completed from the tokenizer
+        huge_pages = wanted(huge_pages, list(self.bundle.graphs.values())) and provider == "cpu"
         self.huge_pages = huge_pages  # whether the weights were put on 2 MB pages (`nima.runtime.huge_pages`)
         session = make_session(self.bundle.model, provider, threads, spin, huge_pages)
         shape = (self.spec.n_layers, self.spec.n_kv_heads, self.spec.head_dim)
@@ -93,15 +92,15 @@ class Generator:
         if isinstance(vocab, int) and vocab != self.spec.vocab_size:
             said = f"nima.json says vocab_size {self.spec.vocab_size}"
             raise GenerateError(f"{said}, the graph's logits have {vocab}: not this graph's spec")
-        self.encoder = None
-        if self.bundle.encoder is not None:
-            encoder = make_session(self.bundle.encoder, provider, threads, spin, huge_pages)
-            self.encoder = EncoderSession(encoder, self.spec.n_layers)
+        self.family = FAMILIES[self.spec.architecture]()
+        self.family.open(
+            lambda role: make_session(self.bundle.graphs[role], provider, threads, spin, huge_pages), self.spec.n_layers
+        )
 
     @property
     def is_seq2seq(self) -> bool:
         """An encoder-decoder bundle: prompts are sources, and generation starts from the decoder start token."""
-        return self.encoder is not None
+        return self.family.takes_sources
 
     def options(self, **overrides: Any) -> GenerationSpec:
         """The bundle's defaults with ``overrides`` applied and checked (`GenerateError` if invalid)."""
@@ -209,10 +208,10 @@ class Generator:
         self, prompts: Prompt | Sequence[Prompt] | None, sources: Prompt | Sequence[Prompt] | None
     ) -> list[list[int]]:
         """Token ids of the prompts (decoder-only) or sources (encoder-decoder), checked."""
-        if sources is not None and not self.is_seq2seq:
+        if sources is not None and not self.family.takes_sources:
             raise GenerateError("sources= is for encoder-decoder bundles; this one is decoder-only: pass prompts")
         given = sources if sources is not None else prompts
-        what = "source" if self.is_seq2seq else "prompt"
+        what = self.family.input_word
         if given is None:
             raise GenerateError(f"no {what}s given")
         single = isinstance(given, str) or (len(given) > 0 and isinstance(given[0], int | np.integer))
@@ -223,27 +222,16 @@ class Generator:
         for i, ids in enumerate(batch):
             if not ids:
                 raise GenerateError(f"{what} {i} is empty: the model needs at least one token")
-            if self.is_seq2seq and len(ids) > limit:
-                raise GenerateError(f"source {i} has {len(ids)} tokens: the encoder's context is {limit}")
-            if not self.is_seq2seq and len(ids) >= limit:
-                raise GenerateError(f"prompt {i} has {len(ids)} tokens: the context is {limit}, no room to generate")
+            self.family.check_length(i, len(ids), limit)
         return batch
 
     def _starts(self, batch: list[list[int]]) -> tuple[list[list[int]], dict[str, Any] | None]:
-        """The decoder's starting tokens per row and its fixed inputs: the prompts themselves for a
-        decoder-only bundle; the start token and the encoded sources for an encoder-decoder."""
-        if self.encoder is None or self.bundle.seq2seq is None:
-            return [list(ids) for ids in batch], None
-        ids, mask, _ = left_pad(batch, self._pad_id())
-        fixed = self.encoder.encode(ids, mask)  # source mask + cross-attention K/V, (B, ...) each
-        return [[self.bundle.seq2seq.decoder_start] for _ in batch], fixed
+        """The decoder's starting tokens per row and its fixed inputs (`nima.runtime.families`)."""
+        return self.family.starts(batch, self.token_ids, self._pad_id())
 
     def _batches(self, starts: list[list[int]], limits: Limits, fixed: dict[str, Any] | None) -> list[list[int]]:
-        """`Limits.batches` of the decoder's rows. Encoder-decoder rows all start from one token, so
-        they always fit together (and their ``fixed`` inputs are for the whole batch)."""
-        if fixed is not None:
-            return [list(range(len(starts)))]
-        return limits.batches([len(s) for s in starts])
+        """The rows decoded together (`nima.runtime.families`)."""
+        return self.family.batches(starts, limits)
 
     def _eos_ids(self, opts: GenerationSpec) -> tuple[int, ...]:
         if opts.eos_token_ids:
@@ -252,9 +240,7 @@ class Generator:
                 vocab = f"0..{self.spec.vocab_size - 1}"
                 raise GenerateError(f"option eos_token_ids: {bad[0]} is outside the vocabulary ({vocab})")
             return tuple(opts.eos_token_ids)
-        if self.bundle.seq2seq is not None:
-            return (self.bundle.seq2seq.eos,)
-        return () if self.special.eos is None else (self.special.eos,)
+        return () if self.token_ids.eos is None else (self.token_ids.eos,)
 
     def _limits(self, opts: GenerationSpec) -> Limits:
         if opts.stop_strings and self.tokenizer is None:
@@ -263,9 +249,7 @@ class Generator:
         return Limits(self._eos_ids(opts), opts.max_new_tokens, self.spec.max_seq_len, tuple(opts.stop_strings), decode)
 
     def _pad_id(self) -> int:
-        if self.bundle.seq2seq is not None:
-            return self.bundle.seq2seq.pad
-        for candidate in (self.special.pad, self.special.eos):
+        for candidate in (self.token_ids.pad, self.token_ids.eos):
             if candidate is not None:
                 return candidate
         return 0  # any id serves: padded positions are masked out

@@ -22,10 +22,7 @@ import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi import _pybind_state as ort_c
 
-from nima.runtime.device_rows import DeviceRows
-from nima.runtime.errors import GenerateError
-from nima.runtime.huge_pages import huge_pages_for
-from nima.runtime.names import (
+from nima.layout import (
     ATTENTION_MASK,
     INPUT_IDS,
     LOGITS,
@@ -35,6 +32,9 @@ from nima.runtime.names import (
     POSITION_IDS,
     PRESENT_KEY,
 )
+from nima.runtime.device_rows import DeviceRows
+from nima.runtime.errors import GenerateError
+from nima.runtime.huge_pages import huge_pages_for
 from nima.runtime.providers import provider_list, require_started
 
 NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}

@@ -20,8 +20,8 @@ import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi import _pybind_state as ort_c
 
+from nima.layout import ATTENTION_MASK, INPUT_IDS, LOGITS, LOGITS_TO_KEEP, POSITION_IDS
 from nima.runtime.errors import GenerateError
-from nima.runtime.names import ATTENTION_MASK, INPUT_IDS, LOGITS, LOGITS_TO_KEEP, POSITION_IDS
 from nima.runtime.session import HOST, NUMPY_TYPES, DecoderSession, KVCache, RowStepper, Value, host_value
 
 KEEP_SHAPES = 2  # bound (B, T) array sets kept between generations: a prompt's and its decode steps'

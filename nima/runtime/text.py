@@ -1,39 +1,10 @@
-"""Tokenizer-side helpers: special token ids, and text that can be shown while tokens arrive."""
+"""Text that can be shown while tokens arrive (special token ids: `nima.layout.TokenIds`)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from tokenizers import Tokenizer
-
-EOS_NAMES = ("<|endoftext|>", "</s>", "<eos>", "[SEP]")
-BOS_NAMES = ("<|startoftext|>", "<s>", "<bos>", "[CLS]")
-PAD_NAMES = ("<pad>", "[PAD]")
-
-
-@dataclass(frozen=True)
-class SpecialIds:
-    """Ids of the tokenizer's end, start and padding tokens; None where it has none."""
-
-    eos: int | None
-    bos: int | None
-    pad: int | None
-
-
-def special_ids(tokenizer: Tokenizer | None) -> SpecialIds:
-    """Look the usual special-token spellings up in ``tokenizer``."""
-    if tokenizer is None:
-        return SpecialIds(None, None, None)
-
-    def first(names: Sequence[str]) -> int | None:
-        for name in names:
-            found = tokenizer.token_to_id(name)
-            if found is not None:
-                return found
-        return None
-
-    return SpecialIds(first(EOS_NAMES), first(BOS_NAMES), first(PAD_NAMES))
 
 
 class TextStream:

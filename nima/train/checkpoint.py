@@ -21,7 +21,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,8 +31,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
-from nima.builders.weights import WEIGHTS_FILE
-from nima.files import share_folder
+from nima.layout import WEIGHTS_FILE, staged_folder
 from nima.train.distributed import World, barrier
 from nima.train.errors import TrainError
 
@@ -88,8 +86,7 @@ def save_checkpoint(
     final = run_dir / CHECKPOINTS_DIR / f"step-{state.step:06d}"
     if world.is_main:
         final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
-        try:
+        with staged_folder(final) as tmp:  # replaces a checkpoint of the same step whole
             aliases = _tied_aliases(model)
             weights = {k: v.contiguous() for k, v in model_sd.items() if k not in aliases}
             save_file(weights, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "step": str(state.step)})
@@ -108,12 +105,6 @@ def save_checkpoint(
                 sha256={name: _sha256(tmp / name) for name in (WEIGHTS_FILE, OPTIMIZER_FILE)},
             )
             (tmp / STATE_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-            share_folder(tmp)
-            if final.exists():
-                _remove(final)
-            os.replace(tmp, final)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
         for _, old in checkpoint_steps(run_dir)[:-keep_last]:
             _remove(old)
     barrier(world)

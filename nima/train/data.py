@@ -12,13 +12,13 @@ tokenizing, so no token straddles the cut and bits per byte can use the split's 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from nima.layout import write_atomic, write_json
 from nima.train.batches import Batch, RandomWindows, eval_batches
 from nima.train.errors import TrainError
 from nima.train.tokenizer import TextTokenizer
@@ -118,14 +118,9 @@ def write_corpus(run_dir: Path, encoded: Encoded, vocab_size: int, kind: str, so
     meta: dict[str, Any] = {"format": 1, "tokenizer": kind, "dtype": dtype.name, "source": source.as_dict()}
     for name in SPLITS:
         ids = encoded.ids[name]
-        tmp = folder / f".{name}.npy.tmp"
-        with open(tmp, "wb") as f:
-            np.save(f, ids.astype(dtype), allow_pickle=False)
-        os.replace(tmp, folder / f"{name}.npy")
+        write_atomic(folder / f"{name}.npy", lambda tmp, ids=ids: np.save(tmp, ids.astype(dtype), allow_pickle=False))
         meta[name] = {"tokens": len(ids), "bytes": encoded.n_bytes[name]}
-    tmp = folder / f".{META_FILE}.tmp"
-    tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, folder / META_FILE)
+    write_json(folder / META_FILE, meta)
 
 
 @dataclass

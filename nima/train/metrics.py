@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
+
+from nima.layout import write_atomic, write_text
 
 METRICS_FILE = "metrics.jsonl"
 PLOT_FILE = "loss.png"
@@ -32,9 +33,7 @@ class MetricsLog:
                     continue  # a line cut short by a crash
                 if isinstance(record, dict) and record.get("step", math.inf) <= resume_step:
                     self.records.append(record)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in self.records), encoding="utf-8")
-        os.replace(tmp, path)
+        write_text(path, "".join(json.dumps(r) + "\n" for r in self.records))
 
     def write(self, record: dict[str, Any]) -> None:
         self.records.append(record)
@@ -67,8 +66,6 @@ def plot_losses(records: list[dict[str, Any]], path: Path, title: str) -> None:
         ax.set_title(title)
         ax.grid(True, alpha=0.3)
         ax.legend()
-        tmp = path.with_name(f".{path.stem}.tmp.png")
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
+        write_atomic(path, lambda tmp: fig.savefig(tmp, format="png"))
     finally:
         plt.close(fig)

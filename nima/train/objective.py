@@ -1,4 +1,5 @@
-"""What the model is trained to predict, per architecture: the one place the loop meets the model's API.
+"""What the model is trained to predict, per architecture: the one place the loop meets the model's API
+(each family's row in `nima.train.families` names its objective).
 
 An objective takes the (possibly wrapped) model and a batch and returns the summed token loss
 and the number of tokens it covers, so micro-batches, ranks and evaluation batches combine
@@ -16,7 +17,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from nima.train.batches import IGNORE_INDEX, Batch
-from nima.train.errors import TrainError
 
 Objective = Callable[[nn.Module, Batch], tuple[torch.Tensor, int]]
 
@@ -40,15 +40,3 @@ def seq2seq_loss(model: nn.Module, batch: Batch) -> tuple[torch.Tensor, int]:
     )  # (N, V)
     loss = F.cross_entropy(logits.float(), labels[real], reduction="sum")
     return loss, int(real.sum())
-
-
-OBJECTIVES: dict[str, Objective] = {
-    "decoder": causal_lm_loss,
-    "encoder-decoder": seq2seq_loss,
-}
-
-
-def objective_for(architecture: str) -> Objective:
-    if architecture not in OBJECTIVES:
-        raise TrainError(f"architecture: training a {architecture} model is not supported yet (decoder only)")
-    return OBJECTIVES[architecture]

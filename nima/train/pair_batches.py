@@ -14,29 +14,11 @@ state is all a checkpoint carries.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 import numpy as np
 import torch
 
+from nima.layout import TokenIds
 from nima.train.batches import IGNORE_INDEX, Batch
-
-
-@dataclass(frozen=True)
-class SpecialIds:
-    """The ids a seq2seq run, its export and a runtime agree on."""
-
-    pad: int
-    start: int  # the decoder's first input token
-    end: int  # the last label of every target: generation stops here
-
-    def as_dict(self) -> dict[str, int]:
-        return {"pad_token_id": self.pad, "decoder_start_token_id": self.start, "eos_token_id": self.end}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SpecialIds:
-        return cls(int(data["pad_token_id"]), int(data["decoder_start_token_id"]), int(data["eos_token_id"]))
 
 
 class Ragged:
@@ -71,14 +53,14 @@ def _padded(rows: list[np.ndarray], fill: int) -> tuple[torch.Tensor, torch.Tens
     return torch.from_numpy(ids), torch.from_numpy(mask)
 
 
-def collate(sources: Ragged, targets: Ragged, rows: list[int], seq_len: int, special: SpecialIds) -> Batch:
+def collate(sources: Ragged, targets: Ragged, rows: list[int], seq_len: int, special: TokenIds) -> Batch:
     """The batch of pairs ``rows`` (see the module docstring for the layout)."""
     src = [np.asarray(sources[i][:seq_len], dtype=np.int64) for i in rows]
     tgt = [np.asarray(targets[i], dtype=np.int64) for i in rows]
     input_ids, attention_mask = _padded(src, special.pad)
-    decoder_inputs = [np.concatenate([[special.start], t])[:seq_len] for t in tgt]
+    decoder_inputs = [np.concatenate([[special.decoder_start], t])[:seq_len] for t in tgt]
     decoder_input_ids, decoder_mask = _padded(decoder_inputs, special.pad)
-    labels, _ = _padded([np.concatenate([t, [special.end]])[:seq_len] for t in tgt], IGNORE_INDEX)
+    labels, _ = _padded([np.concatenate([t, [special.eos]])[:seq_len] for t in tgt], IGNORE_INDEX)
     return {
         "input_ids": input_ids,  # (B, S)
         "attention_mask": attention_mask,  # (B, S)
@@ -91,7 +73,7 @@ def collate(sources: Ragged, targets: Ragged, rows: list[int], seq_len: int, spe
 class RandomPairs:
     """Uniformly random training pairs, drawn per global batch (see the module docstring)."""
 
-    def __init__(self, sources: Ragged, targets: Ragged, seq_len: int, special: SpecialIds, seed: int) -> None:
+    def __init__(self, sources: Ragged, targets: Ragged, seq_len: int, special: TokenIds, seed: int) -> None:
         self.sources, self.targets = sources, targets
         self.seq_len = seq_len
         self.special = special

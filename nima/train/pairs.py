@@ -18,17 +18,17 @@ target). Each split is packed as two ragged arrays (flat ids + row offsets) per 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from nima.layout import TokenIds, write_atomic, write_json
 from nima.train.batches import Batch
 from nima.train.data import DATA_DIR, META_FILE, SPLITS, Source, token_dtype
 from nima.train.errors import TrainError
-from nima.train.pair_batches import Ragged, RandomPairs, SpecialIds, collate, eval_rows
+from nima.train.pair_batches import Ragged, RandomPairs, collate, eval_rows
 from nima.train.tokenizer import TextTokenizer
 
 PAIR_SUFFIXES = (".tsv", ".jsonl")
@@ -37,10 +37,10 @@ SPECIALS = (PAD, START, END)
 SIDES = ("source", "target")
 
 
-def special_ids(tokenizer: TextTokenizer) -> SpecialIds:
-    """The ids of `SPECIALS` in a tokenizer trained with them."""
+def token_ids(tokenizer: TextTokenizer) -> TokenIds:
+    """The ids of `SPECIALS` in a tokenizer trained with them: padding, decoder start, end of target."""
     pad, start, end = (tokenizer.tokenizer.token_to_id(name) for name in SPECIALS)
-    return SpecialIds(pad, start, end)
+    return TokenIds(eos=end, pad=pad, decoder_start=start)
 
 
 def is_pair_file(path: Path) -> bool:
@@ -110,7 +110,7 @@ class PairCorpus:
     """Tokenized pairs per split (``rows[split][side]``), the special ids, and UTF-8 target sizes."""
 
     rows: dict[str, dict[str, Ragged]]
-    special: SpecialIds
+    special: TokenIds
     target_bytes: dict[str, int]
 
     def n_pairs(self, split: str) -> int:
@@ -151,7 +151,7 @@ def encode_pairs(tokenizer: TextTokenizer, splits: dict[str, list[tuple[str, str
             encoded = tokenizer.tokenizer.encode_batch(list(texts), add_special_tokens=False)
             rows[split][side] = Ragged.from_rows([e.ids for e in encoded], dtype)
     target_bytes = {split: sum(len(t.encode("utf-8")) for _, t in pairs) for split, pairs in splits.items()}
-    return PairCorpus(rows, special_ids(tokenizer), target_bytes)
+    return PairCorpus(rows, token_ids(tokenizer), target_bytes)
 
 
 def write_pairs(run_dir: Path, corpus: PairCorpus, kind: str, source: Source) -> None:
@@ -164,14 +164,9 @@ def write_pairs(run_dir: Path, corpus: PairCorpus, kind: str, source: Source) ->
         for side in SIDES:
             ragged = corpus.rows[split][side]
             for name, array in ((f"{split}.{side}", ragged.flat), (f"{split}.{side}.offsets", ragged.offsets)):
-                tmp = folder / f".{name}.npy.tmp"
-                with open(tmp, "wb") as f:
-                    np.save(f, array, allow_pickle=False)
-                os.replace(tmp, folder / f"{name}.npy")
+                write_atomic(folder / f"{name}.npy", lambda tmp, a=array: np.save(tmp, a, allow_pickle=False))
         meta[split] = {"pairs": corpus.n_pairs(split), "target_bytes": corpus.target_bytes[split]}
-    tmp = folder / f".{META_FILE}.tmp"
-    tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, folder / META_FILE)
+    write_json(folder / META_FILE, meta)
 
 
 def open_pairs(run_dir: Path) -> PairCorpus:
@@ -189,7 +184,7 @@ def open_pairs(run_dir: Path) -> PairCorpus:
             }
             for split in SPLITS
         }
-        special = SpecialIds.from_dict(meta["special"])
+        special = TokenIds.from_dict(meta["special"])
         target_bytes = {split: int(meta[split]["target_bytes"]) for split in SPLITS}
         consistent = all(
             len(rows[s][side]) == int(meta[s]["pairs"]) and rows[s][side].offsets[-1] == len(rows[s][side].flat)

@@ -8,11 +8,6 @@ and a failure there stops every rank (`main_first`).
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -21,32 +16,20 @@ from rich.console import Console
 
 from nima import __version__
 from nima.builders import build_model
-from nima.builders.weights import SPEC_FILE, WEIGHTS_FILE
+from nima.layout import RUN_FILE, SPEC_FILE, TOKENIZER_FILE, WEIGHTS_FILE, copy_file, write_atomic, write_json
 from nima.spec import ModelSpec, parameter_count
 from nima.train.checkpoint import TrainState, load_checkpoint, save_checkpoint
-from nima.train.data import Corpus, Source, check_sizes, encode_splits, open_corpus, read_text, split_text, write_corpus
+from nima.train.data import Corpus
 from nima.train.distributed import World, main_first, setup_world, teardown_world, wrap_model
 from nima.train.errors import PeerFailed, TrainError
+from nima.train.families import FAMILIES
 from nima.train.loop import Run, train_loop
 from nima.train.metrics import METRICS_FILE, PLOT_FILE, MetricsLog, plot_losses
-from nima.train.objective import objective_for
 from nima.train.optim import build_optimizer
-from nima.train.pairs import (
-    SPECIALS,
-    PairCorpus,
-    encode_pairs,
-    is_pair_file,
-    open_pairs,
-    read_pairs,
-    split_pairs,
-    tokenizer_text,
-    write_pairs,
-)
+from nima.train.pairs import PairCorpus
 from nima.train.precision import resolve_precision
 from nima.train.progress import Quiet, Reporter
-from nima.train.rundir import RUN_FILE, TOKENIZER_FILE, check_new_run, check_resume, clear_run
-from nima.train.seq2seq_eval import exact_match
-from nima.train.tokenizer import TextTokenizer, train_tokenizer
+from nima.train.rundir import check_new_run, check_resume, clear_run
 
 
 def train(
@@ -78,7 +61,6 @@ def _train(
     spec: ModelSpec, run_dir: Path, data: Path | None, resume: bool, force: bool, world: World, console: Console
 ) -> TrainState:
     tr = spec.training
-    objective_for(spec.architecture)  # fail early for architectures without an objective
     resolve_precision(tr.precision, world.device)
     checkpoint = main_first(world, lambda: _prepare(spec, run_dir, data, resume, force))
     if resume and not world.is_main:
@@ -86,7 +68,7 @@ def _train(
     if world.device.type == "cpu" and tr.cpu_threads:
         torch.set_num_threads(tr.cpu_threads)
 
-    run = build_run(spec, open_pairs(run_dir) if spec.is_encoder_decoder else open_corpus(run_dir), world)
+    run = build_run(spec, FAMILIES[spec.architecture].open(run_dir), world)
     model, optimizer, precision = run.model, run.optimizer, run.precision
 
     state = TrainState(world_size=world.size)
@@ -108,7 +90,7 @@ def _train(
         current.scaler = precision.scaler.state_dict() if precision.scaler is not None else None
         folder = save_checkpoint(run_dir, model, optimizer, current, tr.keep_last, world)
         if world.is_main:
-            _copy_atomic(folder / WEIGHTS_FILE, run_dir / WEIGHTS_FILE)
+            copy_file(folder / WEIGHTS_FILE, run_dir / WEIGHTS_FILE)
 
     def on_eval() -> None:
         if metrics is not None:
@@ -137,79 +119,29 @@ def build_run(spec: ModelSpec, corpus: Corpus | PairCorpus, world: World) -> Run
         world=world,
         corpus=corpus,
         sampler=corpus.sampler(spec.train_seq_len, tr.seed),
-        objective=objective_for(spec.architecture),
-        extra_eval=exact_match if spec.is_encoder_decoder else None,
-    )
-
-
-def _refuse_pairs(spec: ModelSpec, data: Path) -> None:
-    """A decoder-only spec given a pair file is an error, not text to train on."""
-    if not spec.is_encoder_decoder and data.is_file() and is_pair_file(data):
-        raise TrainError(
-            f"{data}: source/target pairs train an encoder-decoder, and this spec has architecture: decoder; "
-            "pass a text file or a folder of .txt files"
-        )
-
-
-def _read_source(spec: ModelSpec, data: Path) -> Source:
-    """The fingerprint of ``data``, after checking it is the kind of data ``spec`` trains on."""
-    _refuse_pairs(spec, data)
-    return read_pairs(data)[1] if spec.is_encoder_decoder else read_text(data)[1]
-
-
-@dataclass
-class _Tokenized:
-    """Data read, checked and tokenized in memory; ``write`` packs it into a run folder."""
-
-    tokenizer: TextTokenizer
-    source: Source
-    write: Callable[[Path], None]
-    record: dict[str, object]  # what run.json says about the data
-
-
-def _tokenize(spec: ModelSpec, data: Path) -> _Tokenized:
-    """Read and tokenize ``data``: text windows for a decoder, pairs for an encoder-decoder. Writes nothing."""
-    tr = spec.training
-    if spec.is_encoder_decoder:
-        pairs, source = read_pairs(data)
-        tokenizer = train_tokenizer(tr.tokenizer, tokenizer_text(pairs), spec.vocab_size, SPECIALS)
-        corpus = encode_pairs(tokenizer, split_pairs(pairs, tr.val_fraction), spec.vocab_size)
-        record = {
-            "pairs": {split: corpus.n_pairs(split) for split in ("train", "val")},
-            "seq2seq": corpus.special.as_dict(),
-        }
-        return _Tokenized(tokenizer, source, lambda run_dir: write_pairs(run_dir, corpus, tr.tokenizer, source), record)
-    _refuse_pairs(spec, data)
-    text, source = read_text(data)
-    tokenizer = train_tokenizer(tr.tokenizer, text, spec.vocab_size)
-    encoded = encode_splits(tokenizer, split_text(text, tr.val_fraction))
-    check_sizes(encoded, spec.train_seq_len, tr.batch_size, str(data))
-    record = {"tokens": {name: len(ids) for name, ids in encoded.ids.items()}}
-    return _Tokenized(
-        tokenizer, source, lambda run_dir: write_corpus(run_dir, encoded, spec.vocab_size, tr.tokenizer, source), record
+        objective=FAMILIES[spec.architecture].objective,
+        extra_eval=FAMILIES[spec.architecture].extra_eval,
     )
 
 
 def _prepare(spec: ModelSpec, run_dir: Path, data: Path | None, resume: bool, force: bool) -> Path | None:
     """Rank 0: check everything, then write the run's files. Returns the checkpoint to resume from."""
     tr = spec.training
+    family = FAMILIES[spec.architecture]
     if resume:
-        source = _read_source(spec, data) if data is not None else None
+        source = family.read(data) if data is not None else None
         return check_resume(run_dir, spec, source)
     if data is None:
-        what = "a .tsv or .jsonl file of pairs" if spec.is_encoder_decoder else "a text file or a folder of .txt files"
-        raise TrainError(f"--data: required to start a run ({what})")
+        raise TrainError(f"--data: required to start a run ({family.data})")
     check_new_run(run_dir, force)
-    tokenized = _tokenize(spec, data)
+    tokenized = family.tokenize(spec, data)
     tokenizer = tokenized.tokenizer
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         if force:
             clear_run(run_dir)
         tokenized.write(run_dir)
-        tmp = run_dir / f".{TOKENIZER_FILE}.tmp"
-        tokenizer.save(tmp)
-        os.replace(tmp, run_dir / TOKENIZER_FILE)
+        write_atomic(run_dir / TOKENIZER_FILE, tokenizer.save)
         _write_spec(spec, run_dir)
         record = {
             "format": 1,
@@ -219,27 +151,15 @@ def _prepare(spec: ModelSpec, run_dir: Path, data: Path | None, resume: bool, fo
             "tokenizer": {"kind": tr.tokenizer, "vocab_size": tokenizer.vocab_size},
             **tokenized.record,
         }
-        _write_text(run_dir / RUN_FILE, json.dumps(record, indent=2) + "\n")  # last: marks a complete setup
+        write_json(run_dir / RUN_FILE, record)  # last: marks a complete setup
     except OSError as err:
         raise TrainError(f"{run_dir}: cannot write the run folder ({err.strerror or err})") from None
     return None
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _write_spec(spec: ModelSpec, run_dir: Path) -> None:
     """The resolved spec as ``nima.json``, as `nima build` writes it."""
-    _write_text(run_dir / SPEC_FILE, json.dumps(spec.model_dump(mode="json"), indent=2) + "\n")
-
-
-def _copy_atomic(src: Path, dst: Path) -> None:
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+    write_json(run_dir / SPEC_FILE, spec.model_dump(mode="json"))
 
 
 def _header(spec: ModelSpec, run: Run, state: TrainState, resume: bool) -> str:

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from nima.builders.weights import SPEC_FILE, WEIGHTS_FILE
+from nima.layout import RUN_FILE, SPEC_FILE, TOKENIZER_FILE, WEIGHTS_FILE
 from nima.spec import ModelSpec
 from nima.train.checkpoint import CHECKPOINTS_DIR, checkpoint_steps
 from nima.train.data import DATA_DIR, Source
@@ -27,8 +27,6 @@ from nima.train.errors import TrainError
 from nima.train.metrics import METRICS_FILE, PLOT_FILE
 from nima.train.tokenizer import TextTokenizer
 
-RUN_FILE = "run.json"
-TOKENIZER_FILE = "tokenizer.json"
 OWNED = (RUN_FILE, SPEC_FILE, WEIGHTS_FILE, TOKENIZER_FILE, METRICS_FILE, PLOT_FILE, DATA_DIR, CHECKPOINTS_DIR)
 
 # Fields a resumed run may change: how long to train and how often to look, not what is trained.

@@ -41,13 +41,13 @@ def exact_match(run: Run) -> dict[str, float]:
                     model,
                     batch["input_ids"].to(world.device),
                     batch["attention_mask"].to(world.device),
-                    special.start,
-                    special.end,
+                    special.decoder_start,
+                    special.eos,
                     labels.shape[1],
                 ).cpu()  # (B, N)
             for row, want in zip(generated.tolist(), labels.tolist(), strict=True):
                 want = [t for t in want if t != IGNORE_INDEX]
-                counts[0] += until_end(row, special.end)[: len(want)] == want
+                counts[0] += until_end(row, special.eos)[: len(want)] == want
             counts[1] += len(labels)
     finally:
         model.train()

@@ -8,7 +8,7 @@ from pathlib import Path
 from types import ModuleType
 
 from nima.builders import build_model, save_build
-from nima.export.command import export_bundle
+from nima.export.bundle import export_bundle
 from nima.spec import ModelSpec, spec_from_dict
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"

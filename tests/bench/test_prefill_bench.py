@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from bench_support import load_bench, small_bundle
 
-import nima.export.onnx_graph as onnx_graph
+import nima.export.decoder.graph as decoder_graph
 
 prefill = load_bench("prefill")
 
@@ -20,7 +20,7 @@ def test_both_prefills_are_timed(target: str, tmp_path: Path) -> None:
 
 
 def test_a_graph_without_the_input_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(onnx_graph, "add_logits_to_keep", lambda model: True)  # as exported before the input
+    monkeypatch.setattr(decoder_graph, "add_logits_to_keep", lambda model: True)  # as exported before the input
     bundle, spec = small_bundle(tmp_path, "portable")
     with pytest.raises(SystemExit, match="no logits_to_keep input"):
         prefill.time_prefill(bundle, spec, batch=1, length=4, rounds=1)

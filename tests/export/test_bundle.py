@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,14 +14,16 @@ import yaml
 from bundle_helpers import SPEC, invoke
 from click.testing import Result
 
-import nima.export.command as command
-import nima.export.onnx_graph as onnx_graph
-import nima.export.verify as verify
+import nima.export.dynamo as dynamo
+import nima.export.parity as verify
 from nima.builders import build_model, load_weights, save_build
-from nima.export.verify import check_parity, session_for
+from nima.export.bundle import export_bundle
+from nima.export.decoder.parity import check_parity
+from nima.export.families import FAMILIES
+from nima.export.parity import session_for
 from nima.spec import load_spec
 
-BUNDLE_FILES = {"model.onnx", "nima.json", "genai_config.json", "README.md"}
+BUNDLE_FILES = {"model.onnx", "nima.json", "bundle.json", "genai_config.json", "README.md"}
 
 
 def entries(folder: Path) -> set[str]:
@@ -213,7 +216,7 @@ def test_weights_past_protobufs_limit_go_to_external_data(
 ) -> None:
     """A graph past protobuf's 2 GB keeps its weights in ``model.onnx.data``; quantizing such a graph
     leaves no fp32 weights behind. The limit is lowered so a small model stands in for a large one."""
-    monkeypatch.setattr(onnx_graph, "PROTOBUF_LIMIT", 1024)
+    monkeypatch.setattr(dynamo, "PROTOBUF_LIMIT", 1024)
     out = tmp_path / "bundle"
     result = invoke("export", "--onnx", trained_dir, "-o", out, *options)
     assert result.exit_code == 0, result.output  # the parity check ran ORT on the written files
@@ -236,9 +239,9 @@ def test_interrupted_export_leaves_nothing(model_dir: Path, tmp_path: Path, monk
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(command, "check_parity", interrupted)
+    monkeypatch.setitem(FAMILIES, "decoder", replace(FAMILIES["decoder"], check=interrupted))
     with pytest.raises(KeyboardInterrupt):
-        command.export_bundle(model_dir, tmp_path / "b")
+        export_bundle(model_dir, tmp_path / "b")
     assert entries(tmp_path) == set()
 
 

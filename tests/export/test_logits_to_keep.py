@@ -20,13 +20,13 @@ from bundle_helpers import SPEC, invoke
 from onnx import TensorProto, helper
 from test_ort_target import GPT2, LLAMA, make_spec
 
-import nima.export.onnx_graph as onnx_graph
+import nima.export.decoder.graph as decoder_graph
 from nima.builders import build_model
-from nima.export.fuse import export_for_ort
 from nima.export.logits_to_keep import add_logits_to_keep
-from nima.export.packed_model import export_portable
-from nima.export.verify import session_for
-from nima.runtime.names import LOGITS, LOGITS_TO_KEEP
+from nima.export.parity import session_for
+from nima.export.targets.ort.export import export_for_ort
+from nima.export.targets.portable import export_portable
+from nima.layout import LOGITS, LOGITS_TO_KEEP
 from nima.spec import ModelSpec
 
 FAMILIES = {"llama": LLAMA, "gpt2": GPT2}
@@ -122,7 +122,7 @@ def test_an_export_whose_head_is_not_found_fails_and_writes_nothing(
 ) -> None:
     """Every decoder Nima builds ends in the head's MatMul; a graph where that is not found is an exporter
     change, reported as a failed export (exit 1), not shipped without the input."""
-    monkeypatch.setattr(onnx_graph, "add_logits_to_keep", lambda model: False)
+    monkeypatch.setattr(decoder_graph, "add_logits_to_keep", lambda model: False)
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(SPEC))
     result = invoke("export", "--onnx", tmp_path / "spec.yaml", "-o", tmp_path / "bundle")
     assert result.exit_code == 1

@@ -21,11 +21,13 @@ from bundle_helpers import invoke
 
 from nima.builders import build_model, save_build
 from nima.builders.attention import SelfAttention
-from nima.export.contract import DecoderForExport, input_names, output_names
-from nima.export.fuse import OrtExport, export_for_ort
-from nima.export.fused_model import FusedSelfAttention, PackedGatedMLP, fused_for_ort
-from nima.export.verify import check_parity, session_for
-from nima.runtime.names import LOGITS_TO_KEEP
+from nima.export.decoder.contract import DecoderForExport, input_names, output_names
+from nima.export.decoder.parity import check_parity
+from nima.export.parity import session_for
+from nima.export.targets.ort.export import OrtExport, export_for_ort
+from nima.export.targets.ort.model import FusedSelfAttention, fused_for_ort
+from nima.export.targets.portable import PackedGatedMLP
+from nima.layout import LOGITS_TO_KEEP
 from nima.spec import ModelSpec, spec_from_dict
 
 BASE: dict[str, Any] = {

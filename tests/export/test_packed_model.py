@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from nima.builders import build_model
-from nima.export.onnx_graph import export_decoder
-from nima.export.packed_model import PackedSelfAttention, export_portable, packed_for_export
+from nima.export.decoder.graph import export_decoder
+from nima.export.targets.portable import PackedSelfAttention, export_portable, packed_for_export
 from nima.spec import ModelSpec, spec_from_dict
 
 CASES = {

@@ -9,7 +9,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from nima.export.padding_op import TRANSLATION_TABLE, padding_allowed
+from nima.export.targets.ort.padding_op import TRANSLATION_TABLE, padding_allowed
 
 
 def left_padded_mask(b: int, total: int, seed: int) -> torch.Tensor:

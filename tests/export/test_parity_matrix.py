@@ -16,12 +16,13 @@ import onnx
 import pytest
 
 from nima.builders import build_model
-from nima.export.contract import input_names, output_names
-from nima.export.fuse import fuse_for_ort
-from nima.export.onnx_graph import export_decoder
-from nima.export.packed_model import export_portable
-from nima.export.verify import check_parity, session_for
-from nima.runtime.names import LOGITS_TO_KEEP
+from nima.export.decoder.contract import input_names, output_names
+from nima.export.decoder.graph import export_decoder
+from nima.export.decoder.parity import check_parity
+from nima.export.parity import session_for
+from nima.export.targets.ort.export import fuse_for_ort
+from nima.export.targets.portable import export_portable
+from nima.layout import LOGITS_TO_KEEP
 from nima.spec import ModelSpec, spec_from_dict
 
 FAMILIES: dict[str, list[object]] = {

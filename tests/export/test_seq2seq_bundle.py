@@ -1,4 +1,4 @@
-"""`nima export --onnx` of an encoder-decoder: the bundle's files, its runtime record (seq2seq.json),
+"""`nima export --onnx` of an encoder-decoder: the bundle's files, its manifest (bundle.json),
 the model card, the token ids, quantized weights, and that a failed check or an unsupported option
 writes nothing."""
 
@@ -13,8 +13,9 @@ import pytest
 import yaml
 from bundle_helpers import invoke, shakespeare
 
-from nima.export import onnx_graph, seq2seq_bundle
-from nima.export.seq2seq_bundle import special_ids
+from nima.export import dynamo
+from nima.export.families import FAMILIES
+from nima.export.seq2seq.manifest import token_ids
 from nima.spec import load_spec
 from nima.train.pairs import SPECIALS
 from nima.train.tokenizer import train_tokenizer
@@ -57,9 +58,9 @@ def bundle(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_bundle_files_and_runtime_record(bundle: Path) -> None:
     names = {p.name for p in bundle.iterdir()}
-    assert names == {"encoder.onnx", "decoder.onnx", "nima.json", "seq2seq.json", "tokenizer.json", "README.md"}
+    assert names == {"encoder.onnx", "decoder.onnx", "nima.json", "bundle.json", "tokenizer.json", "README.md"}
     assert load_spec(bundle / "nima.json").architecture == "encoder-decoder"
-    record = json.loads((bundle / "seq2seq.json").read_text())
+    record = json.loads((bundle / "bundle.json").read_text())
     # the char tokenizer has 8 characters ("\n", " ", b, e, n, o, r, t); the specials follow them
     assert (record["pad_token_id"], record["decoder_start_token_id"], record["eos_token_id"]) == (8, 9, 10)
     assert record["encoder"]["filename"] == "encoder.onnx" and record["decoder"]["filename"] == "decoder.onnx"
@@ -80,24 +81,24 @@ def test_model_card(bundle: Path) -> None:
 def test_ids_come_from_the_run_record_first(tmp_path: Path, model_dir: Path) -> None:
     ids = {"pad_token_id": 5, "decoder_start_token_id": 6, "eos_token_id": 7}
     (tmp_path / "run.json").write_text(json.dumps({"seq2seq": ids}))
-    assert special_ids(tmp_path, model_dir / "tokenizer.json") == {
+    assert token_ids(tmp_path, model_dir / "tokenizer.json").as_dict() == {
         "decoder_start_token_id": 6,
         "eos_token_id": 7,
         "pad_token_id": 5,
     }
-    assert special_ids(None, model_dir / "tokenizer.json")["eos_token_id"] == 10
-    assert special_ids(None, None) == {"decoder_start_token_id": 0, "eos_token_id": 0, "pad_token_id": 0}
+    assert token_ids(None, model_dir / "tokenizer.json").as_dict()["eos_token_id"] == 10
+    assert token_ids(None, None).as_dict() == {"decoder_start_token_id": 0, "eos_token_id": 0, "pad_token_id": 0}
 
 
 def test_a_failed_parity_check_exits_1_and_writes_nothing(
     model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = seq2seq_bundle.check_seq2seq_parity
+    real = FAMILIES["encoder-decoder"].check
 
     def off_by_one(*args: object, **kwargs: object):  # noqa: ANN202 - returns the real report, altered
         return replace(real(*args, **kwargs), encoder_max_abs_diff=1.0)
 
-    monkeypatch.setattr(seq2seq_bundle, "check_seq2seq_parity", off_by_one)
+    monkeypatch.setitem(FAMILIES, "encoder-decoder", replace(FAMILIES["encoder-decoder"], check=off_by_one))
     out = tmp_path / "bundle"
     result = invoke("export", "--onnx", model_dir, "-o", out)
     assert result.exit_code == 1, result.output
@@ -174,7 +175,7 @@ def test_quantized_export(kind: str, op: str, trained_seq2seq_dir: Path, tmp_pat
         assert op in {node.op_type for node in graph.node}, name
         float_weight_matmuls = [n.name for n in graph.node if n.op_type == "MatMul" and n.input[1] in weights]
         assert float_weight_matmuls == [], name  # every MatMul with constant weights was quantized
-    assert {p.name for p in out.iterdir()} == {"encoder.onnx", "decoder.onnx", "nima.json", "seq2seq.json", "README.md"}
+    assert {p.name for p in out.iterdir()} == {"encoder.onnx", "decoder.onnx", "nima.json", "bundle.json", "README.md"}
     card = (out / "README.md").read_text()
     assert f"(fp32, {kind} weights)" in card and "judged by the logits" in card
     # generation runs on the quantized graphs and, on this peaked model, picks the fp32 bundle's tokens
@@ -187,14 +188,14 @@ def test_quantized_export(kind: str, op: str, trained_seq2seq_dir: Path, tmp_pat
 def test_quantized_external_data(trained_seq2seq_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Both graphs past protobuf's limit (lowered here): their quantized weights in ``<graph>.data``
     files, no fp32 weights left behind, and the bundle generates."""
-    monkeypatch.setattr(onnx_graph, "PROTOBUF_LIMIT", 1024)
+    monkeypatch.setattr(dynamo, "PROTOBUF_LIMIT", 1024)
     out = tmp_path / "int8"
     result = invoke("export", "--onnx", trained_seq2seq_dir, "-o", out, "--quantize", "int8")
     assert result.exit_code == 0, result.output
     names = {p.name for p in out.iterdir()}
     assert names == {"encoder.onnx", "encoder.onnx.data", "decoder.onnx", "decoder.onnx.data"} | {
         "nima.json",
-        "seq2seq.json",
+        "bundle.json",
         "README.md",
     }
     assert {p.name for p in tmp_path.iterdir()} == {"int8"}

@@ -13,8 +13,9 @@ import torch
 from onnx import numpy_helper
 
 from nima.builders import EncoderDecoderLM, build_model
-from nima.export.contract import PAST_KEY, PAST_VALUE
-from nima.export.seq2seq_contract import (
+from nima.export.decoder.contract import PAST_KEY, PAST_VALUE
+from nima.export.parity import session_for
+from nima.export.seq2seq.contract import (
     ENCODER_HIDDEN,
     cross_names,
     decoder_input_names,
@@ -22,9 +23,8 @@ from nima.export.seq2seq_contract import (
     encoder_input_names,
     encoder_output_names,
 )
-from nima.export.seq2seq_graph import export_encoder_decoder
-from nima.export.seq2seq_verify import check_seq2seq_parity
-from nima.export.verify import session_for
+from nima.export.seq2seq.graph import export_encoder_decoder
+from nima.export.seq2seq.parity import check_seq2seq_parity
 from nima.spec import ModelSpec, spec_from_dict
 from nima.train.greedy import greedy_decode
 

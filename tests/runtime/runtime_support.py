@@ -15,7 +15,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from nima.builders import build_model, save_build
 from nima.builders.models import DecoderLM
-from nima.export.command import export_bundle
+from nima.export.bundle import export_bundle
 from nima.runtime import Generator
 from nima.runtime.device_rows import DeviceRows
 from nima.spec import ModelSpec, spec_from_dict

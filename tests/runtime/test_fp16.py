@@ -12,7 +12,7 @@ from runtime_support import make_spec, torch_greedy
 
 from nima.builders import build_model, save_build
 from nima.builders.models import DecoderLM
-from nima.export.command import export_bundle
+from nima.export.bundle import export_bundle
 from nima.runtime import Generator
 
 PROMPTS = [[5, 9, 2, 33, 17, 8, 40], [11, 3]]

@@ -11,10 +11,10 @@ import onnxruntime as ort
 import pytest
 from runtime_support import make_spec, torch_greedy
 
-import nima.export.onnx_graph as onnx_graph
+import nima.export.decoder.graph as decoder_graph
 from nima.builders import build_model, save_build
 from nima.builders.models import DecoderLM
-from nima.export.command import export_bundle
+from nima.export.bundle import export_bundle
 from nima.runtime import Generator
 from nima.runtime.session import KVCache
 
@@ -52,7 +52,7 @@ def test_the_prefill_makes_the_last_positions_logits_only(bundles: dict[str, tup
 
 def test_a_bundle_without_the_input_still_generates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Bundles exported before ``logits_to_keep`` (every position's logits) decode as before."""
-    monkeypatch.setattr(onnx_graph, "add_logits_to_keep", lambda model: True)  # as exported before the input
+    monkeypatch.setattr(decoder_graph, "add_logits_to_keep", lambda model: True)  # as exported before the input
     spec = make_spec("gpt2", name="rt-old")
     model = build_model(spec, seed=3).eval()
     source = save_build(model, spec, tmp_path / "src")

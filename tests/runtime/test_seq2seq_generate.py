@@ -18,7 +18,7 @@ from test_beam import reference_beam_search
 
 from nima.builders import build_model, save_build
 from nima.builders.models import EncoderDecoderLM
-from nima.export.command import export_bundle
+from nima.export.bundle import export_bundle
 from nima.runtime import GenerateError, Generator
 from nima.spec import spec_from_dict
 
@@ -64,7 +64,7 @@ def seq2seq(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, E
         model = build_model(spec, seed=i)
         source = save_build(model, spec, root / f"{family}-src")
         bundle = export_bundle(source, root / f"{family}-bundle", verify=False).out
-        assert json.loads((bundle / "seq2seq.json").read_text())["decoder_start_token_id"] == START
+        assert json.loads((bundle / "bundle.json").read_text())["decoder_start_token_id"] == START
         found[family] = (bundle, model.eval())
     return found
 
@@ -134,8 +134,8 @@ def test_sampling_and_streaming_run(seq2seq: dict[str, tuple[Path, EncoderDecode
 def test_special_ids_outside_the_vocabulary(seq2seq: dict[str, tuple[Path, EncoderDecoderLM]], tmp_path: Path) -> None:
     bundle = tmp_path / "bundle"
     shutil.copytree(seq2seq["original"][0], bundle)
-    config = json.loads((bundle / "seq2seq.json").read_text())
-    (bundle / "seq2seq.json").write_text(json.dumps({**config, "decoder_start_token_id": 99999}))
+    config = json.loads((bundle / "bundle.json").read_text())
+    (bundle / "bundle.json").write_text(json.dumps({**config, "decoder_start_token_id": 99999}))
     with pytest.raises(GenerateError, match="decoder_start_token_id 99999 is outside the vocabulary"):
         Generator(bundle)
 

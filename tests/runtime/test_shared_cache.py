@@ -13,7 +13,7 @@ from test_beam import reference_beam_search
 
 from nima.builders import build_model, save_build
 from nima.builders.models import DecoderLM
-from nima.export.command import export_bundle
+from nima.export.bundle import export_bundle
 from nima.runtime import Generator
 from nima.runtime.errors import GenerateError
 from nima.runtime.session import DecoderSession, KVCache

@@ -11,12 +11,13 @@ import pytest
 import torch
 
 from nima.builders import EncoderDecoderLM, build_model
+from nima.layout import TokenIds
 from nima.spec import spec_from_dict
 from nima.train.batches import IGNORE_INDEX
 from nima.train.errors import TrainError
 from nima.train.greedy import greedy_decode
-from nima.train.pair_batches import Ragged, RandomPairs, SpecialIds, collate, eval_rows
-from nima.train.pairs import SPECIALS, encode_pairs, read_pairs, special_ids, split_pairs, tokenizer_text
+from nima.train.pair_batches import Ragged, RandomPairs, collate, eval_rows
+from nima.train.pairs import SPECIALS, encode_pairs, read_pairs, split_pairs, token_ids, tokenizer_text
 from nima.train.tokenizer import train_tokenizer
 
 PAIRS = [("to be or not", "not or be to"), ("the rest is silence", "silence is rest the"), ("a b c", "c b a")]
@@ -74,13 +75,13 @@ def test_validation_is_the_tail(n: int, fraction: float, n_val: int) -> None:
 @pytest.mark.parametrize(("kind", "vocab"), [("char", 40), ("byte", 259), ("bpe", 300)])
 def test_special_tokens_are_distinct_and_outside_the_text(kind: str, vocab: int) -> None:
     tok = train_tokenizer(kind, tokenizer_text(PAIRS), vocab, SPECIALS)
-    special = special_ids(tok)
-    assert len({special.pad, special.start, special.end}) == 3
-    assert max(special.pad, special.start, special.end) < tok.vocab_size <= vocab
+    special = token_ids(tok)
+    assert len({special.pad, special.decoder_start, special.eos}) == 3
+    assert max(special.pad, special.decoder_start, special.eos) < tok.vocab_size <= vocab
     for source, _ in PAIRS:
         ids = tok.encode(source).tolist()
         assert ids == tok.tokenizer.encode(source).ids  # the numpy fast path ignores the specials
-        assert not {special.pad, special.start, special.end} & set(ids)
+        assert not {special.pad, special.decoder_start, special.eos} & set(ids)
         assert tok.decode(ids) == source
 
 
@@ -90,7 +91,7 @@ def test_a_vocabulary_without_room_for_the_specials_names_vocab_size() -> None:
 
 
 def test_collate_pads_both_sides_and_shifts_the_target() -> None:
-    special = SpecialIds(pad=0, start=1, end=2)
+    special = TokenIds(pad=0, decoder_start=1, eos=2)
     sources = Ragged.from_rows([[5, 6, 7], [8]], np.dtype(np.uint16))
     targets = Ragged.from_rows([[9], [10, 11, 12, 13, 14]], np.dtype(np.uint16))
     batch = collate(sources, targets, [0, 1], seq_len=4, special=special)

@@ -22,7 +22,7 @@
 | present.{i}.key / .value              | [batch, kv_heads, past_seq + seq, head_dim]  |
 
 ``i`` counts decoder layers. The decoder's own names are the decoder-only contract's
-(`nima.export.contract`), so one generation loop drives both families.
+(`nima.export.decoder.contract`), so one generation loop drives both families.
 
 Why the cross-attention keys/values come out of the encoder graph: they depend on the source
 only, so they belong with the one call per source. The decoder graph then takes them as
@@ -43,10 +43,9 @@ from torch.export import Dim
 
 from nima.builders.attention import KV
 from nima.builders.models import EncoderDecoderLM
-from nima.export.contract import ATTENTION_MASK, INPUT_IDS
-from nima.export.contract import input_names as decoder_only_inputs
-from nima.export.contract import output_names as decoder_only_outputs
-from nima.runtime.names import CROSS_KEY, CROSS_VALUE, ENCODER_ATTENTION_MASK, ENCODER_HIDDEN
+from nima.export.decoder.contract import input_names as decoder_only_inputs
+from nima.export.decoder.contract import output_names as decoder_only_outputs
+from nima.layout import ATTENTION_MASK, CROSS_KEY, CROSS_VALUE, ENCODER_ATTENTION_MASK, ENCODER_HIDDEN, INPUT_IDS
 
 
 def cross_names(n_layers: int) -> list[str]:
@@ -88,7 +87,7 @@ class EncoderForExport(nn.Module):
         return (hidden, *flat)
 
 
-class DecoderForExport(nn.Module):
+class CrossDecoderForExport(nn.Module):
     """One decoder step from the self-attention cache and the precomputed cross-attention keys/values."""
 
     def __init__(self, model: EncoderDecoderLM) -> None:

@@ -1,6 +1,6 @@
 """`nima generate BUNDLE`: generation from the command line, streaming to the terminal.
 
-Registered on the `nima` app by ``nima/cli.py``. Every option defaults to the bundle spec's
+Registered on the `nima` app by `nima.cli.app`. Every option defaults to the bundle spec's
 ``generation`` section; a flag overrides it. Only the runtime (no torch) is imported.
 """
 
@@ -61,7 +61,7 @@ def generate(
     """Generate text from BUNDLE with ONNX Runtime (no torch needed)."""
     import onnxruntime as ort
 
-    from nima.cli import fail
+    from nima.cli.common import fail
     from nima.runtime import GenerateError, Generator
 
     # ORT's process-wide log prints its own multi-line errors (a CUDA provider that cannot start,

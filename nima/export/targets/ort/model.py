@@ -3,7 +3,7 @@
 `fused_for_ort` deep-copies the model and replaces every block's `SelfAttention` with a
 `FusedSelfAttention` holding the same weights: the q, k and v projections packed into one
 matrix (one MatMul instead of three) and the attention arithmetic in ONNX Runtime's
-GroupQueryAttention (see `nima.export.gqa_op`). The stack, the FFNs, norms and head are
+GroupQueryAttention (see `nima.export.targets.ort.gqa_op`). The stack, the FFNs, norms and head are
 untouched, so every variant exports through it.
 
 The kernel applies causality itself and takes everything else as an additive
@@ -24,24 +24,24 @@ from torch import nn
 from nima.builders.attention import KV, SelfAttention
 from nima.builders.ffn import GatedMLP
 from nima.builders.models import DecoderLM
-from nima.builders.positions import PositionScheme, Rotary, RotaryPositions, apply_rotary
-from nima.export import gqa_op, padding_op
-from nima.export.gqa_op import group_query_attention
-from nima.export.padding_op import padding_allowed
+from nima.builders.positions import Rotary
+from nima.export.targets.ort import gqa_op, padding_op
+from nima.export.targets.ort.gqa_op import group_query_attention
+from nima.export.targets.ort.padding_op import padding_allowed
+from nima.export.targets.portable import PackedGatedMLP, packed_qkv
 
 # How the dynamo exporter writes the custom ops these modules call.
 TRANSLATION_TABLE = {**gqa_op.TRANSLATION_TABLE, **padding_op.TRANSLATION_TABLE}
 
 
 class RotaryTables(nn.Module):
-    """cos/sin of every cache index up to ``max_seq_len``, the tables GroupQueryAttention rotates with."""
+    """cos/sin of every cache index below ``max_seq_len`` (`PositionScheme.cache_rotary`), the tables
+    GroupQueryAttention rotates with; one module shared by every layer."""
 
-    def __init__(self, position: RotaryPositions, max_seq_len: int) -> None:
+    def __init__(self, cos: torch.Tensor, sin: torch.Tensor) -> None:
         super().__init__()
-        index = torch.arange(max_seq_len, dtype=torch.float32) / position.scaling_factor  # (L,)
-        angles = index[:, None] * position.inv_freq[None, :]  # (L, hd/2)
-        self.register_buffer("cos", angles.cos(), persistent=False)
-        self.register_buffer("sin", angles.sin(), persistent=False)
+        self.register_buffer("cos", cos, persistent=False)  # (L, hd/2)
+        self.register_buffer("sin", sin, persistent=False)
 
 
 class PaddingBias(nn.Module):
@@ -63,31 +63,22 @@ class PaddingBias(nn.Module):
         self.value = torch.where(allowed, zero, torch.finfo(dtype).min)
 
 
-def packed_qkv(attention: SelfAttention) -> nn.Linear:
-    """One projection holding ``attention``'s q, k and v weights (and biases) stacked: (H + 2 H_kv) hd outputs."""
-    projections = (attention.q_proj, attention.k_proj, attention.v_proj)
-    has_bias = attention.q_proj.bias is not None
-    width = sum(p.out_features for p in projections)
-    packed = nn.Linear(attention.q_proj.in_features, width, bias=has_bias)
-    with torch.no_grad():
-        packed.weight.copy_(torch.cat([p.weight for p in projections], dim=0))  # (H + 2 H_kv) hd rows
-        if has_bias:
-            packed.bias.copy_(torch.cat([p.bias for p in projections]))
-    return packed.to(attention.q_proj.weight.dtype)
+class FusedSelfAttention(SelfAttention):
+    """`SelfAttention` as a packed QKV projection and one GroupQueryAttention node, then the output projection.
 
-
-class FusedSelfAttention(nn.Module):
-    """`SelfAttention`'s computation as a packed QKV projection, one GroupQueryAttention, the output projection."""
+    The kernel does three of the layer's four steps in one node: it rotates queries and keys
+    with the position scheme's cache tables (`PositionScheme.cache_rotary`), appends the new
+    keys/values to the cache, and attends. Where it cannot rotate — the scheme gives no tables,
+    or qk-norm has to come first, so q and k are split into heads anyway — the layer's own
+    ``position`` step rotates them by ``rotary`` before they are packed again; so every scheme
+    that rotates through ``rotary`` keeps its rotation, whether or not a kernel can do it.
+    """
 
     def __init__(self, attention: SelfAttention, tables: RotaryTables | None, padding: PaddingBias | None) -> None:
-        super().__init__()
+        self._init_from(attention)
         self.padding = padding  # None: the stack's mask is the bias
-        self.n_heads, self.n_kv_heads, self.head_dim = attention.n_heads, attention.n_kv_heads, attention.head_dim
         self.qkv_proj = packed_qkv(attention)
-        self.o_proj = attention.o_proj
-        self.q_norm, self.k_norm = attention.q_norm, attention.k_norm
-        # With qk-norm the rotation must follow the norm, so it is done here rather than in the kernel.
-        self.tables = tables if self.q_norm is None else None
+        self.tables = tables if self.q_norm is None else None  # qk-norm: rotated here, after the norm
 
     def forward(
         self,
@@ -97,19 +88,11 @@ class FusedSelfAttention(nn.Module):
         rotary: Rotary | None = None,
         past: KV | None = None,
     ) -> tuple[torch.Tensor, KV]:
-        b, t, _ = x.shape
         if mask is None or past is None:
             raise ValueError("the fused attention is for export: it needs the mask and a (possibly empty) cache")
         qkv = self.qkv_proj(x)  # (B, T, (H + 2 H_kv) hd)
-        if self.q_norm is not None and self.k_norm is not None:
-            q, k, v = qkv.split([self.n_heads * self.head_dim, *[self.n_kv_heads * self.head_dim] * 2], dim=-1)
-            q = self.q_norm(q.view(b, t, self.n_heads, self.head_dim).transpose(1, 2))  # (B, H, T, hd)
-            k = self.k_norm(k.view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2))  # (B, H_kv, T, hd)
-            if rotary is not None:
-                q, k = apply_rotary(q, rotary), apply_rotary(k, rotary)
-            q = q.transpose(1, 2).reshape(b, t, -1)
-            k = k.transpose(1, 2).reshape(b, t, -1)
-            qkv = torch.cat((q, k, v), dim=-1)
+        if self.q_norm is not None or (rotary is not None and self.tables is None):
+            qkv = self._normed_and_rotated(qkv, rotary)
         cos = sin = None
         if self.tables is not None:
             cos, sin = self.tables.cos.to(x.dtype), self.tables.sin.to(x.dtype)
@@ -119,30 +102,14 @@ class FusedSelfAttention(nn.Module):
         )  # (B, T, H hd), (B, H_kv, P+T, hd) x 2
         return self.o_proj(out), (key, value)
 
-
-class PackedGatedMLP(nn.Module):
-    """`GatedMLP` with its gate and up projections packed into one matrix: one MatMul, not two.
-
-    A decode step multiplies one row by each weight matrix, so it is bound by reading the
-    weights and by the fixed cost of each kernel call; one (d_model, 2 hidden) product reads
-    the same bytes as two (d_model, hidden) ones and saves a call per layer.
-    """
-
-    def __init__(self, mlp: GatedMLP) -> None:
-        super().__init__()
-        self.hidden = mlp.gate.out_features
-        has_bias = mlp.gate.bias is not None
-        self.gate_up = nn.Linear(mlp.gate.in_features, 2 * self.hidden, bias=has_bias)
-        with torch.no_grad():
-            self.gate_up.weight.copy_(torch.cat([mlp.gate.weight, mlp.up.weight], dim=0))  # (2 hidden, d_model)
-            if has_bias:
-                self.gate_up.bias.copy_(torch.cat([mlp.gate.bias, mlp.up.bias]))
-        self.gate_up.to(mlp.gate.weight.dtype)
-        self.act, self.down = mlp.act, mlp.down
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, d_model)
-        gate, up = self.gate_up(x).split(self.hidden, dim=-1)  # (B, T, hidden) x 2
-        return self.down(self.act(gate) * up)  # (B, T, d_model)
+    def _normed_and_rotated(self, qkv: torch.Tensor, rotary: Rotary | None) -> torch.Tensor:
+        """The packed projection with q and k qk-normed and rotated by ``rotary`` (the ``position`` step)."""
+        b, t, _ = qkv.shape
+        q, k, v = qkv.split([self.n_heads * self.head_dim, *[self.n_kv_heads * self.head_dim] * 2], dim=-1)
+        q, k = self.position(self.query_heads(q), self.key_heads(k), rotary)  # (B, H, T, hd), (B, H_kv, T, hd)
+        q = q.transpose(1, 2).reshape(b, t, -1)  # (B, T, H hd)
+        k = k.transpose(1, 2).reshape(b, t, -1)  # (B, T, H_kv hd)
+        return torch.cat((q, k, v), dim=-1)
 
 
 class FusedDecoderLM(nn.Module):
@@ -179,14 +146,15 @@ def plain_attention(model: DecoderLM) -> bool:
     ``past_present_share_buffer``).
     """
     stack = model.decoder
-    return not stack.pattern.limits_distance and type(stack.position).bias is PositionScheme.bias
+    return not stack.pattern.limits_distance and not stack.position.biases_scores
 
 
 def fused_for_ort(model: DecoderLM, max_seq_len: int) -> FusedDecoderLM:
     """A copy of ``model`` with fused self-attention and packed gated FFNs in every block."""
     fused = copy.deepcopy(model)
     stack = fused.decoder
-    tables = RotaryTables(stack.position, max_seq_len) if isinstance(stack.position, RotaryPositions) else None
+    rotation = stack.position.cache_rotary(max_seq_len)
+    tables = RotaryTables(*rotation) if rotation is not None else None
     padding = PaddingBias() if plain_attention(model) else None
     for block in stack.blocks:
         block.attention = FusedSelfAttention(block.attention, tables, padding)

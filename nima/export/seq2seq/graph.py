@@ -1,7 +1,7 @@
-"""torch -> ONNX for an encoder-decoder: ``encoder.onnx`` and ``decoder.onnx`` (see `seq2seq_contract`).
+"""torch -> ONNX for an encoder-decoder: ``encoder.onnx`` and ``decoder.onnx`` (see `contract`).
 
-Both go through the decoder-only path's `export_module` (dynamo export, onnxscript's
-optimiser, ``onnx.checker``), each with its own wrapper and symbolic dimensions.
+Both go through `nima.export.dynamo.export_module` (dynamo export, onnxscript's optimiser,
+``onnx.checker``), each with its own wrapper and symbolic dimensions.
 """
 
 from __future__ import annotations
@@ -9,10 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from nima.builders.models import EncoderDecoderLM
-from nima.export.onnx_graph import DTYPES, export_module
-from nima.export.packed_model import packed_for_export
-from nima.export.seq2seq_contract import (
-    DecoderForExport,
+from nima.export.dynamo import DTYPES, export_module
+from nima.export.seq2seq.contract import (
+    CrossDecoderForExport,
     EncoderForExport,
     decoder_example,
     decoder_input_names,
@@ -23,7 +22,8 @@ from nima.export.seq2seq_contract import (
     encoder_output_names,
     encoder_shapes,
 )
-from nima.runtime.names import DECODER_FILE, ENCODER_FILE
+from nima.export.targets.portable import packed_for_export
+from nima.layout import DECODER_FILE, ENCODER_FILE
 from nima.spec import ModelSpec
 
 
@@ -31,7 +31,7 @@ def export_encoder_decoder(
     model: EncoderDecoderLM, spec: ModelSpec, folder: Path, dtype: str = "fp32", opset: int = 18
 ) -> tuple[Path, Path]:
     """Write ``encoder.onnx`` and ``decoder.onnx`` of ``model`` (in ``dtype``) into ``folder``, from its
-    packed copy (`nima.export.packed_model`: one MatMul for each self-attention's q, k and v)."""
+    packed copy (`nima.export.targets.portable`: one MatMul for each self-attention's q, k and v)."""
     model = packed_for_export(model).to(DTYPES[dtype])  # a copy already: `in_dtype`'s own copy is not needed
     n = spec.n_layers  # decoder layers: one cross-attention cache each
     encoder = export_module(
@@ -43,7 +43,7 @@ def export_encoder_decoder(
         opset,
     )
     decoder = export_module(
-        DecoderForExport(model),
+        CrossDecoderForExport(model),
         decoder_example(n, spec.n_kv_heads, spec.head_dim, spec.vocab_size, DTYPES[dtype]),
         decoder_shapes(n),
         (decoder_input_names(n), decoder_output_names(n)),

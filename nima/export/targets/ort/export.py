@@ -2,10 +2,10 @@
 
 Two ways in, chosen per model:
 
-- ``gqa`` (the default): the model is exported through `nima.export.fused_model`, whose
+- ``gqa`` (the default): the model is exported through `nima.export.targets.ort.model`, whose
   self-attention is one packed QKV MatMul and one ``com.microsoft::GroupQueryAttention`` node
   per layer (rotary, cache append, grouped-query attention and the mask in one kernel), the
-  graph onnxruntime-genai's own builder writes; then `nima.export.ort_rules` fuses each norm
+  graph onnxruntime-genai's own builder writes; then `nima.export.targets.ort.rules` fuses each norm
   with the residual add before it (SkipSimplifiedLayerNormalization, SkipLayerNormalization)
   and GELU with its bias (BiasGelu). ORT fuses what is left (SiLU) when a session loads the graph. onnxscript's full ORT
   rule set is not applied here: its FusedMatMul for a tied head measured slower than the plain
@@ -29,14 +29,13 @@ import onnx_ir as ir
 from onnx_ir.passes.common import RemoveUnusedNodesPass
 
 from nima.builders.models import DecoderLM
-from nima.export.fused_model import TRANSLATION_TABLE, fused_for_ort, plain_attention
+from nima.export.decoder.graph import export_decoder
 from nima.export.logits_to_keep import restore_input
-from nima.export.onnx_graph import export_decoder
-from nima.export.ort_rules import fuse_norms_and_gelu
-from nima.export.verify import session_for
+from nima.export.parity import session_for
+from nima.export.targets.ort.model import TRANSLATION_TABLE, fused_for_ort, plain_attention
+from nima.export.targets.ort.rules import fuse_norms_and_gelu
 from nima.spec import ModelSpec
 
-TARGETS = ("portable", "ort")
 _log = logging.getLogger("nima.export")
 GQA_HEAD_MULTIPLE = 16  # ORT's CPU GroupQueryAttention rejects other head sizes
 

@@ -1,6 +1,6 @@
 """`nima train SPEC`: training from the command line.
 
-Registered on the `nima` app by ``nima/cli.py``, after the helpers it imports from there exist.
+Registered on the `nima` app by `nima.cli.app`.
 torch is imported only when the command runs.
 """
 
@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from nima.cli import EXIT_BAD_INPUT, SetOption, fail, load_or_fail, path_given, require_torch
+from nima.cli.common import EXIT_BAD_INPUT, SetOption, fail, load_or_fail, path_given, require_torch
 
 
 def train(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nima.export.contract import (
+from nima.layout import (
     ATTENTION_MASK,
     INPUT_IDS,
     LOGITS,

@@ -21,8 +21,7 @@ import torch
 from torch import nn
 from torch.export import Dim
 
-from nima.builders.models import DecoderLM
-from nima.runtime.names import (  # one definition, shared with the torch-free runtime
+from nima.layout import (  # one definition, shared with the torch-free runtime
     ATTENTION_MASK,
     INPUT_IDS,
     LOGITS,
@@ -49,9 +48,10 @@ def output_names(n_layers: int) -> list[str]:
 
 
 class DecoderForExport(nn.Module):
-    """A `DecoderLM` with the cache as tensors in and out, in the contract's order."""
+    """A decoder (a `DecoderLM`, or a target's form of one) with the cache as tensors in and out, in
+    the contract's order."""
 
-    def __init__(self, model: DecoderLM) -> None:
+    def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 

@@ -1,7 +1,9 @@
-"""Export-time parity: the ONNX graph in ONNX Runtime against the PyTorch model.
+"""Export-time parity, the part every family shares: the report, the tolerances, and the decoder loop.
 
-Both run the same random prompts — a batch of different lengths, left-padded — through a
-prefill and then cached single-token steps, feeding both the tokens PyTorch picks greedily.
+A family's check (`nima.export.decoder.parity`, `nima.export.seq2seq.parity`) runs ONNX Runtime
+and the PyTorch model side by side through `compare_steps`. Both run the same random prompts —
+a batch of different lengths, left-padded — through a prefill and then cached single-token
+steps, feeding both the tokens PyTorch picks greedily.
 Logits are compared at every real (non-padding) position, and, for graphs with the optional
 ``logits_to_keep`` input, the prefill's last position also as a runtime asks for it alone.
 """
@@ -17,9 +19,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from nima.builders.models import DecoderLM
-from nima.export.contract import ATTENTION_MASK, INPUT_IDS, LOGITS, PAST_KEY, PAST_VALUE, POSITION_IDS
-from nima.runtime.names import LOGITS_TO_KEEP
+from nima.layout import ATTENTION_MASK, INPUT_IDS, LOGITS, LOGITS_TO_KEEP, PAST_KEY, PAST_VALUE, POSITION_IDS
 from nima.spec import ModelSpec
 
 # Against the fp32 PyTorch model. Float exports: max |logit difference|, in units of the largest
@@ -164,23 +164,3 @@ def compare_steps(
         logit_scale=scale,
         **report,
     )
-
-
-def check_parity(
-    model: DecoderLM,
-    spec: ModelSpec,
-    session: ort.InferenceSession,
-    dtype: str = "fp32",
-    quantize: str | None = None,
-    batch: int = 3,
-    decode_steps: int = 8,
-    seed: int = 0,
-) -> ParityReport:
-    """Run PyTorch (fp32) and ORT side by side; see the module docstring."""
-    model = model.float().eval()
-    rng = np.random.default_rng(seed)
-    longest = max(2, min(12, spec.max_seq_len - decode_steps))
-    ids, mask, lengths = left_padded_prompts(rng, spec, batch, longest)
-    report = {"prompt_lengths": lengths, **held_to(quantize or dtype)}
-    ort_dtype = np.float16 if dtype == "fp16" else np.float32
-    return compare_steps(model, session, {}, ids, mask, spec, ort_dtype, decode_steps, report)

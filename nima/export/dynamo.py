@@ -1,6 +1,7 @@
-"""torch -> ONNX for a decoder, through `torch.onnx.export(dynamo=True)`.
+"""torch -> ONNX for one module, through `torch.onnx.export(dynamo=True)`: every graph Nima writes
+goes through `export_module` (the decoder's, the encoder-decoder's two, each target's).
 
-The dynamo exporter traces the model once with symbolic batch, sequence and cache lengths
+The dynamo exporter traces the module once with symbolic batch, sequence and cache lengths
 and runs onnxscript's optimiser (constant folding, dead-code removal) on the result. Weights
 go to external data only when the model passes protobuf's 2 GB limit.
 """
@@ -20,17 +21,10 @@ import onnx_ir as ir
 import torch
 from torch import nn
 
-from nima.builders.models import DecoderLM
-from nima.export.contract import DecoderForExport, dynamic_shapes, example_inputs, input_names, output_names
-from nima.export.logits_to_keep import add_logits_to_keep
-from nima.spec import ModelSpec
+from nima.export.errors import ExportError
 
 PROTOBUF_LIMIT = 2 * 1024**3
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-class ExportError(RuntimeError):
-    """The exporter could not produce a graph for this model."""
 
 
 def in_dtype(model: nn.Module, dtype: str) -> nn.Module:
@@ -39,34 +33,6 @@ def in_dtype(model: nn.Module, dtype: str) -> nn.Module:
     if torch_dtype != torch.float32:
         model = copy.deepcopy(model)  # .to() is in place
     return model.to(torch_dtype).eval()
-
-
-def export_decoder(
-    model: DecoderLM,
-    spec: ModelSpec,
-    path: Path,
-    dtype: str = "fp32",
-    opset: int = 18,
-    translations: dict[Callable, Callable] | None = None,
-) -> Path:
-    """Write ``model`` as an ONNX graph at ``path`` (in ``dtype``) and return the path.
-
-    ``translations`` maps custom torch ops in ``model`` to the onnxscript functions that write
-    them (the ``ort`` target's fused attention); the portable export has none. The graph gets the
-    optional ``logits_to_keep`` input (`nima.export.logits_to_keep`).
-    """
-    model = in_dtype(model, dtype)
-    args = example_inputs(spec.n_layers, spec.n_kv_heads, spec.head_dim, spec.vocab_size, DTYPES[dtype])
-    names = (input_names(spec.n_layers), output_names(spec.n_layers))
-    shapes = dynamic_shapes(spec.n_layers)
-    return export_module(DecoderForExport(model), args, shapes, names, path, opset, translations, _keep_logits)
-
-
-def _keep_logits(model: ir.Model) -> None:
-    """`add_logits_to_keep`, which every decoder Nima builds takes (its logits come from the head's
-    MatMul): a graph that does not is an exporter change the tests must see, not a silent slowdown."""
-    if not add_logits_to_keep(model):
-        raise ExportError("the exported logits do not come from a MatMul of the head's weights: no logits_to_keep")
 
 
 def export_module(

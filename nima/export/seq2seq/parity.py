@@ -1,6 +1,6 @@
 """Export-time parity of an encoder-decoder: ONNX Runtime's two graphs against the PyTorch model.
 
-The decoder-only check (`nima.export.verify`), extended to the source side. On random ids:
+The decoder-only check (`nima.export.decoder.parity`), extended to the source side. On random ids:
 
 - sources of different lengths, right-padded, through ``encoder.onnx`` and ``model.encode``:
   the encoder hidden states are compared on real source positions;
@@ -26,9 +26,9 @@ import onnxruntime as ort
 import torch
 
 from nima.builders.models import EncoderDecoderLM
-from nima.export.contract import ATTENTION_MASK, INPUT_IDS
-from nima.export.seq2seq_contract import ENCODER_ATTENTION_MASK, cross_key_values, cross_names
-from nima.export.verify import ParityReport, compare_steps, held_to, left_padded_prompts
+from nima.export.parity import ParityReport, compare_steps, held_to, left_padded_prompts
+from nima.export.seq2seq.contract import cross_key_values, cross_names
+from nima.layout import ATTENTION_MASK, ENCODER_ATTENTION_MASK, INPUT_IDS
 from nima.spec import ModelSpec
 
 

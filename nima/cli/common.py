@@ -1,0 +1,58 @@
+"""What every `nima` command shares: the one-line error, path flags, ``--set``, spec loading, the torch check.
+
+Exit codes: 0 success, 1 a check failed, 2 bad input (spec, file, flag) — reported as one
+line per problem, no traceback, nothing written.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+
+EXIT_BAD_INPUT = 2
+
+
+def fail(lines: list[str] | str, code: int = EXIT_BAD_INPUT) -> NoReturn:
+    """Print each problem on its own line to stderr and exit with ``code``."""
+    for line in [lines] if isinstance(lines, str) else lines:
+        typer.echo(f"error: {line}", err=True)
+    raise typer.Exit(code)
+
+
+def path_given(value: str | Path) -> Path:
+    """Parse a path flag, refusing an empty one: Path("") is the current folder, so an unset shell
+    variable in `-o "$OUT"` would otherwise write a run or a bundle into wherever the command ran."""
+    if isinstance(value, Path):
+        return value
+    if not value.strip():
+        raise typer.BadParameter("an empty path; name a file or folder (. for the current folder)")
+    return Path(value)
+
+
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override a spec field: --set attention.n_heads=8 (repeatable)."),
+]
+
+
+def load_or_fail(spec_path: Path, overrides: list[str] | None):  # noqa: ANN201 - ModelSpec, imported lazily
+    from nima.spec import SpecError, load_spec
+
+    try:
+        return load_spec(spec_path, overrides)
+    except SpecError as err:
+        fail([str(p) for p in err.problems])
+
+
+def require_torch(command: str) -> None:
+    """Fail with an install hint when PyTorch is missing (a runtime-only install has no torch)."""
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):  # a torch blocked in sys.modules, or a broken install
+        found = False
+    if not found:
+        fail(f"nima {command} needs PyTorch, which this install lacks: pip install 'nima[torch]'")

@@ -1,0 +1,185 @@
+"""The formats of Nima's folders, in one torch-free module: file and tensor names, the atomic
+writers every folder is written with, and the record of special token ids.
+
+Three kinds of folder share these names:
+
+- a **model folder** (`nima build -o`, `nima train`): ``nima.json`` + ``model.safetensors``
+  (+ ``tokenizer.json``); a run folder adds ``run.json``, ``data/``, ``checkpoints/``, metrics;
+- a **bundle** (`nima export`): the ONNX graph(s), ``nima.json``, ``bundle.json`` (the manifest
+  a runtime reads: `nima.manifest`), ``tokenizer.json``, a model card, and for decoders
+  ``genai_config.json``;
+- the tensor names inside the graphs, which follow ONNX Runtime GenAI and Optimum (shapes:
+  ``nima/export/decoder/contract.py`` and ``nima/export/seq2seq/contract.py``).
+
+Every file is written through a temporary sibling and renamed into place, so an interrupted
+write leaves the previous file (or none), never half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+
+# --- file names -------------------------------------------------------------------------------
+
+SPEC_FILE = "nima.json"  # the resolved spec: model folders, runs and bundles
+WEIGHTS_FILE = "model.safetensors"  # model folders and runs
+TOKENIZER_FILE = "tokenizer.json"  # Hugging Face tokenizers format
+RUN_FILE = "run.json"  # what a training run was started from; written last, it marks a complete setup
+CARD_FILE = "README.md"  # a bundle's model card
+MANIFEST_FILE = "bundle.json"  # a bundle's manifest (`nima.manifest`)
+MODEL_FILE = "model.onnx"  # a decoder bundle's graph
+ENCODER_FILE, DECODER_FILE = "encoder.onnx", "decoder.onnx"  # an encoder-decoder bundle's graphs
+GENAI_CONFIG_FILE = "genai_config.json"  # onnxruntime-genai's description of a decoder bundle
+SEQ2SEQ_FILE = "seq2seq.json"  # the manifest of encoder-decoder bundles written before bundle.json
+
+# --- tensor names -----------------------------------------------------------------------------
+
+INPUT_IDS, ATTENTION_MASK, POSITION_IDS, LOGITS = "input_ids", "attention_mask", "position_ids", "logits"
+LOGITS_TO_KEEP = "logits_to_keep"  # optional (a default of 0 in the graph): the last positions whose logits are made
+PAST_KEY, PAST_VALUE = "past_key_values.%d.key", "past_key_values.%d.value"
+PRESENT_KEY, PRESENT_VALUE = "present.%d.key", "present.%d.value"
+ENCODER_HIDDEN, ENCODER_ATTENTION_MASK = "encoder_hidden_states", "encoder_attention_mask"
+CROSS_KEY, CROSS_VALUE = "cross_key_values.%d.key", "cross_key_values.%d.value"
+
+
+def layer_names(patterns: Sequence[str], n_layers: int) -> list[str]:
+    """``patterns`` filled in for each layer, layer by layer: past key 0, past value 0, past key 1, ..."""
+    return [pattern % i for i in range(n_layers) for pattern in patterns]
+
+
+# --- atomic writers ---------------------------------------------------------------------------
+
+
+def share_folder(folder: Path) -> None:
+    """Give a ``mkdtemp`` folder and the files in it the modes ``mkdir`` and ``open`` would.
+
+    ``tempfile.mkdtemp`` (and safetensors) create owner-only entries; folders written through a
+    temporary sibling and renamed into place should be as readable as any other.
+    """
+    umask = _umask()
+    os.chmod(folder, 0o777 & ~umask)
+    for path in folder.iterdir():
+        if path.is_file():
+            os.chmod(path, 0o666 & ~umask)
+
+
+def _umask() -> int:
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
+def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
+    """Call ``write`` on a temporary sibling of ``path``, then rename it over ``path``.
+
+    ``write`` is whatever makes the file: ``np.save``, a tokenizer's ``save``, a plot's ``savefig``.
+    The temporary name keeps ``path``'s suffix, for writers that choose a format by it. The file gets
+    the mode ``open`` would give it (safetensors, for one, writes owner-only files)."""
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def write_json(path: Path, data: object) -> None:
+    """Write ``data`` as indented JSON (and a final newline) to ``path`` atomically."""
+    write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def copy_file(source: Path, target: Path) -> None:
+    """Copy ``source`` to ``target`` atomically."""
+    write_atomic(target, lambda tmp: shutil.copyfile(source, tmp))
+
+
+@contextlib.contextmanager
+def staged_folder(out: Path) -> Iterator[Path]:
+    """Yield a temporary folder beside ``out``; on success it replaces ``out`` whole, on error it is removed."""
+    parent = out.resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=parent))
+    try:
+        yield tmp
+        share_folder(tmp)
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=parent))
+            os.replace(out, old / "previous")
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --- special token ids ------------------------------------------------------------------------
+
+EOS_NAMES = ("<|endoftext|>", "</s>", "<eos>", "[SEP]")
+BOS_NAMES = ("<|startoftext|>", "<s>", "<bos>", "[CLS]")
+PAD_NAMES = ("<pad>", "[PAD]")
+
+
+@dataclass(frozen=True)
+class TokenIds:
+    """The special token ids a tokenizer, a training run, a bundle and a runtime agree on; None where
+    there is none. Written under Hugging Face's key names (``eos_token_id``, ...)."""
+
+    eos: int | None = None  # ends a sequence
+    bos: int | None = None  # starts a text (decoders)
+    pad: int | None = None  # fills batch rows; masked out
+    decoder_start: int | None = None  # an encoder-decoder's first decoder input
+
+    def as_dict(self) -> dict[str, int]:
+        """The ids that are set, under their Hugging Face key names."""
+        return {f"{f.name}_token_id": getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TokenIds:
+        """Read `as_dict`'s form; a missing key is None, a value that is not an integer a ValueError."""
+        values: dict[str, int | None] = {}
+        for f in fields(cls):
+            value = data.get(f"{f.name}_token_id")
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ValueError(f"{f.name}_token_id: {value!r} is not a token id")
+            values[f.name] = value
+        return cls(**values)
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer: Tokenizer | None) -> TokenIds:
+        """The usual spellings of end, start and padding tokens looked up in ``tokenizer``."""
+        if tokenizer is None:
+            return cls()
+
+        def first(names: Sequence[str]) -> int | None:
+            for name in names:
+                found = tokenizer.token_to_id(name)
+                if found is not None:
+                    return found
+            return None
+
+        return cls(eos=first(EOS_NAMES), bos=first(BOS_NAMES), pad=first(PAD_NAMES))
+
+    def outside(self, vocab_size: int) -> tuple[str, int] | None:
+        """The first id that is set and not below ``vocab_size``, as (key, id); None when all fit."""
+        for key, value in self.as_dict().items():
+            if not 0 <= value < vocab_size:
+                return key, value
+        return None
