@@ -30,7 +30,8 @@ def describe(spec: ModelSpec) -> list[tuple[str, str]]:
     pattern = att.pattern
     pattern_text = pattern.kind + "".join(f" {k}={v}" for k, v in pattern.model_dump(exclude={"kind"}).items())
     pos_text = pos.kind + "".join(f" {k}={v}" for k, v in pos.model_dump(exclude={"kind"}).items())
-    layers = f"{spec.encoder_layers} enc + {spec.n_layers} dec" if spec.is_encoder_decoder else str(spec.n_layers)
+    stacks = spec.stacks
+    layers = " + ".join(f"{s.layers} {s.name[:3]}" for s in stacks) if len(stacks) > 1 else str(stacks[0].layers)
     kv = "MHA" if spec.n_kv_heads == att.n_heads else ("MQA" if spec.n_kv_heads == 1 else "GQA")
     return [
         ("name", spec.name),

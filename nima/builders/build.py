@@ -1,100 +1,95 @@
 """spec -> nn.Module. The only place in the builders that reads a spec.
 
-One closed table per variant family maps each ``kind`` to a factory that reads the variant's
-fields and returns a module taking plain numbers; a test holds each table's keys equal to the
-spec's kinds, so a variant cannot be half-added.
+One closed table per variant family maps each ``kind`` to a factory, all called one way
+(`make`: the model's `Sizes`, then the variant's own fields), and one table maps each
+architecture to its model class (`nima.builders.models.MODELS`), whose stacks the spec lists
+(`ModelSpec.stacks`). A test holds each table's keys equal to the spec's kinds and
+architectures, so a variant or a family cannot be half-added.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from functools import partial
+from typing import Any
 
 import torch
+from pydantic import BaseModel
 from torch import nn
 
 from nima.builders.attention import CrossAttention, SelfAttention
 from nima.builders.blocks import Block
 from nima.builders.ffn import FFNS
 from nima.builders.init import INITS
-from nima.builders.masks import PATTERNS, AttentionPatternRule
-from nima.builders.models import DecoderLM, EncoderDecoderLM
+from nima.builders.masks import PATTERNS
+from nima.builders.models import MODELS, DecoderLM, EncoderDecoderLM
 from nima.builders.norms import NORMS
-from nima.builders.positions import (
-    AlibiPositions,
-    LearnedPositions,
-    PositionScheme,
-    RelativePositions,
-    RotaryPositions,
-    SinusoidalPositions,
-)
+from nima.builders.positions import POSITIONS
+from nima.builders.sizes import Sizes
 from nima.builders.stack import Stack
 from nima.spec import ModelSpec
-
-# position kind -> factory(spec)
-POSITIONS: dict[str, Callable[[ModelSpec], PositionScheme]] = {
-    "sinusoidal": lambda s: SinusoidalPositions(s.d_model, s.position.base),
-    "learned": lambda s: LearnedPositions(s.max_seq_len, s.d_model),
-    "relative": lambda s: RelativePositions(s.attention.n_heads, s.position.num_buckets, s.position.max_distance),
-    "rope": lambda s: RotaryPositions(s.head_dim, s.position.theta, s.position.scaling_factor),
-    "alibi": lambda s: AlibiPositions(s.attention.n_heads),
-    "none": lambda s: PositionScheme(),
-}
+from nima.spec.model import StackShape
 
 
-def _pattern(spec: ModelSpec) -> AttentionPatternRule:
-    fields = spec.attention.pattern.model_dump(exclude={"kind"})
-    return PATTERNS[spec.attention.pattern.kind](**fields)
+def sizes_of(spec: ModelSpec) -> Sizes:
+    """The numbers every factory may read."""
+    return Sizes(
+        d_model=spec.d_model,
+        n_heads=spec.attention.n_heads,
+        n_kv_heads=spec.n_kv_heads,
+        head_dim=spec.head_dim,
+        max_seq_len=spec.max_seq_len,
+        n_layers=spec.total_layers,
+        bias=spec.bias,
+    )
 
 
-def _norm_factory(spec: ModelSpec) -> Callable[[int], nn.Module]:
-    return partial(NORMS[spec.norm.kind], eps=spec.norm.eps, bias=spec.bias)
+def make(table: dict[str, Callable[..., Any]], variant: BaseModel, sizes: Sizes, placed: tuple[str, ...] = ()) -> Any:
+    """``table[variant.kind](sizes, **fields)``: the part a variant describes. ``placed``: fields that say
+    where the part goes rather than what it is (a norm's placement), read by the builder instead."""
+    fields = {name: getattr(variant, name) for name in type(variant).model_fields if name not in ("kind", *placed)}
+    return table[variant.kind](sizes, **fields)  # type: ignore[attr-defined]
 
 
-def _attention_args(spec: ModelSpec) -> dict[str, object]:
+def _norm(spec: ModelSpec, sizes: Sizes) -> Callable[[int], nn.Module]:
+    return make(NORMS, spec.norm, sizes, placed=("placement", "final"))
+
+
+def _attention_args(spec: ModelSpec, sizes: Sizes) -> dict[str, object]:
     att = spec.attention
     return {
-        "d_model": spec.d_model,
-        "n_heads": att.n_heads,
-        "n_kv_heads": spec.n_kv_heads,
-        "head_dim": spec.head_dim,
-        "bias": spec.bias,
+        "d_model": sizes.d_model,
+        "n_heads": sizes.n_heads,
+        "n_kv_heads": sizes.n_kv_heads,
+        "head_dim": sizes.head_dim,
+        "bias": sizes.bias,
         "dropout": spec.dropout.attention,
         "backend": att.backend,
-        "qk_norm": _norm_factory(spec) if att.qk_norm else None,
+        "qk_norm": _norm(spec, sizes) if att.qk_norm else None,
     }
 
 
-def _block(spec: ModelSpec, cross: bool) -> Block:
-    norm = _norm_factory(spec)
+def _block(spec: ModelSpec, sizes: Sizes, cross: bool) -> Block:
+    norm = _norm(spec, sizes)
     return Block(
-        attention=SelfAttention(**_attention_args(spec)),
-        ffn=FFNS[spec.ffn.kind](spec.d_model, spec.ffn.hidden, spec.bias),
-        norm=lambda: norm(spec.d_model),
+        attention=SelfAttention(**_attention_args(spec, sizes)),
+        ffn=make(FFNS, spec.ffn, sizes),
+        norm=lambda: norm(sizes.d_model),
         placement=spec.norm.placement,
         dropout=spec.dropout.residual,
-        cross_attention=CrossAttention(**_attention_args(spec)) if cross else None,
+        cross_attention=CrossAttention(**_attention_args(spec, sizes)) if cross else None,
     )
 
 
-def _stack(spec: ModelSpec, n_layers: int, causal: bool, cross: bool) -> Stack:
+def _stack(spec: ModelSpec, sizes: Sizes, shape: StackShape) -> Stack:
     return Stack(
-        blocks=[_block(spec, cross) for _ in range(n_layers)],
-        position=POSITIONS[spec.position.kind](spec),
-        pattern=_pattern(spec),
-        causal=causal,
-        final_norm=_norm_factory(spec)(spec.d_model) if spec.norm.final else None,
+        blocks=[_block(spec, sizes, shape.cross) for _ in range(shape.layers)],
+        position=make(POSITIONS, spec.position, sizes),
+        pattern=make(PATTERNS, spec.attention.pattern, sizes),
+        causal=shape.causal,
+        final_norm=_norm(spec, sizes)(sizes.d_model) if spec.norm.final else None,
         embedding_dropout=spec.dropout.embedding,
     )
-
-
-def _initialise(model: nn.Module, spec: ModelSpec) -> None:
-    init = spec.init
-    if init.kind == "normal":
-        INITS["normal"](model, init.std, init.scaled_residual, spec.n_layers + spec.encoder_layers)
-    else:
-        INITS[init.kind](model, init.gain, spec.d_model)
 
 
 def build_model(spec: ModelSpec, seed: int | None = None) -> DecoderLM | EncoderDecoderLM:
@@ -102,20 +97,15 @@ def build_model(spec: ModelSpec, seed: int | None = None) -> DecoderLM | Encoder
 
     With ``seed`` the weights are reproducible and the global RNG state is left untouched.
     """
+    sizes = sizes_of(spec)
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(seed)
         embedding = nn.Embedding(spec.vocab_size, spec.d_model)
         head = nn.Linear(spec.d_model, spec.vocab_size, bias=False)
         scale = math.sqrt(spec.d_model) if spec.scale_embeddings else 1.0
-        model: DecoderLM | EncoderDecoderLM
-        if spec.is_encoder_decoder:
-            encoder = _stack(spec, spec.encoder_layers, causal=False, cross=False)
-            decoder = _stack(spec, spec.n_layers, causal=True, cross=True)
-            model = EncoderDecoderLM(embedding, encoder, decoder, head, spec.tie_embeddings, scale)
-        else:
-            decoder = _stack(spec, spec.n_layers, causal=True, cross=False)
-            model = DecoderLM(embedding, decoder, head, spec.tie_embeddings, scale)
-        _initialise(model, spec)
+        stacks = [_stack(spec, sizes, shape) for shape in spec.stacks]
+        model = MODELS[spec.architecture](embedding, *stacks, head, spec.tie_embeddings, scale)
+        make(INITS, spec.init, sizes)(model)
     model.set_gradient_checkpointing(spec.training.gradient_checkpointing)
     return model

@@ -37,11 +37,11 @@ class GatedMLP(nn.Module):
         return self.down(self.act(self.gate(x)) * self.up(x))  # (B, T, d_model)
 
 
-# The closed table of FFN kinds: kind -> factory(d_model, hidden, bias).
-FFNS: dict[str, Callable[[int, int, bool], nn.Module]] = {
-    "relu": lambda d, h, b: MLP(d, h, nn.ReLU(), b),
-    "gelu": lambda d, h, b: MLP(d, h, nn.GELU(), b),
-    "glu": lambda d, h, b: GatedMLP(d, h, nn.Sigmoid(), b),
-    "swiglu": lambda d, h, b: GatedMLP(d, h, nn.SiLU(), b),
-    "geglu": lambda d, h, b: GatedMLP(d, h, nn.GELU(), b),
+# The closed table of FFN kinds: kind -> factory(sizes, hidden) (`nima.builders.sizes`).
+FFNS: dict[str, Callable[..., nn.Module]] = {
+    "relu": lambda sizes, hidden: MLP(sizes.d_model, hidden, nn.ReLU(), sizes.bias),
+    "gelu": lambda sizes, hidden: MLP(sizes.d_model, hidden, nn.GELU(), sizes.bias),
+    "glu": lambda sizes, hidden: GatedMLP(sizes.d_model, hidden, nn.Sigmoid(), sizes.bias),
+    "swiglu": lambda sizes, hidden: GatedMLP(sizes.d_model, hidden, nn.SiLU(), sizes.bias),
+    "geglu": lambda sizes, hidden: GatedMLP(sizes.d_model, hidden, nn.GELU(), sizes.bias),
 }

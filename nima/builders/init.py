@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import partial
 
 from torch import nn
 
@@ -38,8 +39,11 @@ def xavier_init(model: nn.Module, gain: float, d_model: int) -> None:
             nn.init.normal_(module.weight, 0.0, d_model**-0.5)
 
 
-# The closed table of init kinds: kind -> initialiser(model, fields..., context).
-INITS: dict[str, Callable[..., None]] = {
-    "normal": normal_init,
-    "xavier": xavier_init,
+# The closed table of init kinds: kind -> factory(sizes, **init fields) (`nima.builders.sizes`), which
+# gives the function that initialises a built model.
+INITS: dict[str, Callable[..., Callable[[nn.Module], None]]] = {
+    "normal": lambda sizes, std, scaled_residual: partial(
+        normal_init, std=std, scaled_residual=scaled_residual, n_layers=sizes.n_layers
+    ),
+    "xavier": lambda sizes, gain: partial(xavier_init, gain=gain, d_model=sizes.d_model),
 }

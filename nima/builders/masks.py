@@ -47,11 +47,11 @@ class StridedSparse(AttentionPatternRule):
         return (distance < self.window) | (distance % self.stride == 0)
 
 
-# The closed table of pattern kinds: kind -> factory(pattern fields).
+# The closed table of pattern kinds: kind -> factory(sizes, **pattern fields) (`nima.builders.sizes`).
 PATTERNS: dict[str, Callable[..., AttentionPatternRule]] = {
-    "full": lambda: AttentionPatternRule(),
-    "local": lambda window: LocalWindow(window),
-    "sparse": lambda window, stride: StridedSparse(window, stride),
+    "full": lambda sizes: AttentionPatternRule(),
+    "local": lambda sizes, window: LocalWindow(window),
+    "sparse": lambda sizes, window, stride: StridedSparse(window, stride),
 }
 
 

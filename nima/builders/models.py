@@ -144,3 +144,10 @@ class EncoderDecoderLM(_LanguageModel):
         if logits_mask is not None:
             h = h[logits_mask]  # (N, d_model)
         return self.head(h), presents, cross
+
+
+# architecture -> model class; each takes (embedding, *stacks in `ModelSpec.stacks` order, head, tie, scale).
+MODELS: dict[str, type[DecoderLM] | type[EncoderDecoderLM]] = {
+    "decoder": DecoderLM,
+    "encoder-decoder": EncoderDecoderLM,
+}

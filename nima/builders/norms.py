@@ -28,16 +28,14 @@ class RMSNorm(nn.Module):
         return x32.to(x.dtype) * self.weight
 
 
-def layer_norm(width: int, eps: float, bias: bool) -> nn.Module:
-    return nn.LayerNorm(width, eps=eps, bias=bias)
+Norm = Callable[[int], nn.Module]  # width -> a norm of that width
 
 
-def rms_norm(width: int, eps: float, bias: bool) -> nn.Module:
-    return RMSNorm(width, eps)  # RMSNorm has no bias by definition
-
-
-# The closed table of norm kinds: kind -> factory(width, eps, bias).
-NORMS: dict[str, Callable[[int, float, bool], nn.Module]] = {
-    "layernorm": layer_norm,
-    "rmsnorm": rms_norm,
+# The closed table of norm kinds: kind -> factory(sizes, eps) (`nima.builders.sizes`). A factory gives
+# a function of the width, not a module: one spec's norms come at two widths (d_model; head_dim for
+# qk-norm). ``placement`` and ``final``, the norm section's other fields, place the norms: the
+# builder reads them.
+NORMS: dict[str, Callable[..., Norm]] = {
+    "layernorm": lambda sizes, eps: lambda width: nn.LayerNorm(width, eps=eps, bias=sizes.bias),
+    "rmsnorm": lambda sizes, eps: lambda width: RMSNorm(width, eps),  # no bias by definition
 }

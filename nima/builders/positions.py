@@ -18,6 +18,7 @@ needs from it, so the exporter asks the scheme instead of checking its class:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -169,3 +170,14 @@ class RelativePositions(PositionScheme):
         relative = k_pos[None, :] - q_pos[:, None]  # (T, S)
         buckets = relative_bucket(relative, bidirectional, self.num_buckets, self.max_distance)
         return self.table(buckets).permute(2, 0, 1)[None]  # (1, H, T, S)
+
+
+# The closed table of position kinds: kind -> factory(sizes, **position fields) (`nima.builders.sizes`).
+POSITIONS: dict[str, Callable[..., PositionScheme]] = {
+    "sinusoidal": lambda sizes, base: SinusoidalPositions(sizes.d_model, base),
+    "learned": lambda sizes: LearnedPositions(sizes.max_seq_len, sizes.d_model),
+    "relative": lambda sizes, num_buckets, max_distance: RelativePositions(sizes.n_heads, num_buckets, max_distance),
+    "rope": lambda sizes, theta, scaling_factor: RotaryPositions(sizes.head_dim, theta, scaling_factor),
+    "alibi": lambda sizes: AlibiPositions(sizes.n_heads),
+    "none": lambda sizes: PositionScheme(),
+}

@@ -60,10 +60,10 @@ def parameter_count(spec: ModelSpec) -> int:
     total = spec.vocab_size * d  # token embedding (shared by encoder and decoder)
     if not spec.tie_embeddings:
         total += d * spec.vocab_size  # output head, no bias
-    total += position_params(spec) + spec.n_layers * (att + ffn + 2 * norm) + final
-    if spec.is_encoder_decoder:
-        total += spec.n_layers * (att + norm)  # cross-attention and its norm in each decoder block
-        total += position_params(spec) + spec.encoder_layers * (att + ffn + 2 * norm) + final
+    for stack in spec.stacks:  # each stack has its own position table (if any) and final norm
+        total += position_params(spec) + stack.layers * (att + ffn + 2 * norm) + final
+        if stack.cross:
+            total += stack.layers * (att + norm)  # cross-attention and its norm in each block
     return total
 
 
@@ -83,13 +83,12 @@ def forward_flops_per_token(spec: ModelSpec, seq: int | None = None) -> int:
     """
     seq = seq or spec.train_seq_len
     d_attn = spec.attention.n_heads * spec.head_dim
-    matmul = spec.n_layers * (attention_params(spec) + ffn_params(spec)) + spec.d_model * spec.vocab_size
-    attn = spec.n_layers * 2 * 2 * d_attn * _attended(spec, seq)
-    if spec.is_encoder_decoder:
-        matmul += spec.n_layers * attention_params(spec) + spec.encoder_layers * (
-            attention_params(spec) + ffn_params(spec)
-        )
-        attn += (spec.n_layers + spec.encoder_layers) * 2 * 2 * d_attn * _attended(spec, seq)
+    att, ffn = attention_params(spec), ffn_params(spec)
+    matmul = spec.d_model * spec.vocab_size  # the head
+    attn = 0
+    for stack in spec.stacks:
+        matmul += stack.layers * (att + ffn + (att if stack.cross else 0))
+        attn += stack.layers * 2 * 2 * d_attn * _attended(spec, seq)  # QK^T and AV over the attended keys
     return 2 * matmul + attn
 
 
@@ -114,7 +113,7 @@ def training_memory_bytes(spec: ModelSpec, batch_size: int | None = None, seq: i
     batch = batch_size or spec.training.batch_size
     seq = seq or spec.train_seq_len
     tokens = batch * seq
-    layers = spec.n_layers + spec.encoder_layers
+    layers = spec.total_layers
     per_layer = 2 * spec.d_model if spec.training.gradient_checkpointing else 34 * spec.d_model
     activations = tokens * layers * per_layer + tokens * spec.vocab_size * 4 * 2
     parts = {"weights": 4 * n, "gradients": 4 * n, "optimizer": 8 * n, "activations": activations}

@@ -200,8 +200,10 @@ def _clean_location(loc: tuple[Any, ...], data: Any) -> str:
     parts: list[str] = []
     node = data
     for item in loc:
-        if isinstance(node, dict) and item not in node and node.get("kind") == item:
-            continue  # a discriminated-union tag, not a field
+        if isinstance(node, dict) and item not in node:
+            tag = node.get("kind")
+            if tag == item or (tag is None and item in _fields_by_kind()):
+                continue  # a discriminated-union tag, not a field (the default variant's, where kind is left out)
         if isinstance(item, str) and item.startswith("function-"):
             continue
         parts.append(str(item))
@@ -266,7 +268,10 @@ def _section_fields(parts: list[str], data: Any) -> list[str] | None:
             return None
         candidates = _models_in(field.annotation)
         if len(candidates) > 1 and isinstance(node, dict):
-            candidates = [m for m in candidates if node.get("kind") in _kinds(m)]
+            if "kind" in node:
+                candidates = [m for m in candidates if node["kind"] in _kinds(m)]
+            else:  # the family's default variant (`nima.spec.variants.default_kind`)
+                candidates = [m for m in candidates if m.model_fields["kind"].default in _kinds(m)]
         if len(candidates) != 1:
             return None
         model = candidates[0]

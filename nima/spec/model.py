@@ -7,6 +7,8 @@ reports all its errors at once. Derived values (head_dim, layer counts) are prop
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import Field, ValidationInfo, model_validator
@@ -15,6 +17,7 @@ from nima.spec.sections import AttentionSpec, DropoutSpec, GenerationSpec, Train
 from nima.spec.variants import (
     FfnSpec,
     InitSpec,
+    LayerNormSpec,
     NormalInit,
     NormSpec,
     PositionSpec,
@@ -25,6 +28,28 @@ from nima.spec.variants import (
 SPEC_VERSION = 1
 
 Architecture = Literal["decoder", "encoder-decoder"]
+
+
+@dataclass(frozen=True)
+class StackShape:
+    """One stack of blocks in a model of some architecture: what the figures and the builders need."""
+
+    name: str  # "decoder", "encoder"
+    layers: int
+    causal: bool  # each position sees only earlier ones
+    cross: bool  # each block also attends to the encoder's output
+
+
+# architecture -> the stacks its models are made of, in the order the model takes them. The one
+# place the spec says what a family is; every layer (figures, builders, export, training, runtime)
+# has its own table keyed the same way, and a test holds all their keys equal to `Architecture`.
+ARCHITECTURES: dict[str, Callable[[ModelSpec], tuple[StackShape, ...]]] = {
+    "decoder": lambda spec: (StackShape("decoder", spec.n_layers, causal=True, cross=False),),
+    "encoder-decoder": lambda spec: (
+        StackShape("encoder", spec.n_encoder_layers or spec.n_layers, causal=False, cross=False),
+        StackShape("decoder", spec.n_layers, causal=True, cross=True),
+    ),
+}
 
 
 class ModelSpec(Strict):
@@ -45,7 +70,7 @@ class ModelSpec(Strict):
     attention: AttentionSpec = Field(description="Self- (and cross-) attention settings.")
     ffn: FfnSpec = Field(description="Feed-forward network.")
     position: PositionSpec = Field(description="Position scheme.")
-    norm: NormSpec = Field(default_factory=NormSpec, description="Normalisation layers.")
+    norm: NormSpec = Field(default_factory=LayerNormSpec, description="Normalisation layers.")
     bias: bool = Field(True, description="Biases in linear layers and LayerNorms.")
     tie_embeddings: bool = Field(True, description="Share the output projection with the token embedding.")
     scale_embeddings: bool = Field(
@@ -69,15 +94,23 @@ class ModelSpec(Strict):
         return self.attention.n_kv_heads or self.attention.n_heads
 
     @property
+    def stacks(self) -> tuple[StackShape, ...]:
+        """The stacks of blocks this architecture is made of (`ARCHITECTURES`)."""
+        return ARCHITECTURES[self.architecture](self)
+
+    @property
     def is_encoder_decoder(self) -> bool:
         return self.architecture == "encoder-decoder"
 
     @property
     def encoder_layers(self) -> int:
         """Blocks in the encoder stack (0 for a decoder-only model)."""
-        if not self.is_encoder_decoder:
-            return 0
-        return self.n_encoder_layers or self.n_layers
+        return sum(stack.layers for stack in self.stacks if stack.name == "encoder")
+
+    @property
+    def total_layers(self) -> int:
+        """Blocks in all stacks."""
+        return sum(stack.layers for stack in self.stacks)
 
     @property
     def train_seq_len(self) -> int:

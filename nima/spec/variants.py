@@ -2,17 +2,19 @@
 
 Each family is a Pydantic discriminated union keyed by ``kind``; every field lives on the
 variant that uses it, so ``theta`` on an ALiBi position is an error, not a silent no-op.
+Where a family has a default variant, a section may leave ``kind`` out (`default_kind`).
 The builders map each ``kind`` to a module through one closed table per family, and a test
-holds the table's keys equal to the kinds listed here.
+holds the table's keys equal to the kinds listed here (`variant_kinds`); tests that cover
+every variant take their lists from `variant_examples`, each variant's smallest valid form.
 """
 
 from __future__ import annotations
 
 import types
 import typing
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 
 def _accepts(annotation: Any, kind: type) -> bool:
@@ -45,6 +47,9 @@ class Strict(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+    # A variant's smallest valid fields besides ``kind`` (`variant_examples`); empty where every field
+    # has a default or depends on the model's sizes (an FFN's hidden width).
+    example: ClassVar[dict[str, Any]] = {}
 
     @model_validator(mode="before")
     @classmethod
@@ -76,6 +81,7 @@ class FullPattern(Strict):
 class LocalPattern(Strict):
     """Sliding-window attention (Longformer / Mistral style): keys within ``window`` tokens."""
 
+    example: ClassVar[dict[str, Any]] = {"window": 3}
     kind: Literal["local"] = Field(description="Sliding-window attention.")
     window: int = Field(
         gt=0, description="Keys at distance < window from the query are visible (the query itself included)."
@@ -89,6 +95,7 @@ class SparsePattern(Strict):
     depend only on the distance, so left padding never changes what a real token sees.
     """
 
+    example: ClassVar[dict[str, Any]] = {"window": 2, "stride": 3}
     kind: Literal["sparse"] = Field(description="Local window plus strided keys.")
     window: int = Field(gt=0, description="Width of the local band, in tokens (query included).")
     stride: int = Field(gt=1, description="Keys whose distance from the query is a multiple of stride.")
@@ -99,23 +106,62 @@ AttentionPattern = Annotated[FullPattern | LocalPattern | SparsePattern, Field(d
 
 # --- feed-forward -------------------------------------------------------------------------
 
-FfnKind = Literal["relu", "gelu", "glu", "swiglu", "geglu"]
+
+def default_kind(kind: str) -> BeforeValidator:
+    """Fill in ``kind`` where a section leaves it out, so ``ffn: {hidden: 1024}`` is the default variant."""
+
+    def fill(value: Any) -> Any:
+        if isinstance(value, dict) and "kind" not in value:
+            return {"kind": kind, **value}
+        return value
+
+    return BeforeValidator(fill)
 
 
-class FfnSpec(Strict):
-    """Position-wise feed-forward network.
+class _Ffn(Strict):
+    """What every FFN variant has: the inner width."""
 
-    ``relu``/``gelu``: ``W2 act(W1 x)`` (the original transformer, GPT-2). ``glu``/``swiglu``/
-    ``geglu``: ``W2 (act(Wg x) * W1 x)`` with sigmoid, SiLU or GELU gates (Shazeer 2020).
-    """
-
-    kind: FfnKind = Field("gelu", description="relu | gelu | glu | swiglu | geglu.")
+    gated: ClassVar[bool] = False  # a third (gate) projection: W2 (act(Wg x) * W1 x)
+    kind: str  # each variant narrows it to its Literal (declared here so that it is dumped first)
     hidden: int = Field(gt=0, description="Inner width of the FFN (4*d_model is the classic choice).")
 
-    @property
-    def gated(self) -> bool:
-        """Whether this FFN has a third (gate) projection."""
-        return self.kind in ("glu", "swiglu", "geglu")
+
+class ReluFfn(_Ffn):
+    """``W2 relu(W1 x)``: the original transformer."""
+
+    kind: Literal["relu"] = Field(description="Two-layer MLP with ReLU.")
+
+
+class GeluFfn(_Ffn):
+    """``W2 gelu(W1 x)``: GPT-2, BERT (exact, erf-based GELU)."""
+
+    kind: Literal["gelu"] = Field("gelu", description="Two-layer MLP with GELU.")
+
+
+class GluFfn(_Ffn):
+    """``W2 (sigmoid(Wg x) * W1 x)``: the gated linear unit (Dauphin et al. 2017; Shazeer 2020)."""
+
+    gated: ClassVar[bool] = True
+    kind: Literal["glu"] = Field(description="Gated linear unit with a sigmoid gate.")
+
+
+class SwigluFfn(_Ffn):
+    """``W2 (silu(Wg x) * W1 x)``: LLaMA, Mistral, Qwen (Shazeer 2020)."""
+
+    gated: ClassVar[bool] = True
+    kind: Literal["swiglu"] = Field(description="Gated linear unit with a SiLU (swish) gate.")
+
+
+class GegluFfn(_Ffn):
+    """``W2 (gelu(Wg x) * W1 x)``: T5 v1.1 (Shazeer 2020)."""
+
+    gated: ClassVar[bool] = True
+    kind: Literal["geglu"] = Field(description="Gated linear unit with a GELU gate.")
+
+
+FfnSpec = Annotated[
+    ReluFfn | GeluFfn | GluFfn | SwigluFfn | GegluFfn, Field(discriminator="kind"), default_kind("gelu")
+]
 
 
 # --- position schemes -------------------------------------------------------------------------
@@ -172,19 +218,33 @@ PositionSpec = Annotated[
 
 # --- norms ------------------------------------------------------------------------------------
 
-NormKind = Literal["layernorm", "rmsnorm"]
 NormPlacement = Literal["pre", "post"]
 
 
-class NormSpec(Strict):
-    """Normalisation layers: which kind, where they sit, and whether the stack ends with one."""
+class _Norm(Strict):
+    """What every norm variant has: where the norms sit, their epsilon, and whether the stack ends with one."""
 
-    kind: NormKind = Field("layernorm", description="layernorm | rmsnorm.")
+    kind: str  # each variant narrows it to its Literal (declared here so that it is dumped first)
     placement: NormPlacement = Field(
         "pre", description="pre: x + f(norm(x)) (GPT-2, LLaMA); post: norm(x + f(x)) (original transformer)."
     )
     eps: float = Field(1e-5, gt=0.0, description="Epsilon added to the variance.")
     final: bool = Field(True, description="Apply a norm to the last block's output (usual with pre-norm).")
+
+
+class LayerNormSpec(_Norm):
+    """LayerNorm (Ba et al. 2016): centred, scaled by a gain, with a bias where the spec has biases."""
+
+    kind: Literal["layernorm"] = Field("layernorm", description="LayerNorm.")
+
+
+class RmsNormSpec(_Norm):
+    """RMSNorm (Zhang & Sennrich 2019): ``x / sqrt(mean(x^2) + eps) * g``, no centring, no bias."""
+
+    kind: Literal["rmsnorm"] = Field(description="RMSNorm.")
+
+
+NormSpec = Annotated[LayerNormSpec | RmsNormSpec, Field(discriminator="kind"), default_kind("layernorm")]
 
 
 # --- init -------------------------------------------------------------------------------------
@@ -226,3 +286,18 @@ def variant_kinds(family: object) -> tuple[str, ...]:
     for variant in args:
         kinds.extend(variant_kinds(variant.model_fields["kind"].annotation))
     return tuple(kinds)
+
+
+def variant_examples(family: object) -> list[dict[str, Any]]:
+    """One example section per variant of ``family``: its ``kind`` and `Strict.example`.
+
+    ``variant_examples(AttentionPattern)`` -> [{'kind': 'full'}, {'kind': 'local', 'window': 3}, ...].
+    Tests that must cover every variant take their lists from here, so a new kind is covered (or
+    fails them) without anyone editing a list by hand."""
+    if getattr(family, "__metadata__", None) is not None:
+        return variant_examples(family.__origin__)  # type: ignore[attr-defined]
+    return [
+        {"kind": kind, **variant.example}
+        for variant in getattr(family, "__args__", ())
+        for kind in variant_kinds(variant.model_fields["kind"].annotation)
+    ]

@@ -17,13 +17,23 @@ import torch
 
 from nima.builders import build_model
 from nima.spec import ModelSpec, spec_from_dict
+from nima.spec.variants import (
+    AttentionPattern,
+    FfnSpec,
+    NormPlacement,
+    NormSpec,
+    PositionSpec,
+    variant_examples,
+    variant_kinds,
+)
 
-PATTERNS = [{"kind": "full"}, {"kind": "local", "window": 3}, {"kind": "sparse", "window": 2, "stride": 3}]
+# every variant the spec has, read from the spec: a new kind joins the matrix by being added there
+PATTERNS = variant_examples(AttentionPattern)
 KV_HEADS = [4, 2, 1]
-FFNS = ["relu", "gelu", "glu", "swiglu", "geglu"]
-POSITIONS = ["sinusoidal", "learned", "relative", "rope", "alibi", "none"]
-NORMS = ["layernorm", "rmsnorm"]
-PLACEMENTS = ["pre", "post"]
+FFNS = list(variant_kinds(FfnSpec))
+POSITIONS = list(variant_kinds(PositionSpec))
+NORMS = list(variant_kinds(NormSpec))
+PLACEMENTS = list(variant_kinds(NormPlacement))
 COMBOS = list(itertools.product(PATTERNS, KV_HEADS, FFNS, POSITIONS, NORMS, PLACEMENTS))
 TOL = 1e-5
 VOCAB, T = 37, 9
@@ -118,11 +128,10 @@ def test_decoder_combination(index: int) -> None:
 
 
 def test_matrix_covers_every_kind() -> None:
-    """The matrix lists every kind the spec allows, so a new variant cannot skip these checks."""
-    from nima.spec.variants import AttentionPattern, FfnKind, NormKind, NormPlacement, PositionSpec, variant_kinds
-
-    assert {p["kind"] for p in PATTERNS} == set(variant_kinds(AttentionPattern))
-    assert set(FFNS) == set(variant_kinds(FfnKind))
-    assert set(POSITIONS) == set(variant_kinds(PositionSpec))
-    assert set(NORMS) == set(variant_kinds(NormKind))
-    assert set(PLACEMENTS) == set(variant_kinds(NormPlacement))
+    """The matrix's models use every kind the spec allows, so a new variant cannot skip these checks."""
+    patterns, _, ffns, positions, norms, placements = zip(*COMBOS, strict=True)
+    assert {p["kind"] for p in patterns} == set(variant_kinds(AttentionPattern))
+    assert set(ffns) == set(variant_kinds(FfnSpec))
+    assert set(positions) == set(variant_kinds(PositionSpec))
+    assert set(norms) == set(variant_kinds(NormSpec))
+    assert set(placements) == set(variant_kinds(NormPlacement))

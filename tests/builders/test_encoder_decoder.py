@@ -10,12 +10,14 @@ import torch
 
 from nima.builders import EncoderDecoderLM, build_model
 from nima.spec import spec_from_dict
+from nima.spec.variants import AttentionPattern, FfnSpec, NormPlacement, PositionSpec, variant_examples, variant_kinds
 
-POSITIONS = ["sinusoidal", "learned", "relative", "rope", "alibi", "none"]
-PATTERNS = [{"kind": "full"}, {"kind": "local", "window": 3}, {"kind": "sparse", "window": 2, "stride": 3}]
+# every variant the spec has, read from the spec: a new kind joins the matrix by being added there
+POSITIONS = list(variant_kinds(PositionSpec))
+PATTERNS = variant_examples(AttentionPattern)
 KV_HEADS = [4, 2, 1]
-PLACEMENTS = ["pre", "post"]
-FFNS = ["relu", "gelu", "glu", "swiglu", "geglu"]
+PLACEMENTS = list(variant_kinds(NormPlacement))
+FFNS = list(variant_kinds(FfnSpec))
 COMBOS = list(itertools.product(POSITIONS, PATTERNS, KV_HEADS, PLACEMENTS))
 TOL = 1e-5
 VOCAB, S, T = 29, 7, 6

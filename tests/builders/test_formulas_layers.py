@@ -10,7 +10,6 @@ from __future__ import annotations
 import cmath
 import math
 from collections.abc import Callable
-from functools import partial
 
 import numpy as np
 import pytest
@@ -21,6 +20,7 @@ from nima.builders.attention import CrossAttention, SelfAttention
 from nima.builders.ffn import FFNS
 from nima.builders.norms import NORMS
 from nima.builders.positions import RotaryPositions
+from nima.builders.sizes import Sizes
 
 Vector = np.ndarray  # float64, 1-D
 
@@ -75,7 +75,7 @@ def test_norm_table_is_covered() -> None:
 def test_norm_matches_formula(kind: str, bias: bool, eps: float) -> None:
     """LayerNorm / RMSNorm over the last dim; a large eps checks eps sits inside the sqrt."""
     width = 12
-    module = NORMS[kind](width, eps, bias)
+    module = NORMS[kind](Sizes(d_model=width, bias=bias), eps=eps)(width)
     randomise(module, seed=10)
     if kind == "layernorm":
         assert (module.bias is not None) == bias
@@ -91,7 +91,7 @@ def test_norm_matches_formula(kind: str, bias: bool, eps: float) -> None:
 
 def test_rmsnorm_half_precision_does_not_overflow() -> None:
     """RMSNorm statistics in fp32: fp16 inputs whose squares exceed 65504 still normalise."""
-    module = NORMS["rmsnorm"](8, 1e-6, False)
+    module = NORMS["rmsnorm"](Sizes(d_model=8), eps=1e-6)(8)
     x = torch.tensor([[300.0, -400.0, 500.0, 250.0, -300.0, 350.0, 450.0, -275.0]])
     got = module.half()(x.half())
     assert got.dtype == torch.float16
@@ -146,7 +146,7 @@ def test_ffn_table_is_covered() -> None:
 def test_ffn_matches_formula(kind: str, bias: bool) -> None:
     """Plain: W2 act(W1 x + b1) + b2. Gated: down(act(gate(x)) * up(x))."""
     d_model, hidden = 6, 10
-    module = FFNS[kind](d_model, hidden, bias)
+    module = FFNS[kind](Sizes(d_model=d_model, bias=bias), hidden=hidden)
     randomise(module, seed=20)
     act, gated = FFN_FORMULAS[kind]
     assert hasattr(module, "gate") == gated
@@ -242,7 +242,7 @@ def make_attention(
 ) -> nn.Module:
     """A small attention module with random weights; ``mode`` "train" takes the training path
     (one matrix product over the stacked q/k/v weights; dropout is 0, so nothing else changes)."""
-    norm = partial(NORMS[qk_norm], eps=1e-5, bias=True) if qk_norm else None
+    norm = NORMS[qk_norm](Sizes(d_model=16, bias=True), eps=1e-5) if qk_norm else None
     module = cls(
         d_model=16, n_heads=4, n_kv_heads=n_kv, head_dim=4, bias=bias, dropout=0.0, backend=backend, qk_norm=norm
     )

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from nima.builders.masks import PATTERNS, build_attention_mask, build_padding_mask
+from nima.builders.sizes import Sizes
 
 # kind, constructor fields, the rule on a distance written out here
 PATTERN_CASES: list[tuple[str, dict[str, int], Callable[[int], bool]]] = [
@@ -23,6 +24,7 @@ PATTERN_CASES: list[tuple[str, dict[str, int], Callable[[int], bool]]] = [
     ("sparse", {"window": 2, "stride": 3}, lambda d: d < 2 or d % 3 == 0),
     ("sparse", {"window": 1, "stride": 4}, lambda d: d < 1 or d % 4 == 0),
 ]
+SIZES = Sizes(d_model=8)  # patterns read none of them
 PADDING = [[1] * 9, [0, 0, 0, 1, 1, 1, 1, 1, 1], [0, 0, 0, 0, 0, 0, 1, 1, 1]]  # rows of (B, S=9)
 
 
@@ -57,7 +59,7 @@ def test_mask_matches_rule(
     q_pos, k_pos = list(range(past, past + t)), list(range(past + t))
     padding = torch.tensor(PADDING)[:, -(past + t) :] if padded else None
     got = build_attention_mask(
-        PATTERNS[kind](**fields), torch.tensor(q_pos), torch.tensor(k_pos), causal, padding, None, torch.float32
+        PATTERNS[kind](SIZES, **fields), torch.tensor(q_pos), torch.tensor(k_pos), causal, padding, None, torch.float32
     )
     batch = len(PADDING) if padded else 1
     assert got.shape == (batch, 1, t, past + t)
@@ -77,7 +79,7 @@ def test_mask_carries_bias_where_allowed(dtype: torch.dtype) -> None:
     q_pos, k_pos = list(range(past, past + t)), list(range(past + t))
     bias = torch.randn(1, n_heads, t, past + t, generator=torch.Generator().manual_seed(5))
     padding = torch.tensor([[1, 1, 1, 1, 1, 1], [0, 1, 1, 1, 1, 1]])
-    pattern = PATTERNS["local"](window=3)
+    pattern = PATTERNS["local"](SIZES, window=3)
     got = build_attention_mask(pattern, torch.tensor(q_pos), torch.tensor(k_pos), True, padding, bias, dtype)
     assert got.shape == (2, n_heads, t, past + t)
     assert got.dtype == dtype
@@ -93,7 +95,9 @@ def test_mask_carries_bias_where_allowed(dtype: torch.dtype) -> None:
 def test_padding_query_sees_itself_only() -> None:
     """A padding query whose every key is hidden still sees itself: no all-masked row."""
     padding = torch.tensor([[0, 0, 1, 1]])
-    got = build_attention_mask(PATTERNS["full"](), torch.arange(4), torch.arange(4), True, padding, None, torch.float32)
+    got = build_attention_mask(
+        PATTERNS["full"](SIZES), torch.arange(4), torch.arange(4), True, padding, None, torch.float32
+    )
     visible = (got[0, 0] == 0).tolist()
     assert visible == [
         [True, False, False, False],

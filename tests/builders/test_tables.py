@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from nima.builders.build import POSITIONS
 from nima.builders.ffn import FFNS
 from nima.builders.init import INITS
 from nima.builders.masks import PATTERNS
 from nima.builders.norms import NORMS
-from nima.spec.variants import AttentionPattern, FfnKind, InitSpec, NormKind, PositionSpec, variant_kinds
+from nima.builders.positions import POSITIONS
+from nima.spec.variants import AttentionPattern, FfnSpec, InitSpec, NormSpec, PositionSpec, variant_kinds
 
 
 def test_attention_pattern_table() -> None:
@@ -15,7 +15,7 @@ def test_attention_pattern_table() -> None:
 
 
 def test_ffn_table() -> None:
-    assert set(FFNS) == set(variant_kinds(FfnKind))
+    assert set(FFNS) == set(variant_kinds(FfnSpec))
 
 
 def test_position_table() -> None:
@@ -23,7 +23,7 @@ def test_position_table() -> None:
 
 
 def test_norm_table() -> None:
-    assert set(NORMS) == set(variant_kinds(NormKind))
+    assert set(NORMS) == set(variant_kinds(NormSpec))
 
 
 def test_init_table() -> None:
@@ -32,4 +32,4 @@ def test_init_table() -> None:
 
 def test_variant_kinds_reads_unions_and_literals() -> None:
     assert variant_kinds(PositionSpec) == ("sinusoidal", "learned", "relative", "rope", "alibi", "none")
-    assert variant_kinds(NormKind) == ("layernorm", "rmsnorm")
+    assert variant_kinds(NormSpec) == ("layernorm", "rmsnorm")

@@ -24,14 +24,24 @@ from nima.export.targets.ort.export import fuse_for_ort
 from nima.export.targets.portable import export_portable
 from nima.layout import LOGITS_TO_KEEP
 from nima.spec import ModelSpec, spec_from_dict
+from nima.spec.variants import (
+    AttentionPattern,
+    FfnSpec,
+    NormPlacement,
+    NormSpec,
+    PositionSpec,
+    variant_examples,
+    variant_kinds,
+)
 
+# every variant the spec has, read from the spec: a new kind joins the cover by being added there
 FAMILIES: dict[str, list[object]] = {
-    "pattern": [{"kind": "full"}, {"kind": "local", "window": 3}, {"kind": "sparse", "window": 2, "stride": 3}],
+    "pattern": list(variant_examples(AttentionPattern)),
     "kv_heads": [4, 2, 1],
-    "ffn": ["relu", "gelu", "glu", "swiglu", "geglu"],
-    "position": ["sinusoidal", "learned", "relative", "rope", "alibi", "none"],
-    "norm": ["layernorm", "rmsnorm"],
-    "placement": ["pre", "post"],
+    "ffn": list(variant_kinds(FfnSpec)),
+    "position": list(variant_kinds(PositionSpec)),
+    "norm": list(variant_kinds(NormSpec)),
+    "placement": list(variant_kinds(NormPlacement)),
 }
 
 
