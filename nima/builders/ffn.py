@@ -40,8 +40,8 @@ class GatedMLP(nn.Module):
 # The closed table of FFN kinds: kind -> factory(sizes, hidden) (`nima.builders.sizes`).
 FFNS: dict[str, Callable[..., nn.Module]] = {
     "relu": lambda sizes, hidden: MLP(sizes.d_model, hidden, nn.ReLU(), sizes.bias),
-    "gelu": lambda sizes, hidden: MLP(sizes.d_model, hidden, nn.GELU(), sizes.bias),
+    "gelu": lambda sizes, hidden, approximate: MLP(sizes.d_model, hidden, nn.GELU(approximate), sizes.bias),
     "glu": lambda sizes, hidden: GatedMLP(sizes.d_model, hidden, nn.Sigmoid(), sizes.bias),
     "swiglu": lambda sizes, hidden: GatedMLP(sizes.d_model, hidden, nn.SiLU(), sizes.bias),
-    "geglu": lambda sizes, hidden: GatedMLP(sizes.d_model, hidden, nn.GELU(), sizes.bias),
+    "geglu": lambda sizes, hidden, approximate: GatedMLP(sizes.d_model, hidden, nn.GELU(approximate), sizes.bias),
 }

@@ -132,8 +132,18 @@ class ReluFfn(_Ffn):
     kind: Literal["relu"] = Field(description="Two-layer MLP with ReLU.")
 
 
-class GeluFfn(_Ffn):
-    """``W2 gelu(W1 x)``: GPT-2, BERT (exact, erf-based GELU)."""
+class _GeluFfn(_Ffn):
+    """What the GELU variants add: which GELU."""
+
+    approximate: Literal["none", "tanh"] = Field(
+        "none",
+        description="none: exact GELU, 0.5 x (1 + erf(x / sqrt 2)); tanh: 0.5 x (1 + tanh(sqrt(2/pi) (x + "
+        "0.044715 x^3))), the approximation GPT-2 ('gelu_new') and Gemma ('gelu_pytorch_tanh') were trained with.",
+    )
+
+
+class GeluFfn(_GeluFfn):
+    """``W2 gelu(W1 x)``: GPT-2, BERT."""
 
     kind: Literal["gelu"] = Field("gelu", description="Two-layer MLP with GELU.")
 
@@ -152,7 +162,7 @@ class SwigluFfn(_Ffn):
     kind: Literal["swiglu"] = Field(description="Gated linear unit with a SiLU (swish) gate.")
 
 
-class GegluFfn(_Ffn):
+class GegluFfn(_GeluFfn):
     """``W2 (gelu(Wg x) * W1 x)``: T5 v1.1 (Shazeer 2020)."""
 
     gated: ClassVar[bool] = True

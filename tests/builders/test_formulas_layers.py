@@ -111,6 +111,11 @@ def gelu(z: float) -> float:
     return 0.5 * z * (1.0 + math.erf(z / math.sqrt(2.0)))
 
 
+def gelu_tanh(z: float) -> float:
+    """GELU's tanh approximation (Hendrycks & Gimpel 2016): 0.5 z (1 + tanh(sqrt(2/pi) (z + 0.044715 z^3)))."""
+    return 0.5 * z * (1.0 + math.tanh(math.sqrt(2.0 / math.pi) * (z + 0.044715 * z**3)))
+
+
 def sigmoid(z: float) -> float:
     return 1.0 / (1.0 + math.exp(-z))
 
@@ -119,13 +124,15 @@ def silu(z: float) -> float:
     return z * sigmoid(z)
 
 
-# kind -> (activation, gated)
-FFN_FORMULAS: dict[str, tuple[Callable[[float], float], bool]] = {
-    "relu": (relu, False),
-    "gelu": (gelu, False),
-    "glu": (sigmoid, True),
-    "swiglu": (silu, True),
-    "geglu": (gelu, True),
+# case -> (kind, the variant's fields besides hidden, activation, gated)
+FFN_FORMULAS: dict[str, tuple[str, dict[str, str], Callable[[float], float], bool]] = {
+    "relu": ("relu", {}, relu, False),
+    "gelu": ("gelu", {"approximate": "none"}, gelu, False),
+    "gelu-tanh": ("gelu", {"approximate": "tanh"}, gelu_tanh, False),
+    "glu": ("glu", {}, sigmoid, True),
+    "swiglu": ("swiglu", {}, silu, True),
+    "geglu": ("geglu", {"approximate": "none"}, gelu, True),
+    "geglu-tanh": ("geglu", {"approximate": "tanh"}, gelu_tanh, True),
 }
 
 
@@ -138,17 +145,17 @@ def affine(layer: nn.Linear, x: Vector) -> Vector:
 
 def test_ffn_table_is_covered() -> None:
     """Every FFN kind has a reference formula here."""
-    assert set(FFNS) == set(FFN_FORMULAS)
+    assert set(FFNS) == {kind for kind, _, _, _ in FFN_FORMULAS.values()}
 
 
-@pytest.mark.parametrize("kind", list(FFN_FORMULAS))
+@pytest.mark.parametrize("case", list(FFN_FORMULAS))
 @pytest.mark.parametrize("bias", [True, False])
-def test_ffn_matches_formula(kind: str, bias: bool) -> None:
+def test_ffn_matches_formula(case: str, bias: bool) -> None:
     """Plain: W2 act(W1 x + b1) + b2. Gated: down(act(gate(x)) * up(x))."""
     d_model, hidden = 6, 10
-    module = FFNS[kind](Sizes(d_model=d_model, bias=bias), hidden=hidden)
+    kind, fields, act, gated = FFN_FORMULAS[case]
+    module = FFNS[kind](Sizes(d_model=d_model, bias=bias), hidden=hidden, **fields)
     randomise(module, seed=20)
-    act, gated = FFN_FORMULAS[kind]
     assert hasattr(module, "gate") == gated
     assert (module.down.bias is not None) == bias
     x = torch.randn(2, 3, d_model, generator=torch.Generator().manual_seed(21))
