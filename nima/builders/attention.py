@@ -37,6 +37,7 @@ class _Attention(nn.Module):
         dropout: float,
         backend: str,
         qk_norm: Callable[[int], nn.Module] | None,
+        qkv_bias: bool | None = None,
     ) -> None:
         super().__init__()
         if backend not in ("sdpa", "eager"):
@@ -44,9 +45,10 @@ class _Attention(nn.Module):
         self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, head_dim
         self.backend = backend
         self.dropout = dropout
-        self.q_proj = nn.Linear(d_model, n_heads * head_dim, bias=bias)
-        self.k_proj = nn.Linear(d_model, n_kv_heads * head_dim, bias=bias)
-        self.v_proj = nn.Linear(d_model, n_kv_heads * head_dim, bias=bias)
+        qkv_bias = bias if qkv_bias is None else qkv_bias  # None: as the other projections
+        self.q_proj = nn.Linear(d_model, n_heads * head_dim, bias=qkv_bias)
+        self.k_proj = nn.Linear(d_model, n_kv_heads * head_dim, bias=qkv_bias)
+        self.v_proj = nn.Linear(d_model, n_kv_heads * head_dim, bias=qkv_bias)
         self.o_proj = nn.Linear(n_heads * head_dim, d_model, bias=bias)
         self.o_proj.nima_residual = True  # GPT-2 scaled init applies to this projection
         self.q_norm = qk_norm(head_dim) if qk_norm else None

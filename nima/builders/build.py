@@ -66,6 +66,7 @@ def _attention_args(spec: ModelSpec, sizes: Sizes) -> dict[str, object]:
         "dropout": spec.dropout.attention,
         "backend": att.backend,
         "qk_norm": _norm(spec, sizes) if att.qk_norm else None,
+        "qkv_bias": att.qkv_bias,
     }
 
 

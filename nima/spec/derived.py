@@ -29,7 +29,9 @@ def attention_params(spec: ModelSpec) -> int:
     """One attention sublayer (self or cross): q, k, v, o projections and optional qk-norms."""
     d, hd = spec.d_model, spec.head_dim
     q_width, kv_width = spec.attention.n_heads * hd, spec.n_kv_heads * hd
-    n = _linear_params(spec, d, q_width) + 2 * _linear_params(spec, d, kv_width) + _linear_params(spec, q_width, d)
+    qkv_bias = spec.attention.qkv_bias
+    n = _linear_params(spec, d, q_width, qkv_bias) + 2 * _linear_params(spec, d, kv_width, qkv_bias)
+    n += _linear_params(spec, q_width, d)
     if spec.attention.qk_norm:
         n += 2 * _norm_params(spec, hd)
     return n

@@ -37,6 +37,11 @@ class AttentionSpec(Strict):
         "allows); eager: explicit softmax(QK^T)V.",
     )
     qk_norm: bool = Field(False, description="Normalise queries and keys per head before the dot product.")
+    qkv_bias: bool | None = Field(
+        None,
+        description="Biases on the query, key and value projections; omitted: the spec's bias. Qwen2 has them "
+        "and no other bias.",
+    )
 
     @model_validator(mode="after")
     def _resolve_kv_heads(self) -> AttentionSpec:

@@ -283,6 +283,23 @@ def test_self_attention_matches_reference(backend: str, n_kv: int, use_is_causal
 
 
 @pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("qkv_bias", [True, False])
+def test_qkv_biases_apart_from_the_others(qkv_bias: bool, mode: str) -> None:
+    """``qkv_bias`` decides the q, k and v projections' biases alone (Qwen2: those and no other)."""
+    module = SelfAttention(
+        16, 4, 2, 4, bias=not qkv_bias, dropout=0.0, backend="eager", qk_norm=None, qkv_bias=qkv_bias
+    )
+    randomise(module, seed=33)
+    module.train(mode == "train")
+    assert [p.bias is not None for p in (module.q_proj, module.k_proj, module.v_proj)] == [qkv_bias] * 3
+    assert (module.o_proj.bias is not None) == (not qkv_bias)
+    x = torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(34))
+    with torch.no_grad():
+        got, _ = module(x, additive_mask(causal, 2, 5, 5))
+    np.testing.assert_allclose(as_np(got), attention_ref(module, x, x, causal), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("norm_kind", ["rmsnorm", "layernorm"])
 def test_self_attention_qk_norm_then_rope(backend: str, norm_kind: str, mode: str) -> None:

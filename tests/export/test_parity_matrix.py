@@ -68,10 +68,12 @@ COVER = pairwise_cover()
 def spec_for(index: int) -> ModelSpec:
     """The cover's model ``index``. The on/off options ride along on the cover's models by index, so
     each appears in several exports without adding any: bias, tied embeddings, qk-norm, an explicit
-    head dim (not d_model / n_heads), embedding scaling, rope scaling, no final norm, and GELU's tanh form."""
+    head dim (not d_model / n_heads), embedding scaling, rope scaling, no final norm, GELU's tanh form, and
+    q/k/v biases apart from the others."""
     choice = {name: values[i] for (name, values), i in zip(FAMILIES.items(), COVER[index], strict=True)}
     attention = {"n_heads": 4, "n_kv_heads": choice["kv_heads"], "pattern": choice["pattern"]}
     attention |= {"qk_norm": index % 4 == 1} | ({"head_dim": 6} if index % 5 == 2 else {})
+    attention |= {"qkv_bias": index % 3 == 0} if index % 7 == 3 else {}  # the opposite of the other biases
     scaled = choice["position"] == "rope" and index % 2 == 1
     tanh = choice["ffn"] in ("gelu", "geglu") and index % 2 == 0
     position = {"kind": choice["position"]} | ({"scaling_factor": 2.0} if scaled else {})
@@ -103,6 +105,7 @@ def test_every_option_rides_in_the_cover() -> None:
         "rope scaling": [getattr(s.position, "scaling_factor", 1.0) != 1.0 for s in specs],
         "no final norm": [not s.norm.final for s in specs],
         "tanh GELU": [getattr(s.ffn, "approximate", "none") == "tanh" for s in specs],
+        "q/k/v biases apart": [s.attention.qkv_bias not in (None, s.bias) for s in specs],
     }
     for name, values in options.items():
         assert any(values) and not all(values), name
