@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 SPEC_FILE = "nima.json"  # the resolved spec: model folders, runs and bundles
 WEIGHTS_FILE = "model.safetensors"  # model folders and runs
 TOKENIZER_FILE = "tokenizer.json"  # Hugging Face tokenizers format
+TOKENIZER_CONFIG_FILE = "tokenizer_config.json"  # Hugging Face: the chat template and special tokens
 RUN_FILE = "run.json"  # what a training run was started from; written last, it marks a complete setup
 CARD_FILE = "README.md"  # a bundle's model card
 MANIFEST_FILE = "bundle.json"  # a bundle's manifest (`nima.manifest`)

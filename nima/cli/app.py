@@ -14,6 +14,7 @@ from nima.cli.build import build
 from nima.cli.common import EXIT_BAD_INPUT, fail
 from nima.cli.export import export
 from nima.cli.generate import generate
+from nima.cli.import_ import import_
 from nima.cli.schema import schema
 from nima.cli.train import train
 
@@ -31,6 +32,7 @@ app = typer.Typer(
 )
 for command in (build, train, schema, export, generate):  # the order `nima --help` lists them in
     app.command()(command)
+app.command("import")(import_)
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,1 @@
+"""Models from and to other tools' formats (`hf`: Hugging Face transformers folders)."""

@@ -1,0 +1,186 @@
+"""`import_hf`: a Hugging Face model folder -> a Nima model folder (``nima.json`` + ``model.safetensors``).
+
+The folder's ``config.json`` becomes a spec through its architecture's row (`architectures`); the
+spec is built on PyTorch's ``meta`` device, which allocates nothing, to learn every parameter's
+name and shape; then each weight is read from the checkpoint, reshaped where the layouts differ,
+checked against its shape and written (`nima.interop.safetensors_stream`), one at a time. Before
+anything is written, every tensor the spec needs must be in the checkpoint and every tensor in
+the checkpoint must be used, so a weight is never dropped or invented silently.
+
+Besides the weights the model folder gets ``tokenizer.json`` and ``tokenizer_config.json`` (its
+chat template and special tokens) copied when the source has them, and the spec's ``generation``
+section from ``generation_config.json``. The folder is written whole through a staged folder.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nima import __version__
+from nima.builders import build_model
+from nima.interop.hf.architectures import ARCHITECTURES, HfArchitecture, Map
+from nima.interop.hf.checkpoint import Checkpoint
+from nima.interop.hf.config import HfConfig, read_config
+from nima.interop.hf.errors import ImportFailure
+from nima.interop.safetensors_stream import write_safetensors
+from nima.layout import (
+    SPEC_FILE,
+    TOKENIZER_CONFIG_FILE,
+    TOKENIZER_FILE,
+    WEIGHTS_FILE,
+    copy_file,
+    staged_folder,
+    write_json,
+)
+from nima.spec import ModelSpec, SpecError, spec_from_dict
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+GENERATION_CONFIG_FILE = "generation_config.json"
+# generation_config.json key -> the spec's generation field (same meaning, same name where HF's is Nima's)
+GENERATION_KEYS = (
+    "max_new_tokens",
+    "min_new_tokens",
+    "do_sample",
+    "temperature",
+    "top_k",
+    "top_p",
+    "min_p",
+    "num_beams",
+    "length_penalty",
+    "num_return_sequences",
+    "repetition_penalty",
+    "no_repeat_ngram_size",
+)
+Progress = Callable[[int, int], None]  # (tensors written, tensors in all)
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    out: Path
+    spec: ModelSpec
+    model_type: str
+    tensors: int
+    weight_bytes: int
+    files: list[str]
+
+
+def import_hf(
+    source: Path, out: Path, dtype: str = "fp32", progress: Progress = lambda done, total: None
+) -> ImportResult:
+    """Import the Hugging Face folder ``source`` into the model folder ``out`` (which the caller has
+    checked may be written); `ImportFailure` naming the file, key or tensor, with nothing written."""
+    if dtype not in DTYPES:
+        raise ImportFailure(f"--dtype {dtype}: supported are {', '.join(DTYPES)}")
+    config = read_config(source)
+    architecture = ARCHITECTURES.get(config.model_type)
+    if architecture is None:
+        supported = ", ".join(sorted(ARCHITECTURES))
+        raise config.refuse("model_type", f"{config.model_type!r} is not supported (supported: {supported})")
+    spec = _spec(source, config, architecture)
+    checkpoint = Checkpoint(source, architecture.body_prefix)
+    plan = _plan(spec, architecture, checkpoint)
+    shapes = {name: shape for name, (_, shape) in plan.items()}
+    with staged_folder(out) as tmp:
+        write_json(tmp / SPEC_FILE, spec.model_dump(mode="json"))
+        write_safetensors(
+            tmp / WEIGHTS_FILE,
+            shapes,
+            DTYPES[dtype],
+            _tensors(plan, checkpoint, spec, source),
+            metadata={"format": "pt", "source": f"{config.model_type} (Hugging Face)", "nima_version": __version__},
+            on_tensor=lambda _, done=iter(range(1, len(plan) + 1)): progress(next(done), len(plan)),
+        )
+        for name in (TOKENIZER_FILE, TOKENIZER_CONFIG_FILE):
+            if (source / name).is_file():
+                copy_file(source / name, tmp / name)
+        files = sorted(p.name for p in tmp.iterdir())
+        weight_bytes = (tmp / WEIGHTS_FILE).stat().st_size
+    return ImportResult(out, spec, config.model_type, len(plan), weight_bytes, files)
+
+
+def _spec(source: Path, config: HfConfig, architecture: HfArchitecture) -> ModelSpec:
+    data = architecture.spec(config)
+    data["name"] = re.sub(r"[^A-Za-z0-9._-]+", "-", source.resolve().name).strip("-.") or "imported"
+    data["generation"] = _generation(source, config)
+    try:
+        return spec_from_dict(data, source=str(config.path))
+    except SpecError as err:
+        raise ImportFailure("; ".join(str(p) for p in err.problems)) from None
+
+
+def _generation(source: Path, config: HfConfig) -> dict[str, Any]:
+    """The spec's generation defaults from ``generation_config.json``, its end tokens from either file."""
+    path = source / GENERATION_CONFIG_FILE
+    found: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            found = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise ImportFailure(f"{path}: not readable JSON ({err})") from None
+        if not isinstance(found, dict):
+            raise ImportFailure(f"{path}: expected a JSON object")
+    section = {key: found[key] for key in GENERATION_KEYS if found.get(key) is not None}
+    if isinstance(found.get("early_stopping"), bool):
+        section["early_stopping"] = found["early_stopping"]
+    eos = HfConfig(path, found).eos_ids() or config.eos_ids()
+    if eos:
+        section["eos_token_ids"] = eos
+    return section
+
+
+def _plan(
+    spec: ModelSpec, architecture: HfArchitecture, checkpoint: Checkpoint
+) -> dict[str, tuple[Map, tuple[int, ...]]]:
+    """Every parameter the spec's model has -> (its map, with the layer filled in; its shape), checked
+    against the checkpoint's names before anything is read."""
+    with torch.device("meta"):
+        model = build_model(spec)  # shapes only: meta tensors hold no data
+    wanted = {name: tuple(p.shape) for name, p in model.named_parameters()}  # a tied head: once, as the embedding
+    maps: dict[str, Map] = {}
+    for entry in architecture.weights:
+        layers = range(spec.n_layers) if "{i}" in entry.nima else [None]
+        for i in layers:
+            name = entry.nima.replace("{i}", str(i))
+            if name in wanted:
+                maps[name] = Map(name, entry.hf.replace("{i}", str(i)), entry.transform)
+    unmapped = sorted(set(wanted) - set(maps))
+    if unmapped:
+        raise ImportFailure(f"Nima has no source for {unmapped[0]} in a {checkpoint.folder} checkpoint")
+    missing = sorted({m.hf for m in maps.values() if not checkpoint.has(m.hf)})
+    if missing:
+        raise ImportFailure(f"{checkpoint.folder}: the checkpoint has no tensor {missing[0]!r}")
+    used = {checkpoint.resolve(m.hf) for m in maps.values()}
+    ignored = [re.compile(pattern) for pattern in architecture.ignored]
+    if spec.tie_embeddings:
+        ignored.append(re.compile(r"^lm_head\.weight$"))  # some tied checkpoints store the head as well
+    unused = sorted(n for n in checkpoint.names - used if not any(p.search(n) for p in ignored))
+    if unused:
+        more = f" and {len(unused) - 1} more" if len(unused) > 1 else ""
+        raise ImportFailure(
+            f"{checkpoint.folder}: the checkpoint's tensor {unused[0]!r}{more} has no place in the spec the config "
+            "describes (a config that does not match its weights, or a variant Nima does not read)"
+        )
+    return {name: (maps[name], wanted[name]) for name in sorted(maps)}
+
+
+def _tensors(
+    plan: dict[str, tuple[Map, tuple[int, ...]]], checkpoint: Checkpoint, spec: ModelSpec, source: Path
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """Each planned weight, read and reshaped as its map says, in the plan's (sorted) order."""
+    for name, (entry, shape) in plan.items():
+        tensor = checkpoint.get(entry.hf)
+        if entry.transform is not None:
+            tensor = entry.transform([tensor], spec)
+        if tuple(tensor.shape) != shape:
+            raise ImportFailure(
+                f"{source}: tensor {entry.hf!r} has shape {tuple(checkpoint.shape(entry.hf) or ())}, "
+                f"where the config's sizes need {shape} for {name}"
+            )
+        yield name, tensor

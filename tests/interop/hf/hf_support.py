@@ -1,0 +1,77 @@
+"""Small random-weight Hugging Face models, one per supported architecture, built from configs and
+saved with ``save_pretrained`` (no downloads): the references the import tests hold Nima to."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
+    PreTrainedModel,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+    Qwen3Config,
+    Qwen3ForCausalLM,
+)
+
+VOCAB = 97
+IDS = {"bos_token_id": 1, "eos_token_id": 2}
+LLAMA_SIZES: dict[str, Any] = {
+    "vocab_size": VOCAB,
+    "hidden_size": 64,
+    "intermediate_size": 96,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 96,
+    **IDS,
+}
+GPT2_SIZES: dict[str, Any] = {"vocab_size": VOCAB, "n_embd": 64, "n_layer": 2, "n_head": 4, "n_positions": 96, **IDS}
+
+# case -> a function making the model; each case is one architecture, or one of its options
+CASES: dict[str, Callable[[], PreTrainedModel]] = {
+    "gpt2": lambda: GPT2LMHeadModel(GPT2Config(**GPT2_SIZES)),  # GELU's tanh form ("gelu_new")
+    "gpt2-exact-gelu-untied": lambda: GPT2LMHeadModel(
+        GPT2Config(**GPT2_SIZES, activation_function="gelu", tie_word_embeddings=False)
+    ),
+    "llama": lambda: LlamaForCausalLM(LlamaConfig(**LLAMA_SIZES)),
+    "llama-tied-linear-rope": lambda: LlamaForCausalLM(
+        LlamaConfig(**LLAMA_SIZES, tie_word_embeddings=True, rope_scaling={"rope_type": "linear", "factor": 2.0})
+    ),
+    "mistral": lambda: MistralForCausalLM(MistralConfig(**LLAMA_SIZES, sliding_window=5)),
+    "qwen2": lambda: Qwen2ForCausalLM(Qwen2Config(**LLAMA_SIZES)),
+    "qwen3": lambda: Qwen3ForCausalLM(Qwen3Config(**LLAMA_SIZES, head_dim=32)),  # head_dim != d_model / heads
+}
+
+
+def random_model(case: str, seed: int) -> PreTrainedModel:
+    """The case's model in eval mode with Normal(0, 0.15) weights (wide logits: greedy choices far from
+    ties) and unit norm gains, as a trained model's are near."""
+    torch.manual_seed(seed)
+    model = CASES[case]().float().eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "norm" in name or ".ln_" in name:
+                param.normal_(1.0, 0.1) if name.endswith("weight") else param.normal_(0.0, 0.1)
+            else:
+                param.normal_(0.0, 0.15)
+    return model
+
+
+def save(model: PreTrainedModel, folder: Path, **options: Any) -> Path:
+    model.save_pretrained(folder, **options)
+    return folder
+
+
+def positions(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids of a left-padded batch as `generate` derives them (transformers' forward would
+    otherwise number padding too, which changes absolute positions such as GPT-2's)."""
+    return (mask.cumsum(-1) - 1).clamp(min=0)
