@@ -26,7 +26,15 @@ SMALL_SPEC = {
 
 
 def load_bench(name: str) -> ModuleType:
-    """Import bench/NAME.py by path: bench/ is a folder of scripts, not an installed package."""
+    """Import bench/NAME.py by path: bench/ is a folder of scripts, not an installed package.
+
+    A script imports its shared modules (bench/_harness.py, ...) as top-level names, found because
+    Python puts a script's folder first on ``sys.path`` when it runs it. Here bench/ goes last
+    instead, so those ``_``-prefixed names resolve while every other name finds what it found before
+    (bench/export.py and bench/train.py shadow nothing).
+    """
+    if str(BENCH) not in sys.path:
+        sys.path.append(str(BENCH))
     spec = importlib.util.spec_from_file_location(f"nima_bench_{name}", BENCH / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
