@@ -18,7 +18,8 @@ It prints four tables:
 3. **Throughput.** Nima's own `train_step` (sampling, autocast, loss scaling for fp16, clipping,
    fused AdamW) on the bytes of the data file, per precision, with and without torch.compile:
    tokens/s, the loss of the first and last step (it must fall: the step really trains), and peak
-   memory. The same step on nanoGPT's model (``bench/train.py``'s reference) gives the ratio.
+   memory. The same step on nanoGPT's model (bench/_nanogpt.py, ``bench/train.py``'s reference)
+   gives the ratio.
 4. **End to end.** ``nima train`` on the data with the shakespeare-char spec, then ``nima export``
    (verified in ONNX Runtime) and ``nima generate``: the commands a user runs after training on a GPU.
 """
@@ -38,18 +39,16 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from _nanogpt import ReferenceGPT  # nanoGPT's GPT-2, bench/train.py's reference
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train import ReferenceGPT  # noqa: E402  (bench/train.py: nanoGPT's GPT-2)
-
-from nima.builders import build_model  # noqa: E402
-from nima.spec import ModelSpec, load_spec, parameter_count, spec_from_dict  # noqa: E402
-from nima.train.data import Corpus  # noqa: E402
-from nima.train.distributed import World  # noqa: E402
-from nima.train.loop import train_step  # noqa: E402
-from nima.train.optim import build_optimizer  # noqa: E402
-from nima.train.run import build_run  # noqa: E402
+from nima.builders import build_model
+from nima.spec import ModelSpec, load_spec, parameter_count, spec_from_dict
+from nima.train.data import Corpus
+from nima.train.distributed import World
+from nima.train.loop import train_step
+from nima.train.optim import build_optimizer
+from nima.train.run import build_run
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
