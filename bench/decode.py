@@ -46,6 +46,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
+from _hf_weights import to_hf
 from genai_compare import (
     NEW_TOKENS,
     PROMPT_TOKENS,
@@ -60,7 +61,6 @@ from genai_compare import (
     time_balanced,
     unused_token,
 )
-from hf_weights import to_hf
 from onnx import TensorProto, helper, numpy_helper
 from transformers.generation.streamers import BaseStreamer
 

@@ -4,7 +4,7 @@ For each LLaMA-style size this script
 
 1. builds a Nima model with seeded random weights, writes it with ``save_build`` and exports
    Nima's bundle from that folder (``export_bundle``, which checks ORT's logits against PyTorch);
-2. converts the same model to ``LlamaForCausalLM`` (bench/hf_weights.py), saves it with a
+2. converts the same model to ``LlamaForCausalLM`` (bench/_hf_weights.py), saves it with a
    placeholder tokenizer, and runs ``python -m onnxruntime_genai.models.builder -p fp32 -e cpu``
    on that folder (offline: it reads the folder, downloads nothing);
 3. checks that every runner below produces the greedy tokens of (iii);
@@ -61,7 +61,7 @@ import onnx
 import onnxruntime as ort
 import onnxruntime_genai as og
 import torch
-from hf_weights import to_hf
+from _hf_weights import to_hf
 from tokenizers import Tokenizer, models
 from transformers import PreTrainedTokenizerFast
 

@@ -1,4 +1,4 @@
-"""bench/hf_weights.py: a Nima decoder and its transformers twin compute the same logits.
+"""bench/_hf_weights.py: a Nima decoder and its transformers twin compute the same logits.
 
 Skipped where transformers is not installed (it is not a Nima dependency; the benchmark needs it).
 """
@@ -17,7 +17,7 @@ from nima.spec import spec_from_dict
 pytest.importorskip("transformers")
 
 
-hf_weights = load_bench("hf_weights")
+hf_weights = load_bench("_hf_weights")
 
 LLAMA: dict[str, Any] = {
     "name": "tiny-llama",
