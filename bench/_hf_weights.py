@@ -15,7 +15,8 @@ Two spec shapes map onto a transformers class:
 Anything else (ALiBi, sliding windows, post-norm, qk-norm, scaled embeddings, encoder-decoder,
 ...) raises `ValueError` saying why neither shape fits.
 
-The benchmark uses this to hand onnxruntime-genai's model builder the weights Nima exports.
+bench/_genai.py uses this to hand onnxruntime-genai's model builder the weights Nima exports, and
+bench/decode.py to time transformers' ``generate()`` on them.
 """
 
 from __future__ import annotations

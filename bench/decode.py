@@ -11,8 +11,8 @@ times batch-1 greedy decoding of 128 new tokens after a 32-token prompt, 2 threa
   pytorch     a plain PyTorch loop with the KV cache, same weights (`DecoderLM` forward)
   hf          HF transformers ``generate()`` on the same weights (LlamaForCausalLM / GPT2LMHeadModel)
 
-Each figure is the median of 3 (``--runs``) interleaved runs after a warm-up (the timing harness of
-bench/genai_compare.py): decode tokens/s over the 127 single-token steps, and time to first token.
+Each figure is the median of 3 (``--runs``) interleaved runs after a warm-up (the timing harness,
+bench/_harness.py): decode tokens/s over the 127 single-token steps, and time to first token.
 Half the rounds run with the sessions created in one order and half in the reverse order, since
 the order moves their speed by about 5% (`time_balanced`).
 All runners must produce the same greedy tokens; the report says if one does not.
@@ -39,28 +39,28 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
-import genai_compare
+import _harness
 import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
-from _hf_weights import to_hf
-from genai_compare import (
+from _genai import genai_runner
+from _harness import (
     NEW_TOKENS,
     PROMPT_TOKENS,
-    SIZES,
+    SEED,
     THREADS,
     Result,
     Runner,
     Timing,
-    genai_runner,
     log,
     pin_genai_config,
     time_balanced,
     unused_token,
 )
+from _hf_weights import to_hf
+from _models import MODELS
 from onnx import TensorProto, helper, numpy_helper
 from transformers.generation.streamers import BaseStreamer
 
@@ -69,17 +69,10 @@ from nima.builders.models import DecoderLM
 from nima.export.bundle import export_bundle
 from nima.runtime import Generator
 from nima.runtime.session import make_session
-from nima.spec import PRESETS, ModelSpec, spec_from_dict
+from nima.spec import ModelSpec, spec_from_dict
 
-SEED = 0
 RUNNERS = frozenset({"genai", "ort loop", "pytorch", "hf"})  # besides Nima's; --runners
 OPTIONAL = ["nima huge pages", "nima 4k pages"]  # runners only timed when named in --runners
-MODELS: dict[str, dict[str, Any]] = {
-    "llama-tiny": SIZES["tiny"],
-    "gpt2-tiny": {**PRESETS["tiny"], "name": "bench-gpt2-tiny"},
-    "llama-small": SIZES["small"],
-    "gpt2-small": {**PRESETS["small"], "name": "bench-gpt2-small"},
-}
 
 
 # --- runners ---------------------------------------------------------------------------------------
@@ -370,7 +363,7 @@ def main(argv: list[str] | None = None) -> None:
         "'nima huge pages' / 'nima 4k pages' force Nima's weights onto 2 MB / 4 KB pages (Generator(huge_pages=...); "
         "by default they go on 2 MB pages)",
     )
-    parser.add_argument("--runs", type=int, default=genai_compare.RUNS, help="timed rounds per model (median)")
+    parser.add_argument("--runs", type=int, default=_harness.RUNS, help="timed rounds per model (median)")
     parser.add_argument(
         "--target",
         choices=["portable", "ort"],
@@ -382,7 +375,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--runners: genai is the reference every ratio is taken to; keep it")
     global RUNNERS  # the runners bench_model builds
     RUNNERS = frozenset(args.runners)
-    genai_compare.RUNS = args.runs
+    _harness.RUNS = args.runs  # the rounds time_balanced runs
     torch.set_num_threads(THREADS)
     root = args.keep or Path(tempfile.mkdtemp(prefix="nima-decode-"))
     root.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
 """What 2 MB pages for the weights are worth to Nima's runtime, one `Generator` per process.
 
-For each model (``--models``, from bench/decode.py's list; seeded random weights, fp32 ``ort``
+For each model (``--models``, from bench/_models.py's list; seeded random weights, fp32 ``ort``
 bundle), this script starts pairs of fresh processes, one with ``Generator(...,
 huge_pages=True)`` and one with ``huge_pages=False``, alternating which goes
 first (ABBA), each timing batch-1 greedy decoding of 128 new tokens after a 32-token prompt
@@ -30,9 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-SEED = 0
-PROMPT_TOKENS, NEW_TOKENS, THREADS = 32, 128, 2  # as bench/genai_compare.py; the child imports no torch
+from _harness import NEW_TOKENS, PROMPT_TOKENS, SEED, THREADS, log  # the child imports no torch
 
 
 def child(bundle: str, huge: bool, rounds: int) -> None:
@@ -73,17 +71,12 @@ def measure(bundle: Path, huge: bool, rounds: int) -> tuple[float, float, float]
 
 
 def bench_model(name: str, root: Path, pairs: int, rounds: int) -> None:
-    from decode import MODELS
-    from genai_compare import log
-
-    from nima.builders import build_model, save_build
-    from nima.export.bundle import export_bundle
-    from nima.spec import spec_from_dict
+    """Export model ``name`` to an ``ort`` bundle and time ``pairs`` pairs of processes with and
+    without huge pages; prints a table row per pair and the summary line."""
+    from _models import MODELS, export_model  # here, not at the top: the runtime processes need neither
 
     log(f"{name}: build + export (fp32, ort)")
-    spec = spec_from_dict(MODELS[name])
-    source = save_build(build_model(spec, seed=SEED), spec, root / name / "model")
-    bundle = export_bundle(source, root / name / "bundle", target="ort", force=True).out
+    bundle, _ = export_model(MODELS[name], root / name, target="ort", force=True)
     print(
         "\n| model | pair | tok/s, huge pages | tok/s, 4 KB pages | ratio | load s, huge | load s, 4 KB |\n"
         "|---|---:|---:|---:|---:|---:|---:|"

@@ -35,8 +35,8 @@ from nima.export.bundle import export_bundle
 from nima.runtime import GenerateError, Generator
 from nima.spec import spec_from_dict
 
-# The shapes of genai_compare.py's SIZES, written out: that module imports onnxruntime_genai, which a GPU
-# machine with only onnxruntime-gpu may lack.
+# The shapes of bench/_models.py's SIZES (and a micro one for the smoke test), written out: this check
+# builds its own LLaMA-, GPT-2- and T5-style models of each (`models`), not those specs.
 _LLAMA = {
     "position": {"kind": "rope"},
     "norm": {"kind": "rmsnorm", "placement": "pre"},

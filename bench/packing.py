@@ -6,7 +6,7 @@ repeating the cache). This script exports the same seeded weights both ways, the
 packing switched off, and times greedy decoding with Nima's runtime, the two bundles taking turns
 (2 threads, fp32; both must give the same tokens):
 
-  llama-tiny     decoder-only, the LLaMA-style tiny model of bench/decode.py (GQA 4/2, SwiGLU, rope)
+  llama-tiny     decoder-only, the LLaMA-style tiny model of bench/_models.py (GQA 4/2, SwiGLU, rope)
   seq2seq-gqa    encoder-decoder, 4 + 4 layers, d_model 256, GQA 4/2, SwiGLU, T5 relative bias
   seq2seq-t5     the same with 4 kv heads (no grouping) and a ReLU FFN: only q, k and v are packed
 
@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from genai_compare import SIZES, THREADS, log
+from _harness import THREADS, log
+from _models import SIZES
 
 import nima.export.seq2seq.graph as seq2seq_graph
 import nima.export.targets.portable as packed_model

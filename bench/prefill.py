@@ -1,6 +1,6 @@
 """Prefill time with every position's logits against the last position's only (``logits_to_keep``).
 
-For each model (bench/decode.py's presets, seeded random weights, exported to ``--target``) and
+For each model (bench/_models.py's list, seeded random weights, exported to ``--target``) and
 each prompt length, one ONNX Runtime session runs the same left-aligned prompt through the
 prefill two ways, alternating: without ``logits_to_keep`` (its default 0: the contract's
 [batch, seq, vocab] logits, what onnxruntime-genai asks for) and with ``logits_to_keep = 1``
@@ -21,12 +21,11 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from _harness import SEED, THREADS
+from _models import MODELS, export_model
 
 from nima.layout import LOGITS, LOGITS_TO_KEEP, MODEL_FILE
 from nima.spec import ModelSpec
-
-THREADS = 2
-SEED = 0
 
 
 def prefill_feed(spec: ModelSpec, batch: int, length: int) -> dict[str, np.ndarray]:
@@ -67,19 +66,6 @@ def time_prefill(bundle: Path, spec: ModelSpec, batch: int, length: int, rounds:
     return statistics.median(times["every"]), statistics.median(times["last"])
 
 
-def export_model(name: str, root: Path, target: str) -> tuple[Path, ModelSpec]:
-    """decode.py's preset ``name`` with seeded random weights, exported (unverified) under ``root``."""
-    from decode import MODELS
-
-    from nima.builders import build_model, save_build
-    from nima.export.bundle import export_bundle
-    from nima.spec import spec_from_dict
-
-    spec = spec_from_dict(MODELS[name])
-    source = save_build(build_model(spec, seed=SEED).eval(), spec, root / name / "model")
-    return export_bundle(source, root / name / "bundle", target=target, verify=False).out, spec
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=["llama-tiny", "gpt2-tiny", "llama-small", "gpt2-small"])
@@ -92,7 +78,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'model':<12} {'prompt':>6} {'every position ms':>18} {'last only ms':>13} {'ratio':>6}")
     with tempfile.TemporaryDirectory(prefix="nima-prefill-") as scratch:
         for name in args.models:
-            bundle, spec = export_model(name, Path(scratch), args.target)
+            # seeded random weights, exported unverified
+            bundle, spec = export_model(MODELS[name], Path(scratch) / name, target=args.target, verify=False)
             for length in args.prompts:
                 every, last = time_prefill(bundle, spec, args.batch, length, args.rounds)
                 print(f"{name:<12} {length:>6} {every * 1e3:>18.2f} {last * 1e3:>13.2f} {every / last:>5.2f}x")

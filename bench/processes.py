@@ -48,9 +48,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from _harness import NEW_TOKENS, PROMPT_TOKENS, SEED, THREADS, log, pin_genai_config, unused_token
 
-SEED = 0
-PROMPT_TOKENS, NEW_TOKENS, THREADS = 32, 128, 2  # as bench/genai_compare.py
 RUNTIMES = ("nima", "nima-huge-pages", "nima-4k-pages", "genai")  # --runtimes: the two compared
 
 # (prompt, new tokens) -> (tokens, time to first token, time for the rest), seconds
@@ -76,24 +75,14 @@ def _nima_decode(bundle: str, huge_pages: bool | None = None) -> Decode:
 
 
 def _genai_decode(bundle: str) -> Decode:
-    """genai_compare.genai_runner's loop, written again here: importing genai_compare would load
-    torch and transformers into a process that times a deployment."""
-    import onnxruntime_genai as og
+    """`_genai.genai_runner`'s loop (imported here: only the genai process loads onnxruntime-genai)."""
+    from _genai import genai_runner
 
-    model = og.Model(bundle)
+    runner = genai_runner("genai", Path(bundle))
 
     def decode(prompt: list[int], new: int) -> tuple[list[int], float, float]:
-        start = time.perf_counter()
-        params = og.GeneratorParams(model)
-        params.set_search_options(max_length=len(prompt) + new, do_sample=False)
-        generator = og.Generator(model, params)
-        generator.append_tokens(np.array([prompt], dtype=np.int32))  # runs the prompt
-        generator.generate_next_token()  # picks the first token from the prompt's logits
-        first = time.perf_counter()
-        while not generator.is_done():
-            generator.generate_next_token()
-        done = time.perf_counter()
-        return [int(t) for t in generator.get_sequence(0)][len(prompt) :], first - start, done - first
+        timing = runner.run(prompt, new)
+        return timing.tokens, timing.ttft, timing.total - timing.ttft
 
     return decode
 
@@ -154,17 +143,13 @@ def median_interval(values: list[float], level: float = 0.95) -> tuple[float, fl
 
 
 def bench_model(name: str, root: Path, target: str, pairs: int, rounds: int, runtimes: tuple[str, str]) -> None:
-    from decode import MODELS
-    from genai_compare import log, pin_genai_config, unused_token
-
-    from nima.builders import build_model, save_build
-    from nima.export.bundle import export_bundle
-    from nima.spec import spec_from_dict
+    """Export model ``name`` and time ``runtimes`` in ``pairs`` pairs of processes; prints a table row
+    per pair and the summary line."""
+    from _models import MODELS, export_model  # here, not at the top: the runtime processes need neither
 
     log(f"{name}: build + export (fp32, {target})")
-    spec = spec_from_dict({**MODELS[name], "generation": {"do_sample": False}})
-    source = save_build(build_model(spec, seed=SEED).eval(), spec, root / name / "model")
-    bundle = export_bundle(source, root / name / "bundle", target=target, force=True).out
+    data = {**MODELS[name], "generation": {"do_sample": False}}
+    bundle, spec = export_model(data, root / name, target=target, force=True)
     probe = Child("nima", bundle, spec.vocab_size)
     reference = probe.decode()["tokens"]
     probe.close()

@@ -16,7 +16,7 @@ Both wrap the session's run with the same timer, so its cost is in both "outside
 
     .venv/bin/python bench/step_overhead.py [--bundle BUNDLE] [--target ort|portable] [--rounds N]
 
-Without ``--bundle`` it builds and exports the LLaMA-style tiny model of bench/decode.py (``--target``, ``ort``
+Without ``--bundle`` it builds and exports the LLaMA-style tiny model of bench/_models.py (``--target``, ``ort``
 by default).
 """
 
@@ -30,14 +30,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from genai_compare import NEW_TOKENS, PROMPT_TOKENS, SIZES, THREADS, log
+from _harness import NEW_TOKENS, PROMPT_TOKENS, THREADS, log
+from _models import SIZES, export_model
 
-from nima.builders import build_model, save_build
-from nima.export.bundle import export_bundle
 from nima.layout import ATTENTION_MASK
 from nima.runtime import Generator
 from nima.runtime.shared_cache import SharedBufferSession
-from nima.spec import spec_from_dict
 
 
 class RunTimer:
@@ -103,10 +101,10 @@ def bare_round(generator: Generator, timer: RunTimer, prompt: list[int]) -> tupl
 
 
 def tiny_bundle(root: Path, target: str) -> Path:
-    spec = spec_from_dict({**SIZES["tiny"], "generation": {"do_sample": False}})
+    """The LLaMA-style tiny model (seed 0) exported to ``target`` under ``root``."""
     log(f"llama-tiny: build + export (fp32, --target {target})")
-    source = save_build(build_model(spec, seed=0).eval(), spec, root / "model")
-    return export_bundle(source, root / "bundle", target=target, force=True).out
+    data = {**SIZES["tiny"], "generation": {"do_sample": False}}
+    return export_model(data, root, seed=0, target=target, force=True)[0]
 
 
 def main(argv: list[str] | None = None) -> None:
