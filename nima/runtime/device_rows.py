@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from onnxruntime.capi import _pybind_state as ort_c
 
 from nima.runtime.errors import GenerateError
+from nima.runtime.ort_adapter import Value, unwrapped, wrapped
 from nima.runtime.providers import provider_list
 
 GRAPHS = Path(__file__).parent / "graphs"
@@ -56,17 +56,17 @@ class DeviceRows:
             self._sessions[key] = ort.InferenceSession(str(graph_path(*key)), options, providers)
         return self._sessions[key]
 
-    def take(self, value: ort.OrtValue | ort_c.OrtValue, rows: np.ndarray) -> ort.OrtValue | ort_c.OrtValue:
+    def take(self, value: Value, rows: np.ndarray) -> Value:
         """A new value holding ``value[rows]`` (rows: int64 indices into axis 0), on the same device and
         of the same kind as ``value`` (the Python wrapper, or the C++ binding's value that the CPU
         path feeds)."""
         is_wrapped = isinstance(value, ort.OrtValue)
-        wrapped = value if is_wrapped else ort.OrtValue(value)
-        session = self._session(wrapped.data_type(), len(wrapped.shape()))
+        data = wrapped(value)
+        session = self._session(data.data_type(), len(data.shape()))
         binding = session.io_binding()
-        binding.bind_ortvalue_input(DATA, wrapped)
+        binding.bind_ortvalue_input(DATA, data)
         binding.bind_cpu_input(ROWS, np.ascontiguousarray(rows, dtype=np.int64))
         binding.bind_output(SELECTED, self.provider)  # ORT names devices as the runtime names providers
         session.run_with_iobinding(binding)
         selected = binding.get_outputs()[0]
-        return selected if is_wrapped else selected._ortvalue
+        return selected if is_wrapped else unwrapped(selected)

@@ -19,11 +19,11 @@ import functools
 import io
 import sys
 import warnings
-from pathlib import Path
 
 import onnxruntime as ort
 
 from nima.runtime.errors import GenerateError
+from nima.runtime.ort_adapter import provider_library
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 CUDA_LIBRARY = "onnxruntime_providers_cuda.dll" if sys.platform == "win32" else "libonnxruntime_providers_cuda.so"
@@ -73,7 +73,7 @@ def require_started(session: ort.InferenceSession, provider: str) -> None:
 
 def cuda_failure() -> str:
     """Why the CUDA provider did not start, as far as can be seen from here: a missing library or no GPU."""
-    library = Path(ort.__file__).parent / "capi" / CUDA_LIBRARY
+    library = provider_library(CUDA_LIBRARY)
     if not library.is_file():
         return f"{CUDA_LIBRARY} is not installed"
     try:

@@ -3,11 +3,12 @@
 The cache that one step returns is passed, as it is, as the next step's input: ORT values, never
 copied into numpy. With the CUDA provider each step binds its inputs and outputs through IO
 binding, so the cache stays on the device and only the logits are bound to host memory (sampling
-happens in numpy). On the CPU a step calls the session's C++ binding (``InferenceSession._sess``,
-the object onnxruntime's own Python API wraps) with its values directly: the Python wrapper's
-``run_with_ort_values`` re-validates every input and re-wraps every output at each step, about
-0.2 ms of a 2.5 ms step of a 10M model, which is the whole of a decode step's time budget
-beyond the weights' memory traffic.
+happens in numpy). On the CPU a step calls the session's C++ binding (the object onnxruntime's
+own Python API wraps; `nima.runtime.ort_adapter`, which falls back to the public API where an
+onnxruntime lacks it) with its values directly: the Python wrapper's ``run_with_ort_values``
+re-validates every input and re-wraps every output at each step, about 0.2 ms of a 2.5 ms step
+of a 10M model, which is the whole of a decode step's time budget beyond the weights' memory
+traffic.
 
 Graphs with the optional ``logits_to_keep`` input (`nima.export.logits_to_keep`) are fed 1:
 a prompt's prefill runs the output head on its last position only, the one generation reads.
@@ -20,7 +21,6 @@ from typing import NamedTuple
 
 import numpy as np
 import onnxruntime as ort
-from onnxruntime.capi import _pybind_state as ort_c
 
 from nima.layout import (
     ATTENTION_MASK,
@@ -32,23 +32,14 @@ from nima.layout import (
     POSITION_IDS,
     PRESENT_KEY,
 )
+from nima.runtime import ort_adapter
 from nima.runtime.device_rows import DeviceRows
 from nima.runtime.errors import GenerateError
 from nima.runtime.huge_pages import huge_pages_for
+from nima.runtime.ort_adapter import Value, host_value
 from nima.runtime.providers import provider_list, require_started
 
 NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
-HOST = ort_c.OrtDevice(ort_c.OrtDevice.cpu(), ort_c.OrtDevice.default_memory(), 0)
-
-# A cache or fixed input value: a C++ binding value on the CPU path, a Python `ort.OrtValue` on CUDA.
-Value = ort.OrtValue | ort_c.OrtValue
-
-
-def host_value(array: np.ndarray) -> ort_c.OrtValue:
-    """A CPU ORT value holding its own copy of ``array`` (so no numpy array has to outlive it)."""
-    value = ort_c.OrtValue.ortvalue_from_shape_and_type(list(array.shape), array.dtype, HOST)
-    value.update_inplace(np.ascontiguousarray(array))
-    return value
 
 
 def device_value(array: np.ndarray, device: str) -> Value:
@@ -132,12 +123,12 @@ class DecoderSession:
         self._output_names = [out.name for out in session.get_outputs()]
         if self._output_names[0] != LOGITS or PRESENT_KEY % 0 not in self._output_names:
             raise GenerateError("the graph's outputs do not follow the decoder contract (logits, present.*)")
-        self._binding = session._sess  # see the module docstring
+        self._binding = ort_adapter.session_core(session)  # see the module docstring
         defaults = {arg.name for arg in session.get_overridable_initializers()}
         self.keeps_last = LOGITS_TO_KEEP in defaults  # the head runs on the last position only
         # () int64 1, fed or bound (by value: IO binding refuses numpy arrays for inputs that have a default)
-        self._keep_one = ort.OrtValue(host_value(np.ones((), dtype=np.int64)))
-        self._keep_feed = {LOGITS_TO_KEEP: self._keep_one._ortvalue} if self.keeps_last else {}
+        self._keep_one = ort_adapter.wrapped(host_value(np.ones((), dtype=np.int64)))
+        self._keep_feed = {LOGITS_TO_KEEP: ort_adapter.unwrapped(self._keep_one)} if self.keeps_last else {}
         self.rows_on_device = DeviceRows(self.device) if self.device != "cpu" else None
 
     def empty_cache(self, batch: int, fixed: dict[str, Value] | None = None, capacity: int | None = None) -> KVCache:
@@ -161,10 +152,11 @@ class DecoderSession:
             ids = np.ascontiguousarray(input_ids, dtype=np.int64)
             mask = np.ascontiguousarray(attention_mask, dtype=np.int64)
             positions = np.ascontiguousarray(position_ids, dtype=np.int64)
+            value, host = ort_adapter.value_from_numpy, ort_adapter.HOST
             feed = {
-                INPUT_IDS: ort_c.OrtValue.ortvalue_from_numpy(ids, HOST),
-                ATTENTION_MASK: ort_c.OrtValue.ortvalue_from_numpy(mask, HOST),
-                POSITION_IDS: ort_c.OrtValue.ortvalue_from_numpy(positions, HOST),
+                INPUT_IDS: value(ids, host),
+                ATTENTION_MASK: value(mask, host),
+                POSITION_IDS: value(positions, host),
                 **dict(zip(self._past_names, cache.values, strict=True)),
                 **dict(cache.fixed),
                 **self._keep_feed,
@@ -257,9 +249,10 @@ class HostRowStepper(RowStepper):
         super().__init__(session, cache)
         self._ids = np.zeros((1, 1), dtype=np.int64)
         self._positions = np.zeros((1, 1), dtype=np.int64)
+        self._value, self._host = ort_adapter.value_from_numpy, ort_adapter.HOST  # bound once, as `_run`
         self._feed: dict[str, Value] = {
-            INPUT_IDS: ort_c.OrtValue.ortvalue_from_numpy(self._ids, HOST),
-            POSITION_IDS: ort_c.OrtValue.ortvalue_from_numpy(self._positions, HOST),
+            INPUT_IDS: self._value(self._ids, self._host),
+            POSITION_IDS: self._value(self._positions, self._host),
             **dict(cache.fixed),
         }
         self._past_names = session._past_names
@@ -276,7 +269,7 @@ class HostRowStepper(RowStepper):
         self._positions[0, 0] = position
         feed = self._feed
         mask = np.ascontiguousarray(attention_mask, dtype=np.int64)  # (1, P + 1): alive until the run returns
-        feed[ATTENTION_MASK] = ort_c.OrtValue.ortvalue_from_numpy(mask, HOST)
+        feed[ATTENTION_MASK] = self._value(mask, self._host)
         for name, value in zip(self._past_names, self._values, strict=True):
             feed[name] = value
         result = self._run(feed, self._output_names, None)

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import numpy as np
 import onnxruntime as ort
-from onnxruntime.capi import _pybind_state as ort_c
 
 from nima.layout import ATTENTION_MASK, INPUT_IDS, LOGITS, LOGITS_TO_KEEP, POSITION_IDS
+from nima.runtime import ort_adapter
 from nima.runtime.errors import GenerateError
-from nima.runtime.session import HOST, NUMPY_TYPES, DecoderSession, KVCache, RowStepper, Value, host_value
+from nima.runtime.session import NUMPY_TYPES, DecoderSession, KVCache, RowStepper, Value, host_value
 
 KEEP_SHAPES = 2  # bound (B, T) array sets kept between generations: a prompt's and its decode steps'
 KEEP_BYTES = 64 << 20  # the largest logits array kept
@@ -35,6 +35,7 @@ class SharedBufferSession(DecoderSession):
         super().__init__(session, n_layers, n_kv_heads, head_dim)
         self._present_names = self._output_names[1:]
         self._io = session.io_binding()
+        self._io_core = ort_adapter.binding_core(self._io)  # its C++ object, for the calls every step makes
         self._io.bind_output(LOGITS, "cpu")  # bound first, so it stays output 0 when rebound by name
         if self.keeps_last:
             self._io.bind_ortvalue_input(LOGITS_TO_KEEP, self._keep_one)  # stays bound: every run keeps one position
@@ -55,7 +56,7 @@ class SharedBufferSession(DecoderSession):
     def _buffer(self, array: np.ndarray) -> ort.OrtValue:
         """A buffer on the session's device holding a copy of ``array`` (IO binding takes Python values)."""
         if self.device == "cpu":
-            return ort.OrtValue(host_value(array))
+            return ort_adapter.wrapped(host_value(array))
         return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), self.device, 0)
 
     def empty_cache(self, batch: int, fixed: dict[str, Value] | None = None, capacity: int | None = None) -> KVCache:
@@ -70,10 +71,8 @@ class SharedBufferSession(DecoderSession):
             raise GenerateError("shared-buffer caches are for decoder-only bundles")
         shape = [batch, self.n_kv_heads, capacity, self.head_dim]
         if self.device == "cpu":
-            values = tuple(
-                ort.OrtValue(ort_c.OrtValue.ortvalue_from_shape_and_type(shape, self.kv_dtype, HOST))
-                for _ in self._past_names
-            )
+            empty = ort_adapter.value_from_shape_and_type
+            values = tuple(ort_adapter.wrapped(empty(shape, self.kv_dtype, ort_adapter.HOST)) for _ in self._past_names)
             return KVCache(values, 0, batch)
         zeros = np.zeros(shape, dtype=self.kv_dtype)
         return KVCache(tuple(self._buffer(zeros) for _ in self._past_names), 0, batch)
@@ -103,7 +102,7 @@ class SharedBufferSession(DecoderSession):
         io.bind_output(LOGITS, "cpu")  # ORT allocates it: its shape changes between prefill and decode
         self._shape = None  # the CPU step's bound arrays are no longer bound
         self.session.run_with_iobinding(io)
-        logits = io._iobinding.get_outputs()[0].numpy()  # (B, T or 1, V); from the C++ vector: no output wrapped
+        logits = self._io_core.get_outputs()[0].numpy()  # (B, T or 1, V); from the C++ vector: no output wrapped
         last = logits[:, -1, :].astype(np.float32)  # (B, V)
         return last, KVCache(cache.values, cache.length + new, cache.batch, cache.fixed)
 
@@ -118,7 +117,7 @@ class SharedBufferSession(DecoderSession):
     ) -> tuple[np.ndarray, KVCache]:
         """`step` with reused bound arrays (see `__init__`). The logits returned are a view of the
         bound output in float32: valid until the next step, which overwrites them."""
-        io = self._io._iobinding  # the C++ binding: the wrapper's per-call checks are for WebGPU capture
+        io = self._io_core  # the C++ object: the wrapper's per-call checks are for WebGPU capture
         if self._shape != (batch, new):
             self._bind_arrays(batch, new)
         self._ids[...] = input_ids
@@ -160,7 +159,7 @@ class SharedBufferSession(DecoderSession):
             while len(self._kept) > KEEP_SHAPES:
                 del self._kept[next(iter(self._kept))]
         self._ids, self._positions, self._logits = arrays
-        io = self._io._iobinding
+        io = self._io_core
         io.bind_input(INPUT_IDS, self._ids)  # CPU arrays are bound by reference, not copied
         io.bind_input(POSITION_IDS, self._positions)
         logits = self._logits
@@ -186,12 +185,13 @@ class SharedBufferSession(DecoderSession):
             values = tuple(self.rows_on_device.take(value, rows) for value in cache.values)
             return KVCache(values, cache.length, len(rows), cache.fixed)
         filled = cache.length
+        empty, host = ort_adapter.value_from_shape_and_type, ort_adapter.HOST
         selected = []
         for value in cache.values:
             old = value.numpy()  # (B, H_kv, capacity, hd): a view of the buffer
-            new = ort_c.OrtValue.ortvalue_from_shape_and_type([len(rows), *old.shape[1:]], old.dtype, HOST)
+            new = empty([len(rows), *old.shape[1:]], old.dtype, host)
             new.numpy()[:, :, :filled] = old[rows, :, :filled]  # positions past the cache are never read
-            selected.append(ort.OrtValue(new))
+            selected.append(ort_adapter.wrapped(new))
         return KVCache(tuple(selected), cache.length, len(rows), cache.fixed)
 
 
@@ -208,7 +208,7 @@ class SharedRowStepper(RowStepper):
         self._shared = session
         self._values, self._length, self._fixed = cache.values, cache.length, cache.fixed
         self._run = session._binding.run_with_iobinding
-        self._io = session._io._iobinding
+        self._io = session._io_core
         self._bind()
 
     def _bind(self) -> None:
