@@ -39,8 +39,9 @@ from nima.runtime.shared_cache import SharedBufferSession
 
 
 class RunTimer:
-    """Stands in for the session's C++ binding: times each run (``run_with_iobinding`` on an ``ort``
-    bundle's shared buffers, ``run_with_ort_values`` on a portable bundle)."""
+    """Stands in for the object the session runs through (`nima.runtime.ort_adapter.session_core`): times
+    each run (``run_with_iobinding`` on an ``ort`` bundle's shared buffers, ``run_with_ort_values`` on a
+    portable bundle)."""
 
     def __init__(self, binding: object) -> None:
         self._bound: Callable[..., None] = binding.run_with_iobinding  # type: ignore[attr-defined]
@@ -82,7 +83,7 @@ def bare_round(generator: Generator, timer: RunTimer, prompt: list[int]) -> tupl
     logits, cache = session.step(ids, masks[:, : len(prompt)], np.arange(len(prompt))[None], cache)
     token, length = int(logits.argmax()), len(prompt) + 1
     session.step(np.array([[token]]), masks[:, :length], np.array([[length - 1]]), cache)  # binds (1, 1) arrays
-    io, run = session._io._iobinding, timer.run_with_iobinding
+    io, run = session._io_core, timer.run_with_iobinding  # as `SharedRowStepper` binds them
     ids_buffer, positions, last = session._ids, session._positions, session._logits[0, -1]  # (1, 1), (1, 1), (V,)
     token = int(last.argmax())
     timer.inside.clear()
