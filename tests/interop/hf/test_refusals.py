@@ -1,0 +1,107 @@
+"""What `nima import` refuses: one `error:` line naming the file, key or tensor, exit code 2, nothing written."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from hf_support import random_model, save
+from safetensors.torch import load_file, save_file
+from typer.testing import CliRunner
+
+from nima.cli import app
+
+
+def edit_config(folder: Path, **changes: object) -> None:
+    path = folder / "config.json"
+    config = json.loads(path.read_text())
+    path.write_text(json.dumps({**config, **changes}))
+
+
+def edit_weights(folder: Path, change: Callable[[dict[str, torch.Tensor]], None]) -> None:
+    path = folder / "model.safetensors"
+    tensors = load_file(str(path))
+    change(tensors)
+    save_file(tensors, str(path), metadata={"format": "pt"})
+
+
+def pickled(folder: Path) -> None:
+    (folder / "model.safetensors").rename(folder / "pytorch_model.bin")
+
+
+def drop(name: str) -> Callable[[dict[str, torch.Tensor]], None]:
+    return lambda tensors: tensors.pop(name)
+
+
+def reshape(name: str) -> Callable[[dict[str, torch.Tensor]], None]:
+    def change(tensors: dict[str, torch.Tensor]) -> None:
+        tensors[name] = tensors[name][:, :-1].contiguous()
+
+    return change
+
+
+def extra(tensors: dict[str, torch.Tensor]) -> None:
+    tensors["model.layers.0.self_attn.o_proj.bias"] = torch.zeros(64)
+
+
+CASES: dict[str, tuple[Callable[[Path], None], str]] = {
+    "pickle": (pickled, "pytorch_model.bin: a pickled PyTorch checkpoint"),
+    "custom code": (
+        lambda f: edit_config(f, auto_map={"AutoModelForCausalLM": "modeling_x.X"}),
+        "config.json: auto_map: this model needs its own Python code (trust_remote_code)",
+    ),
+    "unknown model_type": (lambda f: edit_config(f, model_type="mamba"), "model_type: 'mamba' is not supported"),
+    "rope scaling kind": (
+        lambda f: edit_config(f, rope_parameters={"rope_type": "yarn", "factor": 4.0, "rope_theta": 10000.0}),
+        "rope_parameters: rope_type 'yarn' is not supported",
+    ),
+    "missing tensor": (
+        lambda f: edit_weights(f, drop("model.layers.1.mlp.up_proj.weight")),
+        "the checkpoint has no tensor 'model.layers.1.mlp.up_proj.weight'",
+    ),
+    "mis-shaped tensor": (
+        lambda f: edit_weights(f, reshape("model.layers.0.self_attn.k_proj.weight")),
+        "tensor 'model.layers.0.self_attn.k_proj.weight' has shape (32, 63), where the config's sizes need (32, 64)",
+    ),
+    "a tensor with no place": (
+        lambda f: edit_weights(f, extra),
+        "the checkpoint's tensor 'model.layers.0.self_attn.o_proj.bias' has no place in the spec",
+    ),
+    "no config": (lambda f: (f / "config.json").unlink(), "no config.json here"),
+}
+
+
+@pytest.fixture(scope="module")
+def llama_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save(random_model("llama", 3), tmp_path_factory.mktemp("refusals") / "llama")
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_refused_with_one_line_and_nothing_written(case: str, llama_folder: Path, tmp_path: Path) -> None:
+    spoil, message = CASES[case]
+    source = tmp_path / "hf"
+    source.mkdir()
+    for path in llama_folder.iterdir():
+        (source / path.name).write_bytes(path.read_bytes())
+    spoil(source)
+    result = CliRunner().invoke(app, ["import", str(source), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hf"]  # no target, no temporary folder
+
+
+def test_force_replaces_only_a_model_folder(llama_folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    runner = CliRunner()
+    assert runner.invoke(app, ["import", str(llama_folder), "-o", str(out)]).exit_code == 0
+    again = runner.invoke(app, ["import", str(llama_folder), "-o", str(out)])
+    assert again.exit_code == 2 and "pass --force" in again.stderr
+    assert runner.invoke(app, ["import", str(llama_folder), "-o", str(out), "--force"]).exit_code == 0
+    (out / "notes.txt").write_text("mine")
+    refused = runner.invoke(app, ["import", str(llama_folder), "-o", str(out), "--force"])
+    assert refused.exit_code == 2 and "holds notes.txt" in refused.stderr
+    assert (out / "notes.txt").read_text() == "mine"
