@@ -208,7 +208,7 @@ def end_to_end(data: Path, device: torch.device) -> None:
                 [*nima, "generate", f"{tmp}/bundle", "--prompt-ids", "1,2", "--provider", "cuda"],
             ]
         )
-        # the README's reversal run (90.8% held-out exact match after 1,350 steps on a 2-core CPU)
+        # the reversal run of docs/seq2seq.md (90.8% held-out exact match after 1,350 steps on a 2-core CPU)
         fraction = "0.020119105102205055"  # what examples/reverse_words.py prints for the default held-out lines
         run_commands(
             [

@@ -1,8 +1,7 @@
 """Nima's runtime against onnxruntime-genai with each runtime in its own process, as deployed.
 
 bench/decode.py times every runner in one process, and there the runtimes do not run alike:
-which session was created first moves Nima / genai by 3-8% at 124M parameters (README,
-"Generate"), an effect of sharing the process that no deployment has. Timing fresh processes
+which session was created first moves Nima / genai by 3-8% at 124M parameters (docs/performance.md), an effect of sharing the process that no deployment has. Timing fresh processes
 one after another instead leaves the machine's drift in the ratio: on this shared machine a
 process decoding the 124M model ran at 69 or at 90 tok/s depending on the minute.
 

@@ -54,7 +54,7 @@ def generate(
         bool | None,
         Opt(
             "--huge-pages/--no-huge-pages",
-            help="Put the weights on 2 MB pages (Linux): 3-7% faster decoding, slower loading. Default: up to 128 MB.",
+            help="Put the weights on 2 MB pages (Linux): faster decoding, slower loading. Default: up to 128 MB.",
         ),
     ] = None,
 ) -> None:

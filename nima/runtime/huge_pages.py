@@ -3,14 +3,9 @@
 A decode step streams every weight matrix once. On 4 KB pages that walk crosses a page every
 1,024 floats, each crossing a TLB miss; on 2 MB pages almost none are. Most distributions set
 THP to ``madvise``, so no page is huge unless asked for, and ONNX Runtime does not ask (numpy
-asks for its large arrays; PyTorch can be told to). On this project's 2-core test machine, a
-`Generator` in a fresh process decoded 5% faster at 10M parameters (median of 10 process pairs,
-faster in 7; ``bench/huge_pages.py``) and 2.6% (LLaMA-style) and 6.6% (GPT-2-style) faster at
-124M (``bench/processes.py --runtimes nima-huge-pages nima-4k-pages``, faster in 6 of 6 process
-pairs each; ``bench/huge_pages.py``, which warms each process up less, gave 6.5% and 14.9% that
-day, and nothing, 0.995x, on an earlier one). The price is loading: collapsing copies the memory
-onto new pages, which on that machine (a VM where first touching memory is slow) added about
-0.05 s at 10M and 0.8-1.0 s at 124M (medians of 6 fresh processes; 0.9-1.7 s without).
+asks for its large arrays; PyTorch can be told to). Decoding gets faster, and loading slower:
+collapsing copies the memory onto new pages (the measurements, with their commands:
+docs/performance.md, "Huge pages").
 
 Hence `wanted`: ``Generator(..., huge_pages=True)``, the default, collapses for every bundle: a
 `Generator` lives for many generations, and the faster steps pay for the loading (at 124M on

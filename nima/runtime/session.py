@@ -60,9 +60,8 @@ def make_session(
     frees the cores between regions: there it made batch-1 decode ~1.6x faster.
 
     ``huge_pages`` moves the weights the session loads on the CPU onto 2 MB pages
-    (`nima.runtime.huge_pages`): measured 5% faster decoding at 10M parameters and 3-7% at
-    124M, where it added about a second to loading; `Generator` turns it on by default
-    (`nima.runtime.huge_pages.wanted`).
+    (`nima.runtime.huge_pages`): faster decoding, slower loading (docs/performance.md, "Huge
+    pages"); `Generator` turns it on by default (`nima.runtime.huge_pages.wanted`).
     """
     providers = provider_list(provider)
     options = ort.SessionOptions()

@@ -2,12 +2,11 @@
 
 Graphs exported with ``--target ort`` for plain models (full attention, no position bias) read
 every length from ``attention_mask``, never from the cache's shape (see
-``nima/export/fused_model.py``); their bundles say so with ``past_present_share_buffer`` in
-``genai_config.json``. Such a graph's GroupQueryAttention kernel appends the new keys and values
+``nima/export/targets/ort/model.py``); their bundles say so with ``share_buffer`` in
+``bundle.json`` (and ``past_present_share_buffer`` in ``genai_config.json``). Such a graph's GroupQueryAttention kernel appends the new keys and values
 in place when its past and present tensors are the same memory, instead of copying the whole
 cache into a new present tensor at every step. onnxruntime-genai drives these bundles this way;
-so does this session. On a 10M LLaMA-style model, separate past and present tensors made a
-step 4% slower at 160 cached tokens and 23% slower at 932 (README, "Generate").
+so does this session. How much that saves, by cache length: docs/performance.md, "Runtime settings".
 
 The buffers hold ``capacity`` positions (the longest prompt plus the new tokens): the kernel
 reads positions ``< past + new`` of each and writes the new ones, every step binding the same
@@ -46,8 +45,8 @@ class SharedBufferSession(DecoderSession):
         self._vocab = logits.shape[-1] if isinstance(logits.shape[-1], int) else None
         # On the CPU the ids, positions and logits live in arrays bound once per (B, T) shape and
         # reused: the graph reads and writes them in place. After a step of a 10M model has
-        # streamed its weights through the caches, each Python-side binding or copy costs
-        # 15-25 µs of cache misses; rebinding them every step cost 70-80 µs of a 1.5 ms step.
+        # streamed its weights through the caches, each Python-side binding or copy costs cache
+        # misses (measured: docs/performance.md, "Runtime settings").
         self._shape: tuple[int, int] | None = None
         self._ids = self._positions = self._logits = np.empty(0)
         self._kept: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # see `_bind_arrays`
@@ -178,8 +177,7 @@ class SharedBufferSession(DecoderSession):
         The kernel reads only positions below the cached length, so on the CPU only those are
         copied (through one numpy temporary) into an uninitialised buffer, where copying whole
         buffers copied the free positions too, twice (a numpy temporary, then the new buffer).
-        Beam search selects at every step: beam-4 decoding of 64 tokens ran 1-2% faster (10M and
-        124M LLaMA-style models)."""
+        Beam search selects at every step, so this is on its path (measured: docs/performance.md)."""
         rows = np.asarray(rows, dtype=np.int64)
         if self.rows_on_device is not None:  # a GPU: whole buffers, gathered on the device
             values = tuple(self.rows_on_device.take(value, rows) for value in cache.values)
@@ -200,7 +198,7 @@ class SharedRowStepper(RowStepper):
     position into the arrays the session has bound, binds the mask and runs; nothing else.
 
     `SharedBufferSession.step` does the same with the checks and bookkeeping a batch needs;
-    for one row they were about half of the 30-35 µs a 10M model's step spent outside the run.
+    for one row they were about half of a small model's step time outside the run (docs/performance.md).
     """
 
     def __init__(self, session: SharedBufferSession, cache: KVCache) -> None:
