@@ -1,37 +1,37 @@
 """Nima's runtime against onnxruntime-genai with each runtime in its own process, as deployed.
 
-bench/decode.py times every runner in one process, and there the runtimes do not run alike:
-which session was created first moves Nima / genai by 3-8% at 124M parameters (docs/performance.md), an effect of sharing the process that no deployment has. Timing fresh processes
-one after another instead leaves the machine's drift in the ratio: on this shared machine a
-process decoding the 124M model ran at 69 or at 90 tok/s depending on the minute.
+bench/decode.py times every runner in one process, and there the runtimes do not run alike: which
+session was created first moves Nima / genai by 3-8% at 124M parameters (docs/performance.md), an
+effect of sharing the process that no deployment has. Timing fresh processes one after another
+instead leaves the machine's drift in the ratio: on this shared machine a process decoding the 124M
+model ran at 69 or at 90 tok/s depending on the minute.
 
 So this script starts pairs of processes, one running Nima's `Generator` and one onnxruntime-genai
 on the same bundle (which starts first alternates between pairs). Each loads the bundle and warms
 up; then the two take turns (ABBA), each decoding batch-1 greedy 128 new tokens after a 32-token
-prompt (2 threads) when told to, while the other waits. Each turn reports decode tokens/s over
-the 127 single-token steps and time to first token; the ratio of a round is taken between turns
-seconds apart. Both runtimes must produce the same tokens.
+prompt (2 threads) when told to, while the other waits. Each turn reports decode tokens/s over the
+127 single-token steps and time to first token; the ratio of a round is taken between turns seconds
+apart. Both runtimes must produce the same tokens.
 
-Each turn decodes twice and times the second. At 10M parameters the 37 MB of weights nearly fit
-this CPU's 32 MB L3 cache, and a process decoding right after the other one ran 30-50% slower
-than one decoding right after itself (the other's weights fill the cache, and it takes more than
-a generation for its own to win it back): timing the first decode of a turn compared a cold
-runtime with a warm one in every round. The untimed decode puts each timed one in the state of a
-deployment decoding without pause. At 124M (500 MB of weights) the cache holds little of either.
+Each turn decodes twice and times the second. At 10M parameters the 37 MB of weights nearly fit this
+CPU's 32 MB L3 cache, and a process decoding right after the other one ran 30-50% slower than one
+decoding right after itself (the other's weights fill the cache, and it takes more than a generation
+for its own to win it back): timing the first decode of a turn compared a cold runtime with a warm
+one in every round. The untimed decode puts each timed one in the state of a deployment decoding
+without pause. At 124M (500 MB of weights) the cache holds little of either.
 
 It prints each pair's median ratio, the median of those with a distribution-free 95% confidence
 interval (order statistics over the pairs, the independent samples; no assumption about their
 spread), and the median of every round's ratio. The processes import no torch.
 
-    .venv/bin/python bench/processes.py [--models llama-tiny llama-small] [--target ort|portable]
-                                        [--pairs 6] [--rounds 10] [--keep DIR] [--runtimes A B]
+.venv/bin/python bench/processes.py [--models llama-tiny llama-small] [--target ort|portable]
+[--pairs 6] [--rounds 10] [--keep DIR] [--runtimes A B]
 
-``--runtimes`` picks the two compared (first / second) from ``nima`` (`Generator`'s defaults,
-which put the weights on 2 MB pages), ``nima-huge-pages`` and ``nima-4k-pages``
-(``huge_pages=True`` / ``False``) and ``genai``; ``nima genai`` by default.
+``--runtimes`` picks the two compared (first / second) from ``nima`` (`Generator`'s defaults, which
+put the weights on 2 MB pages), ``nima-huge-pages`` and ``nima-4k-pages`` (``huge_pages=True`` /
+``False``) and ``genai``; ``nima genai`` by default.
 
-Progress goes to stderr, the report to stdout.
-"""
+Progress goes to stderr, the report to stdout."""
 
 from __future__ import annotations
 

@@ -1,16 +1,17 @@
 """Decoding with one preallocated KV buffer per layer that is both the past input and the present output.
 
-Graphs exported with ``--target ort`` for plain models (full attention, no position bias) read
-every length from ``attention_mask``, never from the cache's shape (see
-``nima/export/targets/ort/model.py``); their bundles say so with ``share_buffer`` in
-``bundle.json`` (and ``past_present_share_buffer`` in ``genai_config.json``). Such a graph's GroupQueryAttention kernel appends the new keys and values
-in place when its past and present tensors are the same memory, instead of copying the whole
-cache into a new present tensor at every step. onnxruntime-genai drives these bundles this way;
-so does this session. How much that saves, by cache length: docs/performance.md, "Runtime settings".
+Graphs exported with ``--target ort`` for plain models (full attention, no position bias) read every
+length from ``attention_mask``, never from the cache's shape (see
+``nima/export/targets/ort/model.py``); their bundles say so with ``share_buffer`` in ``bundle.json``
+(and ``past_present_share_buffer`` in ``genai_config.json``). Such a graph's GroupQueryAttention
+kernel appends the new keys and values in place when its past and present tensors are the same
+memory, instead of copying the whole cache into a new present tensor at every step. onnxruntime-genai
+drives these bundles this way; so does this session. How much that saves, by cache length:
+docs/performance.md, "Runtime settings".
 
-The buffers hold ``capacity`` positions (the longest prompt plus the new tokens): the kernel
-reads positions ``< past + new`` of each and writes the new ones, every step binding the same
-buffers through IO binding as input and output.
+The buffers hold ``capacity`` positions (the longest prompt plus the new tokens): the kernel reads
+positions ``< past + new`` of each and writes the new ones, every step binding the same buffers
+through IO binding as input and output.
 """
 
 from __future__ import annotations
