@@ -38,7 +38,9 @@ def generate(
     min_p: Annotated[float | None, Opt(help="Drop tokens below min_p x the top probability.")] = None,
     num_beams: Annotated[int | None, Opt(help="Beam width (1: no beam search).")] = None,
     length_penalty: Annotated[float | None, Opt(help="Beam score = logprob / length**penalty.")] = None,
-    early_stopping: Annotated[bool | None, Opt("--early-stopping/--no-early-stopping", help="Beam stop rule.")] = None,
+    early_stopping: Annotated[
+        str | None, Opt("--early-stopping", help="Beam stop rule, as transformers': true | false | never.")
+    ] = None,
     num_return_sequences: Annotated[int | None, Opt(help="Sequences per prompt.")] = None,
     repetition_penalty: Annotated[float | None, Opt(help="CTRL repetition penalty (1: off).")] = None,
     no_repeat_ngram_size: Annotated[int | None, Opt(help="Never repeat an n-gram of this size.")] = None,
@@ -77,7 +79,7 @@ def generate(
         "min_p": min_p,
         "num_beams": num_beams,
         "length_penalty": length_penalty,
-        "early_stopping": early_stopping,
+        "early_stopping": _early_stopping(early_stopping),
         "num_return_sequences": num_return_sequences,
         "repetition_penalty": repetition_penalty,
         "no_repeat_ngram_size": no_repeat_ngram_size,
@@ -111,6 +113,14 @@ def generate(
             typer.echo(shown)
     tokens = sum(len(c.token_ids) for r in results for c in r.completions)
     typer.secho(f"{tokens} tokens in {elapsed:.2f} s", dim=True, err=True)
+
+
+def _early_stopping(value: str | None) -> bool | str | None:
+    """``--early-stopping true|false|never`` as the option takes it; anything else is left for the
+    options' check to refuse by name."""
+    if value is None:
+        return None
+    return {"true": True, "false": False}.get(value.strip().lower(), value)
 
 
 def _collect_prompts(texts: list[str] | None, ids: list[str] | None, path: Path | None) -> list[str | list[int]]:

@@ -1,14 +1,23 @@
-"""Beam search over a batch of prompts, ``num_beams`` cache rows per prompt.
+"""Beam search over a batch of prompts, ``num_beams`` cache rows per prompt, as transformers' ``generate``
+does it (its tokens and scores, tested against it).
 
-Per step, each prompt's beams are extended by every token; of the ``2 * num_beams`` best
-candidates (by summed log-probability), those ending in EOS (or completing a stop string) become
-finished hypotheses if they rank within the first ``num_beams``, and the best ``num_beams`` others
-become the next beams; the cache is reordered by the beams' source rows. A finished hypothesis
-scores ``sum_logprob / length ** length_penalty``, ``length`` counting generated tokens, EOS
-included. A prompt is done when ``num_beams`` hypotheses have finished and either
-``early_stopping`` is set or no live beam can still beat the worst of them (a sound bound:
-log-probabilities only fall, so with ``length_penalty > 0`` the best a beam can reach is its sum
-over the longest allowed length). At the length limit, live beams are added as they stand.
+Per step, each beam's logits become log-probabilities and then go through the processors
+(repetition penalty, no-repeat n-grams, minimum length: transformers' order in beam search), and
+are added to the beam's sum. Of the ``max(2, 1 + EOS ids) * num_beams`` best candidates, those
+ending in EOS (or completing a stop string) become finished hypotheses if they rank within the
+first ``num_beams``, and the best ``num_beams`` others become the next beams; the cache is
+reordered by the beams' source rows. A finished hypothesis scores
+``sum_logprob / length ** length_penalty``, ``length`` counting generated tokens, EOS included.
+At the length limit every candidate ranked within the first ``num_beams`` finishes.
+
+A prompt is done once ``num_beams`` hypotheses have finished and, by ``early_stopping``:
+
+- ``True``: at once;
+- ``False`` (the default, transformers' too): when the best live beam's sum divided by the
+  *current* length to the ``length_penalty`` is no better than the worst finished score (a
+  heuristic: a longer beam could still score better with ``length_penalty > 0``);
+- ``"never"``: when no live beam can beat the worst finished score even at the longest allowed
+  length (a sound bound where ``length_penalty > 0``; log-probabilities only fall).
 """
 
 from __future__ import annotations
@@ -61,6 +70,7 @@ def beam_search(
 ) -> list[list[Hypothesis]]:
     """The best ``num_return_sequences`` hypotheses per prompt, best first (``fixed``: see `KVCache`)."""
     k, penalty = options.num_beams, options.length_penalty
+    width = max(2, 1 + len(limits.eos_ids)) * k  # candidates kept per prompt and step, as transformers keeps
     ids, mask, positions = left_pad(prompts, pad_id)
     cache = session.empty_cache(len(prompts), fixed, limits.capacity([len(p) for p in prompts]))
     logits, cache = session.step(ids, mask, positions, cache)  # (N, V)
@@ -75,21 +85,20 @@ def beam_search(
     step = 0
     while True:
         length = step + 1  # generated tokens once this step's token is added
+        logprobs = log_softmax(logits)  # (A*K, V); transformers applies the processors after this in beam search
         seen = presence([b.history for b in beams], logits.shape[-1]) if options.repetition_penalty != 1.0 else None
-        process_scores(logits, beams, seen, options, limits.eos_ids)
+        process_scores(logprobs, beams, seen, options, limits.eos_ids)
         vocab = logits.shape[-1]
-        candidates = scores[active].reshape(-1, 1) + log_softmax(logits)  # (A*K, V)
+        candidates = scores[active].reshape(-1, 1) + logprobs  # (A*K, V)
         candidates = np.nan_to_num(candidates, nan=-np.inf).reshape(len(active), k * vocab)  # (A, K*V)
-        best = _top(candidates, min(2 * k, k * vocab))  # (A, 2K) flat indices, best first
+        best = _top(candidates, min(width, k * vocab))  # (A, width) flat indices, best first
         sources, tokens, next_scores, keep = [], [], [], []
         for a, n in enumerate(active):
-            src, tok, sc = _extend(a, n, best[a], candidates[a], beams, finished[n], limits, k, vocab, length, penalty)
-            if length >= max_new[n]:  # the length limit: live beams finish as they stand
-                for s, t, value in zip(src, tok, sc, strict=True):
-                    if np.isfinite(value):
-                        row = beams[a * k + s]
-                        reason = FINISH_LENGTH
-                        finished[n].add(Hypothesis(row.tokens + [t], value / length**penalty, reason))
+            at_limit = length >= max_new[n]
+            src, tok, sc = _extend(
+                a, n, best[a], candidates[a], beams, finished[n], limits, k, vocab, length, penalty, at_limit
+            )
+            if at_limit:
                 continue
             if _done(finished[n], max(sc), options.early_stopping, penalty, length, max_new[n]):
                 continue
@@ -132,8 +141,10 @@ def _extend(
     vocab: int,
     length: int,
     penalty: float,
+    at_limit: bool,
 ) -> tuple[list[int], list[int], list[float]]:
-    """Split one prompt's ranked candidates into finished hypotheses and the next ``k`` beams."""
+    """Split one prompt's ranked candidates into finished hypotheses and the next ``k`` beams; at the
+    length limit (``at_limit``) the first ``k`` candidates all finish."""
     sources: list[int] = []
     tokens: list[int] = []
     values: list[float] = []
@@ -147,6 +158,11 @@ def _extend(
         if reason is None and limits.stop_strings and limits.decode is not None:
             text = limits.decode(extended)
             reason = FINISH_STOP if any(s in text for s in limits.stop_strings) else None
+        if at_limit:
+            if rank >= k:
+                break
+            finished.add(Hypothesis(extended, value / length**penalty, reason or FINISH_LENGTH))
+            continue
         if reason is not None:
             if rank < k:
                 finished.add(Hypothesis(extended, value / length**penalty, reason))
@@ -163,13 +179,15 @@ def _extend(
     return sources, tokens, values
 
 
-def _done(finished: _Finished, best_live: float, early: bool, penalty: float, length: int, max_new: int) -> bool:
+def _done(
+    finished: _Finished, best_live: float, early: bool | str, penalty: float, length: int, max_new: int
+) -> bool:
     """Whether a prompt's search can stop (see the module docstring)."""
     if best_live == -np.inf:
         return True
     if not finished.full():
         return False
-    if early:
+    if early is True:
         return True
-    reachable = best_live / (max_new if penalty > 0 else length) ** penalty
-    return reachable <= finished.worst()
+    horizon = max_new if early == "never" and penalty > 0 else length
+    return best_live / horizon**penalty <= finished.worst()

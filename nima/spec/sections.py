@@ -137,7 +137,12 @@ class GenerationSpec(Strict):
     min_p: float = Field(0.0, ge=0.0, le=1.0, description="Drop tokens below min_p * max probability.")
     num_beams: int = Field(1, ge=1, description="Beam width; 1 disables beam search.")
     length_penalty: float = Field(1.0, description="Beam score = logprob / length**length_penalty.")
-    early_stopping: bool = Field(False, description="Stop beam search once num_beams hypotheses finish.")
+    early_stopping: bool | Literal["never"] = Field(
+        False,
+        description="Beam search's stop rule, as transformers': true: once num_beams hypotheses finish; false: "
+        "then also once the best live beam, scored at its current length, cannot beat the worst of them; never: "
+        "only once it cannot at the longest allowed length.",
+    )
     num_return_sequences: int = Field(1, ge=1, description="Sequences returned per prompt.")
     repetition_penalty: float = Field(1.0, gt=0.0, description="CTRL penalty on tokens already present.")
     no_repeat_ngram_size: int = Field(0, ge=0, description="Forbid repeating n-grams of this size; 0 disables.")

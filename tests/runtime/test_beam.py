@@ -58,40 +58,44 @@ def reference_beam_search(
     max_new: int,
     eos: set[int],
     penalty: float,
-    early: bool,
+    early: bool | str,
 ) -> list[tuple[list[int], float]]:
-    """The beam search the runtime documents, written plainly: lists of (tokens, logprob sum).
-    ``logprobs_of(history)`` gives log p(. | history) for ``history = prompt + tokens``."""
+    """The beam search the runtime documents (transformers' rules), written plainly: lists of
+    (tokens, logprob sum). ``logprobs_of(history)`` gives log p(. | history) for ``history = prompt + tokens``."""
     live: list[tuple[list[int], float]] = [([], 0.0)]
     done: list[tuple[list[int], float]] = []
+    width = max(2, 1 + len(eos)) * beams
     for step in range(1, max_new + 1):
         candidates = []
         for tokens, total in live:
             logprobs = logprobs_of(prompt + tokens)
             candidates += [(tokens + [v], total + float(logprobs[v])) for v in range(len(logprobs))]
         candidates.sort(key=lambda c: -c[1])
+        if step == max_new:  # the length limit: the first `beams` candidates all finish
+            done = sorted(done + [(t, s / step**penalty) for t, s in candidates[:beams]], key=lambda d: -d[1])
+            return done[:beams]
         next_live = []
-        for rank, (tokens, total) in enumerate(candidates[: 2 * beams]):
+        for rank, (tokens, total) in enumerate(candidates[:width]):
             if tokens[-1] in eos:
                 if rank < beams:
                     done.append((tokens, total / step**penalty))
             elif len(next_live) < beams:
                 next_live.append((tokens, total))
         done = sorted(done, key=lambda d: -d[1])[:beams]
-        if step == max_new:
-            done = sorted(done + [(t, s / step**penalty) for t, s in next_live], key=lambda d: -d[1])[:beams]
-            break
         live = next_live
         if len(done) == beams:
             best_live = max(total for _, total in live)
-            if early or best_live / (max_new if penalty > 0 else step) ** penalty <= done[-1][1]:
+            horizon = max_new if early == "never" and penalty > 0 else step
+            if early is True or best_live / horizon**penalty <= done[-1][1]:
                 break
     return done
 
 
-@pytest.mark.parametrize(("beams", "penalty", "early"), [(3, 1.0, False), (4, 0.6, True), (2, 1.5, False)])
+@pytest.mark.parametrize(
+    ("beams", "penalty", "early"), [(3, 1.0, False), (4, 0.6, True), (2, 1.5, False), (2, 1.5, "never")]
+)
 def test_beam_equals_reference_beam_search(
-    bundles: dict[str, tuple[Path, DecoderLM]], beams: int, penalty: float, early: bool
+    bundles: dict[str, tuple[Path, DecoderLM]], beams: int, penalty: float, early: bool | str
 ) -> None:
     path, model = bundles["llama"]
     eos = set(range(16))  # a quarter of the vocabulary ends a sequence, so hypotheses finish along the way
@@ -113,7 +117,7 @@ def test_beam_equals_reference_beam_search(
             assert completion.score == pytest.approx(score, abs=1e-4)
         finished_early += sum(c.finish_reason == "eos" for c in result.completions)
     assert finished_early, "some hypotheses should end in EOS, or the finishing rules go untested"
-    if early:  # the flag must matter here, or matching the reference would not show it is honoured
+    if early is True:  # the flag must matter here, or matching the reference would not show it is honoured
         search = partial(reference_beam_search, partial(next_logprobs, model))
         other = [search(prompt, beams, 16, eos, penalty, False) for prompt in prompts]
         assert [[c.token_ids for c in r.completions] for r in results] != [[t for t, _ in o] for o in other]

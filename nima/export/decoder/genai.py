@@ -39,7 +39,7 @@ def genai_config(
     eos = gen.eos_token_ids or [eos_token_id]
     search: dict[str, Any] = {
         "do_sample": gen.do_sample,
-        "early_stopping": gen.early_stopping,
+        "early_stopping": gen.early_stopping is True,  # genai's is a boolean; "never" is false there
         "length_penalty": gen.length_penalty,
         "max_length": spec.max_seq_len,
         "min_length": 0,

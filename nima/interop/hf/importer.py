@@ -127,7 +127,7 @@ def _generation(source: Path, config: HfConfig) -> dict[str, Any]:
         if not isinstance(found, dict):
             raise ImportFailure(f"{path}: expected a JSON object")
     section = {key: found[key] for key in GENERATION_KEYS if found.get(key) is not None}
-    if isinstance(found.get("early_stopping"), bool):
+    if isinstance(found.get("early_stopping"), bool) or found.get("early_stopping") == "never":
         section["early_stopping"] = found["early_stopping"]
     eos = HfConfig(path, found).eos_ids() or config.eos_ids()
     if eos:
