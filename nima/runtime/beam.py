@@ -179,9 +179,7 @@ def _extend(
     return sources, tokens, values
 
 
-def _done(
-    finished: _Finished, best_live: float, early: bool | str, penalty: float, length: int, max_new: int
-) -> bool:
+def _done(finished: _Finished, best_live: float, early: bool | str, penalty: float, length: int, max_new: int) -> bool:
     """Whether a prompt's search can stop (see the module docstring)."""
     if best_live == -np.inf:
         return True

@@ -20,6 +20,18 @@ from nima.layout import (
 )
 from nima.spec import ModelSpec
 
+# The decoder graph's tensor names as onnxruntime-genai's config (and Nima's manifest) lists them.
+DECODER_IO = {
+    "inputs": {
+        "input_ids": INPUT_IDS,
+        "attention_mask": ATTENTION_MASK,
+        "position_ids": POSITION_IDS,
+        "past_key_names": PAST_KEY,
+        "past_value_names": PAST_VALUE,
+    },
+    "outputs": {"logits": LOGITS, "present_key_names": PRESENT_KEY, "present_value_names": PRESENT_VALUE},
+}
+
 
 def genai_config(
     spec: ModelSpec,
@@ -61,18 +73,7 @@ def genai_config(
                 "filename": filename,
                 "head_size": spec.head_dim,
                 "hidden_size": spec.d_model,
-                "inputs": {
-                    "input_ids": INPUT_IDS,
-                    "attention_mask": ATTENTION_MASK,
-                    "position_ids": POSITION_IDS,
-                    "past_key_names": PAST_KEY,
-                    "past_value_names": PAST_VALUE,
-                },
-                "outputs": {
-                    "logits": LOGITS,
-                    "present_key_names": PRESENT_KEY,
-                    "present_value_names": PRESENT_VALUE,
-                },
+                **DECODER_IO,
                 "num_attention_heads": spec.attention.n_heads,
                 "num_hidden_layers": spec.n_layers,
                 "num_key_value_heads": spec.n_kv_heads,

@@ -7,18 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from nima.export.decoder.genai import genai_config
+from nima.export.decoder.genai import DECODER_IO, genai_config
 from nima.layout import (
-    ATTENTION_MASK,
     GENAI_CONFIG_FILE,
-    INPUT_IDS,
-    LOGITS,
     MODEL_FILE,
-    PAST_KEY,
-    PAST_VALUE,
-    POSITION_IDS,
-    PRESENT_KEY,
-    PRESENT_VALUE,
     TokenIds,
 )
 from nima.spec import ModelSpec
@@ -37,14 +29,7 @@ def io(spec: ModelSpec) -> dict[str, Any]:
     """The manifest's sections: the graph's tensor names and layers, and the sizes a loop needs."""
     return {
         "decoder": {
-            "inputs": {
-                "input_ids": INPUT_IDS,
-                "attention_mask": ATTENTION_MASK,
-                "position_ids": POSITION_IDS,
-                "past_key_names": PAST_KEY,
-                "past_value_names": PAST_VALUE,
-            },
-            "outputs": {"logits": LOGITS, "present_key_names": PRESENT_KEY, "present_value_names": PRESENT_VALUE},
+            **DECODER_IO,
             "num_hidden_layers": spec.n_layers,
         },
         "num_attention_heads": spec.attention.n_heads,

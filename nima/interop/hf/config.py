@@ -74,6 +74,17 @@ class HfConfig:
         return [int(v) for v in values if isinstance(v, int) and not isinstance(v, bool)]
 
 
+def read_json_object(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path``; `ImportFailure` naming the file when it is not one."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ImportFailure(f"{path}: not readable JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise ImportFailure(f"{path}: expected a JSON object")
+    return data
+
+
 def read_config(folder: Path) -> HfConfig:
     """``folder``'s ``config.json``; refuses a folder that is not a model folder or asks for custom code."""
     if not folder.is_dir():
@@ -81,12 +92,7 @@ def read_config(folder: Path) -> HfConfig:
     path = folder / CONFIG_FILE
     if not path.is_file():
         raise ImportFailure(f"{folder}: no {CONFIG_FILE} here (expected a Hugging Face model folder)")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise ImportFailure(f"{path}: not readable JSON ({err})") from None
-    if not isinstance(data, dict):
-        raise ImportFailure(f"{path}: expected a JSON object")
+    data = read_json_object(path)
     config = HfConfig(path, data)
     if data.get("auto_map") or data.get("trust_remote_code"):
         raise config.refuse(

@@ -14,7 +14,6 @@ section from ``generation_config.json``. The folder is written whole through a s
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from nima import __version__
 from nima.builders import build_model
 from nima.interop.hf.architectures import ARCHITECTURES, HfArchitecture, Map
 from nima.interop.hf.checkpoint import Checkpoint
-from nima.interop.hf.config import HfConfig, read_config
+from nima.interop.hf.config import HfConfig, read_config, read_json_object
 from nima.interop.hf.errors import ImportFailure
 from nima.interop.safetensors_stream import write_safetensors
 from nima.layout import (
@@ -118,14 +117,7 @@ def _spec(source: Path, config: HfConfig, architecture: HfArchitecture) -> Model
 def _generation(source: Path, config: HfConfig) -> dict[str, Any]:
     """The spec's generation defaults from ``generation_config.json``, its end tokens from either file."""
     path = source / GENERATION_CONFIG_FILE
-    found: dict[str, Any] = {}
-    if path.is_file():
-        try:
-            found = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as err:
-            raise ImportFailure(f"{path}: not readable JSON ({err})") from None
-        if not isinstance(found, dict):
-            raise ImportFailure(f"{path}: expected a JSON object")
+    found = read_json_object(path) if path.is_file() else {}
     section = {key: found[key] for key in GENERATION_KEYS if found.get(key) is not None}
     if isinstance(found.get("early_stopping"), bool) or found.get("early_stopping") == "never":
         section["early_stopping"] = found["early_stopping"]
