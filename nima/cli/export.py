@@ -9,6 +9,37 @@ import typer
 
 from nima.cli.common import SetOption, fail, load_or_fail, path_given, require_torch
 
+HF_FOLDER_FILES = {
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+}
+
+
+def _export_hf(source: Path, out: Path, force: bool) -> None:
+    """`nima export --hf`: the model folder ``source`` as a transformers folder ``out``."""
+    require_torch("export --hf")
+    from nima.interop.hf.exporter import ExportHfError, export_hf
+    from nima.layout import SPEC_FILE, WEIGHTS_FILE
+
+    if not (source / SPEC_FILE).is_file() or not (source / WEIGHTS_FILE).is_file():
+        fail(f"{source}: not a model folder (nima.json and model.safetensors, from nima build, train or import)")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        names = {p.name for p in out.iterdir()} if out.is_dir() else {out.name}
+        if not force:
+            fail(f"{out}: exists and is not empty; pass --force to replace a transformers folder there")
+        if not out.is_dir() or not names <= HF_FOLDER_FILES:
+            fail(f"{out}: not a transformers folder written by nima export --hf, so --force will not delete it")
+    try:
+        result = export_hf(source, out)
+    except ExportHfError as err:
+        fail(err.reasons)
+    except OSError as err:
+        fail(f"{out}: cannot write ({err.strerror or err})")
+    typer.echo(f"wrote {out}/ as {result.model_type} ({', '.join(result.files)})")
+
 
 def export(
     source: Annotated[
@@ -20,7 +51,10 @@ def export(
     out: Annotated[
         Path, typer.Option("--out", "-o", parser=path_given, help="Bundle folder to write.", show_default=False)
     ],
-    onnx: Annotated[bool, typer.Option("--onnx", help="Export to ONNX (the one format so far).")] = False,
+    onnx: Annotated[bool, typer.Option("--onnx", help="Export to an ONNX bundle.")] = False,
+    hf: Annotated[
+        bool, typer.Option("--hf", help="Export a model folder as a Hugging Face transformers folder instead.")
+    ] = False,
     dtype: Annotated[str, typer.Option(help="Weights and activations: fp32 | fp16.")] = "fp32",
     quantize: Annotated[
         str | None, typer.Option(help="Quantize MatMul weights: int8 (dynamic) | int4 (block-wise MatMulNBits).")
@@ -34,13 +68,20 @@ def export(
     overrides: SetOption = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an earlier bundle (only a bundle).")] = False,
 ) -> None:
-    """Export SOURCE as a deployable bundle: model.onnx with a KV cache, nima.json, bundle.json, genai_config.json,
-    README.md.
+    """Export SOURCE as a deployable ONNX bundle (--onnx), or as a transformers folder (--hf).
 
-    An encoder-decoder exports encoder.onnx and decoder.onnx, nima.json, bundle.json and README.md.
+    A decoder's bundle holds model.onnx with a KV cache, nima.json, bundle.json, genai_config.json and
+    README.md; an encoder-decoder's encoder.onnx and decoder.onnx, nima.json, bundle.json and README.md.
     """
-    if not onnx:
-        fail("nothing to export: pass --onnx")
+    if onnx == hf:
+        fail("pass one of --onnx (an ONNX bundle) and --hf (a transformers folder)")
+    if hf:
+        given = {"--dtype": (dtype, "fp32"), "--quantize": (quantize, None), "--target": (target, "portable")}
+        changed = [flag for flag, (value, default) in given.items() if value != default]
+        if changed or overrides:
+            fail(f"{(changed or ['--set'])[0]} applies to --onnx; --hf writes the model folder's weights as they are")
+        _export_hf(source, out, force)
+        return
     from rich.console import Console
 
     require_torch("export")

@@ -24,10 +24,11 @@ import torch
 
 from nima import __version__
 from nima.builders import build_model
-from nima.interop.hf.architectures import ARCHITECTURES, HfArchitecture, Map
+from nima.interop.hf.architectures import ARCHITECTURES, HfArchitecture
 from nima.interop.hf.checkpoint import Checkpoint
 from nima.interop.hf.config import HfConfig, read_config, read_json_object
 from nima.interop.hf.errors import ImportFailure
+from nima.interop.hf.layouts import Map
 from nima.interop.safetensors_stream import write_safetensors
 from nima.layout import (
     SPEC_FILE,
@@ -141,7 +142,7 @@ def _plan(
         for i in layers:
             name = entry.nima.replace("{i}", str(i))
             if name in wanted:
-                maps[name] = Map(name, entry.hf.replace("{i}", str(i)), entry.transform)
+                maps[name] = Map(name, entry.hf.replace("{i}", str(i)), entry.layout)
     unmapped = sorted(set(wanted) - set(maps))
     if unmapped:
         raise ImportFailure(f"Nima has no source for {unmapped[0]} in a {checkpoint.folder} checkpoint")
@@ -167,9 +168,7 @@ def _tensors(
 ) -> Iterator[tuple[str, torch.Tensor]]:
     """Each planned weight, read and reshaped as its map says, in the plan's (sorted) order."""
     for name, (entry, shape) in plan.items():
-        tensor = checkpoint.get(entry.hf)
-        if entry.transform is not None:
-            tensor = entry.transform([tensor], spec)
+        tensor = entry.layout.take(checkpoint.get(entry.hf), spec)
         if tuple(tensor.shape) != shape:
             raise ImportFailure(
                 f"{source}: tensor {entry.hf!r} has shape {tuple(checkpoint.shape(entry.hf) or ())}, "

@@ -1,0 +1,166 @@
+"""`export_hf`: a Nima model folder -> a Hugging Face folder that transformers loads (`nima export --hf`).
+
+For each architecture in `ARCHITECTURES` order, the row writes the nearest config of its type, and
+the spec exports to the first type whose config imports back to the same spec (architecture,
+sizes and variants; names, training and generation settings aside). So nothing is written that
+transformers would compute differently: where no type fits, the closest one's differences are
+the reasons, one line per spec field. The weights go the import's way backwards through the
+same maps (`layouts.Layout.give`), one tensor at a time; the folder gets ``config.json``,
+``model.safetensors``, ``generation_config.json`` and the tokenizer files the model folder has.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+
+from nima import __version__
+from nima.interop.hf.architectures import ARCHITECTURES, HfArchitecture
+from nima.interop.hf.config import CONFIG_FILE, HfConfig
+from nima.interop.hf.errors import ImportFailure
+from nima.interop.hf.importer import GENERATION_CONFIG_FILE, GENERATION_KEYS
+from nima.interop.safetensors_stream import write_safetensors
+from nima.layout import (
+    SPEC_FILE,
+    TOKENIZER_CONFIG_FILE,
+    TOKENIZER_FILE,
+    WEIGHTS_FILE,
+    copy_file,
+    staged_folder,
+    write_json,
+)
+from nima.spec import ModelSpec, SpecError, load_spec, spec_from_dict
+
+HF_WEIGHTS_FILE = "model.safetensors"
+CANNOT_HOLD = "the spec does not fit a"
+# what the model computes; the rest (name, training, generation, init, dropout, kernel choice) does not change it
+IGNORED_FIELDS = ("name", "spec_version", "training", "generation", "init", "dropout", "attention.backend")
+
+
+class ExportHfError(ValueError):
+    """The spec cannot be written as a transformers model; one line per reason, naming the spec field."""
+
+    def __init__(self, reasons: list[str]) -> None:
+        self.reasons = reasons
+        super().__init__("; ".join(reasons))
+
+
+@dataclass(frozen=True)
+class HfExportResult:
+    out: Path
+    model_type: str
+    files: list[str]
+
+
+def choose(spec: ModelSpec) -> tuple[str, dict[str, Any]]:
+    """The first model type whose config gives ``spec`` back, and that config; `ExportHfError` listing the
+    closest type's differences when none does."""
+    tried: list[tuple[str, list[str]]] = []
+    for model_type, row in ARCHITECTURES.items():
+        config = row.config(spec, model_type)
+        reasons = differences(spec, row, config, model_type)
+        if not reasons:
+            return model_type, config
+        tried.append((model_type, reasons))
+    # the closest: a type whose config holds the spec at all, with the fewest differing fields
+    model_type, reasons = min(tried, key=lambda t: (t[1][0].startswith(CANNOT_HOLD), len(t[1])))
+    raise ExportHfError([f"{reason} (the closest transformers model, {model_type}, differs)" for reason in reasons])
+
+
+def differences(spec: ModelSpec, row: HfArchitecture, config: dict[str, Any], model_type: str) -> list[str]:
+    """The spec fields that importing ``config`` would give otherwise, as 'field: ours vs theirs' lines."""
+    try:
+        back = spec_from_dict({**row.spec(HfConfig(Path(CONFIG_FILE), config)), "name": spec.name})
+    except (ImportFailure, SpecError) as err:
+        return [f"{CANNOT_HOLD} {model_type} config ({str(err).splitlines()[0]})"]
+    ours, theirs = _flat(spec.model_dump(mode="json")), _flat(back.model_dump(mode="json"))
+    keys = sorted(key for key in ours.keys() | theirs.keys() if not key.startswith(IGNORED_FIELDS))
+    return [
+        f"{key}: {ours.get(key)!r}, {model_type} has {theirs.get(key)!r}"
+        for key in keys
+        if ours.get(key) != theirs.get(key)
+    ]
+
+
+def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat |= _flat(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def export_hf(source: Path, out: Path) -> HfExportResult:
+    """Write the model folder ``source`` as a transformers folder ``out`` (which the caller has checked may be
+    written); `ExportHfError` before anything is written when no transformers model computes the same."""
+    spec = load_spec(source / SPEC_FILE)
+    model_type, config = choose(spec)
+    row = ARCHITECTURES[model_type]
+    weights = source / WEIGHTS_FILE
+    with safe_open(str(weights), framework="pt") as stored:
+        plan = _plan(spec, row, set(stored.keys()))  # noqa: SIM118 - safe_open is no dict
+        dtype = stored.get_tensor(next(iter(stored.keys()))).dtype  # noqa: SIM118
+        shapes = {name: tuple(_give(parts, spec, stored, meta=True).shape) for name, parts in plan.items()}
+        with staged_folder(out) as tmp:
+            write_json(tmp / CONFIG_FILE, {**config, "torch_dtype": str(dtype).removeprefix("torch."), **_ids(spec)})
+            write_json(tmp / GENERATION_CONFIG_FILE, _generation(spec))
+            write_safetensors(
+                tmp / HF_WEIGHTS_FILE,
+                shapes,
+                dtype,
+                ((name, _give(parts, spec, stored)) for name, parts in plan.items()),
+                metadata={"format": "pt", "source": f"Nima {__version__}"},
+            )
+            for name in (TOKENIZER_FILE, TOKENIZER_CONFIG_FILE):
+                if (source / name).is_file():
+                    copy_file(source / name, tmp / name)
+            files = sorted(p.name for p in tmp.iterdir())
+    return HfExportResult(out, model_type, files)
+
+
+def _plan(spec: ModelSpec, row: HfArchitecture, stored: set[str]) -> dict[str, list[tuple[str, Any]]]:
+    """Each checkpoint tensor -> its parts: (Nima parameter, map), in the parts' order."""
+    plan: dict[str, list[tuple[str, Any]]] = {}
+    for entry in row.weights:
+        for i in range(spec.n_layers) if "{i}" in entry.nima else [None]:
+            nima = entry.nima.replace("{i}", str(i))
+            if nima == "head.weight" and spec.tie_embeddings:
+                continue  # a tied head is the embedding: transformers ties it from the config
+            if nima in stored:
+                plan.setdefault(entry.hf.replace("{i}", str(i)), []).append((nima, entry))
+    for parts in plan.values():
+        parts.sort(key=lambda part: getattr(part[1].layout, "index", 0))
+    return dict(sorted(plan.items()))
+
+
+def _give(parts: list[tuple[str, Any]], spec: ModelSpec, stored: Any, meta: bool = False) -> torch.Tensor:
+    """The checkpoint tensor made of ``parts``; ``meta``: only its shape, from meta tensors."""
+    if meta:
+        slices = stored
+        tensors = [torch.empty(slices.get_slice(nima).get_shape(), device="meta") for nima, _ in parts]
+    else:
+        tensors = [stored.get_tensor(nima) for nima, _ in parts]
+    return parts[0][1].layout.give(tensors, spec)
+
+
+def _ids(spec: ModelSpec) -> dict[str, Any]:
+    eos = spec.generation.eos_token_ids
+    return {"eos_token_id": (eos[0] if len(eos) == 1 else eos) if eos else None}
+
+
+def _generation(spec: ModelSpec) -> dict[str, Any]:
+    """``generation_config.json`` from the spec's defaults (the keys `nima import` reads back)."""
+    gen = spec.generation.model_dump(mode="json")
+    data = {key: gen[key] for key in GENERATION_KEYS if key in gen}
+    data["early_stopping"] = gen["early_stopping"]
+    off = {"top_k": 0, "min_p": 0.0}  # Nima's "off"; transformers reads 0 as a setting of a sampling filter
+    data = {key: value for key, value in data.items() if off.get(key, object()) != value}
+    if not gen["do_sample"]:  # sampling settings without sampling: transformers warns about each
+        data = {key: value for key, value in data.items() if key not in ("temperature", "top_k", "top_p", "min_p")}
+    return {**data, **_ids(spec)}

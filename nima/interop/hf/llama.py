@@ -1,0 +1,132 @@
+"""Llama and its descendants (Mistral, Qwen2, Qwen3): config <-> spec, and where each weight sits.
+
+RMSNorm pre-norm, RoPE in the rotate-half layout, SwiGLU, grouped-query attention; Nima's RoPE
+(``cat(freqs, freqs)``, ``rotate_half``) and RMSNorm (fp32 statistics, the weight applied after
+the cast back) are transformers', operation for operation. Mistral adds a sliding window (a
+``local`` pattern: keys at distance < window), Qwen2 biases on q, k and v only, Qwen3 a per-head
+RMSNorm on q and k before RoPE and its own head size.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nima.interop.hf.config import HfConfig
+from nima.interop.hf.fields import activation, activation_name, head_dim, rope_config, rope_scaling_factor
+from nima.interop.hf.layouts import Map
+from nima.spec import ModelSpec
+
+CLASSES = {
+    "llama": "LlamaForCausalLM",
+    "mistral": "MistralForCausalLM",
+    "qwen2": "Qwen2ForCausalLM",
+    "qwen3": "Qwen3ForCausalLM",
+}
+
+
+def spec(config: HfConfig, qkv_bias: bool | None = None, qk_norm: bool = False) -> dict[str, Any]:
+    """The spec of a Llama-family config (Qwen2: ``qkv_bias``; Qwen3: ``qk_norm``)."""
+    d_model, heads = config.integer("hidden_size"), config.integer("num_attention_heads")
+    attention_bias, mlp_bias = bool(config.get("attention_bias", False)), bool(config.get("mlp_bias", False))
+    if attention_bias != mlp_bias and qkv_bias is None:
+        raise config.refuse("mlp_bias", f"{mlp_bias} with attention_bias {attention_bias}: Nima has one bias switch")
+    theta, scaling = config.rope()
+    max_seq_len = config.integer("max_position_embeddings")
+    attention: dict[str, Any] = {
+        "n_heads": heads,
+        "n_kv_heads": config.integer("num_key_value_heads", heads),
+        **head_dim(config, d_model, heads),
+        "qk_norm": qk_norm,
+    }
+    if qkv_bias is not None:
+        attention["qkv_bias"] = qkv_bias
+    window = config.get("sliding_window")
+    kinds = set(config.get("layer_types", []))
+    if kinds - {"full_attention", "sliding_attention"} or len(kinds) > 1:
+        raise config.refuse(
+            "layer_types", f"{sorted(kinds)}: layers of different attention kinds are not supported yet"
+        )
+    sliding = kinds == {"sliding_attention"} or (not kinds and config.get("use_sliding_window", window is not None))
+    if sliding and window is not None and window < max_seq_len:
+        attention["pattern"] = {"kind": "local", "window": config.integer("sliding_window")}
+    return {
+        "architecture": "decoder",
+        "vocab_size": config.integer("vocab_size"),
+        "max_seq_len": max_seq_len,
+        "d_model": d_model,
+        "n_layers": config.integer("num_hidden_layers"),
+        "attention": attention,
+        "ffn": {
+            **activation(config, "hidden_act", gated=True, default="silu"),
+            "hidden": config.integer("intermediate_size"),
+        },
+        "position": {"kind": "rope", "theta": theta, "scaling_factor": rope_scaling_factor(config, scaling)},
+        "norm": {"kind": "rmsnorm", "placement": "pre", "eps": config.number("rms_norm_eps", 1e-6)},
+        "bias": attention_bias if qkv_bias is None else mlp_bias,
+        "tie_embeddings": bool(config.get("tie_word_embeddings", False)),
+    }
+
+
+def qwen2_spec(config: HfConfig) -> dict[str, Any]:
+    """Qwen2: Llama with biases on q, k and v only; per-layer sliding windows are refused."""
+    if config.get("use_sliding_window", False):
+        raise config.refuse("use_sliding_window", "sliding windows on some layers only are not supported yet")
+    return spec(config, qkv_bias=True)
+
+
+def qwen3_spec(config: HfConfig) -> dict[str, Any]:
+    """Qwen3: Llama with per-head RMSNorm on queries and keys before RoPE."""
+    if config.get("use_sliding_window", False):
+        raise config.refuse("use_sliding_window", "sliding windows on some layers only are not supported yet")
+    return spec(config, qk_norm=True)
+
+
+def config(model: ModelSpec, model_type: str) -> dict[str, Any]:
+    """The nearest ``model_type`` config to ``model`` (whether it is the same model, the caller checks)."""
+    data: dict[str, Any] = {
+        "model_type": model_type,
+        "architectures": [CLASSES[model_type]],
+        "vocab_size": model.vocab_size,
+        "hidden_size": model.d_model,
+        "intermediate_size": model.ffn.hidden,
+        "num_hidden_layers": model.n_layers,
+        "num_attention_heads": model.attention.n_heads,
+        "num_key_value_heads": model.n_kv_heads,
+        "head_dim": model.head_dim,
+        "hidden_act": activation_name(model, tanh="gelu_pytorch_tanh"),
+        "max_position_embeddings": model.max_seq_len,
+        "rms_norm_eps": model.norm.eps,
+        **rope_config(model),
+        "attention_bias": model.bias,
+        "tie_word_embeddings": model.tie_embeddings,
+        "attention_dropout": 0.0,
+    }
+    if model_type == "llama":
+        data["mlp_bias"] = model.bias
+    if model_type in ("qwen2", "qwen3"):
+        data["use_sliding_window"] = False
+    if model_type == "mistral":
+        pattern = model.attention.pattern
+        data["sliding_window"] = getattr(pattern, "window", None) if pattern.kind == "local" else None
+    return data
+
+
+WEIGHTS = (
+    Map("embedding.weight", "model.embed_tokens.weight"),
+    Map("head.weight", "lm_head.weight"),
+    Map("decoder.final_norm.weight", "model.norm.weight"),
+    *(
+        Map(f"decoder.blocks.{{i}}.attention.{proj}.{kind}", f"model.layers.{{i}}.self_attn.{proj}.{kind}")
+        for proj in ("q_proj", "k_proj", "v_proj", "o_proj")
+        for kind in ("weight", "bias")
+    ),
+    Map("decoder.blocks.{i}.attention.q_norm.weight", "model.layers.{i}.self_attn.q_norm.weight"),
+    Map("decoder.blocks.{i}.attention.k_norm.weight", "model.layers.{i}.self_attn.k_norm.weight"),
+    Map("decoder.blocks.{i}.attention_norm.weight", "model.layers.{i}.input_layernorm.weight"),
+    Map("decoder.blocks.{i}.ffn_norm.weight", "model.layers.{i}.post_attention_layernorm.weight"),
+    *(
+        Map(f"decoder.blocks.{{i}}.ffn.{ours}.{kind}", f"model.layers.{{i}}.mlp.{theirs}.{kind}")
+        for ours, theirs in (("gate", "gate_proj"), ("up", "up_proj"), ("down", "down_proj"))
+        for kind in ("weight", "bias")
+    ),
+)

@@ -1,0 +1,74 @@
+"""`nima export --hf`: an imported model written back as a transformers folder loads with
+``AutoModelForCausalLM.from_pretrained`` and computes the same logits; importing that folder gives
+bitwise the same weights file; a spec transformers cannot express is refused field by field."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from hf_support import CASES, VOCAB, random_model, save
+from transformers import AutoModelForCausalLM
+from typer.testing import CliRunner
+
+from nima.cli import app
+from nima.interop.hf.exporter import export_hf
+from nima.interop.hf.importer import import_hf
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_round_trip(case: str, tmp_path: Path) -> None:
+    hf = random_model(case, 21)
+    import_hf(save(hf, tmp_path / "hf"), tmp_path / "nima")
+    result = export_hf(tmp_path / "nima", tmp_path / "back")
+    assert result.model_type == hf.config.model_type
+    assert json.loads((tmp_path / "back" / "config.json").read_text())["model_type"] == hf.config.model_type
+    back = AutoModelForCausalLM.from_pretrained(tmp_path / "back").eval()
+    assert type(back) is type(hf)
+    ids = torch.randint(0, VOCAB, (2, 10), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        assert (back(ids).logits - hf(ids).logits).abs().max() <= 1e-4
+    import_hf(tmp_path / "back", tmp_path / "again")
+    assert (tmp_path / "again" / "model.safetensors").read_bytes() == (
+        tmp_path / "nima" / "model.safetensors"
+    ).read_bytes()
+
+
+def test_a_spec_transformers_cannot_express_is_refused_by_field(tmp_path: Path) -> None:
+    spec = {
+        "name": "alibi-post",
+        "vocab_size": 64,
+        "max_seq_len": 32,
+        "d_model": 32,
+        "n_layers": 1,
+        "attention": {"n_heads": 4},
+        "ffn": {"kind": "swiglu", "hidden": 48},
+        "position": {"kind": "alibi"},
+        "norm": {"kind": "rmsnorm", "placement": "post"},
+        "bias": False,
+    }
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    runner = CliRunner()
+    assert runner.invoke(app, ["build", str(tmp_path / "spec.yaml"), "-o", str(tmp_path / "m")]).exit_code == 0
+    result = runner.invoke(app, ["export", "--hf", str(tmp_path / "m"), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert any(line.startswith("error: position.kind: 'alibi', llama has 'rope'") for line in lines), lines
+    assert any(line.startswith("error: norm.placement: 'post', llama has 'pre'") for line in lines), lines
+    assert all(line.startswith("error: ") for line in lines)
+    assert not (tmp_path / "out").exists()
+
+
+def test_onnx_options_are_refused_with_hf(tmp_path: Path) -> None:
+    import_hf(save(random_model("llama", 2), tmp_path / "hf"), tmp_path / "m")
+    runner = CliRunner()
+    for args in (["--quantize", "int8"], ["--target", "ort"], ["--onnx"]):
+        result = runner.invoke(app, ["export", "--hf", str(tmp_path / "m"), "-o", str(tmp_path / "out"), *args])
+        assert result.exit_code == 2 and result.stderr.startswith("error: "), result.output
+    assert not (tmp_path / "out").exists()
+    assert runner.invoke(app, ["export", "--hf", str(tmp_path / "m"), "-o", str(tmp_path / "out")]).exit_code == 0
+    again = runner.invoke(app, ["export", "--hf", str(tmp_path / "m"), "-o", str(tmp_path / "out")])
+    assert again.exit_code == 2 and "--force" in again.stderr
