@@ -61,6 +61,7 @@ from _harness import (
 )
 from _hf_weights import to_hf
 from _models import MODELS
+from _nima import nima_runner
 from onnx import TensorProto, helper, numpy_helper
 from transformers.generation.streamers import BaseStreamer
 
@@ -76,24 +77,6 @@ OPTIONAL = ["nima huge pages", "nima 4k pages"]  # runners only timed when named
 
 
 # --- runners ---------------------------------------------------------------------------------------
-
-
-def nima_runner(label: str, bundle: Path, huge_pages: bool | None = None) -> Runner:
-    """Nima's `Generator` with its defaults (the weights on 2 MB pages) unless ``huge_pages``
-    forces them on (``True``) or off (``False``)."""
-    pages = {} if huge_pages is None else {"huge_pages": huge_pages}
-    generator = Generator(bundle, threads=THREADS, **pages)
-
-    def run(prompt: list[int], new_tokens: int) -> Timing:
-        start = time.perf_counter()
-        tokens: list[int] = []
-        ttft = 0.0
-        for token in generator.stream_tokens(prompt, max_new_tokens=new_tokens, do_sample=False):
-            tokens.append(token)
-            ttft = ttft or time.perf_counter() - start
-        return Timing(tokens, ttft, time.perf_counter() - start)
-
-    return Runner(label, run, lambda: None)
 
 
 def ort_loop_runner(label: str, bundle: Path, spec: ModelSpec) -> Runner:

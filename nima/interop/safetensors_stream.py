@@ -67,4 +67,5 @@ def _count(shape: tuple[int, ...]) -> int:
 def _write_bytes(f: BinaryIO, tensor: torch.Tensor) -> None:
     """The tensor's bytes, little-endian, in C order (what safetensors stores)."""
     flat = tensor.detach().contiguous().reshape(-1)
-    f.write(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+    if flat.numel():
+        f.write(memoryview(flat.view(torch.uint8).numpy()))  # the tensor's own memory: no copy
