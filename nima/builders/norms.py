@@ -9,23 +9,25 @@ from torch import nn
 
 
 class RMSNorm(nn.Module):
-    """``x / sqrt(mean(x^2) + eps) * g``: LayerNorm without centring or bias.
+    """``x / sqrt(mean(x^2) + eps) * (offset + g)``: LayerNorm without centring or bias.
 
     Written out rather than ``nn.RMSNorm`` so the ONNX graph uses ops every runtime has;
     the statistics are computed in fp32 so fp16/bf16 activations do not overflow.
     """
 
-    def __init__(self, width: int, eps: float) -> None:
+    def __init__(self, width: int, eps: float, offset: float = 0.0) -> None:
         super().__init__()
         self.eps = eps
-        self.weight = nn.Parameter(torch.ones(width))
+        self.offset = offset  # the gain is offset + weight (Gemma: 1 + weight); it starts at 1 either way
+        self.weight = nn.Parameter(torch.full((width,), 1.0 - offset))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x32 = x.float()
         # x / sqrt(.) rather than x * rsqrt(.): ONNX Runtime fuses this form into one
         # SimplifiedLayerNormalization kernel; the rsqrt form stays five separate ops.
         x32 = x32 / torch.sqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return x32.to(x.dtype) * self.weight
+        gain = self.weight + self.offset if self.offset else self.weight  # a constant in an exported graph
+        return x32.to(x.dtype) * gain
 
 
 Norm = Callable[[int], nn.Module]  # width -> a norm of that width
@@ -37,5 +39,5 @@ Norm = Callable[[int], nn.Module]  # width -> a norm of that width
 # builder reads them.
 NORMS: dict[str, Callable[..., Norm]] = {
     "layernorm": lambda sizes, eps: lambda width: nn.LayerNorm(width, eps=eps, bias=sizes.bias),
-    "rmsnorm": lambda sizes, eps: lambda width: RMSNorm(width, eps),  # no bias by definition
+    "rmsnorm": lambda sizes, eps, offset=0.0: lambda width: RMSNorm(width, eps, offset),  # no bias by definition
 }

@@ -249,9 +249,14 @@ class LayerNormSpec(_Norm):
 
 
 class RmsNormSpec(_Norm):
-    """RMSNorm (Zhang & Sennrich 2019): ``x / sqrt(mean(x^2) + eps) * g``, no centring, no bias."""
+    """RMSNorm (Zhang & Sennrich 2019): ``x / sqrt(mean(x^2) + eps) * (offset + g)``, no centring, no bias."""
 
     kind: Literal["rmsnorm"] = Field(description="RMSNorm.")
+    offset: float = Field(
+        0.0,
+        description="Added to the learned gain g, which starts at 1 - offset: Gemma stores g - 1 and applies "
+        "1 + g (offset 1).",
+    )
 
 
 NormSpec = Annotated[LayerNormSpec | RmsNormSpec, Field(discriminator="kind"), default_kind("layernorm")]

@@ -89,6 +89,21 @@ def test_norm_matches_formula(kind: str, bias: bool, eps: float) -> None:
     np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
 
 
+def test_rmsnorm_gain_offset() -> None:
+    """``offset``: the gain is offset + weight (Gemma's 1 + w), and it starts at 1 (the weight at 1 - offset)."""
+    width = 12
+    x = torch.randn(2, 3, width, generator=torch.Generator().manual_seed(12)) * 2.0
+    fresh = NORMS["rmsnorm"](Sizes(d_model=width), eps=1e-6, offset=1.0)(width)
+    assert torch.equal(fresh.weight, torch.zeros(width))
+    plain = NORMS["rmsnorm"](Sizes(d_model=width), eps=1e-6)(width)
+    assert torch.allclose(fresh(x), plain(x), atol=1e-6)  # both start as gain 1
+    randomise(fresh, seed=13)
+    got = as_np(fresh(x))
+    gain = 1.0 + as_np(fresh.weight)
+    expected = np.array([[rms_norm_ref(as_np(x[b, t]), gain, 1e-6) for t in range(3)] for b in range(2)])
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+
+
 def test_rmsnorm_half_precision_does_not_overflow() -> None:
     """RMSNorm statistics in fp32: fp16 inputs whose squares exceed 65504 still normalise."""
     module = NORMS["rmsnorm"](Sizes(d_model=8), eps=1e-6)(8)

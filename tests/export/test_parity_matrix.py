@@ -68,8 +68,8 @@ COVER = pairwise_cover()
 def spec_for(index: int) -> ModelSpec:
     """The cover's model ``index``. The on/off options ride along on the cover's models by index, so
     each appears in several exports without adding any: bias, tied embeddings, qk-norm, an explicit
-    head dim (not d_model / n_heads), embedding scaling, rope scaling, no final norm, GELU's tanh form, and
-    q/k/v biases apart from the others."""
+    head dim (not d_model / n_heads), embedding scaling, rope scaling, no final norm, GELU's tanh form,
+    q/k/v biases apart from the others, and an RMSNorm gain offset."""
     choice = {name: values[i] for (name, values), i in zip(FAMILIES.items(), COVER[index], strict=True)}
     attention = {"n_heads": 4, "n_kv_heads": choice["kv_heads"], "pattern": choice["pattern"]}
     attention |= {"qk_norm": index % 4 == 1} | ({"head_dim": 6} if index % 5 == 2 else {})
@@ -86,7 +86,8 @@ def spec_for(index: int) -> ModelSpec:
             "attention": attention,
             "ffn": {"kind": choice["ffn"], "hidden": 24} | ({"approximate": "tanh"} if tanh else {}),
             "position": position,
-            "norm": {"kind": choice["norm"], "placement": choice["placement"], "final": index % 5 != 4},
+            "norm": {"kind": choice["norm"], "placement": choice["placement"], "final": index % 5 != 4}
+            | ({"offset": 1.0} if choice["norm"] == "rmsnorm" and index % 2 == 0 else {}),
             "bias": index % 3 != 0,
             "tie_embeddings": index % 2 == 0,
             "scale_embeddings": index % 4 == 3,
@@ -106,6 +107,7 @@ def test_every_option_rides_in_the_cover() -> None:
         "no final norm": [not s.norm.final for s in specs],
         "tanh GELU": [getattr(s.ffn, "approximate", "none") == "tanh" for s in specs],
         "q/k/v biases apart": [s.attention.qkv_bias not in (None, s.bias) for s in specs],
+        "RMSNorm gain offset": [getattr(s.norm, "offset", 0.0) == 1.0 for s in specs],
     }
     for name, values in options.items():
         assert any(values) and not all(values), name

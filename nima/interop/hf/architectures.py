@@ -42,4 +42,5 @@ ARCHITECTURES: dict[str, HfArchitecture] = {
     "mistral": HfArchitecture("model.", llama.spec, llama.config, llama.WEIGHTS, ROTARY_BUFFERS),
     "qwen2": HfArchitecture("model.", llama.qwen2_spec, llama.config, llama.WEIGHTS, ROTARY_BUFFERS),
     "qwen3": HfArchitecture("model.", llama.qwen3_spec, llama.config, llama.WEIGHTS, ROTARY_BUFFERS),
+    "gemma": HfArchitecture("model.", llama.gemma_spec, llama.config, llama.WEIGHTS, ROTARY_BUFFERS),
 }

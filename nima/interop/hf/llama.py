@@ -4,7 +4,9 @@ RMSNorm pre-norm, RoPE in the rotate-half layout, SwiGLU, grouped-query attentio
 (``cat(freqs, freqs)``, ``rotate_half``) and RMSNorm (fp32 statistics, the weight applied after
 the cast back) are transformers', operation for operation. Mistral adds a sliding window (a
 ``local`` pattern: keys at distance < window), Qwen2 biases on q, k and v only, Qwen3 a per-head
-RMSNorm on q and k before RoPE and its own head size.
+RMSNorm on q and k before RoPE and its own head size. Gemma scales the embeddings by
+sqrt(d_model), applies its RMSNorm gain as 1 + w (``norm.offset: 1``) and gates with GELU's tanh
+form (its configs' legacy ``"gelu"`` means that form too, as transformers reads it).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ CLASSES = {
     "mistral": "MistralForCausalLM",
     "qwen2": "Qwen2ForCausalLM",
     "qwen3": "Qwen3ForCausalLM",
+    "gemma": "GemmaForCausalLM",
 }
 
 
@@ -79,6 +82,19 @@ def qwen3_spec(config: HfConfig) -> dict[str, Any]:
     if config.get("use_sliding_window", False):
         raise config.refuse("use_sliding_window", "sliding windows on some layers only are not supported yet")
     return spec(config, qk_norm=True)
+
+
+def gemma_spec(config: HfConfig) -> dict[str, Any]:
+    """Gemma: Llama with scaled embeddings, a 1 + w RMSNorm gain and a GELU (tanh) gate, a tied head."""
+    if config.get("use_bidirectional_attention", False):
+        raise config.refuse("use_bidirectional_attention", "bidirectional attention is not supported")
+    data = spec(config)
+    if config.get("hidden_act") == "gelu":  # Gemma's legacy name for the tanh form (transformers reads it so)
+        data["ffn"] = {**data["ffn"], "approximate": "tanh"}
+    data["scale_embeddings"] = True
+    data["norm"] = {**data["norm"], "offset": 1.0}
+    data["tie_embeddings"] = bool(config.get("tie_word_embeddings", True))
+    return data
 
 
 def config(model: ModelSpec, model_type: str) -> dict[str, Any]:

@@ -9,6 +9,8 @@ from typing import Any
 
 import torch
 from transformers import (
+    GemmaConfig,
+    GemmaForCausalLM,
     GPT2Config,
     GPT2LMHeadModel,
     LlamaConfig,
@@ -49,6 +51,7 @@ CASES: dict[str, Callable[[], PreTrainedModel]] = {
     "mistral": lambda: MistralForCausalLM(MistralConfig(**LLAMA_SIZES, sliding_window=5)),
     "qwen2": lambda: Qwen2ForCausalLM(Qwen2Config(**LLAMA_SIZES)),
     "qwen3": lambda: Qwen3ForCausalLM(Qwen3Config(**LLAMA_SIZES, head_dim=32)),  # head_dim != d_model / heads
+    "gemma": lambda: GemmaForCausalLM(GemmaConfig(**LLAMA_SIZES, head_dim=24)),
 }
 
 
