@@ -75,13 +75,30 @@ class LearnedPositions(PositionScheme):
         return self.table(position_ids)  # (B, T, d)
 
 
-class RotaryPositions(PositionScheme):
-    """RoPE in the LLaMA / GPT-NeoX layout: dimension i pairs with i + head_dim/2."""
+Llama3 = tuple[float, float, float, int]  # factor, low_freq_factor, high_freq_factor, original context
 
-    def __init__(self, head_dim: int, theta: float, scaling_factor: float) -> None:
+
+def llama3_frequencies(inv_freq: torch.Tensor, llama3: Llama3) -> torch.Tensor:
+    """Llama 3.1's scaled frequencies (hd/2,): long wavelengths divided by ``factor``, short ones kept,
+    the band between interpolated by where its wavelength lies."""
+    factor, low, high, original = llama3
+    wavelength = 2 * math.pi / inv_freq  # (hd/2,)
+    smooth = (original / wavelength - low) / (high - low)  # 0 at the long end of the band, 1 at the short end
+    between = (1 - smooth) * inv_freq / factor + smooth * inv_freq
+    scaled = torch.where(wavelength > original / low, inv_freq / factor, inv_freq)
+    return torch.where((wavelength >= original / high) & (wavelength <= original / low), between, scaled)
+
+
+class RotaryPositions(PositionScheme):
+    """RoPE in the LLaMA / GPT-NeoX layout: dimension i pairs with i + head_dim/2; ``llama3``: Llama 3.1's
+    frequency scaling."""
+
+    def __init__(self, head_dim: int, theta: float, scaling_factor: float, llama3: Llama3 | None = None) -> None:
         super().__init__()
         self.scaling_factor = scaling_factor
         inv_freq = theta ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+        if llama3 is not None:
+            inv_freq = llama3_frequencies(inv_freq, llama3)
         self.register_buffer("inv_freq", inv_freq, persistent=False)  # (hd/2,)
 
     def rotary(self, position_ids: torch.Tensor) -> Rotary:
@@ -177,7 +194,19 @@ POSITIONS: dict[str, Callable[..., PositionScheme]] = {
     "sinusoidal": lambda sizes, base: SinusoidalPositions(sizes.d_model, base),
     "learned": lambda sizes: LearnedPositions(sizes.max_seq_len, sizes.d_model),
     "relative": lambda sizes, num_buckets, max_distance: RelativePositions(sizes.n_heads, num_buckets, max_distance),
-    "rope": lambda sizes, theta, scaling_factor: RotaryPositions(sizes.head_dim, theta, scaling_factor),
+    "rope": lambda sizes, theta, scaling_factor, frequency_scaling=None: RotaryPositions(
+        sizes.head_dim,
+        theta,
+        scaling_factor,
+        None
+        if frequency_scaling is None
+        else (
+            frequency_scaling.factor,
+            frequency_scaling.low_freq_factor,
+            frequency_scaling.high_freq_factor,
+            frequency_scaling.original_max_seq_len,
+        ),
+    ),
     "alibi": lambda sizes: AlibiPositions(sizes.n_heads),
     "none": lambda sizes: PositionScheme(),
 }

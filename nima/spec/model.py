@@ -148,6 +148,14 @@ def rule_problems(spec: ModelSpec) -> list[tuple[str, str]]:
     if isinstance(spec.position, RopePosition) and head_dim_known and spec.head_dim % 2:
         origin = "attention.head_dim" if att.head_dim is not None else "d_model / n_heads"
         problems.append(("position.kind", f"rope needs an even head dim, got {spec.head_dim} ({origin})"))
+    scaling = getattr(spec.position, "frequency_scaling", None)
+    if scaling is not None and scaling.high_freq_factor <= scaling.low_freq_factor:
+        problems.append(
+            (
+                "position.frequency_scaling.high_freq_factor",
+                f"{scaling.high_freq_factor} must be larger than low_freq_factor {scaling.low_freq_factor}",
+            )
+        )
     if spec.position.kind == "sinusoidal" and spec.d_model % 2:
         problems.append(("position.kind", f"sinusoidal needs an even d_model, got {spec.d_model}"))
     pattern = att.pattern

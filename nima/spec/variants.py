@@ -198,6 +198,24 @@ class RelativePosition(Strict):
     max_distance: int = Field(128, gt=1, description="Distances at or beyond this share the last bucket.")
 
 
+class Llama3Frequencies(Strict):
+    """Llama 3.1's RoPE frequency scaling: frequencies whose wavelength passes ``original_max_seq_len /
+    low_freq_factor`` are divided by ``factor``, those under ``original_max_seq_len / high_freq_factor``
+    kept, and those between interpolated smoothly."""
+
+    example: ClassVar[dict[str, Any]] = {
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_seq_len": 16,
+    }
+    kind: Literal["llama3"] = Field(description="Llama 3.1's frequency scaling.")
+    factor: float = Field(gt=0.0, description="What the low frequencies are divided by (8 in Llama 3.1).")
+    low_freq_factor: float = Field(gt=0.0, description="Wavelengths past original_max_seq_len / this are divided.")
+    high_freq_factor: float = Field(gt=0.0, description="Wavelengths under original_max_seq_len / this are kept.")
+    original_max_seq_len: int = Field(gt=0, description="The context the model was pretrained with (8192).")
+
+
 class RopePosition(Strict):
     """Rotary position embedding applied to queries and keys (Su et al. 2021; LLaMA layout)."""
 
@@ -205,6 +223,9 @@ class RopePosition(Strict):
     theta: float = Field(10000.0, gt=1.0, description="Rotary base frequency.")
     scaling_factor: float = Field(
         1.0, ge=1.0, description="Linear position interpolation: positions are divided by this factor."
+    )
+    frequency_scaling: Llama3Frequencies | None = Field(
+        None, description="A scaling of the rotary frequencies themselves: llama3 (Llama 3.1). Omitted: none."
     )
 
 

@@ -78,6 +78,35 @@ def test_rope_matches_complex_rotation(head_dim: int, theta: float, scaling: flo
     torch.testing.assert_close(got.double(), rope_reference(x, positions, theta, scaling), atol=1e-5, rtol=0)
 
 
+def llama3_reference(theta: float, head_dim: int, factor: float, low: float, high: float, original: int) -> list[float]:
+    """Llama 3.1's frequencies, one at a time (Meta's ``apply_scaling``): a wavelength under
+    original/high keeps its frequency, one over original/low is divided by factor, and between them
+    the frequency is interpolated by smooth = (original / wavelength - low) / (high - low)."""
+    frequencies = []
+    for i in range(0, head_dim, 2):
+        freq = 1.0 / theta ** (i / head_dim)
+        wavelength = 2 * math.pi / freq
+        if wavelength < original / high:
+            frequencies.append(freq)
+        elif wavelength > original / low:
+            frequencies.append(freq / factor)
+        else:
+            smooth = (original / wavelength - low) / (high - low)
+            frequencies.append((1 - smooth) * freq / factor + smooth * freq)
+    return frequencies
+
+
+@pytest.mark.parametrize(("head_dim", "original"), [(16, 64), (32, 8192), (64, 512)])
+def test_llama3_frequency_scaling(head_dim: int, original: int) -> None:
+    """Every band of the scaling: kept, divided and interpolated frequencies (each case has all three or two)."""
+    theta, factor, low, high = 10000.0, 8.0, 1.0, 4.0
+    got = RotaryPositions(head_dim, theta, 1.0, (factor, low, high, original)).inv_freq
+    expected = torch.tensor(llama3_reference(theta, head_dim, factor, low, high, original), dtype=torch.float64)
+    torch.testing.assert_close(got.double(), expected, atol=0, rtol=1e-5)
+    plain = RotaryPositions(head_dim, theta, 1.0).inv_freq
+    assert (got < plain * 0.99).any() and (got == plain).any()  # some divided, some kept
+
+
 def test_rope_per_batch_positions() -> None:
     """Each batch row is rotated by its own position ids (left-padded rows start later)."""
     gen = torch.Generator().manual_seed(1)

@@ -27,6 +27,7 @@ from nima.spec import ModelSpec, spec_from_dict
 from nima.spec.variants import (
     AttentionPattern,
     FfnSpec,
+    Llama3Frequencies,
     NormPlacement,
     NormSpec,
     PositionSpec,
@@ -69,7 +70,7 @@ def spec_for(index: int) -> ModelSpec:
     """The cover's model ``index``. The on/off options ride along on the cover's models by index, so
     each appears in several exports without adding any: bias, tied embeddings, qk-norm, an explicit
     head dim (not d_model / n_heads), embedding scaling, rope scaling, no final norm, GELU's tanh form,
-    q/k/v biases apart from the others, and an RMSNorm gain offset."""
+    q/k/v biases apart from the others, an RMSNorm gain offset, and Llama 3.1's RoPE frequency scaling."""
     choice = {name: values[i] for (name, values), i in zip(FAMILIES.items(), COVER[index], strict=True)}
     attention = {"n_heads": 4, "n_kv_heads": choice["kv_heads"], "pattern": choice["pattern"]}
     attention |= {"qk_norm": index % 4 == 1} | ({"head_dim": 6} if index % 5 == 2 else {})
@@ -77,6 +78,8 @@ def spec_for(index: int) -> ModelSpec:
     scaled = choice["position"] == "rope" and index % 2 == 1
     tanh = choice["ffn"] in ("gelu", "geglu") and index % 2 == 0
     position = {"kind": choice["position"]} | ({"scaling_factor": 2.0} if scaled else {})
+    if choice["position"] == "rope" and index % 4 in (0, 1):
+        position["frequency_scaling"] = {"kind": "llama3", **Llama3Frequencies.example}
     return spec_from_dict(
         {
             "vocab_size": 37,
@@ -108,6 +111,7 @@ def test_every_option_rides_in_the_cover() -> None:
         "tanh GELU": [getattr(s.ffn, "approximate", "none") == "tanh" for s in specs],
         "q/k/v biases apart": [s.attention.qkv_bias not in (None, s.bias) for s in specs],
         "RMSNorm gain offset": [getattr(s.norm, "offset", 0.0) == 1.0 for s in specs],
+        "llama3 frequencies": [getattr(s.position, "frequency_scaling", None) is not None for s in specs],
     }
     for name, values in options.items():
         assert any(values) and not all(values), name

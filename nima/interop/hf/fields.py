@@ -43,23 +43,44 @@ def head_dim(config: HfConfig, d_model: int, heads: int) -> dict[str, int]:
     return {} if size * heads == d_model else {"head_dim": size}
 
 
-def rope_scaling_factor(config: HfConfig, scaling: dict[str, Any] | None) -> float:
-    """RoPE's linear scaling factor; every other scaling kind is refused by name."""
+def rope_scaling(config: HfConfig, scaling: dict[str, Any] | None) -> dict[str, Any]:
+    """The rope section's scaling fields: linear (``scaling_factor``) and llama3 (``frequency_scaling``);
+    every other scaling kind is refused by name."""
+    key = "rope_scaling" if "rope_scaling" in config.data else "rope_parameters"
     if scaling is None:
-        return 1.0
+        return {}
     kind = scaling.get("rope_type")
-    if kind == "linear":
-        return float(scaling["factor"])
-    raise config.refuse(
-        "rope_scaling" if "rope_scaling" in config.data else "rope_parameters",
-        f"rope_type {kind!r} is not supported (Nima's rope takes linear scaling)",
-    )
+    try:
+        if kind == "linear":
+            return {"scaling_factor": float(scaling["factor"])}
+        if kind == "llama3":
+            return {
+                "frequency_scaling": {
+                    "kind": "llama3",
+                    "factor": float(scaling["factor"]),
+                    "low_freq_factor": float(scaling["low_freq_factor"]),
+                    "high_freq_factor": float(scaling["high_freq_factor"]),
+                    "original_max_seq_len": int(scaling["original_max_position_embeddings"]),
+                }
+            }
+    except (KeyError, TypeError, ValueError) as err:
+        raise config.refuse(key, f"rope_type {kind!r} without a valid {err}") from None
+    raise config.refuse(key, f"rope_type {kind!r} is not supported (Nima's rope takes linear and llama3 scaling)")
 
 
 def rope_config(spec: ModelSpec) -> dict[str, Any]:
     """RoPE's base and scaling as a config writes them (both spellings: transformers 4 and 5 read them)."""
     theta = getattr(spec.position, "theta", 10000.0)
     factor = getattr(spec.position, "scaling_factor", 1.0)
-    scaling = {"rope_type": "linear", "factor": factor} if factor != 1.0 else None
+    frequencies = getattr(spec.position, "frequency_scaling", None)
+    scaling: dict[str, Any] | None = {"rope_type": "linear", "factor": factor} if factor != 1.0 else None
+    if frequencies is not None:  # a linear factor as well cannot be said: the export's check refuses that
+        scaling = {
+            "rope_type": "llama3",
+            "factor": frequencies.factor,
+            "low_freq_factor": frequencies.low_freq_factor,
+            "high_freq_factor": frequencies.high_freq_factor,
+            "original_max_position_embeddings": frequencies.original_max_seq_len,
+        }
     parameters = {"rope_type": "default", "rope_theta": theta} if scaling is None else {**scaling, "rope_theta": theta}
     return {"rope_theta": theta, "rope_scaling": scaling, "rope_parameters": parameters}

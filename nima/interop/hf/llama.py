@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from nima.interop.hf.config import HfConfig
-from nima.interop.hf.fields import activation, activation_name, head_dim, rope_config, rope_scaling_factor
+from nima.interop.hf.fields import activation, activation_name, head_dim, rope_config, rope_scaling
 from nima.interop.hf.layouts import Map
 from nima.spec import ModelSpec
 
@@ -63,7 +63,7 @@ def spec(config: HfConfig, qkv_bias: bool | None = None, qk_norm: bool = False) 
             **activation(config, "hidden_act", gated=True, default="silu"),
             "hidden": config.integer("intermediate_size"),
         },
-        "position": {"kind": "rope", "theta": theta, "scaling_factor": rope_scaling_factor(config, scaling)},
+        "position": {"kind": "rope", "theta": theta, **rope_scaling(config, scaling)},
         "norm": {"kind": "rmsnorm", "placement": "pre", "eps": config.number("rms_norm_eps", 1e-6)},
         "bias": attention_bias if qkv_bias is None else mlp_bias,
         "tie_embeddings": bool(config.get("tie_word_embeddings", False)),

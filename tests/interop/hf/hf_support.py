@@ -48,6 +48,18 @@ CASES: dict[str, Callable[[], PreTrainedModel]] = {
     "llama-tied-linear-rope": lambda: LlamaForCausalLM(
         LlamaConfig(**LLAMA_SIZES, tie_word_embeddings=True, rope_scaling={"rope_type": "linear", "factor": 2.0})
     ),
+    "llama3-rope": lambda: LlamaForCausalLM(
+        LlamaConfig(
+            **LLAMA_SIZES,
+            rope_scaling={
+                "rope_type": "llama3",
+                "factor": 8.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 16,
+            },
+        )
+    ),
     "mistral": lambda: MistralForCausalLM(MistralConfig(**LLAMA_SIZES, sliding_window=5)),
     "qwen2": lambda: Qwen2ForCausalLM(Qwen2Config(**LLAMA_SIZES)),
     "qwen3": lambda: Qwen3ForCausalLM(Qwen3Config(**LLAMA_SIZES, head_dim=32)),  # head_dim != d_model / heads
