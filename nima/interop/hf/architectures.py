@@ -43,4 +43,5 @@ ARCHITECTURES: dict[str, HfArchitecture] = {
     "qwen2": HfArchitecture("model.", llama.qwen2_spec, llama.config, llama.WEIGHTS, ROTARY_BUFFERS),
     "qwen3": HfArchitecture("model.", llama.qwen3_spec, llama.config, llama.WEIGHTS, ROTARY_BUFFERS),
     "gemma": HfArchitecture("model.", llama.gemma_spec, llama.config, llama.WEIGHTS, ROTARY_BUFFERS),
+    "phi3": HfArchitecture("model.", llama.phi3_spec, llama.config, llama.PHI3_WEIGHTS, ROTARY_BUFFERS),
 }

@@ -94,7 +94,7 @@ def import_hf(
             shapes,
             DTYPES[dtype],
             _tensors(plan, checkpoint, spec, source),
-            metadata={"format": "pt", "source": f"{config.model_type} (Hugging Face)", "nima_version": __version__},
+            metadata={"format": "pt", "source": "Hugging Face transformers", "nima_version": __version__},
             on_tensor=lambda _, done=iter(range(1, len(plan) + 1)): progress(next(done), len(plan)),
         )
         for name in (TOKENIZER_FILE, TOKENIZER_CONFIG_FILE):

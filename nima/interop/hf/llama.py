@@ -6,7 +6,9 @@ the cast back) are transformers', operation for operation. Mistral adds a slidin
 ``local`` pattern: keys at distance < window), Qwen2 biases on q, k and v only, Qwen3 a per-head
 RMSNorm on q and k before RoPE and its own head size. Gemma scales the embeddings by
 sqrt(d_model), applies its RMSNorm gain as 1 + w (``norm.offset: 1``) and gates with GELU's tanh
-form (its configs' legacy ``"gelu"`` means that form too, as transformers reads it).
+form (its configs' legacy ``"gelu"`` means that form too, as transformers reads it). Phi-3 is
+Llama with q, k and v packed into one ``qkv_proj`` and gate and up into one ``gate_up_proj`` in its
+checkpoint (`PHI3_WEIGHTS`), and a sliding window where its config sets one.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 
 from nima.interop.hf.config import HfConfig
 from nima.interop.hf.fields import activation, activation_name, head_dim, rope_config, rope_scaling
-from nima.interop.hf.layouts import Map
+from nima.interop.hf.layouts import Map, Part, qkv_widths
 from nima.spec import ModelSpec
 
 CLASSES = {
@@ -24,6 +26,7 @@ CLASSES = {
     "qwen2": "Qwen2ForCausalLM",
     "qwen3": "Qwen3ForCausalLM",
     "gemma": "GemmaForCausalLM",
+    "phi3": "Phi3ForCausalLM",
 }
 
 
@@ -97,6 +100,16 @@ def gemma_spec(config: HfConfig) -> dict[str, Any]:
     return data
 
 
+def phi3_spec(config: HfConfig) -> dict[str, Any]:
+    """Phi-3: Llama; a rotation of part of each head (``partial_rotary_factor``) is refused."""
+    partial = (config.get("rope_parameters") or {}).get(
+        "partial_rotary_factor", config.get("partial_rotary_factor", 1.0)
+    )
+    if partial != 1.0:
+        raise config.refuse("partial_rotary_factor", f"{partial}: rotating part of each head is not supported yet")
+    return spec(config)
+
+
 def config(model: ModelSpec, model_type: str) -> dict[str, Any]:
     """The nearest ``model_type`` config to ``model`` (whether it is the same model, the caller checks)."""
     data: dict[str, Any] = {
@@ -121,10 +134,14 @@ def config(model: ModelSpec, model_type: str) -> dict[str, Any]:
         data["mlp_bias"] = model.bias
     if model_type in ("qwen2", "qwen3"):
         data["use_sliding_window"] = False
-    if model_type == "mistral":
+    if model_type in ("mistral", "phi3"):
         pattern = model.attention.pattern
         data["sliding_window"] = getattr(pattern, "window", None) if pattern.kind == "local" else None
     return data
+
+
+def _gate_up_widths(model: ModelSpec) -> list[int]:
+    return [model.ffn.hidden, model.ffn.hidden]
 
 
 WEIGHTS = (
@@ -144,5 +161,28 @@ WEIGHTS = (
         Map(f"decoder.blocks.{{i}}.ffn.{ours}.{kind}", f"model.layers.{{i}}.mlp.{theirs}.{kind}")
         for ours, theirs in (("gate", "gate_proj"), ("up", "up_proj"), ("down", "down_proj"))
         for kind in ("weight", "bias")
+    ),
+)
+
+PHI3_WEIGHTS = (
+    *(m for m in WEIGHTS if ".self_attn." not in m.hf or "o_proj" in m.hf),
+    *(
+        Map(
+            f"decoder.blocks.{{i}}.attention.{proj}.weight",
+            "model.layers.{i}.self_attn.qkv_proj.weight",
+            Part(n, qkv_widths),
+        )
+        for n, proj in enumerate(("q_proj", "k_proj", "v_proj"))
+    ),
+)
+PHI3_WEIGHTS = (
+    *(m for m in PHI3_WEIGHTS if ".mlp.gate_proj." not in m.hf and ".mlp.up_proj." not in m.hf),
+    *(
+        Map(
+            f"decoder.blocks.{{i}}.ffn.{part}.weight",
+            "model.layers.{i}.mlp.gate_up_proj.weight",
+            Part(n, _gate_up_widths),
+        )
+        for n, part in enumerate(("gate", "up"))
     ),
 )

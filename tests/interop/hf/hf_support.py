@@ -17,6 +17,8 @@ from transformers import (
     LlamaForCausalLM,
     MistralConfig,
     MistralForCausalLM,
+    Phi3Config,
+    Phi3ForCausalLM,
     PreTrainedModel,
     Qwen2Config,
     Qwen2ForCausalLM,
@@ -64,6 +66,7 @@ CASES: dict[str, Callable[[], PreTrainedModel]] = {
     "qwen2": lambda: Qwen2ForCausalLM(Qwen2Config(**LLAMA_SIZES)),
     "qwen3": lambda: Qwen3ForCausalLM(Qwen3Config(**LLAMA_SIZES, head_dim=32)),  # head_dim != d_model / heads
     "gemma": lambda: GemmaForCausalLM(GemmaConfig(**LLAMA_SIZES, head_dim=24)),
+    "phi3-sliding": lambda: Phi3ForCausalLM(Phi3Config(**LLAMA_SIZES, sliding_window=6, pad_token_id=0)),
 }
 
 
