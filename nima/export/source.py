@@ -9,7 +9,7 @@ from nima.builders import build_model, load_weights
 from nima.builders.models import DecoderLM, EncoderDecoderLM
 from nima.export.errors import SourceError
 from nima.layout import SPEC_FILE, TOKENIZER_FILE, WEIGHTS_FILE
-from nima.spec import ModelSpec, load_spec
+from nima.spec import ModelSpec, load_resolved_spec, load_spec
 
 
 @dataclass
@@ -38,7 +38,7 @@ def load_source(path: Path, overrides: list[str] | None = None) -> ExportSource:
     tokenizer = path / TOKENIZER_FILE
     if tokenizer.exists():
         _check_tokenizer(tokenizer)
-    spec = load_spec(spec_path)
+    spec = load_resolved_spec(spec_path)
     model = build_model(spec)
     load_weights(model, weights)
     return ExportSource(spec, model, tokenizer if tokenizer.exists() else None, random_weights=False, folder=path)

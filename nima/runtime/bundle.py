@@ -11,7 +11,7 @@ from nima.layout import MANIFEST_FILE, SPEC_FILE, TOKENIZER_FILE, TokenIds
 from nima.manifest import Manifest, ManifestError, read_manifest, with_token_ids
 from nima.runtime.errors import GenerateError
 from nima.runtime.families import FAMILIES
-from nima.spec import ModelSpec, SpecError, load_spec
+from nima.spec import ModelSpec, SpecError, load_resolved_spec
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ def read_bundle(path: str | Path) -> Bundle:
     if not spec_path.is_file():
         raise GenerateError(f"{folder}: no {SPEC_FILE} here (expected a folder written by nima export)")
     try:
-        spec = load_spec(spec_path)
+        spec = load_resolved_spec(spec_path)
         manifest = read_manifest(folder, spec.architecture)
     except SpecError as err:
         raise GenerateError(str(err).splitlines()[0]) from None

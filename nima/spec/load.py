@@ -176,8 +176,41 @@ def _extend(data: dict[str, Any], base_dir: Path, source: str, depth: int, seen:
             )
         if parent_path in seen or depth >= _MAX_EXTENDS_DEPTH:
             raise SpecError([Problem(source, "extends", f"{parent!r} extends itself (a cycle)")])
-        base = _read_resolved(parent_path, depth + 1, seen)
+        if not parent_path.is_file():
+            raise SpecError([Problem(source, "extends", f"{parent!r} is not a regular file")])
+        base = _read_resolved(parent_path, depth + 1, seen)  # its syntax errors name places, not contents
+        unknown = _unknown_keys(base, set(_all_field_names()))
+        if unknown:
+            raise SpecError(
+                [
+                    Problem(
+                        source,
+                        "extends",
+                        f"{parent!r} is not a spec file: {unknown} of its keys are no spec field's (not shown)",
+                    )
+                ]
+            )
     return merge(base, data)
+
+
+def _unknown_keys(data: Any, names: set[str]) -> int:
+    """How many keys in ``data``, at any depth, no spec section has (``names``): a file that is not a spec."""
+    if isinstance(data, list):
+        return sum(_unknown_keys(item, names) for item in data)
+    if not isinstance(data, dict):
+        return 0
+    return sum((key not in names) + _unknown_keys(value, names) for key, value in data.items())
+
+
+def load_resolved_spec(path: Path) -> ModelSpec:
+    """The resolved spec of a model folder, run or bundle (``nima.json``), which extends nothing: one that
+    does is refused, so no folder's spec reads a file outside it (a FIFO there would hang the reader)."""
+    data = read_spec_file(path)
+    if "extends" in data:
+        raise SpecError(
+            [Problem(str(path), "extends", "a resolved spec (a model folder's, run's or bundle's) extends nothing")]
+        )
+    return spec_from_dict(data, source=str(path))
 
 
 # --- turning Pydantic errors into one line each ---------------------------------------------------

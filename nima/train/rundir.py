@@ -28,6 +28,7 @@ from nima.train.metrics import METRICS_FILE, PLOT_FILE
 from nima.train.tokenizer import TextTokenizer
 
 OWNED = (RUN_FILE, SPEC_FILE, WEIGHTS_FILE, TOKENIZER_FILE, METRICS_FILE, PLOT_FILE, DATA_DIR, CHECKPOINTS_DIR)
+MODEL_FOLDER = (SPEC_FILE, WEIGHTS_FILE, TOKENIZER_FILE)  # what a build or an import leaves, without run.json
 
 # Fields a resumed run may change: how long to train and how often to look, not what is trained.
 RESUMABLE = {
@@ -55,17 +56,28 @@ def check_writable(run_dir: Path) -> None:
 
 
 def check_new_run(run_dir: Path, force: bool) -> None:
-    """A new run may start in ``run_dir``: it holds no run or model, or ``force`` allows replacing it."""
+    """A new run may start in ``run_dir``: it holds no run or model, or ``force`` allows replacing it.
+
+    ``--force`` removes only what a run provably wrote: the names a run writes (`OWNED`) in a folder
+    that holds a run (its ``run.json``), or a model folder's files (`nima build`, `nima import`) in one
+    that holds nothing else. A folder that holds a run's names without ``run.json`` (a ``data/`` or
+    ``checkpoints/`` of the user's, say) is refused, whatever ``--force`` says."""
     check_writable(run_dir)
     graphs = sorted(p.name for p in run_dir.glob("*.onnx")) if run_dir.is_dir() else []
     if graphs:  # --force removes a run's files only: the bundle's graphs would stay beside the new run
         raise TrainError(f"{run_dir}: holds an exported bundle ({graphs[0]}); train into another folder")
-    if run_dir.is_dir() and not force:
-        taken = [name for name in OWNED if (run_dir / name).exists()]
-        if taken:
+    taken = [name for name in OWNED if (run_dir / name).exists()] if run_dir.is_dir() else []
+    if taken and not force:
+        raise TrainError(
+            f"{run_dir}: already holds a run or model ({', '.join(taken[:3])}); "
+            "pass --resume to continue it or --force to start over"
+        )
+    if taken and not (run_dir / RUN_FILE).is_file():
+        foreign = [name for name in taken if name not in MODEL_FOLDER]
+        if foreign:
             raise TrainError(
-                f"{run_dir}: already holds a run or model ({', '.join(taken[:3])}); "
-                "pass --resume to continue it or --force to start over"
+                f"{run_dir}: holds {foreign[0]} but no {RUN_FILE}, so it is no run of Nima's and --force will "
+                "not delete anything there; train into another folder"
             )
 
 

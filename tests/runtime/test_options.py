@@ -123,3 +123,14 @@ def test_a_spec_that_does_not_match_the_graph(
     (bundle / "nima.json").write_text(json.dumps({**spec, **change}))
     with pytest.raises(GenerateError, match=message):
         Generator(bundle)
+
+
+def test_a_bundle_whose_spec_extends_a_file_is_refused(tmp_path: Path, text_bundle: tuple[Path, DecoderLM]) -> None:
+    """A bundle's nima.json is resolved: an ``extends:`` there would read outside the bundle."""
+    bundle = tmp_path / "bundle"
+    shutil.copytree(text_bundle[0], bundle)
+    (tmp_path / "outside.yaml").write_text("extends: tiny\n")
+    spec = json.loads((bundle / "nima.json").read_text())
+    (bundle / "nima.json").write_text(json.dumps({**spec, "extends": "../outside.yaml"}))
+    with pytest.raises(GenerateError, match="extends: a resolved spec"):
+        Generator(bundle)

@@ -33,7 +33,7 @@ from nima.layout import (
     staged_folder,
     write_json,
 )
-from nima.spec import ModelSpec, SpecError, load_spec, spec_from_dict
+from nima.spec import ModelSpec, SpecError, load_resolved_spec, spec_from_dict
 
 HF_WEIGHTS_FILE = "model.safetensors"
 CANNOT_HOLD = "the spec does not fit a"
@@ -99,7 +99,7 @@ def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def export_hf(source: Path, out: Path) -> HfExportResult:
     """Write the model folder ``source`` as a transformers folder ``out`` (which the caller has checked may be
     written); `ExportHfError` before anything is written when no transformers model computes the same."""
-    spec = load_spec(source / SPEC_FILE)
+    spec = load_resolved_spec(source / SPEC_FILE)
     model_type, config = choose(spec)
     row = ARCHITECTURES[model_type]
     weights = source / WEIGHTS_FILE

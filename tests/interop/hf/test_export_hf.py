@@ -18,7 +18,6 @@ from nima.cli import app
 from nima.interop.hf.exporter import export_hf
 from nima.interop.hf.importer import import_hf
 
-
 # Phi-3 with a sliding window computes what Mistral does, and Mistral comes first in the export's table.
 EXPORTED_AS = {"phi3-sliding": "mistral"}
 
