@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.markup import escape
 from rich.table import Table
 
 from nima.spec import ModelSpec
@@ -69,12 +70,13 @@ def figure_rows(spec: ModelSpec, fig: Figures) -> list[tuple[str, str]]:
 
 
 def summary_table(spec: ModelSpec, fig: Figures) -> Table:
-    table = Table(title=f"nima · {spec.name}", show_header=False, title_justify="left")
+    # user text (the name) is escaped: rich reads "[...]" in cells and titles as markup
+    table = Table(title=f"nima · {escape(spec.name)}", show_header=False, title_justify="left")
     table.add_column(style="bold cyan", no_wrap=True)
     table.add_column()
     for label, value in describe(spec):
-        table.add_row(label, value)
+        table.add_row(label, escape(value))
     table.add_section()
     for label, value in figure_rows(spec, fig):
-        table.add_row(label, value)
+        table.add_row(label, escape(value))
     return table

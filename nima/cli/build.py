@@ -52,6 +52,7 @@ def build(
 ) -> None:
     """Validate SPEC, print its summary, and (with -o) write the resolved spec and initial weights."""
     from rich.console import Console
+    from rich.markup import escape
 
     from nima.spec import figures
     from nima.summary import summary_table
@@ -79,6 +80,6 @@ def build(
     console = Console()
     console.print(summary_table(model_spec, fig))
     if out is not None:
-        console.print(f"wrote [bold]{out}/nima.json[/] and [bold]{out}/model.safetensors[/]")
+        console.print(f"wrote [bold]{escape(str(out))}/nima.json[/] and [bold]{escape(str(out))}/model.safetensors[/]")
     else:
         console.print("[dim]spec is valid; pass -o DIR to write nima.json and model.safetensors[/]")

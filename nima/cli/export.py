@@ -83,6 +83,7 @@ def export(
         _export_hf(source, out, force)
         return
     from rich.console import Console
+    from rich.markup import escape
 
     require_torch("export")
     from nima.builders.weights import WeightsError
@@ -93,7 +94,9 @@ def export(
     console = Console(stderr=True)
     if source.is_file():
         load_or_fail(source, overrides)  # a spec with errors gets them alone, without the warning below
-        console.print(f"[yellow]warning:[/] {source} is a spec file: exporting randomly initialised weights")
+        console.print(
+            f"[yellow]warning:[/] {escape(str(source))} is a spec file: exporting randomly initialised weights"
+        )
     try:
         with console.status("exporting") as status:
             result = export_bundle(
@@ -105,7 +108,7 @@ def export(
                 verify=verify,
                 force=force,
                 overrides=overrides,
-                progress=lambda msg: status.update(msg),
+                progress=lambda msg: status.update(escape(msg)),
             )
     except SpecError as err:
         fail([str(p) for p in err.problems])
@@ -118,5 +121,5 @@ def export(
     except OSError as err:
         fail(f"{out}: cannot write ({err.strerror or err})")
     if result.parity is not None:
-        console.print(f"parity: {result.parity.describe()}")
+        console.print(f"parity: {result.parity.describe()}", markup=False)
     typer.echo(f"wrote {out}/ ({', '.join(result.files)})")

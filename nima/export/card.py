@@ -3,6 +3,7 @@ manifest, with the family's template (its files and how to run them differ; the 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
@@ -11,6 +12,14 @@ from nima import __version__
 from nima.manifest import Manifest
 from nima.spec import ModelSpec, figures
 from nima.summary import describe, si, size
+
+MARKDOWN_SPECIALS = re.compile(r"([\\`*_\[\]<>#|])")  # what could start markup, HTML, a link or a cell
+
+
+def markdown_text(text: object) -> str:
+    """``text`` as literal Markdown: its special characters escaped, its line breaks spaces (a spec's name
+    is the user's text; raw, it could add HTML, links or table cells to the card)."""
+    return MARKDOWN_SPECIALS.sub(r"\\\1", " ".join(str(text).split()))
 
 
 def render_card(
@@ -23,6 +32,7 @@ def render_card(
         keep_trailing_newline=True,
         autoescape=False,  # Markdown, not HTML
     )
+    env.filters["md"] = markdown_text
     fig = figures(spec)
     rows = [*describe(spec)]
     rows.append(("parameters", f"{fig.parameters:,} ({si(fig.parameters)})"))

@@ -11,6 +11,7 @@ Options default to the bundle spec's ``generation`` section; keyword arguments o
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,8 +75,11 @@ class Generator:
         spin: bool = True,
         huge_pages: bool | None = True,
     ) -> None:
-        if threads is not None and threads < 1:
-            raise GenerateError(f"threads: {threads}; give at least 1, or leave it unset for all cores")
+        cores = os.cpu_count() or 1
+        if threads is not None and not 1 <= threads <= cores:
+            raise GenerateError(
+                f"threads: {threads}; give 1 to {cores} (this machine's cores), or leave it unset for all"
+            )
         self.bundle = read_bundle(bundle)
         self.spec = self.bundle.spec
         self.tokenizer = self.bundle.tokenizer
@@ -103,8 +107,11 @@ class Generator:
         return self.family.takes_sources
 
     def options(self, **overrides: Any) -> GenerationSpec:
-        """The bundle's defaults with ``overrides`` applied and checked (`GenerateError` if invalid)."""
-        return resolve_options(self.spec.generation, overrides)
+        """The bundle's defaults with ``overrides`` applied and checked (`GenerateError` if invalid), against
+        the bundle too (end ids in its vocabulary, stop strings with a tokenizer), before any output."""
+        opts = resolve_options(self.spec.generation, overrides)
+        self._limits(opts)
+        return opts
 
     def encode(self, prompt: Prompt) -> list[int]:
         """Token ids of ``prompt`` (text needs the bundle's tokenizer; id lists pass through, checked)."""

@@ -14,8 +14,15 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        where = f"{self.source}: {self.location}" if self.location else self.source
-        return f"{where}: {self.message}"
+        source, location = _shown(self.source), _shown(self.location)
+        where = f"{source}: {location}" if location else source
+        return f"{where}: {_shown(self.message)}"
+
+
+def _shown(text: str) -> str:
+    """``text`` as one printable line: a key, path or value holding a line break or an escape sequence is
+    quoted (``repr``), so it can neither forge another ``error:`` line nor reach the terminal raw."""
+    return text if text.isprintable() else repr(text)
 
 
 class SpecError(ValueError):

@@ -45,7 +45,7 @@ class Reporter:
         )
 
     def print(self, message: str) -> None:
-        self.progress.console.print(message, highlight=False)
+        self.progress.console.print(message, highlight=False, markup=False)  # plain text: names and paths in it
 
 
 class Quiet(Reporter):

@@ -135,3 +135,13 @@ def test_defaults_come_from_the_bundles_generation_section(
     assert code == 0 and len(out.strip().split(",")) == 7
     code, out, _ = run(path, "--prompt-ids", "1,2,3", "--max-new-tokens", 3)
     assert code == 0 and len(out.strip().split(",")) == 3
+
+
+def test_every_option_is_checked_before_any_output(text_bundle: tuple[Path, DecoderLM]) -> None:
+    """An end id outside the vocabulary is refused before the prompt is echoed; the thread count is
+    bounded by the machine's cores (a huge one made ONNX Runtime crash or hang)."""
+    path, _ = text_bundle
+    code, out, err = run(path, "--prompt", "To be", "--eos-id", -5)
+    assert code == 2 and out == "" and err.startswith("error: option eos_token_ids: -5"), (out, err)
+    code, out, err = run(path, "--prompt", "To be", "--threads", 100000)
+    assert code == 2 and out == "" and "threads: 100000" in err and len(err.strip().splitlines()) == 1, err
