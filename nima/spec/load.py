@@ -6,7 +6,9 @@ and raised together as one `SpecError`, so a user fixes a file in one pass.
 
 from __future__ import annotations
 
+import copy
 import difflib
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from nima.spec.presets import PRESETS
 from nima.spec.strict_parse import DuplicateKeyError, load_json, load_yaml
 
 _MAX_EXTENDS_DEPTH = 8
+MAX_SPEC_BYTES = 2**20  # a spec is a page of YAML; anything near this size is not one
 
 
 def load_spec(path: str | Path, overrides: list[str] | None = None) -> ModelSpec:
@@ -48,7 +51,9 @@ def spec_from_dict(data: dict[str, Any], source: str = "<spec>", overrides: list
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``a.b.c=value`` assignments (values parsed as YAML) to a copy of ``data``."""
-    data = json.loads(json.dumps(data))  # deep copy of plain data
+    # a copy that keeps shared parts shared: YAML aliases make shared objects, which a JSON round trip
+    # would expand (an alias bomb grows exponentially) or fail on (a self-referencing alias)
+    data = copy.deepcopy(data)
     problems: list[Problem] = []
     for item in overrides:
         key, sep, raw = item.partition("=")
@@ -132,6 +137,11 @@ def read_spec_file(path: Path) -> dict[str, Any]:
         raise SpecError([Problem(source, "", "file not found")])
     if path.is_dir():
         raise SpecError([Problem(source, "", "is a directory, expected a .yaml or .json spec file")])
+    if not path.is_file():  # a FIFO would block the read, /dev/zero never end it
+        raise SpecError([Problem(source, "", "is not a regular file, expected a .yaml or .json spec file")])
+    if path.stat().st_size > MAX_SPEC_BYTES:
+        size = f"{path.stat().st_size:,} bytes"
+        raise SpecError([Problem(source, "", f"is {size}; a spec file is at most {MAX_SPEC_BYTES // 2**20} MiB")])
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
@@ -216,9 +226,17 @@ def load_resolved_spec(path: Path) -> ModelSpec:
 # --- turning Pydantic errors into one line each ---------------------------------------------------
 
 
+MAX_PROBLEMS = 50  # a file with thousands of mistakes is reported by its first ones, fast
+
+
 def _problems_from_validation(err: ValidationError, data: dict[str, Any], source: str) -> list[Problem]:
     problems = []
-    for e in err.errors(include_url=False):
+    errors = err.errors(include_url=False)
+    if len(errors) > MAX_PROBLEMS:
+        more = len(errors) - MAX_PROBLEMS
+        errors = errors[:MAX_PROBLEMS]
+        problems.append(Problem(source, "", f"{more} more problems after the {MAX_PROBLEMS} below; fix those first"))
+    for e in errors:
         loc = _clean_location(e["loc"], data)
         if e["type"] in ("union_tag_invalid", "union_tag_not_found"):
             # The problem is the section's ``kind`` field, not the section as a whole.
@@ -330,6 +348,7 @@ def _node_at(data: Any, parts: list[str]) -> Any:
     return node
 
 
+@functools.cache
 def _spec_models() -> list[type[BaseModel]]:
     """Every model class reachable from `ModelSpec`."""
     todo: list[type[BaseModel]] = [ModelSpec]
@@ -344,11 +363,13 @@ def _spec_models() -> list[type[BaseModel]]:
     return done
 
 
+@functools.cache
 def _all_field_names() -> list[str]:
     """Every field name of every spec section, for did-you-mean hints."""
     return sorted({name for model in _spec_models() for name in model.model_fields})
 
 
+@functools.cache
 def _fields_by_kind() -> dict[str, set[str]]:
     """For each ``kind`` value of any variant family, the fields that variant accepts."""
     table: dict[str, set[str]] = {}

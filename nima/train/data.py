@@ -51,6 +51,8 @@ def read_text(path: Path) -> tuple[str, Source]:
         files = [p for p in found if p.is_file()]  # a folder named *.txt is searched, not read
         if not files:
             raise TrainError(f"{path}: data folder holds no .txt files")
+    elif not path.is_file():  # a FIFO would block the read, /dev/zero never end it
+        raise TrainError(f"{path}: data is not a regular file (pass a text file or a folder of .txt files)")
     else:
         files = [path]
     texts: list[str] = []

@@ -49,3 +49,12 @@ def test_a_name_that_is_a_path_is_refused_before_anything_is_written(
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and ": name: " in lines[0], result.stderr
     assert list(work.iterdir()) == [] and (tmp_path / "sentinel.txt").read_text() == "mine"
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs /dev/zero")
+def test_non_regular_data_is_refused(tmp_path: Path) -> None:
+    """/dev/zero as training data would be read until memory runs out."""
+    spec = write_spec(tmp_path, tiny_spec(max_steps=2))
+    result = invoke("train", spec, "--data", "/dev/zero", "-o", tmp_path / "run")
+    assert result.exit_code == 2 and "not a regular file" in result.stderr, result.output
+    assert not (tmp_path / "run").exists()
