@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from nima.cli.common import SetOption, fail, load_or_fail, path_given, require_torch
+from nima.cli.common import SetOption, fail, load_or_fail, path_given, require_memory, require_torch
 
 
 def _writable_target(out: Path, force: bool) -> None:
@@ -62,6 +62,8 @@ def build(
     if out is not None:
         _writable_target(out, force)
         from nima.builders import build_model, save_build
+
+        require_memory(f"{out}: building the model (fp32 weights)", 4 * fig.parameters)
 
         use_seed = model_spec.training.seed if seed is None else seed
         model = build_model(model_spec, seed=use_seed)

@@ -46,6 +46,24 @@ def load_or_fail(spec_path: Path, overrides: list[str] | None):  # noqa: ANN201 
         fail([str(p) for p in err.problems])
 
 
+def available_memory() -> int | None:
+    """Bytes of memory the system can give a process now (Linux's MemAvailable); None where unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def require_memory(what: str, needed: int) -> None:
+    """Fail before allocating when ``needed`` bytes clearly do not fit (torch would try for seconds first)."""
+    available = available_memory()
+    if available is not None and needed > available:
+        fail(f"{what} needs about {needed / 2**30:,.1f} GiB and {available / 2**30:,.1f} GiB are available")
+
+
 def require_torch(command: str) -> None:
     """Fail with an install hint when PyTorch is missing (a runtime-only install has no torch)."""
     import importlib.util

@@ -113,8 +113,9 @@ def _switch_variant(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     Switching ``position`` from rope to alibi drops ``theta``; switching ``ffn`` from gelu to
     swiglu keeps ``hidden``, which both kinds have.
     """
-    allowed = _fields_by_kind().get(new["kind"])
-    if allowed is None:  # unknown kind: validation reports the kind alone
+    kind = new["kind"]
+    allowed = _fields_by_kind().get(kind) if isinstance(kind, str) else None
+    if allowed is None:  # unknown kind (or no name at all): validation reports the kind alone
         return {**old, **new}
     kept = {k: v for k, v in old.items() if k in allowed and k != "kind"}
     return merge(kept, new)
@@ -146,6 +147,18 @@ def read_spec_file(path: Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise SpecError([Problem(source, "", f"cannot read: {err}")]) from None
+    try:
+        return _parse(text, path, source)
+    except RecursionError:
+        raise SpecError([Problem(source, "", "nested too deeply to be a spec")]) from None
+    except SpecError:  # a syntax error, already naming its place (SpecError is a ValueError)
+        raise
+    except ValueError as err:  # e.g. an integer past Python's 4,300-digit conversion limit
+        raise SpecError([Problem(source, "", f"cannot parse: {str(err).splitlines()[0]}")]) from None
+
+
+def _parse(text: str, path: Path, source: str) -> dict[str, Any]:
+    """``text`` as the mapping a spec file holds; a syntax error is a `SpecError` naming its place."""
     if path.suffix.lower() == ".json":
         try:
             data = load_json(text)
@@ -178,8 +191,13 @@ def _extend(data: dict[str, Any], base_dir: Path, source: str, depth: int, seen:
     if parent in PRESETS:
         base = PRESETS[parent]
     else:
-        parent_path = (base_dir / parent).resolve()
-        if not parent_path.exists():
+        try:
+            parent_path = (base_dir / parent).resolve()
+            found = parent_path.exists()
+        except (OSError, ValueError) as err:  # a NUL byte, a name past the system's limit
+            why = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+            raise SpecError([Problem(source, "extends", f"not a usable path ({why})")]) from None
+        if not found:
             names = ", ".join(PRESETS)
             raise SpecError(
                 [Problem(source, "extends", f"{parent!r} is neither a preset ({names}) nor an existing file")]

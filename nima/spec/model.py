@@ -26,6 +26,9 @@ from nima.spec.variants import (
 )
 
 SPEC_VERSION = 1
+# Upper bounds far past any real model (Gemma's 256k vocabulary, Llama 3.1 405B's 16k width and 126
+# layers, million-token contexts): a size beyond them is a typo, and figures of it overflow floats.
+MAX_VOCAB, MAX_CONTEXT, MAX_WIDTH, MAX_LAYERS = 2**24, 2**22, 2**16, 1024
 
 Architecture = Literal["decoder", "encoder-decoder"]
 
@@ -66,12 +69,12 @@ class ModelSpec(Strict):
     architecture: Architecture = Field(
         "decoder", description="decoder (causal LM) | encoder-decoder (encoder + cross-attending decoder)."
     )
-    vocab_size: int = Field(gt=0, description="Tokens in the vocabulary (shared by encoder and decoder).")
-    max_seq_len: int = Field(gt=0, description="Longest sequence (per side for encoder-decoder).")
-    d_model: int = Field(gt=0, description="Width of the residual stream.")
-    n_layers: int = Field(gt=0, description="Blocks in the decoder stack.")
+    vocab_size: int = Field(gt=0, le=MAX_VOCAB, description="Tokens in the vocabulary (shared by encoder and decoder).")
+    max_seq_len: int = Field(gt=0, le=MAX_CONTEXT, description="Longest sequence (per side for encoder-decoder).")
+    d_model: int = Field(gt=0, le=MAX_WIDTH, description="Width of the residual stream.")
+    n_layers: int = Field(gt=0, le=MAX_LAYERS, description="Blocks in the decoder stack.")
     n_encoder_layers: int | None = Field(
-        None, gt=0, description="Blocks in the encoder stack (encoder-decoder only); omitted: n_layers."
+        None, gt=0, le=MAX_LAYERS, description="Blocks in the encoder stack (encoder-decoder only); omitted: n_layers."
     )
     attention: AttentionSpec = Field(description="Self- (and cross-) attention settings.")
     ffn: FfnSpec = Field(description="Feed-forward network.")

@@ -16,16 +16,18 @@ from nima.spec.variants import AttentionPattern, FullPattern, Strict
 class AttentionSpec(Strict):
     """Multi-head attention: heads, grouped-query sharing, pattern, kernel backend."""
 
-    n_heads: int = Field(gt=0, description="Number of query heads; must divide d_model.")
+    n_heads: int = Field(gt=0, le=4096, description="Number of query heads; must divide d_model.")
     n_kv_heads: int | None = Field(
         None,
         gt=0,
+        le=4096,
         description="Key/value heads: equal to n_heads for multi-head, fewer for grouped-query, 1 for "
         "multi-query; must divide n_heads. Omitted: n_heads.",
     )
     head_dim: int | None = Field(
         None,
         gt=0,
+        le=2**16,
         description="Width of each head; omitted: d_model / n_heads (T5 and Gemma set it explicitly).",
     )
     pattern: AttentionPattern = Field(
@@ -88,8 +90,8 @@ class TrainingSpec(Strict):
     """How `nima train` trains this model."""
 
     seq_len: int | None = Field(None, gt=0, description="Training context length; omitted: max_seq_len.")
-    batch_size: int = Field(8, gt=0, description="Sequences per micro-batch (per process).")
-    grad_accum: int = Field(1, gt=0, description="Micro-batches accumulated per optimizer step.")
+    batch_size: int = Field(8, gt=0, le=2**20, description="Sequences per micro-batch (per process).")
+    grad_accum: int = Field(1, gt=0, le=2**20, description="Micro-batches accumulated per optimizer step.")
     max_steps: int = Field(1000, gt=0, description="Optimizer steps.")
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec, description="Optimizer settings.")
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec, description="Learning-rate schedule.")

@@ -123,7 +123,7 @@ class _Ffn(Strict):
 
     gated: ClassVar[bool] = False  # a third (gate) projection: W2 (act(Wg x) * W1 x)
     kind: str  # each variant narrows it to its Literal (declared here so that it is dumped first)
-    hidden: int = Field(gt=0, description="Inner width of the FFN (4*d_model is the classic choice).")
+    hidden: int = Field(gt=0, le=2**20, description="Inner width of the FFN (4*d_model is the classic choice).")
 
 
 class ReluFfn(_Ffn):

@@ -62,3 +62,32 @@ def test_a_huge_file_and_many_unknown_keys(tmp_path: Path) -> None:
     many.write_text("extends: tiny\n" + "".join(f"k{i}: 1\n" for i in range(40_000)))
     lines = refused("build", many, seconds=30)
     assert len(lines) == 51 and "39950 more problems after the 50 below" in lines[0], lines[:2]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("extends: tiny\nd_model: " + "9" * 5000 + "\n", "cannot parse"),
+        ("extends: tiny\nx: " + "[" * 20000 + "]" * 20000 + "\n", "nested too deeply"),
+        ("extends: tiny\nposition: {kind: []}\n", "position.kind: unknown kind"),
+        ('extends: "a\\0b"\n', "extends: not a usable path"),
+        ("extends: " + "a" * 300 + "\n", "extends: not a usable path"),
+        ("extends: tiny\nd_model: " + "1" + "0" * 200 + "\n", "d_model: input should be less than or equal"),
+    ],
+    ids=["4300 digits", "deep nesting", "unhashable kind", "NUL in extends", "long extends", "huge size"],
+)
+def test_malformed_values(tmp_path: Path, text: str, message: str) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(text)
+    lines = refused("build", spec)
+    assert message in lines[0], lines
+
+
+def test_a_model_too_big_for_memory_is_refused_before_allocating(tmp_path: Path) -> None:
+    """`build -o` of a 43T-parameter spec: refused from the figures, not after torch's allocator gives up."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("extends: tiny\nd_model: 65536\nn_layers: 1000\nattention: {n_heads: 64}\nffn: {hidden: 200000}\n")
+    if not Path("/proc/meminfo").exists():
+        pytest.skip("reads Linux's MemAvailable")
+    lines = refused("build", spec, "-o", tmp_path / "out", seconds=10)
+    assert "GiB are available" in lines[0] and not (tmp_path / "out").exists(), lines
