@@ -21,7 +21,7 @@ import numpy as np
 
 from nima.runtime.beam import Hypothesis, beam_search
 from nima.runtime.bundle import read_bundle
-from nima.runtime.errors import GenerateError
+from nima.runtime.errors import GenerateError, runtime_errors
 from nima.runtime.families import FAMILIES
 from nima.runtime.huge_pages import wanted
 from nima.runtime.options import is_greedy, resolve_options
@@ -119,9 +119,15 @@ class Generator:
             if self.tokenizer is None:
                 raise GenerateError("this bundle has no tokenizer.json: give prompts as token ids")
             try:
-                return list(self.tokenizer.encode(prompt).ids)
+                ids = list(self.tokenizer.encode(prompt).ids)
             except Exception:  # tokenizers raises a bare Exception, e.g. for a character a vocabulary lacks
                 raise GenerateError(f"prompt {prompt[:40]!r}: {self._unencodable(prompt)}") from None
+            if ids and max(ids) >= self.spec.vocab_size:  # a tokenizer.json that is not this model's
+                raise GenerateError(
+                    f"{self.bundle.path}: tokenizer.json gave token id {max(ids)}, past the model's vocabulary "
+                    f"(0..{self.spec.vocab_size - 1}): the tokenizer is not this model's"
+                )
+            return ids
         ids = [int(t) for t in prompt]
         bad = [t for t in ids if not 0 <= t < self.spec.vocab_size]
         if bad:
@@ -149,6 +155,12 @@ class Generator:
 
         For an encoder-decoder bundle the inputs are sources (``sources=``, or positionally): each
         is encoded once and the decoder generates from its start token."""
+        with runtime_errors(self.bundle.path):
+            return self._generate(prompts, sources, options)
+
+    def _generate(
+        self, prompts: Prompt | Sequence[Prompt] | None, sources: Prompt | Sequence[Prompt] | None, options: Any
+    ) -> list[Generation]:
         opts = self.options(**options)
         batch = self._inputs(prompts, sources)
         limits = self._limits(opts)
@@ -186,8 +198,9 @@ class Generator:
         row = Row(starts[0])
         limits = self._limits(opts)
         greedy = is_greedy(opts)
-        for _ in decode_rows(self.session, [row], opts, limits, self._rng(opts), self._pad_id(), greedy, fixed):
-            yield row.tokens[-1]
+        with runtime_errors(self.bundle.path):
+            for _ in decode_rows(self.session, [row], opts, limits, self._rng(opts), self._pad_id(), greedy, fixed):
+                yield row.tokens[-1]
 
     def stream(self, prompt: Prompt, **options: Any) -> Iterator[str]:
         """Yield the text of one prompt's continuation as it is generated (greedy or sampled)."""

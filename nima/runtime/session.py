@@ -65,7 +65,7 @@ def make_session(
     """
     providers = provider_list(provider)
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # fatal only: an error is raised to the caller, which says it in one line
     if threads:
         options.intra_op_num_threads = threads
     if not spin:

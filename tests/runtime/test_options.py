@@ -134,3 +134,24 @@ def test_a_bundle_whose_spec_extends_a_file_is_refused(tmp_path: Path, text_bund
     (bundle / "nima.json").write_text(json.dumps({**spec, "extends": "../outside.yaml"}))
     with pytest.raises(GenerateError, match="extends: a resolved spec"):
         Generator(bundle)
+
+
+def test_tampered_bundles_fail_in_one_line(tmp_path: Path, text_bundle: tuple[Path, DecoderLM]) -> None:
+    """A manifest flag the graph cannot honour (one buffer as past and present on a portable graph) and a
+    tokenizer whose ids pass the model's vocabulary: each a `GenerateError` naming the bundle, never ORT's
+    traceback, and in the CLI one `error:` line with exit 2."""
+    shared = tmp_path / "shared"
+    shutil.copytree(text_bundle[0], shared)
+    manifest = json.loads((shared / "bundle.json").read_text())
+    (shared / "bundle.json").write_text(json.dumps({**manifest, "share_buffer": True}))
+    with pytest.raises(GenerateError, match="ONNX Runtime failed on this bundle"):
+        Generator(shared).generate("To be", max_new_tokens=4)
+    result = CliRunner().invoke(app, ["generate", str(shared), "--prompt", "To be", "--max-new-tokens", "4"])
+    assert result.exit_code == 2 and result.stderr.startswith("error: ") and "Traceback" not in result.output
+
+    foreign = tmp_path / "foreign"
+    shutil.copytree(text_bundle[0], foreign)
+    big = char_tokenizer("".join(chr(c) for c in range(0x4E00, 0x4E00 + 4000)) + "To be")
+    big.save(str(foreign / "tokenizer.json"))
+    with pytest.raises(GenerateError, match="past the model's vocabulary"):
+        Generator(foreign).generate("To be " + chr(0x4E00 + 3999), max_new_tokens=4)  # a character sorted last
