@@ -111,17 +111,33 @@ def copy_file(source: Path, target: Path) -> None:
     write_atomic(target, lambda tmp: shutil.copyfile(source, tmp))
 
 
+class TargetAppeared(FileExistsError):
+    """The target folder was created by someone else while a staged folder was being written."""
+
+
 @contextlib.contextmanager
 def staged_folder(out: Path) -> Iterator[Path]:
-    """Yield a temporary folder beside ``out``; on success it replaces ``out`` whole, on error it is removed."""
+    """Yield a temporary folder beside ``out``; on success it replaces ``out`` whole, on error it is removed.
+
+    The temporary folders are named ``.<out>.<pid>.<random>.partial`` (and ``.old`` while an old
+    ``out`` is swapped out), so one a killed process left behind is provably ours and not in use: its
+    process is gone. Each new staging removes such leftovers of ``out`` first. A target that did not
+    exist when staging began and exists when it ends (a second process writing the same new folder)
+    is not replaced: `TargetAppeared`, and this process's work is discarded.
+    """
     parent = out.resolve().parent
     parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=parent))
+    remove_stale(parent, out.name)
+    existed = out.exists()
+    stem = f".{out.name}.{os.getpid()}."
+    tmp = Path(tempfile.mkdtemp(prefix=stem, suffix=".partial", dir=parent))
     try:
         yield tmp
         share_folder(tmp)
         if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=parent))
+            if not existed:
+                raise TargetAppeared(f"{out}: appeared while this was being written (another process?); not replaced")
+            old = Path(tempfile.mkdtemp(prefix=stem, suffix=".old", dir=parent))
             os.replace(out, old / "previous")
             os.replace(tmp, out)
             shutil.rmtree(old, ignore_errors=True)
@@ -129,6 +145,35 @@ def staged_folder(out: Path) -> Iterator[Path]:
             os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_stale(parent: Path, name: str) -> list[Path]:
+    """Remove the staging folders of ``name`` in ``parent`` whose process no longer runs; returns them."""
+    removed = []
+    for path in parent.glob(f".{glob_escape(name)}.*"):
+        parts = path.name[len(name) + 2 :].split(".")  # <pid>, <random>, partial | old
+        if len(parts) != 3 or parts[2] not in ("partial", "old") or not parts[0].isdigit() or not path.is_dir():
+            continue
+        if not _running(int(parts[0])):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def glob_escape(text: str) -> str:
+    """``text`` with glob's special characters taken literally."""
+    return "".join(f"[{char}]" if char in "*?[" else char for char in text)
+
+
+def _running(pid: int) -> bool:
+    """Whether a process ``pid`` exists (one of another user's counts: it may be in use)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 # --- special token ids ------------------------------------------------------------------------
