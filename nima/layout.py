@@ -147,11 +147,13 @@ def staged_folder(out: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def remove_stale(parent: Path, name: str) -> list[Path]:
-    """Remove the staging folders of ``name`` in ``parent`` whose process no longer runs; returns them."""
+def remove_stale(parent: Path, name: str | None = None) -> list[Path]:
+    """Remove the staging folders of ``name`` (None: of any name, for a folder that is all Nima's, such
+    as ``checkpoints/``) in ``parent`` whose process no longer runs; returns them."""
     removed = []
-    for path in parent.glob(f".{glob_escape(name)}.*"):
-        parts = path.name[len(name) + 2 :].split(".")  # <pid>, <random>, partial | old
+    for path in parent.glob(f".{glob_escape(name)}.*" if name is not None else ".*"):
+        rest = path.name[len(name) + 2 :] if name is not None else path.name[1:]
+        parts = rest.split(".")[-3:] if name is None else rest.split(".")  # <pid>, <random>, partial | old
         if len(parts) != 3 or parts[2] not in ("partial", "old") or not parts[0].isdigit() or not path.is_dir():
             continue
         if not _running(int(parts[0])):

@@ -42,6 +42,18 @@ def test_stale_staging_folders_are_removed_and_live_or_foreign_ones_kept(tmp_pat
     assert not stale.exists() and live.exists() and foreign.exists() and other.exists()
 
 
+def test_in_a_folder_that_is_all_ours_any_stale_staging_folder_goes(tmp_path: Path) -> None:
+    """``checkpoints/``: a killed run may have been writing any step; each dead one's staging folder goes."""
+    dead = dead_pid()
+    stale = [tmp_path / f".step-000030.{dead}.x1.partial", tmp_path / f".step-000010.{dead}.y2.old"]
+    live = tmp_path / f".step-000020.{os.getpid()}.z3.partial"
+    kept = [tmp_path / "step-000010", tmp_path / ".step-000010.deleting"]
+    for folder in (*stale, live, *kept):
+        folder.mkdir()
+    assert sorted(remove_stale(tmp_path)) == sorted(stale)
+    assert live.exists() and all(folder.exists() for folder in kept)
+
+
 def test_a_target_that_appears_meanwhile_is_not_replaced(tmp_path: Path) -> None:
     out = tmp_path / "bundle"
     with pytest.raises(TargetAppeared), staged_folder(out) as tmp:

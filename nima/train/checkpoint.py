@@ -31,7 +31,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
-from nima.layout import WEIGHTS_FILE, staged_folder
+from nima.layout import WEIGHTS_FILE, remove_stale, staged_folder
 from nima.train.distributed import World, barrier
 from nima.train.errors import TrainError
 
@@ -86,6 +86,7 @@ def save_checkpoint(
     final = run_dir / CHECKPOINTS_DIR / f"step-{state.step:06d}"
     if world.is_main:
         final.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale(final.parent)  # what a killed run left while writing any step (checkpoints/ is all ours)
         with staged_folder(final) as tmp:  # replaces a checkpoint of the same step whole
             aliases = _tied_aliases(model)
             weights = {k: v.contiguous() for k, v in model_sd.items() if k not in aliases}

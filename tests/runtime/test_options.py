@@ -155,3 +155,17 @@ def test_tampered_bundles_fail_in_one_line(tmp_path: Path, text_bundle: tuple[Pa
     big.save(str(foreign / "tokenizer.json"))
     with pytest.raises(GenerateError, match="past the model's vocabulary"):
         Generator(foreign).generate("To be " + chr(0x4E00 + 3999), max_new_tokens=4)  # a character sorted last
+
+
+def test_a_spec_longer_than_the_graphs_positions_fails_in_one_line(
+    tmp_path: Path, bundles: dict[str, tuple[Path, DecoderLM]]
+) -> None:
+    """A nima.json whose max_seq_len passes the graph's learned position table: the first position past
+    the table is ONNX Runtime's index error, reported as one `GenerateError` naming the bundle."""
+    bundle = tmp_path / "bundle"
+    shutil.copytree(bundles["gpt2"][0], bundle)
+    spec = json.loads((bundle / "nima.json").read_text())
+    (bundle / "nima.json").write_text(json.dumps({**spec, "max_seq_len": 4 * spec["max_seq_len"]}))
+    prompt = [5] * (spec["max_seq_len"] + 8)  # positions past the graph's table
+    with pytest.raises(GenerateError, match="ONNX Runtime failed on this bundle"):
+        Generator(bundle).generate([prompt], max_new_tokens=2)
