@@ -18,9 +18,11 @@ write leaves the previous file (or none), never half of one.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
@@ -85,9 +87,12 @@ def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
     """Call ``write`` on a temporary sibling of ``path``, then rename it over ``path``.
 
     ``write`` is whatever makes the file: ``np.save``, a tokenizer's ``save``, a plot's ``savefig``.
-    The temporary name keeps ``path``'s suffix, for writers that choose a format by it. The file gets
-    the mode ``open`` would give it (safetensors, for one, writes owner-only files)."""
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    The temporary name is unique (two writers of one file do not share it) and keeps ``path``'s
+    suffix, for writers that choose a format by it. The file gets the mode ``open`` would give it
+    (safetensors, for one, writes owner-only files)."""
+    handle, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(handle)
+    tmp = Path(name)
     try:
         write(tmp)
         os.chmod(tmp, 0o666 & ~_umask())
@@ -112,31 +117,36 @@ def copy_file(source: Path, target: Path) -> None:
 
 
 class TargetAppeared(FileExistsError):
-    """The target folder was created by someone else while a staged folder was being written."""
+    """The target folder exists, and the writer was not allowed to replace one."""
+
+
+# This machine, in staging folders' names: a process id means something on its own host only.
+HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
 
 
 @contextlib.contextmanager
-def staged_folder(out: Path) -> Iterator[Path]:
-    """Yield a temporary folder beside ``out``; on success it replaces ``out`` whole, on error it is removed.
+def staged_folder(out: Path, replace: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder beside ``out``; on success it becomes ``out``, on error it is removed.
 
-    The temporary folders are named ``.<out>.<pid>.<random>.partial`` (and ``.old`` while an old
-    ``out`` is swapped out), so one a killed process left behind is provably ours and not in use: its
-    process is gone. Each new staging removes such leftovers of ``out`` first. A target that did not
-    exist when staging began and exists when it ends (a second process writing the same new folder)
-    is not replaced: `TargetAppeared`, and this process's work is discarded.
+    ``replace``: an ``out`` that exists when the folder is done is swapped out and removed (the caller
+    has checked it may be: an earlier bundle, under ``--force``); without it, an ``out`` that exists
+    then — one that appeared while this was written, say by a second process — is left alone and
+    `TargetAppeared` raised. The temporary folders are named ``.<out>.<pid>-<host>.<random>.partial``
+    (``.old`` while an old ``out`` is swapped out), so one that a killed process left is provably
+    ours and not in use: its process is gone from this host. Each new staging clears such leftovers
+    of ``out`` first, putting back an old ``out`` that a kill between the two renames left aside.
     """
     parent = out.resolve().parent
     parent.mkdir(parents=True, exist_ok=True)
     remove_stale(parent, out.name)
-    existed = out.exists()
-    stem = f".{out.name}.{os.getpid()}."
+    stem = f".{out.name}.{os.getpid()}-{HOST}."
     tmp = Path(tempfile.mkdtemp(prefix=stem, suffix=".partial", dir=parent))
     try:
         yield tmp
         share_folder(tmp)
-        if out.exists():
-            if not existed:
-                raise TargetAppeared(f"{out}: appeared while this was being written (another process?); not replaced")
+        if out.exists() or out.is_symlink():
+            if not replace:
+                raise TargetAppeared(f"{out}: exists (another process wrote it meanwhile?); not replaced")
             old = Path(tempfile.mkdtemp(prefix=stem, suffix=".old", dir=parent))
             os.replace(out, old / "previous")
             os.replace(tmp, out)
@@ -149,16 +159,21 @@ def staged_folder(out: Path) -> Iterator[Path]:
 
 def remove_stale(parent: Path, name: str | None = None) -> list[Path]:
     """Remove the staging folders of ``name`` (None: of any name, for a folder that is all Nima's, such
-    as ``checkpoints/``) in ``parent`` whose process no longer runs; returns them."""
+    as ``checkpoints/``) in ``parent`` whose process no longer runs on this host; returns them. An
+    ``.old`` one whose target is missing (a kill between the two renames) gives its folder back first."""
     removed = []
     for path in parent.glob(f".{glob_escape(name)}.*" if name is not None else ".*"):
-        rest = path.name[len(name) + 2 :] if name is not None else path.name[1:]
-        parts = rest.split(".")[-3:] if name is None else rest.split(".")  # <pid>, <random>, partial | old
-        if len(parts) != 3 or parts[2] not in ("partial", "old") or not parts[0].isdigit() or not path.is_dir():
+        fields = path.name[1:].split(".")
+        if len(fields) < 4 or fields[-1] not in ("partial", "old") or not path.is_dir():
             continue
-        if not _running(int(parts[0])):
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path)
+        owner, target = fields[-3], ".".join(fields[:-3])
+        if (name is not None and target != name) or not _abandoned(owner):
+            continue
+        previous = path / "previous"
+        if fields[-1] == "old" and previous.is_dir() and not (parent / target).exists():
+            os.replace(previous, parent / target)
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
     return removed
 
 
@@ -167,15 +182,18 @@ def glob_escape(text: str) -> str:
     return "".join(f"[{char}]" if char in "*?[" else char for char in text)
 
 
-def _running(pid: int) -> bool:
-    """Whether a process ``pid`` exists (one of another user's counts: it may be in use)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+def _abandoned(owner: str) -> bool:
+    """Whether ``<pid>-<host>`` names a process of this host that no longer runs (another host's: never)."""
+    pid, _, host = owner.partition("-")
+    if host != HOST or not pid.isdigit():
         return False
-    except PermissionError:
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
         return True
-    return True
+    except (PermissionError, OverflowError, ValueError):  # another user's process; no pid at all
+        return False
+    return False
 
 
 # --- special token ids ------------------------------------------------------------------------

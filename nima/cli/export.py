@@ -33,7 +33,7 @@ def _export_hf(source: Path, out: Path, force: bool) -> None:
         if not out.is_dir() or not names <= HF_FOLDER_FILES:
             fail(f"{out}: not a transformers folder written by nima export --hf, so --force will not delete it")
     try:
-        result = export_hf(source, out)
+        result = export_hf(source, out, replace=force)
     except ExportHfError as err:
         fail(err.reasons)
     except OSError as err:

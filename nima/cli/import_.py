@@ -65,7 +65,9 @@ def import_(
     try:
         with Progress(*columns, console=console, transient=True) as bar:
             task = bar.add_task("import", total=None)
-            result = import_hf(source, out, dtype, lambda done, total: bar.update(task, completed=done, total=total))
+            result = import_hf(
+                source, out, dtype, lambda done, total: bar.update(task, completed=done, total=total), replace=force
+            )
     except ImportFailure as err:
         fail(str(err))
     except OSError as err:

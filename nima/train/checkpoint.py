@@ -87,7 +87,7 @@ def save_checkpoint(
     if world.is_main:
         final.parent.mkdir(parents=True, exist_ok=True)
         remove_stale(final.parent)  # what a killed run left while writing any step (checkpoints/ is all ours)
-        with staged_folder(final) as tmp:  # replaces a checkpoint of the same step whole
+        with staged_folder(final, replace=True) as tmp:  # replaces a checkpoint of the same step whole
             aliases = _tied_aliases(model)
             weights = {k: v.contiguous() for k, v in model_sd.items() if k not in aliases}
             save_file(weights, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "step": str(state.step)})

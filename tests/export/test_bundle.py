@@ -14,6 +14,7 @@ import yaml
 from bundle_helpers import SPEC, invoke
 from click.testing import Result
 
+import nima.export.bundle as bundle_module
 import nima.export.dynamo as dynamo
 import nima.export.parity as verify
 from nima.builders import build_model, load_weights, save_build
@@ -21,6 +22,7 @@ from nima.export.bundle import export_bundle
 from nima.export.decoder.parity import check_parity
 from nima.export.families import FAMILIES
 from nima.export.parity import session_for
+from nima.layout import TargetAppeared
 from nima.spec import load_spec
 
 BUNDLE_FILES = {"model.onnx", "nima.json", "bundle.json", "genai_config.json", "README.md"}
@@ -363,3 +365,23 @@ def test_bad_input_exits_2_and_writes_nothing(case: str, model_dir: Path, tmp_pa
         assert "randomly initialised" not in result.output
     if case == "unwritable-target":
         assert (tmp_path / "blocker").read_text() == "kept"
+
+
+def test_a_folder_that_appears_after_the_check_is_not_replaced(
+    model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Someone creates the target after the export checked it and before it is written: without
+    --force the export refuses at the end, and their folder stays as it is."""
+    out = tmp_path / "b"
+    real = bundle_module.load_source
+
+    def meanwhile(*args: object, **kwargs: object):  # noqa: ANN202 - the real source
+        out.mkdir()
+        (out / "precious.txt").write_text("theirs")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(bundle_module, "load_source", meanwhile)
+    with pytest.raises(TargetAppeared):
+        export_bundle(model_dir, out)
+    assert sorted(p.name for p in out.iterdir()) == ["precious.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]

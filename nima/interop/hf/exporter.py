@@ -96,7 +96,7 @@ def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def export_hf(source: Path, out: Path) -> HfExportResult:
+def export_hf(source: Path, out: Path, replace: bool = False) -> HfExportResult:
     """Write the model folder ``source`` as a transformers folder ``out`` (which the caller has checked may be
     written); `ExportHfError` before anything is written when no transformers model computes the same."""
     spec = load_resolved_spec(source / SPEC_FILE)
@@ -107,7 +107,7 @@ def export_hf(source: Path, out: Path) -> HfExportResult:
         plan = _plan(spec, row, set(stored.keys()))  # noqa: SIM118 - safe_open is no dict
         dtype = stored.get_tensor(next(iter(stored.keys()))).dtype  # noqa: SIM118
         shapes = {name: tuple(_give(parts, spec, stored, meta=True).shape) for name, parts in plan.items()}
-        with staged_folder(out) as tmp:
+        with staged_folder(out, replace=replace) as tmp:
             write_json(tmp / CONFIG_FILE, {**config, "torch_dtype": str(dtype).removeprefix("torch."), **_ids(spec)})
             write_json(tmp / GENERATION_CONFIG_FILE, _generation(spec))
             write_safetensors(

@@ -72,10 +72,15 @@ class ImportResult:
 
 
 def import_hf(
-    source: Path, out: Path, dtype: str = "fp32", progress: Progress = lambda done, total: None
+    source: Path,
+    out: Path,
+    dtype: str = "fp32",
+    progress: Progress = lambda done, total: None,
+    replace: bool = False,
 ) -> ImportResult:
     """Import the Hugging Face folder ``source`` into the model folder ``out`` (which the caller has
-    checked may be written); `ImportFailure` naming the file, key or tensor, with nothing written."""
+    checked may be written; ``replace``: an earlier model folder there may be replaced); `ImportFailure`
+    naming the file, key or tensor, with nothing written."""
     if dtype not in DTYPES:
         raise ImportFailure(f"--dtype {dtype}: supported are {', '.join(DTYPES)}")
     config = read_config(source)
@@ -87,7 +92,7 @@ def import_hf(
     checkpoint = Checkpoint(source, architecture.body_prefix)
     plan = _plan(spec, architecture, checkpoint)
     shapes = {name: shape for name, (_, shape) in plan.items()}
-    with staged_folder(out) as tmp:
+    with staged_folder(out, replace=replace) as tmp:
         write_json(tmp / SPEC_FILE, spec.model_dump(mode="json"))
         write_safetensors(
             tmp / WEIGHTS_FILE,
