@@ -51,6 +51,12 @@ def train(
     from nima.train import Interrupted, PeerFailed, TrainError
     from nima.train import train as run_training
 
+    if out is None:
+        from nima.train.rundir import folder_name_problem
+
+        problem = folder_name_problem(model_spec.name)
+        if problem is not None:
+            fail(f"{spec}: name: {model_spec.name!r} {problem}, and without -o a run goes to runs/<name>; pass -o")
     run_dir = out if out is not None else Path("runs") / model_spec.name
     try:
         state = run_training(model_spec, run_dir, data=data, resume=resume, force=force)

@@ -221,13 +221,16 @@ def _extend(data: dict[str, Any], base_dir: Path, source: str, depth: int, seen:
     return merge(base, data)
 
 
-def _unknown_keys(data: Any, names: set[str]) -> int:
-    """How many keys in ``data``, at any depth, no spec section has (``names``): a file that is not a spec."""
-    if isinstance(data, list):
-        return sum(_unknown_keys(item, names) for item in data)
-    if not isinstance(data, dict):
+def _unknown_keys(data: Any, names: set[str], seen: set[int] | None = None) -> int:
+    """How many keys in ``data``, at any depth, no spec section has (``names``): a file that is not a spec.
+    A part met twice (a YAML alias) is counted once, so an alias bomb costs its size on disk, not more."""
+    seen = set() if seen is None else seen
+    if not isinstance(data, list | dict) or id(data) in seen:
         return 0
-    return sum((key not in names) + _unknown_keys(value, names) for key, value in data.items())
+    seen.add(id(data))
+    if isinstance(data, list):
+        return sum(_unknown_keys(item, names, seen) for item in data)
+    return sum((key not in names) + _unknown_keys(value, names, seen) for key, value in data.items())
 
 
 def load_resolved_spec(path: Path) -> ModelSpec:

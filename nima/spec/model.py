@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, model_validator
 
 from nima.spec.sections import AttentionSpec, DropoutSpec, GenerationSpec, TrainingSpec
 from nima.spec.variants import (
@@ -62,9 +62,8 @@ class ModelSpec(Strict):
     name: str = Field(
         "model",
         min_length=1,
-        max_length=128,
-        description="Model name, used in summaries and bundles, and as a folder name (nima train's runs/<name>): "
-        "no '/', '\\', control characters, or '.' / '..' alone.",
+        description="Model name, used in summaries and bundles; nima train without -o writes to runs/<name>, "
+        "which needs a name without '/', '\\', control characters, or '.' / '..' alone.",
     )
     architecture: Architecture = Field(
         "decoder", description="decoder (causal LM) | encoder-decoder (encoder + cross-attending decoder)."
@@ -89,18 +88,6 @@ class ModelSpec(Strict):
     init: InitSpec = Field(default_factory=NormalInit, description="Weight initialisation.")
     training: TrainingSpec = Field(default_factory=TrainingSpec, description="Training defaults.")
     generation: GenerationSpec = Field(default_factory=GenerationSpec, description="Decoding defaults.")
-
-    @field_validator("name")
-    @classmethod
-    def _a_name_is_a_name(cls, name: str) -> str:
-        """A name becomes a folder name: one that climbs out of ``runs/`` or names a path is refused."""
-        if "/" in name or "\\" in name:
-            raise ValueError("holds a path separator, and a name becomes a folder name (runs/<name>)")
-        if name.strip() in (".", ".."):
-            raise ValueError("names the folder itself or the one above, and a name becomes a folder name")
-        if any(ord(char) < 32 or ord(char) == 127 for char in name):
-            raise ValueError("holds a control character")
-        return name
 
     # --- derived values ---------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ folder as it was. A folder that already holds a run is never reused without ``--
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -19,8 +20,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from nima.layout import RUN_FILE, SPEC_FILE, TOKENIZER_FILE, WEIGHTS_FILE
-from nima.spec import ModelSpec
+from nima.layout import RUN_FILE, SPEC_FILE, TOKENIZER_CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE
+from nima.spec import ModelSpec, SpecError, spec_from_dict
 from nima.train.checkpoint import CHECKPOINTS_DIR, checkpoint_steps
 from nima.train.data import DATA_DIR, Source
 from nima.train.errors import TrainError
@@ -28,7 +29,8 @@ from nima.train.metrics import METRICS_FILE, PLOT_FILE
 from nima.train.tokenizer import TextTokenizer
 
 OWNED = (RUN_FILE, SPEC_FILE, WEIGHTS_FILE, TOKENIZER_FILE, METRICS_FILE, PLOT_FILE, DATA_DIR, CHECKPOINTS_DIR)
-MODEL_FOLDER = (SPEC_FILE, WEIGHTS_FILE, TOKENIZER_FILE)  # what a build or an import leaves, without run.json
+# what a build or an import leaves, without run.json
+MODEL_FOLDER = (SPEC_FILE, WEIGHTS_FILE, TOKENIZER_FILE, TOKENIZER_CONFIG_FILE)
 
 # Fields a resumed run may change: how long to train and how often to look, not what is trained.
 RESUMABLE = {
@@ -42,6 +44,19 @@ RESUMABLE = {
     "training.gradient_checkpointing",
     "training.cpu_threads",
 }
+
+
+def folder_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a folder name of its own under ``runs/`` (a path separator, a control
+    character, ``.`` or ``..``); None when it can. Checked where a name becomes a path, so a name that
+    is fine in a bundle but not as a folder stays readable there."""
+    if "/" in name or "\\" in name:
+        return "holds a path separator"
+    if name.strip() in (".", ".."):
+        return "names the folder itself or the one above"
+    if any(ord(char) < 32 or ord(char) == 127 for char in name):
+        return "holds a control character"
+    return None
 
 
 def check_writable(run_dir: Path) -> None:
@@ -73,11 +88,12 @@ def check_new_run(run_dir: Path, force: bool) -> None:
             "pass --resume to continue it or --force to start over"
         )
     if taken and not (run_dir / RUN_FILE).is_file():
-        foreign = [name for name in taken if name not in MODEL_FOLDER]
+        # no run here: only a folder of a model folder's files and nothing else may be replaced
+        foreign = sorted(p.name for p in run_dir.iterdir() if p.name not in MODEL_FOLDER)
         if foreign:
             raise TrainError(
-                f"{run_dir}: holds {foreign[0]} but no {RUN_FILE}, so it is no run of Nima's and --force will "
-                "not delete anything there; train into another folder"
+                f"{run_dir}: holds {foreign[0]} and no {RUN_FILE}: not a run, nor only a model folder, so --force "
+                "will not delete anything there; train into another folder"
             )
 
 
@@ -113,7 +129,13 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def spec_changes(saved: dict[str, Any], spec: ModelSpec) -> list[str]:
-    """Dotted fields where ``spec`` differs from the run's saved spec, other than the `RESUMABLE` ones."""
+    """Dotted fields where ``spec`` differs from the run's saved spec, other than the `RESUMABLE` ones.
+
+    The saved spec is read through today's schema first, so a field added since the run was started
+    (with a default that changes nothing) is no difference; a saved spec today's schema refuses is
+    compared as it was written."""
+    with contextlib.suppress(SpecError):
+        saved = spec_from_dict(saved).model_dump(mode="json")
     old, new = _flatten(saved), _flatten(spec.model_dump(mode="json"))
     fields = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
     return [

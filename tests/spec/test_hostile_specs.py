@@ -91,3 +91,9 @@ def test_a_model_too_big_for_memory_is_refused_before_allocating(tmp_path: Path)
         pytest.skip("reads Linux's MemAvailable")
     lines = refused("build", spec, "-o", tmp_path / "out", seconds=10)
     assert "GiB are available" in lines[0] and not (tmp_path / "out").exists(), lines
+
+
+def test_an_alias_bomb_in_an_extends_target(tmp_path: Path) -> None:
+    (tmp_path / "base.yaml").write_text(BOMB)
+    (tmp_path / "spec.yaml").write_text("extends: base.yaml\n")
+    refused("build", tmp_path / "spec.yaml", seconds=10)

@@ -24,6 +24,19 @@ def test_force_refuses_a_folder_that_holds_run_names_but_no_run(tmp_path: Path, 
     assert (target / "checkpoints" / "keep.txt").read_text() == "mine"
 
 
+def test_force_refuses_a_hugging_face_folder(tmp_path: Path, corpus: Path) -> None:
+    """A transformers folder shares model.safetensors and tokenizer.json with a run's names: without
+    run.json and with files of its own (config.json), it is no run, and nothing there is deleted."""
+    spec = write_spec(tmp_path, tiny_spec(max_steps=2))
+    target = tmp_path / "hf"
+    target.mkdir()
+    for name, text in (("config.json", "{}"), ("model.safetensors", "weights"), ("tokenizer.json", "{}")):
+        (target / name).write_text(text)
+    result = invoke("train", spec, "--data", corpus, "-o", target, "--force")
+    assert result.exit_code == 2 and "holds config.json and no run.json" in result.stderr, result.output
+    assert (target / "model.safetensors").read_text() == "weights" and (target / "tokenizer.json").exists()
+
+
 def test_force_replaces_a_built_model_folder(tmp_path: Path, corpus: Path) -> None:
     """A model folder (`nima build -o`: nima.json and model.safetensors, no run.json) may be trained over."""
     spec = write_spec(tmp_path, tiny_spec(max_steps=2))
