@@ -33,7 +33,26 @@ class Checkpoint:
         self.body_prefix = body_prefix  # "model.", "transformer.": what a headed model's names start with
         self._files = _tensor_files(folder)  # tensor name -> file
         self._handles: dict[Path, object] = {}
-        self.used: set[str] = set()
+
+    def __enter__(self) -> Checkpoint:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the files' handles (their memory maps)."""
+        for handle in self._handles.values():
+            handle.__exit__(None, None, None)  # type: ignore[attr-defined]
+        self._handles.clear()
+
+    def _open(self, path: Path) -> object:
+        if path not in self._handles:
+            try:
+                self._handles[path] = safe_open(str(path), framework="pt").__enter__()
+            except (SafetensorError, OSError) as err:
+                raise ImportFailure(f"{path}: not a readable safetensors file ({err})") from None
+        return self._handles[path]
 
     @property
     def names(self) -> set[str]:
@@ -56,13 +75,10 @@ class Checkpoint:
         if stored is None:
             raise ImportFailure(f"{self.folder}: the checkpoint has no tensor {name!r}")
         path = self._files[stored]
-        if path not in self._handles:
-            try:
-                self._handles[path] = safe_open(str(path), framework="pt")
-            except (SafetensorError, OSError) as err:
-                raise ImportFailure(f"{path}: not a readable safetensors file ({err})") from None
-        self.used.add(stored)
-        return self._handles[path].get_tensor(stored)  # type: ignore[attr-defined]
+        try:
+            return self._open(path).get_tensor(stored)  # type: ignore[attr-defined]
+        except (SafetensorError, OSError) as err:  # an index naming a shard that lacks the tensor, say
+            raise ImportFailure(f"{path}: cannot read tensor {stored!r} ({err})") from None
 
     def shape(self, name: str) -> tuple[int, ...] | None:
         """The stored shape of ``name`` without reading its data; None when the folder lacks it."""
@@ -70,9 +86,10 @@ class Checkpoint:
         if stored is None:
             return None
         path = self._files[stored]
-        if path not in self._handles:
-            self._handles[path] = safe_open(str(path), framework="pt")
-        return tuple(self._handles[path].get_slice(stored).get_shape())  # type: ignore[attr-defined]
+        try:
+            return tuple(self._open(path).get_slice(stored).get_shape())  # type: ignore[attr-defined]
+        except (SafetensorError, OSError) as err:
+            raise ImportFailure(f"{path}: cannot read tensor {stored!r} ({err})") from None
 
 
 def _tensor_files(folder: Path) -> dict[str, Path]:

@@ -58,6 +58,8 @@ class HfConfig:
         params = self.get("rope_parameters")
         if isinstance(params, dict):
             theta = params.get("rope_theta", self.get("rope_theta", 10000.0))
+            if isinstance(theta, bool) or not isinstance(theta, int | float):
+                raise self.refuse("rope_parameters.rope_theta", f"expected a number, got {theta!r}")
             kind = params.get("rope_type", params.get("type", "default"))
             return float(theta), (None if kind == "default" else {"rope_type": kind, **params})
         scaling = self.get("rope_scaling")

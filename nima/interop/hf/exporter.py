@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
 from nima import __version__
+from nima.builders import build_model
 from nima.interop.hf.architectures import ARCHITECTURES, HfArchitecture
 from nima.interop.hf.config import CONFIG_FILE, HfConfig
 from nima.interop.hf.errors import ImportFailure
@@ -77,13 +78,25 @@ def differences(spec: ModelSpec, row: HfArchitecture, config: dict[str, Any], mo
         back = spec_from_dict({**row.spec(HfConfig(Path(CONFIG_FILE), config)), "name": spec.name})
     except (ImportFailure, SpecError) as err:
         return [f"{CANNOT_HOLD} {model_type} config ({str(err).splitlines()[0]})"]
-    ours, theirs = _flat(spec.model_dump(mode="json")), _flat(back.model_dump(mode="json"))
+    ours, theirs = _flat(_canonical(spec)), _flat(_canonical(back))
     keys = sorted(key for key in ours.keys() | theirs.keys() if not key.startswith(IGNORED_FIELDS))
     return [
         f"{key}: {ours.get(key)!r}, {model_type} has {theirs.get(key)!r}"
         for key in keys
         if ours.get(key) != theirs.get(key)
     ]
+
+
+def _canonical(spec: ModelSpec) -> dict[str, Any]:
+    """The spec's fields with what says the same thing twice said once: q/k/v biases equal to the other
+    biases, and a head size equal to d_model / n_heads, are the defaults' (None)."""
+    data = spec.model_dump(mode="json")
+    attention = data["attention"]
+    if attention.get("qkv_bias") == data["bias"]:
+        attention["qkv_bias"] = None
+    if attention.get("head_dim") is not None and attention["head_dim"] * attention["n_heads"] == data["d_model"]:
+        attention["head_dim"] = None
+    return data
 
 
 def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -98,14 +111,25 @@ def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def export_hf(source: Path, out: Path, replace: bool = False) -> HfExportResult:
     """Write the model folder ``source`` as a transformers folder ``out`` (which the caller has checked may be
-    written); `ExportHfError` before anything is written when no transformers model computes the same."""
+    written; ``replace``: an earlier one there may be replaced); `ExportHfError` before anything is written
+    when the folder is unreadable or no transformers model computes the same."""
+    try:
+        return _export_hf(source, out, replace)
+    except SpecError as err:
+        raise ExportHfError([str(p) for p in err.problems]) from None
+    except SafetensorError as err:
+        raise ExportHfError([f"{source / WEIGHTS_FILE}: not a readable safetensors file ({err})"]) from None
+
+
+def _export_hf(source: Path, out: Path, replace: bool) -> HfExportResult:
     spec = load_resolved_spec(source / SPEC_FILE)
     model_type, config = choose(spec)
     row = ARCHITECTURES[model_type]
     weights = source / WEIGHTS_FILE
     with safe_open(str(weights), framework="pt") as stored:
-        plan = _plan(spec, row, set(stored.keys()))  # noqa: SIM118 - safe_open is no dict
-        dtype = stored.get_tensor(next(iter(stored.keys()))).dtype  # noqa: SIM118
+        names = set(stored.keys())  # noqa: SIM118 - safe_open is no dict
+        plan = _plan(spec, row, names, weights)
+        dtype = stored.get_tensor(next(iter(names))).dtype
         shapes = {name: tuple(_give(parts, spec, stored, meta=True).shape) for name, parts in plan.items()}
         with staged_folder(out, replace=replace) as tmp:
             write_json(tmp / CONFIG_FILE, {**config, "torch_dtype": str(dtype).removeprefix("torch."), **_ids(spec)})
@@ -124,16 +148,25 @@ def export_hf(source: Path, out: Path, replace: bool = False) -> HfExportResult:
     return HfExportResult(out, model_type, files)
 
 
-def _plan(spec: ModelSpec, row: HfArchitecture, stored: set[str]) -> dict[str, list[tuple[str, Any]]]:
-    """Each checkpoint tensor -> its parts: (Nima parameter, map), in the parts' order."""
+def _plan(spec: ModelSpec, row: HfArchitecture, stored: set[str], path: Path) -> dict[str, list[tuple[str, Any]]]:
+    """Each checkpoint tensor -> its parts: (Nima parameter, map), in the parts' order. Every parameter of
+    the spec's model must be in the weights file, and every tensor there a parameter: nothing is dropped."""
+    with torch.device("meta"):
+        wanted = {name for name, _ in build_model(spec).named_parameters()}  # a tied head once, as the embedding
+    missing, extra = sorted(wanted - stored), sorted(stored - wanted - {"head.weight"})
+    if missing or extra:
+        what = f"lacks {missing[0]}" if missing else f"holds {extra[0]}, which the spec's model has not"
+        raise ExportHfError([f"{path}: {what}: the weights do not match nima.json"])
     plan: dict[str, list[tuple[str, Any]]] = {}
     for entry in row.weights:
         for i in range(spec.n_layers) if "{i}" in entry.nima else [None]:
             nima = entry.nima.replace("{i}", str(i))
-            if nima == "head.weight" and spec.tie_embeddings:
-                continue  # a tied head is the embedding: transformers ties it from the config
-            if nima in stored:
-                plan.setdefault(entry.hf.replace("{i}", str(i)), []).append((nima, entry))
+            if nima not in wanted:
+                continue  # a parameter this spec has not (biases of a bias-free model); a tied head
+            plan.setdefault(entry.hf.replace("{i}", str(i)), []).append((nima, entry))
+            wanted.discard(nima)
+    if wanted:
+        raise ExportHfError([f"no {spec.architecture} tensor of the transformers model holds {sorted(wanted)[0]}"])
     for parts in plan.values():
         parts.sort(key=lambda part: getattr(part[1].layout, "index", 0))
     return dict(sorted(plan.items()))

@@ -89,7 +89,22 @@ def import_hf(
         supported = ", ".join(sorted(ARCHITECTURES))
         raise config.refuse("model_type", f"{config.model_type!r} is not supported (supported: {supported})")
     spec = _spec(source, config, architecture)
-    checkpoint = Checkpoint(source, architecture.body_prefix)
+    with Checkpoint(source, architecture.body_prefix) as checkpoint:
+        return _write(source, out, dtype, progress, replace, config, spec, checkpoint, architecture)
+
+
+def _write(
+    source: Path,
+    out: Path,
+    dtype: str,
+    progress: Progress,
+    replace: bool,
+    config: HfConfig,
+    spec: ModelSpec,
+    checkpoint: Checkpoint,
+    architecture: HfArchitecture,
+) -> ImportResult:
+    """Write the model folder: the spec, the weights tensor by tensor, the tokenizer files."""
     plan = _plan(spec, architecture, checkpoint)
     shapes = {name: shape for name, (_, shape) in plan.items()}
     with staged_folder(out, replace=replace) as tmp:
@@ -111,7 +126,12 @@ def import_hf(
 
 
 def _spec(source: Path, config: HfConfig, architecture: HfArchitecture) -> ModelSpec:
-    data = architecture.spec(config)
+    try:
+        data = architecture.spec(config)
+    except (TypeError, ValueError, KeyError, AttributeError) as err:  # a value of a type no config has
+        if isinstance(err, ImportFailure):
+            raise
+        raise ImportFailure(f"{config.path}: a value of an unexpected type ({err!r})") from None
     data["name"] = re.sub(r"[^A-Za-z0-9._-]+", "-", source.resolve().name).strip("-.") or "imported"
     data["generation"] = _generation(source, config)
     try:

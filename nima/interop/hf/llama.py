@@ -46,8 +46,11 @@ def spec(config: HfConfig, qkv_bias: bool | None = None, qk_norm: bool = False) 
     }
     if qkv_bias is not None:
         attention["qkv_bias"] = qkv_bias
-    window = config.get("sliding_window")
-    kinds = set(config.get("layer_types", []))
+    window = config.integer("sliding_window", 0) or None
+    layer_types = config.get("layer_types", [])
+    if not isinstance(layer_types, list) or not all(isinstance(t, str) for t in layer_types):
+        raise config.refuse("layer_types", "expected a list of attention kinds")
+    kinds = set(layer_types)
     if kinds - {"full_attention", "sliding_attention"} or len(kinds) > 1:
         raise config.refuse(
             "layer_types", f"{sorted(kinds)}: layers of different attention kinds are not supported yet"

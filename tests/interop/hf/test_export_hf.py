@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 from hf_support import CASES, VOCAB, random_model, save
+from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 from typer.testing import CliRunner
 
@@ -76,3 +77,47 @@ def test_onnx_options_are_refused_with_hf(tmp_path: Path) -> None:
     assert runner.invoke(app, ["export", "--hf", str(tmp_path / "m"), "-o", str(tmp_path / "out")]).exit_code == 0
     again = runner.invoke(app, ["export", "--hf", str(tmp_path / "m"), "-o", str(tmp_path / "out")])
     assert again.exit_code == 2 and "--force" in again.stderr
+
+
+@pytest.mark.parametrize("spoil", ["truncated weights", "a missing tensor", "an unreadable spec"])
+def test_a_broken_model_folder_is_one_error_line(tmp_path: Path, spoil: str) -> None:
+    import_hf(save(random_model("llama", 3), tmp_path / "hf"), tmp_path / "m")
+    weights = tmp_path / "m" / "model.safetensors"
+    if spoil == "truncated weights":
+        weights.write_bytes(weights.read_bytes()[:100])
+    elif spoil == "a missing tensor":
+        tensors = load_file(str(weights))
+        tensors.pop("decoder.blocks.1.ffn.up.weight")
+        save_file(tensors, str(weights), metadata={"format": "pt"})
+    else:
+        (tmp_path / "m" / "nima.json").write_text('{"name": "x"}')
+    result = CliRunner().invoke(app, ["export", "--hf", str(tmp_path / "m"), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    lines = result.stderr.strip().splitlines()
+    assert lines and all(line.startswith("error: ") for line in lines), lines
+    if spoil == "a missing tensor":
+        assert "lacks decoder.blocks.1.ffn.up.weight" in lines[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_spec_saying_a_default_twice_exports(tmp_path: Path) -> None:
+    """q/k/v biases equal to the other biases, and a head size equal to d_model / n_heads, said explicitly:
+    the same model as transformers', so it exports."""
+    spec = {
+        "name": "explicit",
+        "vocab_size": 64,
+        "max_seq_len": 32,
+        "d_model": 32,
+        "n_layers": 1,
+        "attention": {"n_heads": 4, "head_dim": 8, "qkv_bias": False},
+        "ffn": {"kind": "swiglu", "hidden": 48},
+        "position": {"kind": "rope"},
+        "norm": {"kind": "rmsnorm"},
+        "bias": False,
+        "tie_embeddings": False,
+    }
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    runner = CliRunner()
+    assert runner.invoke(app, ["build", str(tmp_path / "spec.yaml"), "-o", str(tmp_path / "m")]).exit_code == 0
+    result = runner.invoke(app, ["export", "--hf", str(tmp_path / "m"), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 0 and "as llama" in result.stdout, result.output

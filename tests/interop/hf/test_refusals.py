@@ -47,6 +47,14 @@ def extra(tensors: dict[str, torch.Tensor]) -> None:
     tensors["model.layers.0.self_attn.o_proj.bias"] = torch.zeros(64)
 
 
+def shard_lacks(folder: Path) -> None:
+    """An index that maps every tensor to model.safetensors, one of which that file no longer holds."""
+    names = list(load_file(str(folder / "model.safetensors")))
+    edit_weights(folder, drop("model.layers.0.mlp.up_proj.weight"))
+    index = {"metadata": {}, "weight_map": dict.fromkeys(names, "model.safetensors")}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+
+
 CASES: dict[str, tuple[Callable[[Path], None], str]] = {
     "pickle": (pickled, "pytorch_model.bin: a pickled PyTorch checkpoint"),
     "custom code": (
@@ -71,6 +79,18 @@ CASES: dict[str, tuple[Callable[[Path], None], str]] = {
         "the checkpoint's tensor 'model.layers.0.self_attn.o_proj.bias' has no place in the spec",
     ),
     "no config": (lambda f: (f / "config.json").unlink(), "no config.json here"),
+    "a RoPE base that is no number": (
+        lambda f: edit_config(f, rope_parameters={"rope_type": "default", "rope_theta": "x"}),
+        "rope_parameters.rope_theta: expected a number",
+    ),
+    "a window that is no number": (
+        lambda f: edit_config(f, sliding_window="abc"),
+        "sliding_window: expected a non-negative integer",
+    ),
+    "a shard index naming a tensor its shard lacks": (
+        shard_lacks,
+        "cannot read tensor 'model.layers.0.mlp.up_proj.weight'",
+    ),
 }
 
 
