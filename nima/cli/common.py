@@ -47,14 +47,22 @@ def load_or_fail(spec_path: Path, overrides: list[str] | None):  # noqa: ANN201 
 
 
 def available_memory() -> int | None:
-    """Bytes of memory the system can give a process now (Linux's MemAvailable); None where unknown."""
+    """Bytes of memory the system can give a process now: Linux's MemAvailable, or a container's cgroup
+    limit less its usage where that is smaller; None where neither is known."""
+    found: list[int] = []
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
+                found.append(int(line.split()[1]) * 1024)
     except (OSError, ValueError, IndexError):
         pass
-    return None
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit.isdigit():
+            found.append(int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text().strip()))
+    except (OSError, ValueError):
+        pass
+    return min(found) if found else None
 
 
 def require_memory(what: str, needed: int) -> None:

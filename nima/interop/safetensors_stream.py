@@ -1,7 +1,7 @@
 """Writing a safetensors file one tensor at a time.
 
-`safetensors.torch.save_file` takes every tensor at once and turns each into bytes before writing,
-so saving a model that was read tensor by tensor would hold it in memory twice. The format is
+`safetensors.torch.save_file` takes every tensor at once, so a model converted tensor by tensor
+(`nima import`) would have to be in memory whole before anything could be written. The format is
 simple enough to write as a stream (an 8-byte little-endian header length, a JSON header of each
 tensor's dtype, shape and byte range, then the bytes), so this writer keeps one tensor in memory
 at a time: the header is written first from the shapes, which are known before any tensor is

@@ -90,7 +90,9 @@ def beam_search(
         process_scores(logprobs, beams, seen, options, limits.eos_ids)
         vocab = logits.shape[-1]
         candidates = scores[active].reshape(-1, 1) + logprobs  # (A*K, V)
-        candidates = np.nan_to_num(candidates, nan=-np.inf).reshape(len(active), k * vocab)  # (A, K*V)
+        # NaN (a dead beam's -inf plus a -inf log-probability) as -inf; -inf itself stays -inf, which the
+        # checks for dead candidates below rely on (nan_to_num's default would make it -1.8e308)
+        candidates = np.nan_to_num(candidates, nan=-np.inf, neginf=-np.inf).reshape(len(active), k * vocab)
         best = _top(candidates, min(width, k * vocab))  # (A, width) flat indices, best first
         sources, tokens, next_scores, keep = [], [], [], []
         for a, n in enumerate(active):

@@ -194,11 +194,12 @@ class Generator:
         opts = self.options(**options)
         if opts.num_beams > 1 or opts.num_return_sequences > 1:
             raise GenerateError("stream: one sequence at a time (beam search knows its best beam only at the end)")
-        starts, fixed = self._starts(self._inputs([prompt], None))
-        row = Row(starts[0])
+        inputs = self._inputs([prompt], None)
         limits = self._limits(opts)
         greedy = is_greedy(opts)
-        with runtime_errors(self.bundle.path):
+        with runtime_errors(self.bundle.path):  # the encoder's run too (encoder-decoders)
+            starts, fixed = self._starts(inputs)
+            row = Row(starts[0])
             for _ in decode_rows(self.session, [row], opts, limits, self._rng(opts), self._pad_id(), greedy, fixed):
                 yield row.tokens[-1]
 
