@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 
 from nima.cli import main
 from nima.spec import ModelSpec, SpecError, spec_from_dict
-from nima.spec.load import _all_field_names
+from nima.spec.problems import all_field_names
 
-KEYS = [*_all_field_names(), "kind"]  # real field names, so documents reach deep into the sections
+KEYS = [*all_field_names(), "kind"]  # real field names, so documents reach deep into the sections
 KINDS = ["full", "local", "sparse", "gelu", "swiglu", "relu", "rope", "alibi", "learned", "rmsnorm", "layernorm"]
 SCALARS = (
     st.none()
