@@ -62,12 +62,16 @@ class ExportFamily:
     card: str  # the model card's template, in nima/export/templates
 
 
-def _decoder_portable(model: nn.Module, spec: ModelSpec, folder: Path, dtype: str, opset: int, progress: Progress):  # noqa: ANN202
+def _decoder_portable(
+    model: nn.Module, spec: ModelSpec, folder: Path, dtype: str, opset: int, progress: Progress
+) -> Exported:
     progress(f"exporting {MODEL_FILE} ({dtype}, target portable)")
     return Exported({"decoder": export_portable(model, spec, folder / MODEL_FILE, dtype=dtype, opset=opset)})
 
 
-def _decoder_ort(model: nn.Module, spec: ModelSpec, folder: Path, dtype: str, opset: int, progress: Progress):  # noqa: ANN202
+def _decoder_ort(
+    model: nn.Module, spec: ModelSpec, folder: Path, dtype: str, opset: int, progress: Progress
+) -> Exported:
     progress(f"exporting {MODEL_FILE} ({dtype}, target ort)")
     how = export_for_ort(model, spec, folder / MODEL_FILE, dtype=dtype, opset=opset)
     if how.fallback_reason:
@@ -75,7 +79,9 @@ def _decoder_ort(model: nn.Module, spec: ModelSpec, folder: Path, dtype: str, op
     return Exported({"decoder": folder / MODEL_FILE}, share_buffer=how.shared_cache)
 
 
-def _seq2seq_portable(model: nn.Module, spec: ModelSpec, folder: Path, dtype: str, opset: int, progress: Progress):  # noqa: ANN202
+def _seq2seq_portable(
+    model: nn.Module, spec: ModelSpec, folder: Path, dtype: str, opset: int, progress: Progress
+) -> Exported:
     progress(f"exporting {ENCODER_FILE} and {DECODER_FILE} ({dtype})")
     encoder, decoder = export_encoder_decoder(model, spec, folder, dtype=dtype, opset=opset)
     return Exported({"encoder": encoder, "decoder": decoder})
