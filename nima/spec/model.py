@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import Field, ValidationInfo, model_validator
 
+from nima.spec.base import Strict
 from nima.spec.sections import AttentionSpec, DropoutSpec, GenerationSpec, TrainingSpec
 from nima.spec.variants import (
     FfnSpec,
@@ -22,7 +23,6 @@ from nima.spec.variants import (
     NormSpec,
     PositionSpec,
     RopePosition,
-    Strict,
 )
 
 SPEC_VERSION = 1

@@ -10,7 +10,8 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from nima.spec.variants import AttentionPattern, FullPattern, Strict
+from nima.spec.base import Strict
+from nima.spec.variants import AttentionPattern, FullPattern
 
 
 class AttentionSpec(Strict):
