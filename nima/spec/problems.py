@@ -110,7 +110,7 @@ def _section_fields(parts: list[str], data: Any) -> list[str] | None:
         if len(candidates) > 1 and isinstance(node, dict):
             if "kind" in node:
                 candidates = [m for m in candidates if node["kind"] in _kinds(m)]
-            else:  # the family's default variant (`nima.spec.variants.default_kind`)
+            else:  # the family's default variant (`nima.spec.base.default_kind`)
                 candidates = [m for m in candidates if m.model_fields["kind"].default in _kinds(m)]
         if len(candidates) != 1:
             return None
