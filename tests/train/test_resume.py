@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file
 from train_support import ROOT, invoke, read_metrics, tiny_spec, write_spec
 
+from nima.layout import HOST
 from nima.train.checkpoint import checkpoint_steps
 
 STEPS = 300
@@ -68,6 +69,13 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path: Path, corpus:
     killed = tmp_path / "killed"
     reached = _kill_after_first_checkpoint(spec, corpus, killed)
     assert reached < STEPS, "the run finished before the kill"
+    # what a kill while a checkpoint is being written leaves: the half-written step's staging folder,
+    # named after its (now dead) process; the resumed run must clear it
+    ended = subprocess.Popen(["true"])
+    ended.wait()  # its pid: one no process has now
+    half = killed / "checkpoints" / f".step-{reached + 5:06d}.{ended.pid}-{HOST}.k1.partial"
+    half.mkdir()
+    (half / "model.safetensors").write_bytes(b"half a file")
 
     _resume_equals_an_uninterrupted_run(spec, corpus, killed, reached, tmp_path / "straight")
     assert not [p for p in (killed / "checkpoints").iterdir() if p.name.startswith(".")]  # no temporaries left
