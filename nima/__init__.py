@@ -20,6 +20,11 @@ __all__ = ["ModelSpec", "SpecError", "__version__", "build_model", "load_spec"]
 
 def build_model(spec: ModelSpec, seed: int | None = None) -> torch.nn.Module:
     """Build the PyTorch module for ``spec`` (see `nima.builders.build_model`)."""
+    from nima.installed import torch_problem
+
+    problem = torch_problem("nima.build_model")
+    if problem:
+        raise ModuleNotFoundError(problem, name="torch")
     from nima.builders import build_model as _build
 
     return _build(spec, seed=seed)

@@ -74,11 +74,21 @@ def require_memory(what: str, needed: int) -> None:
 
 def require_torch(command: str) -> None:
     """Fail with an install hint when PyTorch is missing (a runtime-only install has no torch)."""
-    import importlib.util
+    from nima.installed import torch_problem
 
-    try:
-        found = importlib.util.find_spec("torch") is not None
-    except (ImportError, ValueError):  # a torch blocked in sys.modules, or a broken install
-        found = False
-    if not found:
-        fail(f"nima {command} needs PyTorch, which this install lacks: pip install 'nima[torch]'")
+    problem = torch_problem(f"nima {command}")
+    if problem:
+        fail(problem)
+
+
+def require_runtime(command: str) -> None:
+    """Fail with an install hint when ONNX Runtime is missing (the base install has none; an extra picks
+    the CPU or the CUDA build); warn when both builds are installed, since each breaks the other."""
+    from nima.installed import runtime_clash, runtime_problem
+
+    problem = runtime_problem(f"nima {command}")
+    if problem:
+        fail(problem)
+    clash = runtime_clash()
+    if clash:
+        typer.echo(f"warning: {clash}", err=True)

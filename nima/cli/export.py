@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from nima.cli.common import SetOption, fail, load_or_fail, path_given, require_torch
+from nima.cli.common import SetOption, fail, load_or_fail, path_given, require_runtime, require_torch
 
 HF_FOLDER_FILES = {
     "config.json",
@@ -86,6 +86,7 @@ def export(
     from rich.markup import escape
 
     require_torch("export")
+    require_runtime("export")  # the check against PyTorch and quantization run the graphs
     from nima.builders.weights import WeightsError
     from nima.export.bundle import export_bundle
     from nima.export.errors import BundleError, ExportError, ParityFailure, SourceError, UnsupportedExport

@@ -61,9 +61,11 @@ def generate(
     ] = None,
 ) -> None:
     """Generate text from BUNDLE with ONNX Runtime (no torch needed)."""
+    from nima.cli.common import fail, require_runtime
+
+    require_runtime("generate")
     import onnxruntime as ort
 
-    from nima.cli.common import fail
     from nima.runtime import GenerateError, Generator
 
     # ORT's process-wide log prints its own multi-line errors (a CUDA provider that cannot start,

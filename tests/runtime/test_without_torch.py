@@ -1,5 +1,6 @@
-"""A deployment without PyTorch: the base install's dependencies hold no torch, `nima generate`
-works with torch unimportable, and the commands that need torch say how to get it."""
+"""An install without PyTorch or without ONNX Runtime (the base install has neither; `[cpu]` or `[cuda]`
+adds ONNX Runtime, `[torch]` PyTorch): `nima generate` works with torch unimportable, and what needs
+the missing one says, in one line, how to install it. The metadata side: tests/test_packaging.py."""
 
 from __future__ import annotations
 
@@ -13,29 +14,18 @@ from nima.builders.models import DecoderLM
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_blocked(*args: str) -> subprocess.CompletedProcess[str]:
-    """`nima ARGS` in a fresh interpreter where `import torch` raises ImportError."""
+def run_blocked(*args: str, blocked: str = "torch") -> subprocess.CompletedProcess[str]:
+    """`nima ARGS` in a fresh interpreter where importing the module ``blocked`` raises ImportError."""
     code = textwrap.dedent(
         f"""
         import sys
-        sys.modules["torch"] = None  # any import of torch now fails
+        sys.modules[{blocked!r}] = None  # any import of it now fails
         sys.argv = ["nima", *{list(args)!r}]
         from nima.cli import main
         main()
         """
     )
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
-
-
-def test_base_dependencies_have_no_torch() -> None:
-    text = (ROOT / "pyproject.toml").read_text()
-    base = text.split("\ndependencies = [", 1)[1].split("\n]", 1)[0]  # the base list (tomllib needs 3.11)
-    extra = text.split("\ntorch = [", 1)[1].split("\n]", 1)[0]
-    names = [line.strip().strip('",').split(">")[0].split(";")[0] for line in base.splitlines()]
-    names = [name for name in names if name and not name.startswith("#")]
-    assert "pydantic" in names and "tokenizers" in names
-    assert "torch" not in names and "onnx" not in names
-    assert '"torch>=' in extra
 
 
 def test_generate_without_torch(text_bundle: tuple[Path, DecoderLM]) -> None:
@@ -54,7 +44,48 @@ def test_torch_commands_explain_what_is_missing(tmp_path: Path) -> None:
         assert proc.returncode == 2, (args, proc.stderr)
         assert proc.stderr.strip().splitlines() == [
             f"error: nima {args[0] + (' -o' if args[0] == 'build' else '')} needs PyTorch, which this install "
-            "lacks: pip install 'nima[torch]'"
+            "lacks: pip install 'nima-lm[torch,cpu]'"
         ], proc.stderr
         assert not any(tmp_path.iterdir())
     assert run_blocked("build", "specs/llama-style.yaml").returncode == 0  # validating a spec needs no torch
+
+
+def run_python(code: str, blocked: str) -> subprocess.CompletedProcess[str]:
+    """Python ``code`` in a fresh interpreter where importing ``blocked`` raises ImportError."""
+    prelude = f"import sys\nsys.modules[{blocked!r}] = None\n"
+    return subprocess.run([sys.executable, "-c", prelude + code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+
+
+def test_build_model_without_torch_names_the_install() -> None:
+    proc = run_python("import nima\nnima.build_model(nima.load_spec('specs/llama-style.yaml'))", blocked="torch")
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "ModuleNotFoundError: nima.build_model needs PyTorch, which this install lacks: "
+        "pip install 'nima-lm[torch,cpu]'"
+    )
+
+
+def test_the_runtime_without_onnx_runtime_names_the_install() -> None:
+    proc = run_python("import nima.runtime", blocked="onnxruntime")
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "ModuleNotFoundError: nima.runtime needs ONNX Runtime, which this install lacks: "
+        "pip install 'nima-lm[cpu]' (or 'nima-lm[cuda]' for NVIDIA GPUs)"
+    )
+
+
+def test_generate_and_export_without_onnx_runtime_name_the_install(
+    tmp_path: Path, text_bundle: tuple[Path, DecoderLM]
+) -> None:
+    for args in (
+        ["generate", str(text_bundle[0]), "--prompt", "To be"],
+        ["export", "--onnx", "specs/llama-style.yaml", "-o", str(tmp_path / "b")],
+    ):
+        proc = run_blocked(*args, blocked="onnxruntime")
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert proc.stderr.strip().splitlines() == [
+            f"error: nima {args[0]} needs ONNX Runtime, which this install lacks: "
+            "pip install 'nima-lm[cpu]' (or 'nima-lm[cuda]' for NVIDIA GPUs)"
+        ], proc.stderr
+        assert not proc.stdout
+    assert not any(tmp_path.iterdir())
