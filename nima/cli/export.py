@@ -123,4 +123,6 @@ def export(
         fail(f"{out}: cannot write ({err.strerror or err})")
     if result.parity is not None:
         console.print(f"parity: {result.parity.describe()}", markup=False)
+    for note in result.notes:
+        console.print(f"[yellow]warning:[/] {escape(note)}")
     typer.echo(f"wrote {out}/ ({', '.join(result.files)})")

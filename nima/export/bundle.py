@@ -11,7 +11,7 @@ What differs per family is a row of `nima.export.families.FAMILIES`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from nima import __version__
@@ -35,6 +35,7 @@ class ExportResult:
     parity: ParityReport | None
     random_weights: bool
     files: list[str]
+    notes: list[str] = field(default_factory=list)  # files for other runtimes left out, and why
 
 
 def check_options(dtype: str, quantize: str | None, target: str) -> None:
@@ -106,11 +107,17 @@ def export_bundle(
         )
         write_json(tmp / SPEC_FILE, src.spec.model_dump(mode="json"))
         write_json(tmp / MANIFEST_FILE, manifest.to_dict())
-        for name, data in family.extra_files(src.spec, ids, exported.share_buffer).items():
-            write_json(tmp / name, data)
+        extras = family.extra_files(src.spec, ids, exported.share_buffer, src.folder, src.tokenizer)
+        for name, data in extras.files.items():
+            if isinstance(data, Path):
+                copy_file(data, tmp / name)
+            else:
+                write_json(tmp / name, data)
         if src.tokenizer is not None:
             copy_file(src.tokenizer, tmp / TOKENIZER_FILE)
-        card = render_card(family.card, src.spec, manifest, parity, src.tokenizer is not None, opset)
+        card = render_card(
+            family.card, src.spec, manifest, parity, src.tokenizer is not None, opset, extras.files, extras.notes
+        )
         (tmp / CARD_FILE).write_text(card, encoding="utf-8")
         files = sorted(p.name for p in tmp.iterdir())
-    return ExportResult(out, parity, src.random_weights, files)
+    return ExportResult(out, parity, src.random_weights, files, extras.notes)

@@ -4,6 +4,7 @@ manifest, with the family's template (its files and how to run them differ; the 
 from __future__ import annotations
 
 import re
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
@@ -23,9 +24,17 @@ def markdown_text(text: object) -> str:
 
 
 def render_card(
-    template: str, spec: ModelSpec, manifest: Manifest, parity: Any, has_tokenizer: bool, opset: int
+    template: str,
+    spec: ModelSpec,
+    manifest: Manifest,
+    parity: Any,
+    has_tokenizer: bool,
+    opset: int,
+    files: Collection[str] = (),
+    notes: Sequence[str] = (),
 ) -> str:
-    """The card from ``template`` (in nima/export/templates); ``parity`` is the check's report, None unverified."""
+    """The card from ``template`` (in nima/export/templates); ``parity`` is the check's report, None unverified;
+    ``files`` the bundle's other files, ``notes`` why some were left out."""
     env = Environment(
         loader=PackageLoader("nima.export", "templates"),
         undefined=StrictUndefined,
@@ -48,4 +57,6 @@ def render_card(
         parity=parity,
         has_tokenizer=has_tokenizer,
         opset=opset,
+        files=set(files),
+        notes=list(notes),
     )

@@ -20,6 +20,7 @@ from torch import nn
 
 from nima.export.decoder import manifest as decoder_manifest
 from nima.export.decoder.parity import check_parity
+from nima.export.extras import Extras
 from nima.export.parity import ParityReport
 from nima.export.seq2seq import manifest as seq2seq_manifest
 from nima.export.seq2seq.graph import export_encoder_decoder
@@ -58,7 +59,8 @@ class ExportFamily:
     check: Check
     token_ids: Callable[[Path | None, Path | None], TokenIds]  # (model folder, tokenizer file) -> ids
     io: Callable[[ModelSpec], dict[str, Any]]  # the manifest's per-family sections
-    extra_files: Callable[[ModelSpec, TokenIds, bool], dict[str, Any]]  # JSON files for other runtimes
+    # (spec, token ids, shared cache, model folder, tokenizer file) -> files for other runtimes
+    extra_files: Callable[[ModelSpec, TokenIds, bool, Path | None, Path | None], Extras]
     card: str  # the model card's template, in nima/export/templates
 
 

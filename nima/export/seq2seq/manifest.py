@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from nima.export.extras import Extras
 from nima.layout import (
     ATTENTION_MASK,
     CROSS_KEY,
@@ -87,6 +88,8 @@ def io(spec: ModelSpec) -> dict[str, Any]:
     }
 
 
-def extra_files(spec: ModelSpec, ids: TokenIds, share_buffer: bool) -> dict[str, Any]:
+def extra_files(
+    spec: ModelSpec, ids: TokenIds, share_buffer: bool, folder: Path | None, tokenizer: Path | None
+) -> Extras:
     """Files for other runtimes: none (see the module docstring)."""
-    return {}
+    return Extras()
