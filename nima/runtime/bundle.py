@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
 from tokenizers import Tokenizer
 
-from nima.layout import MANIFEST_FILE, SPEC_FILE, TOKENIZER_FILE, TokenIds
+from nima.layout import MANIFEST_FILE, SPEC_FILE, TOKENIZER_FILE, WEIGHTS_FILE, TokenIds
 from nima.manifest import Manifest, ManifestError, read_manifest, with_token_ids
 from nima.runtime.errors import GenerateError
 from nima.runtime.families import FAMILIES
@@ -43,11 +44,21 @@ def read_bundle(path: str | Path) -> Bundle:
     """Load ``path`` (a folder written by ``nima export``); `GenerateError` naming the bad file."""
     folder = Path(path)
     if not folder.is_dir():
-        what = "is a file, not a bundle folder" if folder.exists() else "no such bundle folder"
-        raise GenerateError(f"{folder}: {what}")
+        if not folder.exists():
+            raise GenerateError(f"{folder}: no such bundle folder")
+        if folder.suffix.lower() in (".yaml", ".yml", ".json"):
+            raise GenerateError(
+                f"{folder}: a spec file, not a bundle; export a model first: nima export --onnx MODEL_FOLDER -o BUNDLE"
+            )
+        raise GenerateError(f"{folder}: is a file, not a bundle folder")
     spec_path = folder / SPEC_FILE
     if not spec_path.is_file():
         raise GenerateError(f"{folder}: no {SPEC_FILE} here (expected a folder written by nima export)")
+    if (folder / WEIGHTS_FILE).is_file() and not (folder / MANIFEST_FILE).exists() and not any(folder.glob("*.onnx")):
+        raise GenerateError(
+            f"{folder}: a model folder (weights, no ONNX graph), not a bundle; export it first: "
+            f"nima export --onnx {shlex.quote(str(folder))} -o {shlex.quote(str(folder) + '-bundle')}"
+        )
     try:
         spec = load_resolved_spec(spec_path)
         manifest = read_manifest(folder, spec.architecture)

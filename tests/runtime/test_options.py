@@ -90,6 +90,19 @@ def test_bad_bundles(tmp_path: Path, bundles: dict[str, tuple[Path, DecoderLM]])
         Generator(tmp_path / "data.txt")
     with pytest.raises(GenerateError, match="nima.json"):
         Generator(tmp_path)
+    (tmp_path / "spec.yaml").write_text("name: x")
+    with pytest.raises(GenerateError, match="spec.yaml: a spec file, not a bundle; export a model first: nima export"):
+        Generator(tmp_path / "spec.yaml")
+    model = tmp_path / "my model"  # a model folder (nima build / train / import): weights, no graph
+    model.mkdir()
+    (model / "nima.json").write_text((bundles["gpt2"][0] / "nima.json").read_text())
+    (model / "model.safetensors").write_bytes(b"weights")
+    with pytest.raises(GenerateError) as err:
+        Generator(model)
+    assert str(err.value) == (
+        f"{model}: a model folder (weights, no ONNX graph), not a bundle; export it first: "
+        f"nima export --onnx '{model}' -o '{model}-bundle'"
+    )
     broken = tmp_path / "broken"
     broken.mkdir()
     source = bundles["gpt2"][0]
