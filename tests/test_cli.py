@@ -437,6 +437,49 @@ def test_usage_errors_are_one_line_in_a_real_process(args: list[str], expected: 
     assert proc.stdout == ""
 
 
+@pytest.mark.parametrize("command", [[], ["build"], ["export"], ["generate"]])
+def test_dash_h_is_help(command: list[str]) -> None:
+    result = invoke(*command, "-h")
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.stdout and "--help" in result.stdout
+
+
+def test_shell_completion_is_offered() -> None:
+    result = invoke("--help")
+    assert "--install-completion" in result.stdout and "--show-completion" in result.stdout
+
+
+def test_set_with_a_space_for_the_equals_sign_shows_the_one_word_form(tiny: Path) -> None:
+    proc = run_cli("build", str(tiny), "--set", "n_layers", "4")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: Got unexpected extra argument(s) (4) (--set takes KEY=VALUE as one word: --set n_layers=4)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--dtype", "fp64"], "error: --dtype fp64: supported are fp32 and fp16"),
+        (["--target", "tensorrt"], "error: --target tensorrt: supported are portable, ort"),
+        (["--quantize", "int3"], "error: --quantize int3: supported are int8, int4"),
+        (["--quantize", "int8", "--dtype", "fp16"], "error: --quantize int8 starts from the fp32 graph; drop --dtype"),
+    ],
+)
+def test_export_flags_are_checked_before_torch_is_imported(
+    tmp_path: Path, tiny: Path, flags: list[str], expected: str
+) -> None:
+    """With torch unimportable the bad flag is still the error: nothing heavy loads before the check."""
+    code = (
+        "import sys\nsys.modules['torch'] = None\nfrom nima.cli import main\n"
+        f"sys.argv = ['nima', 'export', {str(tiny)!r}, '-o', {str(tmp_path / 'b')!r}, *{flags!r}]\nmain()"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[0].startswith(expected), proc.stderr
+    assert not (tmp_path / "b").exists()
+
+
 def test_no_arguments_prints_the_help_in_a_real_process() -> None:
     proc = run_cli()
     assert proc.returncode == 2, proc.stderr

@@ -7,7 +7,7 @@ import pytest
 
 from nima.builders.models import MODELS
 from nima.export.families import FAMILIES as EXPORT
-from nima.export.families import TARGETS
+from nima.export.options import TARGETS
 from nima.runtime.families import FAMILIES as RUNTIME
 from nima.spec import spec_from_dict
 from nima.spec.model import ARCHITECTURES, Architecture

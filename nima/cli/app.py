@@ -27,7 +27,7 @@ app = typer.Typer(
     name="nima",
     help="Declarative transformer LMs: spec -> PyTorch -> ONNX -> ONNX Runtime.",
     no_args_is_help=True,
-    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
 )
 for command in (build, train, schema, export, generate):  # the order `nima --help` lists them in
@@ -52,10 +52,21 @@ def _root(
 app.callback()(_root)
 
 
+def _set_hint(args: list[str]) -> str | None:
+    """``--set n_layers 4`` (a space for the ``=``): the one-word form to use instead, or None."""
+    for i, flag in enumerate(args[:-2]):
+        key, value = args[i + 1], args[i + 2]
+        if flag in ("--set", "-s") and "=" not in key and not value.startswith("-"):
+            return f"--set takes KEY=VALUE as one word: --set {key}={value}"
+    return None
+
+
 def _usage_error(err: click_errors.UsageError) -> NoReturn:
     """One line for a bad flag or a missing argument, naming where to read the usage."""
     command = err.ctx.command_path if err.ctx is not None else "nima"
-    fail(f"{err.format_message().rstrip('.')} (see '{command} --help')", err.exit_code)
+    hint = _set_hint(sys.argv[1:]) if "unexpected extra argument" in err.format_message() else None
+    where = hint or f"see '{command} --help'"
+    fail(f"{err.format_message().rstrip('.')} ({where})", err.exit_code)
 
 
 def main() -> None:

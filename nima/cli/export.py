@@ -51,7 +51,7 @@ def export(
     out: Annotated[
         Path, typer.Option("--out", "-o", parser=path_given, help="Bundle folder to write.", show_default=False)
     ],
-    onnx: Annotated[bool, typer.Option("--onnx", help="Export to an ONNX bundle.")] = False,
+    onnx: Annotated[bool, typer.Option("--onnx", help="Export to an ONNX bundle (the default).")] = False,
     hf: Annotated[
         bool, typer.Option("--hf", help="Export a model folder as a Hugging Face transformers folder instead.")
     ] = False,
@@ -68,13 +68,13 @@ def export(
     overrides: SetOption = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an earlier bundle (only a bundle).")] = False,
 ) -> None:
-    """Export SOURCE as a deployable ONNX bundle (--onnx), or as a transformers folder (--hf).
+    """Export SOURCE as a deployable ONNX bundle (--onnx, the default), or as a transformers folder (--hf).
 
     A decoder's bundle holds model.onnx with a KV cache, nima.json, bundle.json, genai_config.json and
     README.md; an encoder-decoder's encoder.onnx and decoder.onnx, nima.json, bundle.json and README.md.
     """
-    if onnx == hf:
-        fail("pass one of --onnx (an ONNX bundle) and --hf (a transformers folder)")
+    if onnx and hf:
+        fail("pass one of --onnx (an ONNX bundle, the default) and --hf (a transformers folder)")
     if hf:
         given = {"--dtype": (dtype, "fp32"), "--quantize": (quantize, None), "--target": (target, "portable")}
         changed = [flag for flag, (value, default) in given.items() if value != default]
@@ -85,11 +85,18 @@ def export(
     from rich.console import Console
     from rich.markup import escape
 
+    from nima.export.errors import UnsupportedExport
+    from nima.export.options import check_options
+
+    try:
+        check_options(dtype, quantize, target)  # a mistyped flag before seconds of importing torch
+    except UnsupportedExport as err:
+        fail(str(err))
     require_torch("export")
     require_runtime("export")  # the check against PyTorch and quantization run the graphs
     from nima.builders.weights import WeightsError
     from nima.export.bundle import export_bundle
-    from nima.export.errors import BundleError, ExportError, ParityFailure, SourceError, UnsupportedExport
+    from nima.export.errors import BundleError, ExportError, ParityFailure, SourceError
     from nima.spec import SpecError
 
     console = Console(stderr=True)
@@ -100,6 +107,14 @@ def export(
         )
     try:
         with console.status("exporting") as status:
+
+            def progress(message: str) -> None:
+                """The spinner's text on a terminal; a line each in a log, so a long export is not silent."""
+                if console.is_terminal:
+                    status.update(escape(message))
+                else:
+                    console.print(f"{message} ...", markup=False, highlight=False)
+
             result = export_bundle(
                 source,
                 out,
@@ -109,7 +124,7 @@ def export(
                 verify=verify,
                 force=force,
                 overrides=overrides,
-                progress=lambda msg: status.update(escape(msg)),
+                progress=progress,
             )
     except SpecError as err:
         fail([str(p) for p in err.problems])

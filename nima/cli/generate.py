@@ -7,6 +7,7 @@ Registered on the `nima` app by `nima.cli.app`. Every option defaults to the bun
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -24,7 +25,9 @@ def generate(
     prompt_ids: Annotated[
         list[str] | None, Opt("--prompt-ids", help="Prompt as token ids, e.g. 1,2,3 (repeatable).")
     ] = None,
-    prompts_file: Annotated[Path | None, Opt("--prompts-file", help="One prompt per line: a batch.")] = None,
+    prompts_file: Annotated[
+        Path | None, Opt("--prompts-file", help="One prompt per line: a batch (- reads standard input).")
+    ] = None,
     source: Annotated[
         list[str] | None, Opt("--source", help="Encoder-decoder bundles: source text (repeatable); same as --prompt.")
     ] = None,
@@ -136,7 +139,7 @@ def _collect_prompts(texts: list[str] | None, ids: list[str] | None, path: Path 
             raise GenerateError(f"--prompt-ids {item!r}: expected comma-separated integers like 1,2,3") from None
     if path is not None:
         try:
-            lines = path.read_text(encoding="utf-8").splitlines()
+            lines = _read_prompts(path)
         except (OSError, UnicodeDecodeError) as err:
             raise GenerateError(f"{path}: cannot read prompts ({getattr(err, 'strerror', None) or err})") from None
         prompts += [line for line in lines if line.strip()]
@@ -145,10 +148,23 @@ def _collect_prompts(texts: list[str] | None, ids: list[str] | None, path: Path 
     return prompts
 
 
+def _read_prompts(path: Path) -> list[str]:
+    """The lines of ``path``, or of standard input for ``-``; a regular file or stdin only (a FIFO or a
+    device would block or never end)."""
+    if str(path) == "-":
+        return sys.stdin.read().splitlines()
+    if not path.is_file():
+        from nima.runtime import GenerateError
+
+        what = "no such file" if not path.exists() else "not a regular file"
+        raise GenerateError(f"{path}: cannot read prompts ({what})")
+    return path.read_text(encoding="utf-8").splitlines()
+
+
 def _stream(generator: Any, prompt: str | list[int], options: dict[str, Any], start: float) -> None:
     """Print the prompt (decoder-only), then the continuation as it arrives."""
     if isinstance(prompt, str) and not generator.is_seq2seq:
-        generator.encode(prompt)  # a prompt the tokenizer refuses fails before anything is printed
+        generator.check_prompt(prompt)  # a prompt refused (tokenizer, length) fails before anything is printed
         typer.secho(prompt, nl=False, bold=True)
     first: float | None = None
     for piece in generator.stream(prompt, **options):

@@ -17,16 +17,16 @@ from pathlib import Path
 from nima import __version__
 from nima.export.card import render_card
 from nima.export.errors import ParityFailure, UnsupportedExport
-from nima.export.families import FAMILIES, TARGETS
+from nima.export.families import FAMILIES
+from nima.export.options import check_options
 from nima.export.parity import ParityReport, session_for
-from nima.export.quantize import QUANTIZATIONS, quantize_in_place
+from nima.export.quantize import quantize_in_place
 from nima.export.source import load_source
 from nima.export.target_folder import check_target
 from nima.layout import CARD_FILE, MANIFEST_FILE, SPEC_FILE, TOKENIZER_FILE, copy_file, staged_folder, write_json
 from nima.manifest import Manifest
 
 DEFAULT_OPSET = 18
-DTYPES = ("fp32", "fp16")
 
 
 @dataclass
@@ -36,23 +36,6 @@ class ExportResult:
     random_weights: bool
     files: list[str]
     notes: list[str] = field(default_factory=list)  # files for other runtimes left out, and why
-
-
-def check_options(dtype: str, quantize: str | None, target: str) -> None:
-    """Refuse a dtype, quantization or target this exporter does not make (`UnsupportedExport`)."""
-    if dtype == "bf16":
-        raise UnsupportedExport(
-            "--dtype bf16: ONNX Runtime's CPU provider has no bf16 MatMul, Add or Mul kernels, so a bf16 "
-            "graph could not be verified here nor run on a CPU; use fp16 (or fp32 with --quantize)"
-        )
-    if dtype not in DTYPES:
-        raise UnsupportedExport(f"--dtype {dtype}: supported are {' and '.join(DTYPES)}")
-    if target not in TARGETS:
-        raise UnsupportedExport(f"--target {target}: supported are {', '.join(TARGETS)}")
-    if quantize is not None and quantize not in QUANTIZATIONS:
-        raise UnsupportedExport(f"--quantize {quantize}: supported are {', '.join(QUANTIZATIONS)}")
-    if quantize is not None and dtype != "fp32":
-        raise UnsupportedExport(f"--quantize {quantize} starts from the fp32 graph; drop --dtype {dtype}")
 
 
 def export_bundle(

@@ -5,7 +5,7 @@ folder, load the source, then ask the family's row to write its graphs (in the c
 form), check them against PyTorch, and describe them — special token ids, the manifest's
 sections, files for other runtimes, the model card's template. Each family lives in a folder
 with the same modules (``contract``, ``graph``, ``parity``, ``manifest``); a test holds this
-table's keys equal to the spec's architectures and every row's targets within `TARGETS`.
+table's keys equal to the spec's architectures and every row's targets within `nima.export.options.TARGETS`.
 """
 
 from __future__ import annotations
@@ -29,8 +29,6 @@ from nima.export.targets.ort.export import export_for_ort
 from nima.export.targets.portable import export_portable
 from nima.layout import DECODER_FILE, ENCODER_FILE, MODEL_FILE, TokenIds
 from nima.spec import ModelSpec
-
-TARGETS = ("portable", "ort")  # every target some family exports to (`--target`)
 
 Progress = Callable[[str], None]
 

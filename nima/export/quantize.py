@@ -32,9 +32,8 @@ import onnx_ir as ir
 from onnx_ir.passes.common import RemoveUnusedNodesPass
 
 from nima.export.logits_to_keep import head_path
+from nima.export.options import QUANTIZATIONS
 from nima.export.parity import session_for
-
-QUANTIZATIONS = ("int8", "int4")
 
 
 def quantize_in_place(path: Path, kind: str) -> Path:

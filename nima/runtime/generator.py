@@ -134,6 +134,11 @@ class Generator:
             raise GenerateError(f"prompt token id {bad[0]} is outside the vocabulary (0..{self.spec.vocab_size - 1})")
         return ids
 
+    def check_prompt(self, prompt: Prompt) -> list[int]:
+        """The token ids of one prompt (a source, for encoder-decoders), checked as generation would check
+        them (tokenizer, vocabulary, length): a caller that prints the prompt first calls this before."""
+        return self._inputs([prompt], None)[0]
+
     def _unencodable(self, prompt: str) -> str:
         """Why the tokenizer refuses ``prompt``: the first character it cannot encode, if one alone fails."""
         tokenizer = self.tokenizer

@@ -35,7 +35,8 @@ def entries(folder: Path) -> set[str]:
 def test_bundle_contents(bundle: tuple[Path, Result], model_dir: Path) -> None:
     out, result = bundle
     assert result.exit_code == 0, result.output
-    assert entries(out) == BUNDLE_FILES | {"tokenizer.json", "tokenizer_config.json"}  # the BPE tokenizer: genai reads it
+    # tokenizer_config.json: the tokenizer is a BPE one, which onnxruntime-genai reads
+    assert entries(out) == BUNDLE_FILES | {"tokenizer.json", "tokenizer_config.json"}
     assert entries(out.parent) == {"tiny"}, "no temporary folders left beside the bundle"
     onnx.checker.check_model(str(out / "model.onnx"), full_check=True)
     assert json.loads((out / "nima.json").read_text()) == json.loads((model_dir / "nima.json").read_text())
@@ -297,7 +298,7 @@ def test_force_replaces_only_an_earlier_bundle(model_dir: Path, tmp_path: Path) 
         "quantize",
         "quantize-fp16",
         "target",
-        "no-onnx",
+        "onnx-and-hf",
         "encoder-decoder-target",
         "unwritable-target",
         "corrupt-tokenizer",
@@ -340,8 +341,8 @@ def test_bad_input_exits_2_and_writes_nothing(case: str, model_dir: Path, tmp_pa
         args += ["--quantize", "int8", "--dtype", "fp16"]
     elif case == "target":
         args += ["--target", "tensorrt"]
-    elif case == "no-onnx":
-        args.remove("--onnx")
+    elif case == "onnx-and-hf":
+        args.append("--hf")
     elif case == "unwritable-target":  # a path under a file: no folder can be made there, even as root
         (tmp_path / "blocker").write_text("kept")
         args[4] = tmp_path / "blocker" / "out"
@@ -385,3 +386,15 @@ def test_a_folder_that_appears_after_the_check_is_not_replaced(
         export_bundle(model_dir, out)
     assert sorted(p.name for p in out.iterdir()) == ["precious.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+
+
+def test_onnx_is_the_default_and_a_log_gets_a_line_per_stage(model_dir: Path, tmp_path: Path) -> None:
+    """Without --onnx (or --hf) the export writes an ONNX bundle; with no terminal (a CI log, a pipe)
+    each stage is a line, since the spinner a terminal shows prints nothing there."""
+    result = invoke("export", model_dir, "-o", tmp_path / "b")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "b" / "model.onnx").is_file()
+    stages = [line for line in result.stderr.splitlines() if line.endswith(" ...")]
+    assert stages[0] == "loading source ..." and "checking ONNX Runtime against PyTorch ..." in stages
+    both = invoke("export", model_dir, "-o", tmp_path / "c", "--onnx", "--hf")
+    assert both.exit_code == 2 and "pass one of --onnx" in both.stderr

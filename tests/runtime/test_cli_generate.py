@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 from pathlib import Path
 
@@ -145,3 +147,31 @@ def test_every_option_is_checked_before_any_output(text_bundle: tuple[Path, Deco
     assert code == 2 and out == "" and err.startswith("error: option eos_token_ids: -5"), (out, err)
     code, out, err = run(path, "--prompt", "To be", "--threads", 100000)
     assert code == 2 and out == "" and "threads: 100000" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_prompts_file_dash_reads_standard_input(text_bundle: tuple[Path, DecoderLM]) -> None:
+    path, _ = text_bundle
+    result = CliRunner().invoke(
+        app, ["generate", str(path), "--prompts-file", "-", "--json", "--max-new-tokens", "4"], input="To be\nNay\n"
+    )
+    assert result.exit_code == 0, result.output
+    assert [d["prompt"] for d in json.loads(result.stdout)] == ["To be", "Nay"]
+
+
+def test_a_prompts_file_that_is_not_a_regular_file_is_refused(
+    text_bundle: tuple[Path, DecoderLM], tmp_path: Path
+) -> None:
+    fifo = tmp_path / "prompts.fifo"
+    os.mkfifo(fifo)  # reading it would block until a writer came
+    code, out, err = run(text_bundle[0], "--prompts-file", fifo)
+    assert (code, out) == (2, "")
+    assert err.strip() == f"error: {fifo}: cannot read prompts (not a regular file)"
+
+
+def test_a_prompt_past_the_context_is_refused_before_it_is_printed(text_bundle: tuple[Path, DecoderLM]) -> None:
+    path, _ = text_bundle
+    code, out, err = run(path, "--prompt", "To be or not " * 400)
+    assert code == 2
+    assert out == ""  # the prompt is echoed only once it is accepted
+    context = Generator(path).spec.max_seq_len
+    assert re.fullmatch(rf"error: prompt 0 has \d+ tokens: the context is {context}, no room to generate\n", err), err
