@@ -118,6 +118,9 @@ def generate(
             typer.echo(shown)
     tokens = sum(len(c.token_ids) for r in results for c in r.completions)
     typer.secho(f"{tokens} tokens in {elapsed:.2f} s", dim=True, err=True)
+    cut = [i for i, r in enumerate(results) if any(c.finish_reason == "context" for c in r.completions)]
+    if cut:
+        _context_warning(generator, options, "" if len(results) == 1 else f"prompt {', '.join(map(str, cut))}: ")
 
 
 def _early_stopping(value: str | None) -> bool | str | None:
@@ -167,13 +170,33 @@ def _stream(generator: Any, prompt: str | list[int], options: dict[str, Any], st
         generator.check_prompt(prompt)  # a prompt refused (tokenizer, length) fails before anything is printed
         typer.secho(prompt, nl=False, bold=True)
     first: float | None = None
-    for piece in generator.stream(prompt, **options):
+    pieces = generator.stream(prompt, **options)
+    while True:
+        try:
+            piece = next(pieces)
+        except StopIteration as done:
+            reason = done.value
+            break
         first = first or time.perf_counter()
         typer.echo(piece, nl=False)
     typer.echo("")
     elapsed = time.perf_counter() - start
     ttft = f", first text after {first - start:.2f} s" if first else ""
     typer.secho(f"done in {elapsed:.2f} s{ttft}", dim=True, err=True)
+    if reason == "context":
+        _context_warning(generator, options)
+
+
+def _context_warning(generator: Any, options: dict[str, Any], which: str = "") -> None:
+    """Say that generation stopped at the model's context, not at --max-new-tokens (finish reason "context")."""
+    context = generator.spec.max_seq_len
+    asked = generator.options(**options).max_new_tokens
+    typer.secho(
+        f"warning: {which}stopped at the model's context of {context} tokens (prompt and output) before "
+        f"--max-new-tokens {asked}",
+        fg="yellow",
+        err=True,
+    )
 
 
 def _as_dict(prompt: str | list[int], result: Any) -> dict[str, Any]:

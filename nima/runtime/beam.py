@@ -27,7 +27,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from nima.runtime.processors import log_softmax
-from nima.runtime.rows import FINISH_EOS, FINISH_LENGTH, FINISH_STOP, Limits, Row, left_pad, presence, process_scores
+from nima.runtime.rows import (
+    FINISH_CONTEXT,
+    FINISH_EOS,
+    FINISH_LENGTH,
+    FINISH_STOP,
+    Limits,
+    Row,
+    left_pad,
+    presence,
+    process_scores,
+)
 from nima.runtime.session import DecoderSession, Value
 from nima.spec.sections import GenerationSpec
 
@@ -163,7 +173,8 @@ def _extend(
         if at_limit:
             if rank >= k:
                 break
-            finished.add(Hypothesis(extended, value / length**penalty, reason or FINISH_LENGTH))
+            cut = FINISH_LENGTH if length >= limits.max_new_tokens else FINISH_CONTEXT
+            finished.add(Hypothesis(extended, value / length**penalty, reason or cut))
             continue
         if reason is not None:
             if rank < k:

@@ -12,7 +12,8 @@ Options default to the bundle spec's ``generation`` section; keyword arguments o
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections import abc
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,8 @@ Prompt = str | Sequence[int]
 @dataclass(frozen=True)
 class Completion:
     """One generated sequence: its new tokens, their text (None without a tokenizer), why it ended
-    ("eos", "stop" or "length") and, for beam search, its length-normalised score."""
+    ("eos", "stop", "length" for max_new_tokens, or "context" when the model's context ran out first)
+    and, for beam search, its length-normalised score."""
 
     token_ids: list[int]
     text: str | None
@@ -194,8 +196,9 @@ class Generator:
             for ids, i in zip(batch, range(0, len(rows), copies), strict=True)
         ]
 
-    def stream_tokens(self, prompt: Prompt, **options: Any) -> Iterator[int]:
-        """Yield one prompt's new token ids as they are chosen (greedy or sampled; a final EOS included)."""
+    def stream_tokens(self, prompt: Prompt, **options: Any) -> abc.Generator[int, None, str | None]:
+        """Yield one prompt's new token ids as they are chosen (greedy or sampled; a final EOS included).
+        The generator's return value (``StopIteration.value``) is the finish reason, as in `Completion`."""
         opts = self.options(**options)
         if opts.num_beams > 1 or opts.num_return_sequences > 1:
             raise GenerateError("stream: one sequence at a time (beam search knows its best beam only at the end)")
@@ -207,18 +210,27 @@ class Generator:
             row = Row(starts[0])
             for _ in decode_rows(self.session, [row], opts, limits, self._rng(opts), self._pad_id(), greedy, fixed):
                 yield row.tokens[-1]
+        return row.finish_reason
 
-    def stream(self, prompt: Prompt, **options: Any) -> Iterator[str]:
-        """Yield the text of one prompt's continuation as it is generated (greedy or sampled)."""
+    def stream(self, prompt: Prompt, **options: Any) -> abc.Generator[str, None, str | None]:
+        """Yield the text of one prompt's continuation as it is generated (greedy or sampled); the
+        generator returns the finish reason (``StopIteration.value``), as `stream_tokens` does."""
         opts = self.options(**options)
         if self.tokenizer is None:
             raise GenerateError("stream: this bundle has no tokenizer.json to turn tokens into text")
         text = TextStream(self.tokenizer, opts.stop_strings)
         tokens: list[int] = []
         eos = self._eos_ids(opts)
-        for token in self.stream_tokens(prompt, **options):
+        chosen = self.stream_tokens(prompt, **options)
+        while True:
+            try:
+                token = next(chosen)
+            except StopIteration as done:
+                reason = done.value
+                break
             tokens.append(token)
             if token in eos:
+                reason = FINISH_EOS
                 break
             piece = text.push(token)
             if piece:
@@ -227,6 +239,7 @@ class Generator:
         rest = text.finish(cut_at_stop(final, opts.stop_strings)[0])
         if rest:
             yield rest
+        return reason
 
     # --- helpers ------------------------------------------------------------------------------
 

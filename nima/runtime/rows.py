@@ -11,7 +11,9 @@ import numpy as np
 from nima.runtime import processors
 from nima.spec.sections import GenerationSpec
 
-FINISH_EOS, FINISH_STOP, FINISH_LENGTH = "eos", "stop", "length"
+# Why a row ended: an end token, a stop string, max_new_tokens, or the model's context (max_seq_len)
+# before max_new_tokens: a cut the caller did not ask for, so it has its own name.
+FINISH_EOS, FINISH_STOP, FINISH_LENGTH, FINISH_CONTEXT = "eos", "stop", "length", "context"
 
 
 @dataclass
@@ -84,8 +86,10 @@ class Limits:
             text = self.decode(row.tokens[-self._stop_window :])
             if any(stop in text for stop in self.stop_strings):
                 return FINISH_STOP
-        if len(row.tokens) >= self.max_new_tokens or len(row.prompt) + len(row.tokens) >= self.context:
+        if len(row.tokens) >= self.max_new_tokens:
             return FINISH_LENGTH
+        if len(row.prompt) + len(row.tokens) >= self.context:
+            return FINISH_CONTEXT
         return None
 
 

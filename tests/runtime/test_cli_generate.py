@@ -175,3 +175,24 @@ def test_a_prompt_past_the_context_is_refused_before_it_is_printed(text_bundle: 
     assert out == ""  # the prompt is echoed only once it is accepted
     context = Generator(path).spec.max_seq_len
     assert re.fullmatch(rf"error: prompt 0 has \d+ tokens: the context is {context}, no room to generate\n", err), err
+
+
+def test_running_out_of_context_is_said(text_bundle: tuple[Path, DecoderLM]) -> None:
+    """Generation cut by the model's context, not by --max-new-tokens: finish reason "context" and a
+    warning, streamed or not."""
+    path, _ = text_bundle
+    generator = Generator(path)
+    context = generator.spec.max_seq_len
+    prompt = "To be"
+    while len(generator.encode(prompt + " or not")) < context - 3:
+        prompt += " or not"
+    warning = (
+        f"warning: stopped at the model's context of {context} tokens (prompt and output) before --max-new-tokens 500"
+    )
+    code, out, err = run(path, "--prompt", prompt, "--max-new-tokens", 500, "--greedy")
+    assert code == 0 and out.startswith(prompt)
+    assert err.strip().splitlines()[-1] == warning
+    code, out, err = run(path, "--prompt", prompt, "--max-new-tokens", 500, "--greedy", "--json")
+    assert code == 0 and json.loads(out)[0]["completions"][0]["finish_reason"] == "context"
+    code, out, err = run(path, "--prompt", prompt, "--max-new-tokens", 2, "--greedy")
+    assert code == 0 and "warning" not in err

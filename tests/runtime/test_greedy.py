@@ -52,7 +52,21 @@ def test_context_limit_stops_generation(bundles: dict[str, tuple[Path, DecoderLM
     prompt = list(np.arange(120) % 64)
     result = Generator(path).generate([prompt], max_new_tokens=50, do_sample=False)[0]
     assert len(result.token_ids) == 128 - 120
-    assert result.completions[0].finish_reason == "length"
+    assert result.completions[0].finish_reason == "context"  # the context ran out before max_new_tokens
+    exact = Generator(path).generate([prompt], max_new_tokens=8, do_sample=False)[0]
+    assert exact.completions[0].finish_reason == "length"  # both at once: what was asked for was given
+    beams = Generator(path).generate([prompt], max_new_tokens=50, num_beams=2, num_return_sequences=2)[0]
+    assert {c.finish_reason for c in beams.completions} <= {"context", "eos"}
+    assert "context" in {c.finish_reason for c in beams.completions}
+    generator = Generator(path)
+    stream = generator.stream_tokens(prompt, max_new_tokens=50, do_sample=False)
+    streamed: list[int] = []
+    while True:
+        try:
+            streamed.append(next(stream))
+        except StopIteration as done:  # the generator returns the finish reason
+            assert (streamed, done.value) == (result.token_ids, "context")
+            break
 
 
 def test_repetition_penalty_equals_formula(bundles: dict[str, tuple[Path, DecoderLM]]) -> None:
