@@ -86,3 +86,20 @@ def test_generation_runs_without_torch(text_bundle: tuple[Path, DecoderLM]) -> N
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "torch loaded: False"
+
+
+@pytest.mark.parametrize("kind", ["bpe", "byte", "char", "word"])
+def test_stream_pieces_join_to_the_full_decode_for_every_tokenizer_kind(kind: str) -> None:
+    """Each of `nima train`'s tokenizer kinds, on text whose characters span several byte tokens: the
+    pieces, in order, are exactly what decoding all the ids at once gives (the independent reference),
+    and a piece never ends inside a character."""
+    from nima.train.tokenizer import train_tokenizer
+
+    corpus = "To be, or not to be: that is the question — ça va? 日本語 naïve 🤖 end.\n" * 8
+    tokenizer = train_tokenizer(kind, corpus, 300).tokenizer
+    ids = tokenizer.encode(corpus).ids
+    stream = TextStream(tokenizer)
+    pieces = [stream.push(token) for token in ids]
+    assert "".join(pieces) + stream.finish(tokenizer.decode(ids)) == tokenizer.decode(ids)
+    assert "".join(pieces) == tokenizer.decode(ids)  # nothing was left for finish() to make up
+    assert not any("\ufffd" in piece for piece in pieces)
