@@ -76,7 +76,7 @@ def export_bundle(
             sessions = {role: session_for(graph) for role, graph in exported.graphs.items()}
             parity = family.check(src.model, src.spec, sessions, dtype, quantize)
             if not parity.passed:
-                raise ParityFailure(parity)
+                raise ParityFailure(parity, quantize, src.random_weights)
         manifest = Manifest(
             architecture=src.spec.architecture,
             graphs={role: graph.name for role, graph in exported.graphs.items()},

@@ -37,6 +37,16 @@ class Report(Protocol):
 class ParityFailure(RuntimeError):
     """The exported graph's logits differ from PyTorch's by more than the tolerance."""
 
-    def __init__(self, report: Report) -> None:
+    def __init__(self, report: Report, quantize: str | None = None, random_weights: bool = False) -> None:
         self.report = report
-        super().__init__(f"ONNX Runtime differs from PyTorch beyond tolerance: {report.describe()}; no bundle written")
+        hint = ""
+        if quantize is not None:
+            why = (
+                "random weights (a spec file) have no clear favourite token, so any rounding flips them"
+                if random_weights
+                else "the rounding moved this model's logits past the check"
+            )
+            hint = f" ({why}; export a trained model, or pass --no-verify to write the {quantize} bundle unchecked)"
+        super().__init__(
+            f"ONNX Runtime differs from PyTorch beyond tolerance: {report.describe()}; no bundle written{hint}"
+        )

@@ -238,6 +238,24 @@ def test_parity_failure_leaves_nothing(model_dir: Path, tmp_path: Path, monkeypa
     assert entries(tmp_path) == set()
 
 
+@pytest.mark.parametrize("source", ["spec", "model"])
+def test_a_failed_quantized_check_says_why_and_how_to_write_it_anyway(
+    model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str
+) -> None:
+    monkeypatch.setitem(verify.MIN_AGREEMENT, "int8", 1.01)  # no agreement can reach it
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(SPEC))
+    result = invoke(
+        "export", "--onnx", spec if source == "spec" else model_dir, "-o", tmp_path / "b", "--quantize", "int8"
+    )
+    assert result.exit_code == 1
+    said = " ".join(result.stderr.split())
+    assert "no bundle written (" in said
+    assert "export a trained model, or pass --no-verify to write the int8 bundle unchecked)" in said
+    assert ("random weights (a spec file)" in said) == (source == "spec")
+    assert not (tmp_path / "b").exists()
+
+
 def test_interrupted_export_leaves_nothing(model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
