@@ -24,7 +24,7 @@ from nima.layout import GENAI_CONFIG_FILE, MANIFEST_FILE, MODEL_FILE, SEQ2SEQ_FI
 
 FORMAT = 1
 COMMON_KEYS = frozenset(
-    {"format", "nima_version", "architecture", "dtype", "quantize", "target", "share_buffer"}
+    {"format", "nima_version", "architecture", "dtype", "quantize", "target", "share_buffer", "parity"}
     | {f"{f.name}_token_id" for f in fields(TokenIds)}
 )
 
@@ -46,6 +46,7 @@ class Manifest:
     target: str = "portable"
     nima_version: str = ""
     io: dict[str, Any] = field(default_factory=dict)  # each role's tensor names, sizes (see the module docstring)
+    parity: str | None = None  # the export's check against PyTorch, in one line; None: exported unchecked
 
     def to_dict(self) -> dict[str, Any]:
         sections = {role: {"filename": name, **self.io.get(role, {})} for role, name in self.graphs.items()}
@@ -57,6 +58,7 @@ class Manifest:
             "quantize": self.quantize,
             "target": self.target,
             "share_buffer": self.share_buffer,
+            "parity": self.parity,
             **self.token_ids.as_dict(),
             **{key: value for key, value in self.io.items() if key not in sections},
             **sections,
@@ -82,6 +84,7 @@ class Manifest:
             quantize=None if quantize is None else str(quantize),
             target=str(data.get("target", "portable")),
             nima_version=str(data.get("nima_version", "")),
+            parity=None if data.get("parity") is None else str(data["parity"]),
             io={key: value for key, value in data.items() if key not in COMMON_KEYS},
         )
 

@@ -15,6 +15,7 @@ from nima.cli.common import EXIT_BAD_INPUT, fail
 from nima.cli.export import export
 from nima.cli.generate import generate
 from nima.cli.import_ import import_
+from nima.cli.info import info
 from nima.cli.schema import schema
 from nima.cli.train import train
 
@@ -30,7 +31,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
 )
-for command in (build, train, schema, export, generate):  # the order `nima --help` lists them in
+for command in (build, train, schema, export, generate, info):  # the order `nima --help` lists them in
     app.command()(command)
 app.command("import")(import_)
 

@@ -87,6 +87,7 @@ def export_bundle(
             target=target,
             nima_version=__version__,
             io=family.io(src.spec),
+            parity=None if parity is None else parity.describe(),
         )
         write_json(tmp / SPEC_FILE, src.spec.model_dump(mode="json"))
         write_json(tmp / MANIFEST_FILE, manifest.to_dict())

@@ -31,11 +31,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
-from nima.layout import WEIGHTS_FILE, remove_stale, staged_folder
+from nima.layout import CHECKPOINTS_DIR, WEIGHTS_FILE, remove_stale, staged_folder
 from nima.train.distributed import World, barrier
 from nima.train.errors import TrainError
 
-CHECKPOINTS_DIR = "checkpoints"
 OPTIMIZER_FILE = "optimizer.safetensors"
 STATE_FILE = "trainer.json"
 FORMAT = 1

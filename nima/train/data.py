@@ -18,12 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from nima.layout import write_atomic, write_json
+from nima.layout import DATA_DIR, write_atomic, write_json
 from nima.train.batches import Batch, RandomWindows, eval_batches
 from nima.train.errors import TrainError
 from nima.train.tokenizer import TextTokenizer
 
-DATA_DIR = "data"
 META_FILE = "meta.json"
 SPLITS = ("train", "val")
 

@@ -15,9 +15,6 @@ from typing import Any
 
 from nima.layout import write_atomic, write_text
 
-METRICS_FILE = "metrics.jsonl"
-PLOT_FILE = "loss.png"
-
 
 class MetricsLog:
     """Appends records to ``metrics.jsonl`` and keeps them in memory for the plot."""

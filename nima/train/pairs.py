@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from nima.layout import TokenIds, write_atomic, write_json
+from nima.layout import DATA_DIR, TokenIds, write_atomic, write_json
 from nima.train.batches import Batch
-from nima.train.data import DATA_DIR, META_FILE, SPLITS, Source, token_dtype
+from nima.train.data import META_FILE, SPLITS, Source, token_dtype
 from nima.train.errors import TrainError
 from nima.train.pair_batches import Ragged, RandomPairs, collate, eval_rows
 from nima.train.tokenizer import TextTokenizer

@@ -16,7 +16,17 @@ from rich.console import Console
 
 from nima import __version__
 from nima.builders import build_model
-from nima.layout import RUN_FILE, SPEC_FILE, TOKENIZER_FILE, WEIGHTS_FILE, copy_file, write_atomic, write_json
+from nima.layout import (
+    METRICS_FILE,
+    PLOT_FILE,
+    RUN_FILE,
+    SPEC_FILE,
+    TOKENIZER_FILE,
+    WEIGHTS_FILE,
+    copy_file,
+    write_atomic,
+    write_json,
+)
 from nima.spec import ModelSpec, parameter_count
 from nima.train.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from nima.train.data import Corpus
@@ -24,7 +34,7 @@ from nima.train.distributed import World, main_first, setup_world, teardown_worl
 from nima.train.errors import PeerFailed, TrainError
 from nima.train.families import FAMILIES
 from nima.train.loop import Run, train_loop
-from nima.train.metrics import METRICS_FILE, PLOT_FILE, MetricsLog, plot_losses
+from nima.train.metrics import MetricsLog, plot_losses
 from nima.train.optim import build_optimizer
 from nima.train.pairs import PairCorpus
 from nima.train.precision import resolve_precision

@@ -20,12 +20,21 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from nima.layout import RUN_FILE, SPEC_FILE, TOKENIZER_CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE
+from nima.layout import (
+    CHECKPOINTS_DIR,
+    DATA_DIR,
+    METRICS_FILE,
+    PLOT_FILE,
+    RUN_FILE,
+    SPEC_FILE,
+    TOKENIZER_CONFIG_FILE,
+    TOKENIZER_FILE,
+    WEIGHTS_FILE,
+)
 from nima.spec import ModelSpec, SpecError, spec_from_dict
-from nima.train.checkpoint import CHECKPOINTS_DIR, checkpoint_steps
-from nima.train.data import DATA_DIR, Source
+from nima.train.checkpoint import checkpoint_steps
+from nima.train.data import Source
 from nima.train.errors import TrainError
-from nima.train.metrics import METRICS_FILE, PLOT_FILE
 from nima.train.tokenizer import TextTokenizer
 
 OWNED = (RUN_FILE, SPEC_FILE, WEIGHTS_FILE, TOKENIZER_FILE, METRICS_FILE, PLOT_FILE, DATA_DIR, CHECKPOINTS_DIR)

@@ -1,0 +1,132 @@
+"""`nima info PATH` (`nima.info`): what a spec, model folder, run, bundle or transformers folder is,
+read from the files themselves; torch-free; bad paths as one `error:` line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from nima.cli import app
+from nima.spec import figures, load_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+SPEC = {
+    "name": "info-tiny",
+    "vocab_size": 256,
+    "max_seq_len": 32,
+    "d_model": 32,
+    "n_layers": 2,
+    "attention": {"n_heads": 4},
+    "ffn": {"kind": "swiglu", "hidden": 64},
+    "position": {"kind": "rope"},
+    "tie_embeddings": False,
+    "training": {"batch_size": 4, "max_steps": 6, "eval_every": 3, "checkpoint_every": 3, "tokenizer": "byte"},
+}
+
+
+def invoke(*args: object) -> tuple[int, str, str]:
+    result = CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def info_json(path: Path) -> dict:
+    code, out, err = invoke("info", path, "--json")
+    assert code == 0, err
+    return json.loads(out)
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("info")
+    spec = root / "spec.yaml"
+    spec.write_text(yaml.safe_dump(SPEC))
+    data = root / "data.txt"
+    data.write_text("To be, or not to be, that is the question.\n" * 200)
+    assert invoke("build", spec, "-o", root / "model")[0] == 0
+    assert invoke("train", spec, "--data", data, "-o", root / "run")[0] == 0
+    assert invoke("export", "--onnx", root / "run", "-o", root / "bundle")[0] == 0
+    assert invoke("export", "--onnx", root / "model", "-o", root / "unchecked", "--no-verify")[0] == 0
+    return {"spec": spec, "model": root / "model", "run": root / "run", "bundle": root / "bundle", "root": root}
+
+
+def test_a_spec(made: dict[str, Path]) -> None:
+    found = info_json(made["spec"])
+    assert found["kind"] == "spec"
+    parameters = figures(load_spec(made["spec"])).parameters
+    assert found["rows"]["parameters"].startswith(f"{parameters:,} ")
+
+
+def test_a_model_folder_counts_its_weights_from_the_file(made: dict[str, Path]) -> None:
+    found = info_json(made["model"])
+    assert found["kind"] == "model"
+    weights = load_file(str(made["model"] / "model.safetensors"))  # the independent count
+    values = sum(t.numel() for t in weights.values())
+    assert found["rows"]["weights"].startswith(f"{len(weights)} tensors, {values:,} values, F32")
+    assert found["rows"]["tokenizer"] == "none (prompts are token ids)"
+    assert set(found["files"]) == {"nima.json", "model.safetensors"}
+    assert found["files"]["model.safetensors"] == (made["model"] / "model.safetensors").stat().st_size
+
+
+def test_a_run_reports_its_progress(made: dict[str, Path]) -> None:
+    found = info_json(made["run"])
+    assert found["kind"] == "run"
+    lines = [json.loads(line) for line in (made["run"] / "metrics.jsonl").read_text().splitlines()]
+    last_val = [entry for entry in lines if entry["split"] == "val"][-1]
+    assert found["rows"]["last val loss"] == f"{last_val['loss']:.4f} at step {last_val['step']}"
+    assert found["rows"]["checkpoints"] == "step-000003, step-000006"
+    assert found["rows"]["tokenizer"].endswith(" ids")
+
+
+def test_a_bundle_shows_the_check_it_passed_at_export(made: dict[str, Path]) -> None:
+    found = info_json(made["bundle"])
+    assert found["kind"] == "bundle"
+    manifest = json.loads((made["bundle"] / "bundle.json").read_text())
+    assert manifest["parity"].startswith("max |logit diff|") and "greedy agreement" in manifest["parity"]
+    assert found["rows"]["parity at export"] == manifest["parity"]
+    assert found["rows"]["bundle"] == "decoder, target portable, fp32"
+    unchecked = info_json(made["root"] / "unchecked")
+    assert unchecked["rows"]["parity at export"].startswith("not recorded")
+
+
+def test_a_transformers_folder_says_to_import_it(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    found = info_json(tmp_path)
+    assert found["kind"] == "hugging face folder"
+    assert found["rows"] == {"model_type": "llama", "next": f"nima import {tmp_path} -o MODEL_FOLDER"}
+
+
+def test_the_table_is_printed(made: dict[str, Path]) -> None:
+    code, out, _ = invoke("info", made["bundle"])
+    assert code == 0
+    assert "· bundle" in out and "parity at export" in out and "model.onnx" in out
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (lambda p: p / "missing", "missing: no such file or folder"),
+        (lambda p: p, "no nima.json or config.json here"),
+        (lambda p: (p / "bad.yaml").write_text("d_model: [") and p / "bad.yaml", "bad.yaml"),
+    ],
+)
+def test_bad_paths_are_one_line(tmp_path: Path, make: object, expected: str) -> None:
+    code, out, err = invoke("info", make(tmp_path))  # type: ignore[operator]
+    assert (code, out) == (2, "")
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: ") and expected in err
+
+
+def test_info_runs_without_torch(made: dict[str, Path]) -> None:
+    code = (
+        "import sys\nsys.modules['torch'] = None\nfrom nima.cli import main\n"
+        f"sys.argv = ['nima', 'info', {str(made['run'])!r}, '--json']\nmain()"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["kind"] == "run"
