@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -442,6 +443,30 @@ def test_dash_h_is_help(command: list[str]) -> None:
     result = invoke(*command, "-h")
     assert result.exit_code == 0, result.output
     assert "Usage:" in result.stdout and "--help" in result.stdout
+
+
+@pytest.mark.parametrize("command", ["build", "train", "export", "generate", "import", "info", "schema"])
+def test_help_shows_every_option_name_whole_at_80_columns(command: str) -> None:
+    """Plain help (no boxes): in an 80-column terminal or a log, every option's name is there whole,
+    not cut to "--num-return-seque…" as the boxed layout did."""
+    import typer.main
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "nima", command, "--help"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "80"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    names = [opt for param in typer.main.get_command(app).commands[command].params for opt in param.opts]
+    assert any(name.startswith("--") for name in names)
+    for name in names:
+        if name.startswith("-"):
+            assert re.search(rf"(^|[\s,/]){re.escape(name)}([\s,=]|$)", proc.stdout, re.M), name
+    assert "…" not in proc.stdout
+    assert max(len(line) for line in proc.stdout.splitlines()) <= 80
 
 
 def test_shell_completion_is_offered() -> None:

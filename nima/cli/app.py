@@ -29,6 +29,7 @@ app = typer.Typer(
     help="Declarative transformer LMs: spec -> PyTorch -> ONNX -> ONNX Runtime.",
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode=None,  # plain help: the boxed layout cuts long option names to fit 80 columns
     pretty_exceptions_enable=False,
 )
 for command in (build, train, schema, export, generate, info):  # the order `nima --help` lists them in
