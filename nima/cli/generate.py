@@ -50,6 +50,13 @@ def generate(
     eos_id: Annotated[list[int] | None, Opt("--eos-id", help="Token id that ends a sequence (repeatable).")] = None,
     stop: Annotated[list[str] | None, Opt("--stop", help="Text that ends a sequence (repeatable).")] = None,
     seed: Annotated[int | None, Opt(help="Sampling seed: the same seed gives the same output.")] = None,
+    slide_context: Annotated[
+        bool | None,
+        Opt(
+            "--slide-context/--stop-at-context",
+            help="At max_seq_len, go on from the last max_seq_len tokens (nanoGPT's sampler), or stop there.",
+        ),
+    ] = None,
     provider: Annotated[str, Opt(help="ONNX Runtime provider: cpu | cuda.")] = "cpu",
     threads: Annotated[int | None, Opt(help="CPU threads for ONNX Runtime (default: all cores).")] = None,
     spin: Annotated[
@@ -91,6 +98,7 @@ def generate(
         "eos_token_ids": eos_id or None,
         "stop_strings": stop or None,
         "seed": seed,
+        "slide_context": slide_context,
     }
     try:
         generator = Generator(bundle, provider=provider, threads=threads, spin=spin, huge_pages=huge_pages)

@@ -30,6 +30,7 @@ from nima.runtime.rows import FINISH_EOS, FINISH_STOP, Limits, Row
 from nima.runtime.search import decode_rows
 from nima.runtime.session import DecoderSession, make_session
 from nima.runtime.shared_cache import SharedBufferSession
+from nima.runtime.slide import slide_on
 from nima.runtime.text import TextStream, cut_at_stop
 from nima.spec.sections import GenerationSpec
 
@@ -113,6 +114,9 @@ class Generator:
         the bundle too (end ids in its vocabulary, stop strings with a tokenizer), before any output."""
         opts = resolve_options(self.spec.generation, overrides)
         self._limits(opts)
+        if opts.slide_context and (self.is_seq2seq or opts.num_beams > 1):
+            what = "an encoder-decoder's decoder" if self.is_seq2seq else "beam search"
+            raise GenerateError(f"option slide_context: not for {what}; it reads one decoder-only sequence anew")
         return opts
 
     def encode(self, prompt: Prompt) -> list[int]:
@@ -191,6 +195,10 @@ class Generator:
             group_rows = [rows[i] for i in group]
             for _ in decode_rows(self.session, group_rows, opts, limits, rng, self._pad_id(), greedy, fixed):
                 pass
+            if opts.slide_context:  # rows that filled the context go on, one at a time
+                for row in group_rows:
+                    for _ in slide_on(self.session, row, opts, limits, rng, greedy):
+                        pass
         return [
             Generation(ids, [self._completion(r.tokens, r.finish_reason or "", opts) for r in rows[i : i + copies]])
             for ids, i in zip(batch, range(0, len(rows), copies), strict=True)
@@ -208,8 +216,11 @@ class Generator:
         with runtime_errors(self.bundle.path):  # the encoder's run too (encoder-decoders)
             starts, fixed = self._starts(inputs)
             row = Row(starts[0])
-            for _ in decode_rows(self.session, [row], opts, limits, self._rng(opts), self._pad_id(), greedy, fixed):
+            rng = self._rng(opts)
+            for _ in decode_rows(self.session, [row], opts, limits, rng, self._pad_id(), greedy, fixed):
                 yield row.tokens[-1]
+            if opts.slide_context:
+                yield from slide_on(self.session, row, opts, limits, rng, greedy)
         return row.finish_reason
 
     def stream(self, prompt: Prompt, **options: Any) -> abc.Generator[str, None, str | None]:

@@ -152,3 +152,8 @@ class GenerationSpec(Strict):
     eos_token_ids: list[int] = Field(default_factory=list, description="Token ids that end a sequence.")
     stop_strings: list[str] = Field(default_factory=list, description="Strings that end a sequence.")
     seed: int | None = Field(None, ge=0, description="Sampling seed; the same seed gives the same output.")
+    slide_context: bool = Field(
+        False,
+        description="When prompt and output fill max_seq_len, go on: each further token from the last max_seq_len "
+        "tokens, read anew (nanoGPT's sampler); one sequence at a time, decoder-only, no beams. Off: stop there.",
+    )
