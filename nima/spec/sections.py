@@ -123,8 +123,8 @@ class TrainingSpec(Strict):
     cpu_threads: int | None = Field(
         None,
         gt=0,
-        description="torch intra-op threads when training on the CPU; omitted: torch's default. Small models "
-        "often train faster on fewer threads than cores.",
+        description="torch intra-op threads when training on the CPU; omitted: torch's default (one per core, "
+        "the fastest on an idle machine; nima train hints at fewer when other work keeps cores busy).",
     )
 
 

@@ -8,6 +8,7 @@ and a failure there stops every rank (`main_first`).
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from nima.layout import (
     write_json,
 )
 from nima.spec import ModelSpec, parameter_count
+from nima.train.busy import busy_hint, idle_cpus
 from nima.train.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from nima.train.data import Corpus
 from nima.train.distributed import World, main_first, setup_world, teardown_world, wrap_model
@@ -77,6 +79,9 @@ def _train(
         checkpoint = check_resume(run_dir, spec, None)
     if world.device.type == "cpu" and tr.cpu_threads:
         torch.set_num_threads(tr.cpu_threads)
+    hint = None
+    if world.device.type == "cpu" and not tr.cpu_threads and world.size == 1:
+        hint = busy_hint(torch.get_num_threads(), idle_cpus(os.cpu_count() or 1))
 
     run = build_run(spec, FAMILIES[spec.architecture].open(run_dir), world)
     model, optimizer, precision = run.model, run.optimizer, run.precision
@@ -95,6 +100,8 @@ def _train(
     if world.is_main:
         _write_spec(spec, run_dir)
         reporter.print(_header(spec, run, state, resume))
+        if hint:
+            reporter.print(f"hint: {hint}")
 
     def on_checkpoint(current: TrainState) -> None:
         current.scaler = precision.scaler.state_dict() if precision.scaler is not None else None
