@@ -574,3 +574,17 @@ def test_an_empty_out_is_one_line_in_a_real_process(tiny: Path) -> None:
         "error: Invalid value for '--out' / '-o': an empty path; name a file or folder (. for the current folder)"
         " (see 'python -m nima build --help')"
     ]
+
+
+def test_import_dtype_is_checked_before_torch_is_imported(tmp_path: Path) -> None:
+    from nima.cli.import_ import WEIGHT_DTYPES
+    from nima.interop.hf.importer import DTYPES
+
+    assert tuple(DTYPES) == WEIGHT_DTYPES  # the light copy names what the importer takes
+    code = (
+        "import sys\nsys.modules['torch'] = None\nfrom nima.cli import main\n"
+        f"sys.argv = ['nima', 'import', {str(tmp_path)!r}, '-o', {str(tmp_path / 'out')!r}, '--dtype', 'fp64']\nmain()"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: --dtype fp64: supported are fp32, bf16, fp16"

@@ -34,6 +34,9 @@ def _check_target(source: Path, out: Path, force: bool) -> None:
         fail(f"{out}: folder is not writable")
 
 
+WEIGHT_DTYPES = ("fp32", "bf16", "fp16")  # `nima.interop.hf.importer.DTYPES`'s keys, without torch
+
+
 def import_(
     source: Annotated[
         Path,
@@ -51,6 +54,8 @@ def import_(
 
     `nima export --onnx` and `nima train` then take the folder as they take `nima build -o`'s.
     """
+    if dtype not in WEIGHT_DTYPES:  # before seconds of importing torch
+        fail(f"--dtype {dtype}: supported are {', '.join(WEIGHT_DTYPES)}")
     require_torch("import")
     from rich.console import Console
     from rich.markup import escape
