@@ -24,6 +24,19 @@ def repetition_penalty(logits: np.ndarray, seen: np.ndarray, penalty: float) -> 
     logits[seen] = np.where(picked > 0, picked / penalty, picked * penalty)
 
 
+def occurrence_penalties(
+    logits: np.ndarray, generated: Sequence[Sequence[int]], presence: float, frequency: float
+) -> None:
+    """OpenAI's presence and frequency penalties: ``logit[j] -= count[j] * frequency + (count[j] > 0) * presence``,
+    where ``count[j]`` is how often row's generated tokens (not its prompt) hold token j."""
+    if presence == 0.0 and frequency == 0.0:
+        return
+    for row, tokens in enumerate(generated):
+        if len(tokens):
+            ids, counts = np.unique(np.asarray(tokens, dtype=np.int64), return_counts=True)
+            logits[row, ids] -= counts * frequency + presence
+
+
 def banned_ngram_tokens(history: Sequence[int], n: int) -> set[int]:
     """Tokens that would complete an ``n``-gram already present in ``history``."""
     if n <= 0 or len(history) < n:

@@ -117,14 +117,28 @@ def presence(histories: Sequence[Sequence[int]], vocab: int) -> np.ndarray:
 def process_scores(
     logits: np.ndarray, rows: Sequence[Row], seen: np.ndarray | None, options: GenerationSpec, eos_ids: Sequence[int]
 ) -> None:
-    """The score-changing processors, in place: repetition penalty, no-repeat n-grams, minimum length."""
+    """The score-changing processors, in place: repetition penalty, presence/frequency penalties,
+    no-repeat n-grams, minimum length."""
     if seen is not None:
         processors.repetition_penalty(logits, seen, options.repetition_penalty)
+    if options.presence_penalty or options.frequency_penalty:
+        generated = [row.tokens for row in rows]
+        processors.occurrence_penalties(logits, generated, options.presence_penalty, options.frequency_penalty)
     if options.no_repeat_ngram_size:
         processors.no_repeat_ngrams(logits, [row.history for row in rows], options.no_repeat_ngram_size)
     if options.min_new_tokens:
         too_short = np.array([len(row.tokens) < options.min_new_tokens for row in rows])
         processors.ban_tokens(logits, too_short, eos_ids)
+
+
+def scores_changed(options: GenerationSpec) -> bool:
+    """Whether `process_scores` changes anything under ``options`` (a loop may skip it)."""
+    return (
+        options.repetition_penalty != 1.0
+        or bool(options.presence_penalty or options.frequency_penalty)
+        or bool(options.no_repeat_ngram_size)
+        or bool(options.min_new_tokens)
+    )
 
 
 def warp(logits: np.ndarray, options: GenerationSpec) -> np.ndarray:

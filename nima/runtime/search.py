@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from nima.runtime.processors import sample
-from nima.runtime.rows import Limits, Row, left_pad, presence, process_scores, warp
+from nima.runtime.rows import Limits, Row, left_pad, presence, process_scores, scores_changed, warp
 from nima.runtime.session import DecoderSession, RowStepper, Value
 from nima.spec.sections import GenerationSpec
 
@@ -94,7 +94,7 @@ def _decode_row(
     either way; only the bookkeeping a batch needs is left out. Streaming one prompt, the most
     common call, runs here for all but its first step."""
     penalise = options.repetition_penalty != 1.0
-    score = penalise or bool(options.no_repeat_ngram_size) or bool(options.min_new_tokens)
+    score = scores_changed(options)
     while True:
         logits = stepper(token, position, masks[:, :length])  # (V,)
         if score:

@@ -149,6 +149,12 @@ class GenerationSpec(Strict):
     num_return_sequences: int = Field(1, ge=1, description="Sequences returned per prompt.")
     repetition_penalty: float = Field(1.0, gt=0.0, description="CTRL penalty on tokens already present.")
     no_repeat_ngram_size: int = Field(0, ge=0, description="Forbid repeating n-grams of this size; 0 disables.")
+    presence_penalty: float = Field(
+        0.0, ge=-2.0, le=2.0, description="OpenAI's: subtracted once from the logit of every token already generated."
+    )
+    frequency_penalty: float = Field(
+        0.0, ge=-2.0, le=2.0, description="OpenAI's: subtracted from a token's logit once per time it was generated."
+    )
     eos_token_ids: list[int] = Field(default_factory=list, description="Token ids that end a sequence.")
     stop_strings: list[str] = Field(default_factory=list, description="Strings that end a sequence.")
     seed: int | None = Field(None, ge=0, description="Sampling seed; the same seed gives the same output.")

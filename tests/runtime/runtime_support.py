@@ -94,8 +94,15 @@ def next_logprobs(model: DecoderLM, history: list[int]) -> np.ndarray:
 
 
 @torch.no_grad()
-def torch_greedy(model: DecoderLM, prompt: list[int], steps: int, repetition_penalty: float = 1.0) -> list[int]:
-    """Greedy tokens by full forward passes; the CTRL penalty written out as its formula."""
+def torch_greedy(
+    model: DecoderLM,
+    prompt: list[int],
+    steps: int,
+    repetition_penalty: float = 1.0,
+    presence_penalty: float = 0.0,
+    frequency_penalty: float = 0.0,
+) -> list[int]:
+    """Greedy tokens by full forward passes; the CTRL and OpenAI penalties written out as their formulas."""
     history = list(prompt)
     for _ in range(steps):
         logits, _ = model(torch.tensor([history]))
@@ -104,6 +111,9 @@ def torch_greedy(model: DecoderLM, prompt: list[int], steps: int, repetition_pen
             for token in set(history):
                 value = last[token]
                 last[token] = value / repetition_penalty if value > 0 else value * repetition_penalty
+        generated = history[len(prompt) :]
+        for token in set(generated):
+            last[token] -= generated.count(token) * frequency_penalty + presence_penalty
         history.append(int(last.argmax()))
     return history[len(prompt) :]
 

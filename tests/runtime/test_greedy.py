@@ -77,6 +77,14 @@ def test_repetition_penalty_equals_formula(bundles: dict[str, tuple[Path, Decode
     assert got.token_ids != plain, "the penalty should change this run"
 
 
+def test_presence_and_frequency_penalties_equal_formula(bundles: dict[str, tuple[Path, DecoderLM]]) -> None:
+    path, model = bundles["gpt2"]
+    options = {"presence_penalty": 0.8, "frequency_penalty": 0.6}
+    got = Generator(path).generate([PROMPTS[0]], max_new_tokens=32, do_sample=False, **options)[0]
+    assert got.token_ids == torch_greedy(model, PROMPTS[0], 32, **options)
+    assert got.token_ids != torch_greedy(model, PROMPTS[0], 32), "the penalties should change this run"
+
+
 def test_no_repeat_ngram_never_repeats(bundles: dict[str, tuple[Path, DecoderLM]]) -> None:
     path, model = bundles["alibi"]
     plain = torch_greedy(model, PROMPTS[2], 40)

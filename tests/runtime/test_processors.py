@@ -62,3 +62,17 @@ def test_temperature_scales_logits() -> None:
     logits = np.array([[1.0, -2.0]])
     processors.temperature(logits, 0.5)
     np.testing.assert_allclose(logits, [[2.0, -4.0]])
+
+
+def test_occurrence_penalties_follow_openai_formula() -> None:
+    logits = np.array([[1.0, 2.0, 3.0, 4.0], [1.0, 1.0, 1.0, 1.0]], dtype=np.float32)
+    generated = [[2, 2, 0, 2], []]
+    processors.occurrence_penalties(logits, generated, presence=0.5, frequency=0.25)
+    # token 0 once: 1 - (1 * 0.25 + 0.5); token 2 three times: 3 - (3 * 0.25 + 0.5); row 1 generated nothing
+    np.testing.assert_allclose(logits, [[0.25, 2.0, 1.75, 4.0], [1.0, 1.0, 1.0, 1.0]])
+
+
+def test_negative_occurrence_penalties_raise_repeats() -> None:
+    logits = np.zeros((1, 3), dtype=np.float32)
+    processors.occurrence_penalties(logits, [[1, 1]], presence=-1.0, frequency=-0.5)
+    np.testing.assert_allclose(logits, [[0.0, 2.0, 0.0]])
