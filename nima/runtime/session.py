@@ -138,6 +138,20 @@ class DecoderSession:
         values = tuple(device_value(empty, self.device) for _ in self._past_names)
         return KVCache(values, 0, batch, tuple((fixed or {}).items()))
 
+    def cache_arrays(self, cache: KVCache) -> list[np.ndarray]:
+        """The filled positions of each cache tensor, (B, H_kv, P, hd) each, as host arrays (views on the CPU)."""
+        return [value.numpy()[:, :, : cache.length] for value in cache.values]
+
+    def cache_from_arrays(
+        self, arrays: list[np.ndarray], fixed: dict[str, np.ndarray] | None = None, capacity: int | None = None
+    ) -> KVCache:
+        """A cache holding ``arrays`` (key0, value0, key1, ...; (B, H_kv, P, hd) each) and the per-row
+        ``fixed`` inputs, on the session's device: how a server rebuilds its running batch."""
+        batch, _, length, _ = arrays[0].shape
+        values = tuple(device_value(np.ascontiguousarray(a, dtype=self.kv_dtype), self.device) for a in arrays)
+        kept = tuple((name, device_value(value, self.device)) for name, value in (fixed or {}).items())
+        return KVCache(values, length, batch, kept)
+
     def step(
         self,
         input_ids: np.ndarray,  # (B, T) int64

@@ -77,6 +77,25 @@ class SharedBufferSession(DecoderSession):
         zeros = np.zeros(shape, dtype=self.kv_dtype)
         return KVCache(tuple(self._buffer(zeros) for _ in self._past_names), 0, batch)
 
+    def cache_from_arrays(
+        self, arrays: list[np.ndarray], fixed: dict[str, np.ndarray] | None = None, capacity: int | None = None
+    ) -> KVCache:
+        """Buffers of ``capacity`` positions holding ``arrays`` in their first positions (see
+        `DecoderSession.cache_from_arrays`)."""
+        batch, _, length, _ = arrays[0].shape
+        capacity = max(capacity or 0, length + 1)
+        if self.device != "cpu":
+            full = []
+            for array in arrays:
+                buffer = np.zeros((batch, self.n_kv_heads, capacity, self.head_dim), dtype=self.kv_dtype)
+                buffer[:, :, :length] = array
+                full.append(self._buffer(buffer))
+            return KVCache(tuple(full), length, batch)
+        cache = self.empty_cache(batch, fixed, capacity)
+        for value, array in zip(cache.values, arrays, strict=True):
+            value.numpy()[:, :, :length] = array  # positions past ``length`` are never read
+        return KVCache(cache.values, length, batch)
+
     def step(
         self,
         input_ids: np.ndarray,  # (B, T) int64

@@ -31,13 +31,13 @@ from onnx_ir.passes.common import RemoveUnusedNodesPass
 from nima.builders.models import DecoderLM
 from nima.export.decoder.graph import export_decoder
 from nima.export.logits_to_keep import restore_input
+from nima.export.options import gqa_blocker
 from nima.export.parity import session_for
 from nima.export.targets.ort.model import TRANSLATION_TABLE, fused_for_ort, plain_attention
 from nima.export.targets.ort.rules import fuse_norms_and_gelu
 from nima.spec import ModelSpec
 
 _log = logging.getLogger("nima.export")
-GQA_HEAD_MULTIPLE = 16  # ORT's CPU GroupQueryAttention rejects other head sizes
 
 
 @dataclass(frozen=True)
@@ -48,15 +48,6 @@ class OrtExport:
     fusions: dict[str, int] = field(default_factory=dict)
     fallback_reason: str | None = None
     shared_cache: bool = False  # also runs with one preallocated past/present buffer (see `plain_attention`)
-
-
-def gqa_blocker(spec: ModelSpec, dtype: str) -> str | None:
-    """Why ``spec`` cannot use the GroupQueryAttention export in ``dtype``, or None when it can."""
-    if spec.head_dim % GQA_HEAD_MULTIPLE:
-        return f"head_dim {spec.head_dim} is not a multiple of {GQA_HEAD_MULTIPLE} (ORT's CPU kernel needs that)"
-    if dtype not in ("fp32", "fp16"):
-        return f"{dtype}: ORT's CPU GroupQueryAttention kernel runs fp32 and fp16 only"
-    return None
 
 
 def export_for_ort(model: DecoderLM, spec: ModelSpec, path: Path, dtype: str = "fp32", opset: int = 18) -> OrtExport:

@@ -1,0 +1,98 @@
+"""The next token of every row of a batch, each row under its own options, random stream and log-probabilities.
+
+A served batch mixes requests: one row greedy, the next sampled at temperature 0.7 with top-p 0.9,
+the next with a repetition penalty. Each row is processed exactly as `nima.runtime.search` processes
+a row decoded alone — the same processors, the same warpers, one uniform draw per sampled token from
+the row's own generator — so a row gives the tokens it gives alone. What a batch adds is grouping:
+rows under the same warpers are warped as one (G, V) array, greedy rows take one argmax, and rows
+without score processors skip them; the per-row Python left is a handful of operations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from nima.runtime.options import is_greedy
+from nima.runtime.processors import log_softmax
+from nima.runtime.rows import Row, presence, process_scores, scores_changed, warp
+from nima.spec.sections import GenerationSpec
+
+
+@dataclass
+class RowPlan:
+    """How one row chooses: its options, end ids, random stream (None: greedy) and how many top
+    log-probabilities it reports (None: none; 0: the chosen token's only)."""
+
+    options: GenerationSpec
+    eos_ids: tuple[int, ...]
+    rng: np.random.Generator | None
+    logprobs: int | None = None
+    greedy: bool = field(init=False)
+    scored: bool = field(init=False)
+    warp_key: tuple[float, int, float, float] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.greedy = is_greedy(self.options)
+        self.scored = scores_changed(self.options)
+        opts = self.options
+        self.warp_key = (opts.temperature, opts.top_k, opts.top_p, opts.min_p)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A chosen token, its log-probability under the model and the row's top alternatives (id, logprob)."""
+
+    token: int
+    logprob: float | None = None
+    top: tuple[tuple[int, float], ...] = ()
+
+
+def choose(logits: np.ndarray, rows: Sequence[Row], plans: Sequence[RowPlan]) -> list[Choice]:
+    """One token per row from ``logits`` (B, V), changed in place; see the module docstring."""
+    reported = _logprobs(logits, plans)  # from the model's own scores, before any processor
+    for b, (row, plan) in enumerate(zip(rows, plans, strict=True)):
+        if plan.scored:
+            seen = presence([row.history], logits.shape[-1]) if plan.options.repetition_penalty != 1.0 else None
+            process_scores(logits[b : b + 1], [row], seen, plan.options, plan.eos_ids)  # in place, a (1, V) view
+    tokens = np.zeros(len(plans), dtype=np.int64)
+    greedy = [b for b, plan in enumerate(plans) if plan.greedy]
+    if greedy:
+        tokens[greedy] = logits[greedy].argmax(axis=-1)
+    groups: dict[tuple[float, int, float, float], list[int]] = {}
+    for b, plan in enumerate(plans):
+        if not plan.greedy:
+            groups.setdefault(plan.warp_key, []).append(b)
+    for members in groups.values():
+        probs = warp(logits[members], plans[members[0]].options)  # (G, V)
+        draws = np.array([1.0 - plans[b].rng.random() for b in members])  # type: ignore[union-attr]
+        tokens[members] = _sample(probs, draws)
+    chosen = []
+    for b, token in enumerate(tokens.tolist()):
+        lp = reported.get(b)
+        if lp is None:
+            chosen.append(Choice(token))
+            continue
+        k = plans[b].logprobs or 0
+        top = np.argpartition(-lp, min(k, len(lp) - 1))[:k] if k else np.zeros(0, dtype=np.int64)
+        top = top[np.argsort(-lp[top], kind="stable")]
+        chosen.append(Choice(token, float(lp[token]), tuple((int(t), float(lp[t])) for t in top)))
+    return chosen
+
+
+def _logprobs(logits: np.ndarray, plans: Sequence[RowPlan]) -> dict[int, np.ndarray]:
+    """Row -> log-softmax of its logits (V,), for the rows that report log-probabilities."""
+    wanted = [b for b, plan in enumerate(plans) if plan.logprobs is not None]
+    if not wanted:
+        return {}
+    values = log_softmax(logits[wanted])  # (W, V) float64
+    return dict(zip(wanted, values, strict=True))
+
+
+def _sample(probs: np.ndarray, draws: np.ndarray) -> np.ndarray:
+    """`nima.runtime.processors.sample` with one given draw in (0, 1] per row (each row's own generator)."""
+    cdf = np.cumsum(probs, axis=-1, dtype=np.float64)  # (G, V)
+    u = draws[:, None] * cdf[:, -1:]
+    return np.minimum((cdf < u).sum(axis=-1), probs.shape[-1] - 1).astype(np.int64)

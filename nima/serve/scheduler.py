@@ -1,0 +1,282 @@
+"""Continuous batching: one thread owns the ONNX Runtime session and decodes every running row together.
+
+Requests (`Job`) wait in a bounded queue. Between decode steps the scheduler admits waiting jobs
+while the running rows stay within ``max_batch``: each job's prompt is prefilled alone, its first
+token chosen, and its rows (``n`` completions share the prefill) join the running batch
+(`nima.serve.batch`). Every step then feeds one token per row; each row chooses its next token under
+its own options and random stream (`nima.serve.choose`), so it gives the tokens it gives alone;
+finished and cancelled rows leave before the next step. Beam search needs its whole search before
+its first answer, so a beam job runs on its own between steps (`Generator.generate`), pausing the
+batch while it runs.
+
+Results go back through each job's ``emit`` callback, called on this thread: `Token`, then `Done`
+per completion, or one `Failed` for the whole job. The HTTP layer passes them to its event loop.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from nima.runtime.errors import GenerateError, runtime_errors
+from nima.runtime.generator import Generator
+from nima.runtime.rows import Limits, Row
+from nima.serve.batch import RunningBatch
+from nima.serve.cache_shift import key_angles
+from nima.serve.choose import Choice, RowPlan, choose
+from nima.serve.metrics import Metrics
+from nima.spec.sections import GenerationSpec
+
+
+@dataclass(frozen=True)
+class Token:
+    """Completion ``index`` of a job chose ``choice`` (its token, log-probabilities)."""
+
+    index: int
+    choice: Choice
+
+
+@dataclass(frozen=True)
+class Done:
+    """Completion ``index`` ended: ``finish_reason`` as `nima.runtime.Completion`'s; beams carry their tokens."""
+
+    index: int
+    finish_reason: str
+    tokens: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The job failed as a whole (the model's run raised); ``message`` is one line."""
+
+    message: str
+
+
+Event = Token | Done | Failed
+
+
+class QueueFull(Exception):
+    """More jobs wait than the queue holds."""
+
+
+@dataclass
+class Job:
+    """One request: its starting ids (a prompt, or an encoder-decoder's source), checked options and
+    the overrides they came from, where its events go, and whether its client has gone."""
+
+    ids: list[int]
+    options: GenerationSpec
+    overrides: dict[str, Any]
+    emit: Callable[[Event], None]
+    logprobs: int | None = None
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    created: float = field(default_factory=time.perf_counter)
+    first_token: float | None = None
+    id: int = field(default_factory=itertools.count().__next__)
+
+    @property
+    def rows(self) -> int:
+        """Batch rows the job takes while running (beam jobs run outside the batch)."""
+        return self.options.num_return_sequences if self.options.num_beams == 1 else 0
+
+
+@dataclass
+class Running:
+    """A completion in the running batch: its job, index, row and how it chooses."""
+
+    job: Job
+    index: int
+    row: Row
+    plan: RowPlan
+    limits: Limits
+    last: float = 0.0  # when its previous token was chosen (inter-token latency)
+
+
+class Scheduler:
+    """See the module docstring. `start` runs the loop on a daemon thread; `submit` queues a job."""
+
+    def __init__(self, generator: Generator, max_batch: int, max_queue: int, metrics: Metrics | None = None) -> None:
+        self.generator = generator
+        self.max_batch = max_batch
+        self.max_queue = max_queue
+        self.metrics = metrics or Metrics()
+        spec = generator.spec
+        angles = key_angles(spec, generator.bundle.manifest)
+        self.batch = RunningBatch(generator.session, spec.max_seq_len, angles)
+        self.running: list[Running] = []
+        self.waiting: deque[Job] = deque()
+        self._wake = threading.Condition()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self.steps = 0
+
+    # --- called from other threads -----------------------------------------------------------
+
+    def submit(self, job: Job) -> None:
+        """Queue ``job``; `QueueFull` when ``max_queue`` jobs already wait."""
+        with self._wake:
+            if len(self.waiting) >= self.max_queue:
+                raise QueueFull(f"{len(self.waiting)} requests are waiting (--max-queue {self.max_queue})")
+            self.waiting.append(job)
+            self.metrics.queue_depth.set(len(self.waiting))
+            self._wake.notify()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="nima-scheduler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    # --- the scheduler thread ----------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            with self._wake:
+                while not self._stopping and not self.waiting and not self.running:
+                    self._wake.wait()
+                if self._stopping:
+                    return
+            self._admit()
+            if self.running:
+                self._step()
+
+    def _take(self, pending: int) -> Job | None:
+        """The next waiting job, if its rows fit beside the running ones (a beam job takes none); None otherwise."""
+        with self._wake:
+            while self.waiting and self.waiting[0].cancelled.is_set():
+                self.waiting.popleft()
+            taken = len(self.running) + pending
+            if not self.waiting or (taken and taken + self.waiting[0].rows > self.max_batch):
+                job = None
+            else:
+                job = self.waiting.popleft()
+            self.metrics.queue_depth.set(len(self.waiting))
+            return job
+
+    def _admit(self) -> None:
+        """Prefill waiting jobs that fit, and join their rows to the batch (beam jobs run here, whole)."""
+        newcomers: list[tuple[Any, list[Running]]] = []
+        while (job := self._take(sum(len(rows) for _, rows in newcomers))) is not None:
+            try:
+                if job.options.num_beams > 1:
+                    self._run_beams(job)
+                    continue
+                joined = self._prefill(job)
+            except GenerateError as err:
+                job.emit(Failed(str(err)))
+                continue
+            if joined is not None:
+                newcomers.append(joined)
+        if newcomers:
+            self.batch.join([(prefilled, len(rows)) for prefilled, rows in newcomers])
+            for _, rows in newcomers:
+                self.running.extend(rows)
+            self.metrics.running_rows.set(len(self.running))
+
+    def _prefill(self, job: Job) -> tuple[Any, list[Running]] | None:
+        """Run ``job``'s prompt alone and choose each completion's first token; its unfinished rows."""
+        generator = self.generator
+        with runtime_errors(generator.bundle.path):
+            starts, fixed = generator._starts([job.ids])
+            prefilled = self.batch.prefill(starts[0], fixed)
+        limits = generator._limits(job.options)
+        rows = []
+        for index in range(job.rows):
+            rng = None if job.options.num_beams > 1 else _rng(job.options, index)
+            plan = RowPlan(job.options, limits.eos_ids, rng, job.logprobs)
+            rows.append(Running(job, index, Row(list(starts[0])), plan, limits))
+        logits = np.repeat(prefilled.logits[None], len(rows), axis=0)  # (n, V): each copy processed on its own
+        self._choose(logits, rows)
+        alive = [r for r in rows if r.row.finish_reason is None]
+        return (prefilled, alive) if alive else None
+
+    def _step(self) -> None:
+        """One decode step of every running row; rows that finished or whose client left, leave.
+
+        ``self.running`` is the batch's rows in the batch's order, before and after."""
+        gone = [i for i, r in enumerate(self.running) if r.job.cancelled.is_set()]
+        if gone:
+            self.metrics.cancelled_rows.inc(len(gone))
+            self._keep([i for i, r in enumerate(self.running) if not r.job.cancelled.is_set()])
+        if not self.running:
+            return
+        tokens = np.array([r.row.tokens[-1] for r in self.running], dtype=np.int64)
+        try:
+            with runtime_errors(self.generator.bundle.path):
+                logits = self.batch.step(tokens)  # (B, V)
+        except GenerateError as err:
+            self._fail_all(str(err))
+            return
+        self.steps += 1
+        self.metrics.batch_size.observe(len(self.running))
+        self._choose(logits, self.running)
+        finished = [r.row.finish_reason is not None for r in self.running]
+        if any(finished):
+            self._keep([i for i, done in enumerate(finished) if not done])
+
+    def _choose(self, logits: np.ndarray, rows: list[Running]) -> None:
+        """Choose each row's token, record it, emit it, and emit `Done` for rows that finished."""
+        chosen = choose(logits, [r.row for r in rows], [r.plan for r in rows])
+        now = time.perf_counter()
+        for running, choice in zip(rows, chosen, strict=True):
+            row, job = running.row, running.job
+            row.tokens.append(choice.token)
+            row.finish_reason = running.limits.finish_reason(row)
+            if job.first_token is None:
+                job.first_token = now
+                self.metrics.time_to_first_token.observe(now - job.created)
+            elif running.last:
+                self.metrics.inter_token_latency.observe(now - running.last)
+            running.last = now
+            job.emit(Token(running.index, choice))
+            if row.finish_reason is not None:
+                job.emit(Done(running.index, row.finish_reason))
+
+    def _keep(self, rows: list[int]) -> None:
+        """Keep only the running rows at ``rows`` (indices, in order), in the batch too."""
+        self.batch.keep(rows)
+        self.running = [self.running[i] for i in rows]
+        self.metrics.running_rows.set(len(self.running))
+
+    def _fail_all(self, message: str) -> None:
+        """The batch's run failed: every running job gets the error, and the batch starts empty."""
+        for job in {id(r.job): r.job for r in self.running}.values():
+            job.emit(Failed(message))
+        self._keep([])
+
+    def _run_beams(self, job: Job) -> None:
+        """A beam job, whole, on the scheduler thread (the running batch waits)."""
+        generator = self.generator
+        key = "sources" if generator.is_seq2seq else "prompts"
+        generation = generator.generate(**{key: [job.ids]}, **job.overrides)[0]
+        job.first_token = time.perf_counter()
+        self.metrics.time_to_first_token.observe(job.first_token - job.created)
+        for index, completion in enumerate(generation.completions):
+            for token in completion.token_ids:
+                job.emit(Token(index, Choice(token)))
+            job.emit(Done(index, completion.finish_reason, tuple(completion.token_ids)))
+
+
+def _rng(options: GenerationSpec, index: int) -> np.random.Generator | None:
+    """Completion ``index``'s random stream: with a seed, the first completion's is `Generator`'s own
+    (so a request with a seed gives what ``Generator.generate(seed=...)`` gives) and the others'
+    derive from it; greedy rows draw nothing."""
+    from nima.runtime.options import is_greedy
+
+    if is_greedy(options):
+        return None
+    if options.seed is None:
+        return np.random.default_rng()
+    return np.random.default_rng(options.seed if index == 0 else (options.seed, index))

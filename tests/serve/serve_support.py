@@ -1,0 +1,113 @@
+"""Small exported bundles for the server tests: each family whose cache a running batch treats differently."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from nima.builders import build_model, save_build
+from nima.export.bundle import export_bundle
+from nima.spec import spec_from_dict
+
+DECODER: dict[str, Any] = {
+    "vocab_size": 64,
+    "max_seq_len": 96,
+    "d_model": 64,  # head_dim 16: the `ort` target uses GroupQueryAttention
+    "n_layers": 2,
+    "attention": {"n_heads": 4},
+    "init": {"kind": "normal", "std": 0.3},  # wide logits: greedy choices are far from ties
+}
+# name -> (spec changes, export target): learned positions (moving a row is copying), RoPE rotated by
+# cache index in the fused `ort` graph (moving a row rotates its keys), Llama 3.1 frequencies, ALiBi
+# (a position bias in the mask) and a sliding window.
+KINDS: dict[str, tuple[dict[str, Any], str]] = {
+    "gpt2": ({"ffn": {"kind": "gelu", "hidden": 64}, "position": {"kind": "learned"}}, "portable"),
+    "llama-ort": (
+        {
+            "attention": {"n_heads": 4, "n_kv_heads": 2},
+            "ffn": {"kind": "swiglu", "hidden": 48},
+            "position": {"kind": "rope"},
+            "norm": {"kind": "rmsnorm"},
+            "bias": False,
+            "tie_embeddings": False,
+        },
+        "ort",
+    ),
+    "llama3-ort": (
+        {
+            "attention": {"n_heads": 4, "n_kv_heads": 2},
+            "ffn": {"kind": "swiglu", "hidden": 48},
+            "position": {
+                "kind": "rope",
+                "theta": 500.0,
+                "frequency_scaling": {
+                    "kind": "llama3",
+                    "factor": 8.0,
+                    "low_freq_factor": 1.0,
+                    "high_freq_factor": 4.0,
+                    "original_max_seq_len": 16,
+                },
+            },
+            "norm": {"kind": "rmsnorm"},
+            "bias": False,
+        },
+        "ort",
+    ),
+    "alibi": ({"ffn": {"kind": "relu", "hidden": 64}, "position": {"kind": "alibi"}, "bias": False}, "portable"),
+    "mistral-ort": (
+        {
+            "attention": {"n_heads": 4, "n_kv_heads": 2, "pattern": {"kind": "local", "window": 12}},
+            "ffn": {"kind": "swiglu", "hidden": 48},
+            "position": {"kind": "rope"},
+            "norm": {"kind": "rmsnorm"},
+            "bias": False,
+        },
+        "ort",
+    ),
+}
+SEQ2SEQ: dict[str, Any] = {
+    "architecture": "encoder-decoder",
+    "vocab_size": 40,
+    "max_seq_len": 48,
+    "d_model": 32,
+    "n_layers": 2,
+    "attention": {"n_heads": 4},
+    "init": {"kind": "normal", "std": 0.3},
+    "ffn": {"kind": "geglu", "hidden": 48},
+    "position": {"kind": "relative"},
+    "norm": {"kind": "rmsnorm", "placement": "pre"},
+    "bias": False,
+}
+
+
+def decoder_bundle(kind: str, root: Path, seed: int = 0, tokenizer: Tokenizer | None = None) -> Path:
+    changes, target = KINDS[kind]
+    vocab = {"vocab_size": tokenizer.get_vocab_size()} if tokenizer is not None else {}
+    spec = spec_from_dict({**DECODER, "name": f"serve-{kind}", **changes, **vocab})
+    source = save_build(build_model(spec, seed=seed), spec, root / f"{kind}-src")
+    if tokenizer is not None:
+        tokenizer.save(str(source / "tokenizer.json"))
+    return export_bundle(source, root / f"{kind}-bundle", target=target, verify=False).out
+
+
+def seq2seq_bundle(root: Path, seed: int = 0) -> Path:
+    spec = spec_from_dict({**SEQ2SEQ, "name": "serve-t5"})
+    source = save_build(build_model(spec, seed=seed), spec, root / "t5-src")
+    return export_bundle(source, root / "t5-bundle", verify=False).out
+
+
+def shakespeare_tokenizer(vocab: int) -> Tokenizer:
+    """A byte-level BPE of ``vocab`` tokens (one of them <|endoftext|>) trained on a little Shakespeare."""
+    here = Path(__file__).resolve()
+    found = [p / "shared" / "data" / "tinyshakespeare.txt" for p in here.parents]
+    text = next(path for path in found if path.is_file()).read_text(encoding="utf-8")[:20_000]
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(text.splitlines(), trainer)
+    return tok
