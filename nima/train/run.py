@@ -58,15 +58,18 @@ def train(
     """
     world = setup_world()
     threads = torch.get_num_threads()
+    finished = False
     try:
-        return _train(spec, run_dir, data, resume, force, world, console or Console(stderr=True))
+        state = _train(spec, run_dir, data, resume, force, world, console or Console(stderr=True))
+        finished = True
+        return state
     except TrainError as err:
         if world.is_main or isinstance(err, PeerFailed):
             raise
         raise PeerFailed(str(err)) from None  # rank 0 reports the same problem
     finally:
         torch.set_num_threads(threads)  # training.cpu_threads applies to this call only
-        teardown_world(world)
+        teardown_world(world, finished)
 
 
 def _train(
