@@ -14,6 +14,8 @@ import importlib.util
 DISTRIBUTION = "nima-lm"
 INSTALL_TORCH = f"pip install '{DISTRIBUTION}[torch,cpu]'"
 INSTALL_RUNTIME = f"pip install '{DISTRIBUTION}[cpu]' (or '{DISTRIBUTION}[cuda]' for NVIDIA GPUs)"
+INSTALL_SERVE = f"pip install '{DISTRIBUTION}[cpu,serve]'"
+SERVE_MODULES = ("fastapi", "uvicorn", "prometheus_client", "jinja2")
 # The two ONNX Runtime distributions; both install the module `onnxruntime`, so one overwrites the
 # other's files and removing either breaks the one left.
 ORT_DISTRIBUTIONS = ("onnxruntime", "onnxruntime-gpu")
@@ -61,3 +63,11 @@ def runtime_clash() -> str | None:
         "both onnxruntime and onnxruntime-gpu are installed; they install the same module and break each "
         "other: pip uninstall -y onnxruntime onnxruntime-gpu, then " + INSTALL_RUNTIME
     )
+
+
+def serve_problem(what: str) -> str | None:
+    """The one-line reason ``what`` cannot serve in this install (the ``serve`` extra missing), or None."""
+    missing = [name for name in SERVE_MODULES if not has_module(name)]
+    if not missing:
+        return None
+    return f"{what} needs {', '.join(missing)}, which this install lacks: {INSTALL_SERVE}"

@@ -17,6 +17,7 @@ from nima.cli.generate import generate
 from nima.cli.import_ import import_
 from nima.cli.info import info
 from nima.cli.schema import schema
+from nima.cli.serve import serve
 from nima.cli.train import train
 
 try:  # typer 0.2x carries its own copy of click
@@ -32,7 +33,7 @@ app = typer.Typer(
     rich_markup_mode=None,  # plain help: the boxed layout cuts long option names to fit 80 columns
     pretty_exceptions_enable=False,
 )
-for command in (build, train, schema, export, generate, info):  # the order `nima --help` lists them in
+for command in (build, train, schema, export, generate, serve, info):  # the order `nima --help` lists them in
     app.command()(command)
 app.command("import")(import_)
 

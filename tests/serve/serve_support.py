@@ -111,3 +111,43 @@ def shakespeare_tokenizer(vocab: int) -> Tokenizer:
     )
     tok.train_from_iterator(text.splitlines(), trainer)
     return tok
+
+
+class RunningServer:
+    """A real uvicorn server on a free loopback port, in a thread: ``url``, ``service``, `stop`."""
+
+    def __init__(self, bundle: Path, api_key: str | None = None, wait_ready: bool = True, **options: Any) -> None:
+        import socket
+        import threading
+        import time
+
+        import uvicorn
+
+        from nima.serve.app import create_app
+        from nima.serve.service import Service
+
+        max_body = options.pop("max_body", 1 << 20)
+        self.service = Service(bundle, options.pop("model_name", "tiny"), **options)
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        config = uvicorn.Config(
+            create_app(self.service, api_key, max_body),
+            host="127.0.0.1",
+            port=port,
+            log_level="error",
+            access_log=False,
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while not self.server.started or (wait_ready and not self.service.ready):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)

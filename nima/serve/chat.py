@@ -1,0 +1,114 @@
+"""Chat messages to a prompt: the bundle's chat template, rendered by Jinja2 in a sandbox.
+
+A chat template is data that came with a model (``chat_template`` in ``tokenizer_config.json``, or a
+``chat_template.jinja`` file, as Hugging Face keeps them) or with a request (``chat_template``, as vLLM
+takes it). Either way it is never code with access to Python: it renders in Jinja2's immutable
+sandbox, where attribute access to internals (``__class__``, ``__globals__``), calls of unsafe
+callables and changes to the messages raise `TemplateRefused`, and its output is capped. The
+context is Hugging Face's: ``messages``, ``add_generation_prompt``, ``bos_token``, ``eos_token`` and
+``raise_exception``.
+
+Bundles without a template get `DEFAULT_TEMPLATE`: one ``role: content`` line per message, then
+``assistant:`` — plain text any tokenizer can encode, for base models that were never chat-tuned.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jinja2 import TemplateError
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+
+DEFAULT_TEMPLATE = (
+    "{% for message in messages %}{{ message['role'] }}: {{ message['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}assistant:{% endif %}"
+)
+TEMPLATE_FILE = "chat_template.jinja"
+TOKENIZER_CONFIG = "tokenizer_config.json"
+MAX_RENDERED = 1 << 20  # characters a rendering may produce
+
+
+class TemplateRefused(ValueError):
+    """The template is unreadable, reached for something the sandbox forbids, or raised an error itself."""
+
+
+@dataclass(frozen=True)
+class ChatTemplate:
+    """A template's source and the special tokens it is rendered with; ``builtin``: `DEFAULT_TEMPLATE`."""
+
+    source: str
+    bos_token: str = ""
+    eos_token: str = ""
+    builtin: bool = False
+
+
+def bundle_template(folder: Path) -> ChatTemplate:
+    """The bundle's chat template (``chat_template.jinja``, else ``tokenizer_config.json``), or the default."""
+    config: dict[str, Any] = {}
+    config_path = folder / TOKENIZER_CONFIG
+    if config_path.is_file():
+        try:
+            config = json.loads(config_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            config = {}
+    bos, eos = _token_text(config.get("bos_token")), _token_text(config.get("eos_token"))
+    file = folder / TEMPLATE_FILE
+    if file.is_file():
+        return ChatTemplate(file.read_text(encoding="utf-8"), bos, eos)
+    source = config.get("chat_template")
+    if isinstance(source, list):  # named templates: the "default" one
+        named = {item.get("name"): item.get("template") for item in source if isinstance(item, dict)}
+        source = named.get("default")
+    if isinstance(source, str) and source:
+        return ChatTemplate(source, bos, eos)
+    return ChatTemplate(DEFAULT_TEMPLATE, bos, eos, builtin=True)
+
+
+def render(template: ChatTemplate, messages: Sequence[dict[str, Any]], add_generation_prompt: bool = True) -> str:
+    """The prompt ``template`` makes of ``messages``; `TemplateRefused` with one line on any failure."""
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, autoescape=False)
+    env.globals["raise_exception"] = _raise
+    try:
+        compiled = env.from_string(template.source)
+        pieces = []
+        size = 0
+        context = {
+            "messages": [dict(message) for message in messages],
+            "add_generation_prompt": add_generation_prompt,
+            "bos_token": template.bos_token,
+            "eos_token": template.eos_token,
+        }
+        for piece in compiled.generate(**context):
+            size += len(piece)
+            if size > MAX_RENDERED:
+                raise TemplateRefused(f"chat template: its output passed {MAX_RENDERED:,} characters")
+            pieces.append(piece)
+    except SecurityError as err:
+        raise TemplateRefused(f"chat template: refused by the sandbox: {_first_line(err)}") from None
+    except TemplateError as err:
+        raise TemplateRefused(f"chat template: {_first_line(err)}") from None
+    except TemplateRefused:
+        raise
+    except Exception as err:  # a template can raise Python errors (a division by zero, a bad index)
+        raise TemplateRefused(f"chat template: {type(err).__name__}: {_first_line(err)}") from None
+    return "".join(pieces)
+
+
+def _raise(message: str) -> None:
+    raise TemplateRefused(f"chat template: {message}")
+
+
+def _token_text(token: Any) -> str:
+    """A special token from ``tokenizer_config.json``: a string, or ``{"content": ...}``."""
+    if isinstance(token, dict):
+        token = token.get("content")
+    return token if isinstance(token, str) else ""
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return (text.splitlines()[0] if text else type(err).__name__)[:200]

@@ -1,0 +1,66 @@
+"""Errors in OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}`` with the HTTP status.
+
+Clients (the ``openai`` library among them) read these fields: the message says what is wrong in one
+line, ``param`` names the request field. Every refusal the server makes goes through `ApiError`; an
+unexpected failure is logged and answered 500 with a message, never with a traceback.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+    500: "server_error",
+    503: "server_error",
+}
+
+
+class ApiError(Exception):
+    """A refusal: status, message, and the field it is about (``param``)."""
+
+    def __init__(
+        self, status: int, message: str, param: str | None = None, code: str | None = None, headers: Any = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+        self.code = code
+        self.headers = headers
+
+    def body(self) -> dict[str, Any]:
+        kind = TYPES.get(self.status, "invalid_request_error")
+        return {"error": {"message": self.message, "type": kind, "param": self.param, "code": self.code}}
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
+
+
+def from_validation(err: ValidationError) -> ApiError:
+    """The first problem of a request body, naming its field (``messages.0.role``) and what was given."""
+    first = err.errors()[0]
+    where = ".".join(str(part) for part in first["loc"] if not _is_type_tag(part))
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        return ApiError(400, f"Unrecognized request argument supplied: {where}", where, "unknown_parameter")
+    if kind == "missing":
+        return ApiError(400, f"{where}: a required field is missing", where, "missing_required_parameter")
+    given = first.get("input")
+    shown = repr(given) if not isinstance(given, dict | list) else type(given).__name__
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return ApiError(400, f"{where}: {first['msg']} (got {shown})", where or None, "invalid_value")
+
+
+def _is_type_tag(part: object) -> bool:
+    """pydantic's union members in a location (``str``, ``list[int]``): not part of the field's name."""
+    return isinstance(part, str) and ("[" in part or part in {"str", "int", "float", "bool", "function-after"})

@@ -1,0 +1,110 @@
+"""The request bodies of ``/v1/completions`` and ``/v1/chat/completions``: OpenAI's fields, and Nima's extras
+under their Hugging Face names.
+
+Strict models: a field of the wrong type is refused (``"5"`` is not a number), and so is a field
+neither OpenAI nor Nima defines, as OpenAI's API refuses one ("Unrecognized request argument"). Fields
+OpenAI defines that Nima does not implement (``logit_bias``, ``tools``, ...) are known, so their
+error says they are not supported rather than unknown. Ranges are OpenAI's where it has one.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_N = 16  # completions per prompt
+MAX_PROMPTS = 64  # prompts per completions request
+MAX_STOP = 16  # stop strings (OpenAI allows 4)
+MAX_LOGPROBS = 20
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class StreamOptions(Strict):
+    include_usage: bool = False
+
+
+class Sampling(Strict):
+    """What both endpoints take: OpenAI's sampling fields, then Nima's extras (HF names)."""
+
+    model: str = Field(min_length=1, max_length=256)
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    n: int = Field(1, ge=1, le=MAX_N)
+    stop: str | list[str] | None = None
+    seed: int | None = Field(None, ge=0, le=2**63 - 1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    user: str | None = Field(None, max_length=256)
+    # Nima's extras, as transformers names them
+    top_k: int | None = Field(None, ge=0)
+    min_p: float | None = Field(None, ge=0.0, le=1.0)
+    repetition_penalty: float | None = Field(None, gt=0.0, le=10.0)
+    no_repeat_ngram_size: int | None = Field(None, ge=0)
+    min_tokens: int | None = Field(None, ge=0)
+    num_beams: int | None = Field(None, ge=1, le=MAX_N)
+    length_penalty: float | None = None
+    return_token_ids: bool = False  # each choice also carries its token ids (always, for bundles without a tokenizer)
+    # OpenAI's, not implemented: known, so that they are refused by name
+    logit_bias: dict[str, float] | None = None
+
+
+class CompletionRequest(Sampling):
+    """``POST /v1/completions``."""
+
+    prompt: str | list[str] | list[int] | list[list[int]]
+    logprobs: int | None = Field(None, ge=0, le=5)
+    echo: bool = False
+    suffix: str | None = None
+    best_of: int | None = None
+
+
+class TextPart(Strict):
+    type: Literal["text"]
+    text: str
+
+
+class Message(Strict):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[TextPart] | None = None
+    name: str | None = Field(None, max_length=256)
+
+    def text(self) -> str:
+        """The content as one string (text parts joined)."""
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text for part in self.content)
+
+
+class ChatRequest(Sampling):
+    """``POST /v1/chat/completions``."""
+
+    messages: list[Message] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)
+    chat_template: str | None = Field(None, max_length=65536)  # vLLM's extra: a template for this request
+    add_generation_prompt: bool = True
+    # OpenAI's, not implemented
+    tools: list[Any] | None = None
+    tool_choice: Any = None
+    functions: list[Any] | None = None
+    response_format: dict[str, Any] | None = None
+
+
+# Known fields whose use is refused: field -> when it is acceptable (None: never).
+UNSUPPORTED: dict[str, Any] = {
+    "logit_bias": None,
+    "suffix": None,
+    "tools": None,
+    "tool_choice": None,
+    "functions": None,
+}

@@ -1,0 +1,107 @@
+"""Response bodies in OpenAI's shapes: completions and chat completions, whole or as stream chunks.
+
+One `ChoiceText` per completion follows its tokens as they arrive: it turns them into text pieces the
+way `Generator.stream` does (`nima.runtime.text.TextStream`: stop strings never shown, a character
+split over byte tokens held until whole), keeps the log-probabilities, and at the end gives the
+final text `Generator.generate` gives for the same tokens.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from tokenizers import Tokenizer
+
+from nima.runtime.rows import FINISH_CONTEXT, FINISH_EOS, FINISH_LENGTH, FINISH_STOP
+from nima.runtime.text import TextStream, cut_at_stop
+from nima.serve.choose import Choice
+
+FINISH = {FINISH_EOS: "stop", FINISH_STOP: "stop", FINISH_LENGTH: "length", FINISH_CONTEXT: "length"}
+
+
+@dataclass
+class ChoiceText:
+    """One completion's tokens, text and log-probabilities as they arrive; see the module docstring."""
+
+    tokenizer: Tokenizer | None
+    eos_ids: tuple[int, ...]
+    stop_strings: tuple[str, ...]
+    tokens: list[int] = field(default_factory=list)
+    choices: list[Choice] = field(default_factory=list)
+    finish_reason: str | None = None
+    stream: TextStream | None = None
+
+    def __post_init__(self) -> None:
+        if self.tokenizer is not None:
+            self.stream = TextStream(self.tokenizer, self.stop_strings)
+
+    def push(self, choice: Choice) -> str:
+        """Add a token; the text it makes final now (often empty; never an end token's)."""
+        self.tokens.append(choice.token)
+        self.choices.append(choice)
+        if self.stream is None or choice.token in self.eos_ids:
+            return ""
+        return self.stream.push(choice.token)
+
+    def finish(self, reason: str, tokens: tuple[int, ...] | None = None) -> str:
+        """The run ended (``tokens``: a beam's, given whole); the text not yet released."""
+        self.finish_reason = reason
+        if tokens is not None:
+            self.tokens = list(tokens)
+        if self.stream is None:
+            return ""
+        return self.stream.finish(self.text())
+
+    def text(self) -> str:
+        """The whole text: without a final end token, cut before a stop string ("" without a tokenizer)."""
+        if self.tokenizer is None:
+            return ""
+        shown = self.tokens[:-1] if self.finish_reason == FINISH_EOS else self.tokens
+        text = self.tokenizer.decode(shown, skip_special_tokens=True)
+        return cut_at_stop(text, self.stop_strings)[0] if self.finish_reason == FINISH_STOP else text
+
+    def token_text(self, token: int) -> str:
+        if self.tokenizer is None:
+            return str(token)
+        return self.tokenizer.decode([token], skip_special_tokens=False)
+
+
+def completion_logprobs(choice: ChoiceText, choices: list[Choice], offset: int) -> dict[str, Any]:
+    """The completions API's ``logprobs`` object for ``choices`` (text offsets from ``offset``)."""
+    tokens = [choice.token_text(c.token) for c in choices]
+    offsets = []
+    for text in tokens:
+        offsets.append(offset)
+        offset += len(text)
+    return {
+        "tokens": tokens,
+        "token_logprobs": [c.logprob for c in choices],
+        "top_logprobs": [{choice.token_text(t): lp for t, lp in c.top} for c in choices],
+        "text_offset": offsets,
+    }
+
+
+def chat_logprobs(choice: ChoiceText, choices: list[Choice]) -> dict[str, Any]:
+    """The chat API's ``logprobs`` object: ``{"content": [{token, logprob, bytes, top_logprobs}]}``."""
+
+    def entry(token: int, logprob: float | None) -> dict[str, Any]:
+        text = choice.token_text(token)
+        return {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8"))}
+
+    return {
+        "content": [{**entry(c.token, c.logprob), "top_logprobs": [entry(t, lp) for t, lp in c.top]} for c in choices]
+    }
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+def envelope(request_id: str, kind: str, model: str, choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    return {"id": request_id, "object": kind, "created": int(time.time()), "model": model, "choices": choices, **extra}

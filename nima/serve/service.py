@@ -1,0 +1,291 @@
+"""What the server serves: the bundle, loaded once, and requests turned into scheduler jobs.
+
+`Service` owns the `Generator` (its session, tokenizer and checks), the `Scheduler` that decodes for
+every client, the chat template and the metrics. `plan_completion` and `plan_chat` check a request
+against the bundle — the model name, the prompt's tokens and length, every option as
+`Generator.options` checks it — and return a `Plan`: one job per prompt, nothing submitted yet. A
+request that fails a check raises `ApiError` (400, naming the field) before anything runs.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nima.runtime.errors import GenerateError
+from nima.runtime.generator import Generator
+from nima.serve.chat import ChatTemplate, TemplateRefused, bundle_template, render
+from nima.serve.errors import ApiError
+from nima.serve.metrics import Metrics
+from nima.serve.protocol import UNSUPPORTED, ChatRequest, CompletionRequest, Sampling
+from nima.serve.scheduler import Scheduler
+from nima.spec.sections import GenerationSpec
+
+# GenerationSpec option -> the request field that sets it, for naming the field in errors
+FIELD_OF = {
+    "max_new_tokens": "max_tokens",
+    "num_return_sequences": "n",
+    "stop_strings": "stop",
+    "min_new_tokens": "min_tokens",
+    "do_sample": "temperature",
+}
+
+
+@dataclass
+class Prompt:
+    """One prompt of a request: its token ids (a source, for encoder-decoders) and its text if given as text."""
+
+    ids: list[int]
+    text: str | None
+
+
+@dataclass
+class Plan:
+    """A checked request: its prompts, the options every prompt runs with (and the overrides they came
+    from), the log-probabilities wanted, and what the response shows."""
+
+    prompts: list[Prompt]
+    options: GenerationSpec
+    overrides: dict[str, Any]
+    logprobs: int | None = None
+    echo: bool = False
+    stream: bool = False
+    include_usage: bool = False
+    token_ids: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Service:
+    """See the module docstring. `load` may run on another thread: `ready` turns true when it is done."""
+
+    def __init__(
+        self,
+        bundle: Path,
+        model_name: str | None = None,
+        max_batch: int = 16,
+        max_queue: int = 64,
+        provider: str = "cpu",
+        threads: int | None = None,
+        spin: bool = False,
+    ) -> None:
+        self.bundle = Path(bundle)
+        self.model_name = model_name or self.bundle.resolve().name
+        self.max_batch = max_batch
+        self.max_queue = max_queue
+        self.provider, self.threads, self.spin = provider, threads, spin
+        self.metrics = Metrics()
+        self.generator: Generator | None = None
+        self.scheduler: Scheduler | None = None
+        self.template = ChatTemplate("")
+        self.load_error: str | None = None
+        self._ready = threading.Event()
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    def load(self) -> None:
+        """Open the bundle and start the scheduler (`GenerateError` for a bundle that cannot be served)."""
+        try:
+            generator = Generator(self.bundle, self.provider, self.threads, spin=self.spin)
+        except GenerateError as err:
+            self.load_error = str(err)
+            raise
+        self.generator = generator
+        self.template = bundle_template(self.bundle)
+        self.scheduler = Scheduler(generator, self.max_batch, self.max_queue, self.metrics)
+        self.scheduler.start()
+        self._ready.set()
+
+    def close(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.stop()
+
+    # --- requests to plans --------------------------------------------------------------------
+
+    def plan_completion(self, request: CompletionRequest) -> Plan:
+        generator = self._checked(request)
+        if request.best_of is not None and request.best_of != request.n:
+            raise ApiError(400, "best_of: only best_of equal to n is supported", "best_of", "unsupported_parameter")
+        if request.echo and generator.is_seq2seq:
+            raise ApiError(400, "echo: an encoder-decoder's prompt is its source, not the start of its output", "echo")
+        prompts = self._prompts(request.prompt)
+        plan = self._plan(request, prompts, request.max_tokens, request.logprobs)
+        plan.echo = request.echo
+        return plan
+
+    def plan_chat(self, request: ChatRequest) -> Plan:
+        generator = self._checked(request)
+        if request.response_format not in (None, {"type": "text"}):
+            raise ApiError(400, "response_format: only {'type': 'text'} is supported", "response_format")
+        template = self.template if request.chat_template is None else ChatTemplate(request.chat_template)
+        messages = [
+            {"role": m.role, "content": m.text(), **({"name": m.name} if m.name else {})} for m in request.messages
+        ]
+        try:
+            text = render(template, messages, request.add_generation_prompt)
+        except TemplateRefused as err:
+            raise ApiError(400, str(err), "chat_template" if request.chat_template else "messages") from None
+        ids = self._encode_chat(text)
+        if request.top_logprobs is not None and not request.logprobs:
+            raise ApiError(400, "top_logprobs: needs logprobs: true", "top_logprobs")
+        logprobs = (request.top_logprobs or 0) if request.logprobs else None
+        max_tokens = request.max_completion_tokens or request.max_tokens
+        del generator
+        return self._plan(request, [Prompt(ids, text)], max_tokens, logprobs)
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def _checked(self, request: Sampling) -> Generator:
+        """The generator, once the request names this model and uses nothing unsupported."""
+        if self.generator is None:
+            raise ApiError(503, "the model is still loading; retry when GET /health answers 200", code="loading")
+        if request.model != self.model_name:
+            raise ApiError(
+                404,
+                f"The model '{request.model}' does not exist; this server serves '{self.model_name}'",
+                "model",
+                "model_not_found",
+            )
+        given = request.model_fields_set
+        for name in UNSUPPORTED:
+            if name in given and getattr(request, name) not in (None, [], {}):
+                raise ApiError(400, f"{name}: not supported by this server", name, "unsupported_parameter")
+        return self.generator
+
+    def _prompts(self, prompt: str | list[str] | list[int] | list[list[int]]) -> list[Prompt]:
+        """Each prompt's ids: text through the tokenizer, ids checked against the vocabulary."""
+        generator = self.generator
+        assert generator is not None
+        if isinstance(prompt, str) or (prompt and isinstance(prompt[0], int)):
+            given: list[Any] = [prompt]
+        else:
+            given = list(prompt)
+        if not given:
+            raise ApiError(400, "prompt: no prompt given", "prompt")
+        if len(given) > 64:
+            raise ApiError(400, f"prompt: {len(given)} prompts; at most 64 per request", "prompt")
+        found = []
+        for item in given:
+            try:
+                ids = generator.encode(item)
+            except GenerateError as err:
+                raise ApiError(400, f"prompt: {_without_option(str(err))}", "prompt") from None
+            found.append(Prompt(ids, item if isinstance(item, str) else None))
+        return found
+
+    def _encode_chat(self, text: str) -> list[int]:
+        generator = self.generator
+        assert generator is not None
+        tokenizer = generator.tokenizer
+        if tokenizer is None:
+            raise ApiError(400, "messages: this bundle has no tokenizer.json; use /v1/completions with token ids")
+        try:
+            ids = list(tokenizer.encode(text, add_special_tokens=False).ids)  # the template holds the specials
+        except Exception:  # tokenizers raises a bare Exception for text its vocabulary cannot encode
+            message = "messages: the bundle's tokenizer cannot encode the rendered conversation"
+            raise ApiError(400, message, "messages") from None
+        if not ids:
+            raise ApiError(400, "messages: the conversation renders to no tokens", "messages")
+        if max(ids) >= generator.spec.vocab_size:
+            raise ApiError(400, "messages: the tokenizer gave ids past the model's vocabulary", "messages")
+        return ids
+
+    def _plan(self, request: Sampling, prompts: list[Prompt], max_tokens: int | None, logprobs: int | None) -> Plan:
+        generator = self.generator
+        assert generator is not None
+        context = generator.spec.max_seq_len
+        longest = max(len(p.ids) for p in prompts)
+        what = generator.family.input_word
+        field_name = "messages" if isinstance(request, ChatRequest) else "prompt"
+        limit = context if generator.is_seq2seq else context - 1
+        if longest > limit:
+            raise ApiError(
+                400,
+                f"This model's maximum context length is {context} tokens; the {what} has {longest}",
+                field_name,
+                "context_length_exceeded",
+            )
+        if max_tokens is not None and not generator.is_seq2seq and longest + max_tokens > context:
+            raise ApiError(
+                400,
+                f"This model's maximum context length is {context} tokens; you requested {longest + max_tokens} "
+                f"({longest} in the {what}, {max_tokens} for the completion)",
+                "max_tokens",
+                "context_length_exceeded",
+            )
+        overrides = self._overrides(request, max_tokens)
+        if request.stream and overrides.get("num_beams", 1) > 1:
+            raise ApiError(
+                400, "num_beams: beam search cannot stream (it knows its best beam only at the end)", "stream"
+            )
+        try:
+            options = generator.options(**overrides)
+        except GenerateError as err:
+            raise _option_error(str(err)) from None
+        if options.num_beams > 1 and logprobs is not None:
+            raise ApiError(400, "logprobs: not reported for beam search", "logprobs")
+        include_usage = bool(request.stream_options and request.stream_options.include_usage)
+        if request.stream_options is not None and not request.stream:
+            raise ApiError(400, "stream_options: only with stream: true", "stream_options")
+        return Plan(
+            prompts,
+            options,
+            overrides,
+            logprobs,
+            stream=request.stream,
+            include_usage=include_usage,
+            token_ids=request.return_token_ids or generator.tokenizer is None,
+        )
+
+    def _overrides(self, request: Sampling, max_tokens: int | None) -> dict[str, Any]:
+        """The request's fields as `GenerationSpec` options; unset fields keep the bundle's defaults."""
+        given = request.model_fields_set
+        overrides: dict[str, Any] = {
+            "max_new_tokens": max_tokens,
+            "num_return_sequences": request.n,
+            "seed": request.seed,
+            "stop_strings": [request.stop] if isinstance(request.stop, str) else request.stop,
+            "presence_penalty": request.presence_penalty if "presence_penalty" in given else None,
+            "frequency_penalty": request.frequency_penalty if "frequency_penalty" in given else None,
+            "top_p": request.top_p,
+            "top_k": request.top_k,
+            "min_p": request.min_p,
+            "repetition_penalty": request.repetition_penalty,
+            "no_repeat_ngram_size": request.no_repeat_ngram_size,
+            "min_new_tokens": request.min_tokens,
+            "num_beams": request.num_beams,
+            "length_penalty": request.length_penalty,
+            "slide_context": False,
+        }
+        if request.temperature is not None:  # 0: greedy; above: sampling at that temperature
+            overrides["do_sample"] = request.temperature > 0
+            if request.temperature > 0:
+                overrides["temperature"] = request.temperature
+        return {name: value for name, value in overrides.items() if value is not None}
+
+
+def _message(message: Any) -> dict[str, Any]:
+    """A chat message as the template sees it: role, content as text, and the name if given."""
+    found = {"role": message.role, "content": message.text()}
+    if message.name:
+        found["name"] = message.name
+    return found
+
+
+def _option_error(message: str) -> ApiError:
+    """`GenerateError` from `Generator.options` ("option top_p: ...") as a 400 naming the request field."""
+    found = re.match(r"option (\w+)", message)
+    option = found.group(1) if found else None
+    param = FIELD_OF.get(option, option) if option else None
+    text = message
+    if option and param != option:
+        text = text.replace(f"option {option}", param, 1)
+    return ApiError(400, _without_option(text), param)
+
+
+def _without_option(message: str) -> str:
+    return message[len("option ") :] if message.startswith("option ") else message
