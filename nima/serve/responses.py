@@ -78,9 +78,18 @@ def completion_logprobs(choice: ChoiceText, choices: list[Choice], offset: int) 
     return {
         "tokens": tokens,
         "token_logprobs": [c.logprob for c in choices],
-        "top_logprobs": [{choice.token_text(t): lp for t, lp in c.top} for c in choices],
+        "top_logprobs": [_by_text(choice, c.top) for c in choices],
         "text_offset": offsets,
     }
+
+
+def _by_text(choice: ChoiceText, top: tuple[tuple[int, float], ...]) -> dict[str, float]:
+    """OpenAI's ``{token text: logprob}``; tokens whose texts are equal (byte pieces shown as U+FFFD)
+    keep the most likely one's."""
+    found: dict[str, float] = {}
+    for token, logprob in top:
+        found.setdefault(choice.token_text(token), logprob)
+    return found
 
 
 def chat_logprobs(choice: ChoiceText, choices: list[Choice]) -> dict[str, Any]:

@@ -19,7 +19,12 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def text_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A LLaMA-style ``ort`` bundle with a byte-level BPE tokenizer.json (end token <|endoftext|>)."""
+    """A LLaMA-style ``ort`` bundle with a byte-level BPE tokenizer.json (end token <|endoftext|>), a context
+    of 512: long enough that a 500-token stream outlives its client's disconnect."""
     return decoder_bundle(
-        "llama-ort", tmp_path_factory.mktemp("serve-text"), seed=3, tokenizer=shakespeare_tokenizer(320)
+        "llama-ort",
+        tmp_path_factory.mktemp("serve-text"),
+        seed=3,
+        tokenizer=shakespeare_tokenizer(320),
+        max_seq_len=512,
     )

@@ -82,10 +82,10 @@ SEQ2SEQ: dict[str, Any] = {
 }
 
 
-def decoder_bundle(kind: str, root: Path, seed: int = 0, tokenizer: Tokenizer | None = None) -> Path:
+def decoder_bundle(kind: str, root: Path, seed: int = 0, tokenizer: Tokenizer | None = None, **more: Any) -> Path:
     changes, target = KINDS[kind]
     vocab = {"vocab_size": tokenizer.get_vocab_size()} if tokenizer is not None else {}
-    spec = spec_from_dict({**DECODER, "name": f"serve-{kind}", **changes, **vocab})
+    spec = spec_from_dict({**DECODER, "name": f"serve-{kind}", **changes, **vocab, **more})
     source = save_build(build_model(spec, seed=seed), spec, root / f"{kind}-src")
     if tokenizer is not None:
         tokenizer.save(str(source / "tokenizer.json"))

@@ -111,3 +111,23 @@ def test_a_full_batch_admits_waiting_rows_as_rows_leave(bundles: dict[str, Path]
     for (_, ids, overrides), got in zip(arrivals, served, strict=True):
         assert got["tokens"][0] == generator.generate([ids], **overrides)[0].token_ids
     assert scheduler.metrics.batch_size._sum.get() <= 3 * scheduler.steps
+
+
+def test_a_cancelled_job_leaves_before_the_next_step(bundles: dict[str, Path]) -> None:
+    generator = Generator(bundles["llama-ort"])
+    scheduler = Scheduler(generator, max_batch=4, max_queue=4)
+    seen: dict[int, list[int]] = {0: [], 1: []}
+
+    def emit(n: int):
+        return lambda event: seen[n].append(event.choice.token) if isinstance(event, Token) else None
+
+    jobs = [Job([5, 6, 7], generator.options(max_new_tokens=40, do_sample=False), {}, emit(n)) for n in (0, 1)]
+    for job in jobs:
+        scheduler.submit(job)
+    scheduler._admit()
+    scheduler._step()
+    assert scheduler.batch.size == 2 and len(seen[0]) == 2
+    jobs[0].cancelled.set()
+    scheduler._step()
+    assert scheduler.batch.size == 1 and len(seen[0]) == 2 and len(seen[1]) == 3
+    assert scheduler.metrics.cancelled_rows._value.get() == 1
