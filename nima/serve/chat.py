@@ -68,9 +68,17 @@ def bundle_template(folder: Path) -> ChatTemplate:
     return ChatTemplate(DEFAULT_TEMPLATE, bos, eos, builtin=True)
 
 
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """Jinja2's immutable sandbox, where reaching for an unsafe attribute fails at once (the stock sandbox
+    renders it as an empty undefined value, which hides what the template tried)."""
+
+    def unsafe_undefined(self, obj: Any, attribute: str) -> Any:
+        raise SecurityError(f"access to attribute {attribute!r} of a {type(obj).__name__!r} object is unsafe")
+
+
 def render(template: ChatTemplate, messages: Sequence[dict[str, Any]], add_generation_prompt: bool = True) -> str:
     """The prompt ``template`` makes of ``messages``; `TemplateRefused` with one line on any failure."""
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, autoescape=False)
+    env = _Sandbox(trim_blocks=True, lstrip_blocks=True, autoescape=False)
     env.globals["raise_exception"] = _raise
     try:
         compiled = env.from_string(template.source)
