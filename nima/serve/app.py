@@ -76,6 +76,8 @@ def create_app(service: Service, api_key: str | None = None, max_body: int = MAX
         else:
             response = await call_next(request)
         service.metrics.requests.labels(status=str(response.status_code)).inc()
+        if response.status_code >= 400:
+            log.info("request %s %s status=%d", request.method, request.url.path, response.status_code)
         return response
 
     @app.get("/health")
@@ -147,9 +149,9 @@ def _parse(model: type[BaseModel], body: Any) -> Any:
 class Run:
     """A plan's jobs on the scheduler and the events coming back: ``(prompt index, event)`` pairs."""
 
-    def __init__(self, service: Service, plan: Plan) -> None:
+    def __init__(self, service: Service, plan: Plan, request_id: str) -> None:
         assert service.scheduler is not None and service.generator is not None
-        self.service, self.plan = service, plan
+        self.service, self.plan, self.request_id = service, plan, request_id
         loop = asyncio.get_running_loop()
         self.events: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
         generator = service.generator
@@ -205,8 +207,8 @@ class Run:
         self.open -= 1
         return choice, text.finish(event.finish_reason, event.tokens), event
 
-    def finished(self) -> None:
-        """Record the request in the metrics and the log."""
+    def finished(self, status: str = "200") -> None:
+        """Record the request in the metrics and the log (``status``: 200, or why it ended otherwise)."""
         metrics = self.service.metrics
         prompt_tokens = sum(len(p.ids) for p in self.plan.prompts)
         generated = sum(len(t.tokens) for t in self.texts)
@@ -216,7 +218,13 @@ class Run:
         metrics.request_duration.observe(total)
         ttft = (self.first - self.started) * 1e3 if self.first is not None else float("nan")
         log.info(
-            "%s in=%d out=%d ttft=%.1fms total=%.1fms", self.jobs[0].id, prompt_tokens, generated, ttft, total * 1e3
+            "request %s status=%s in=%d out=%d ttft=%.1fms total=%.1fms",
+            self.request_id,
+            status,
+            prompt_tokens,
+            generated,
+            ttft,
+            total * 1e3,
         )
 
     def usage(self) -> dict[str, int]:
@@ -224,8 +232,8 @@ class Run:
 
 
 async def _respond(service: Service, plan: Plan, request: Request, chat: bool) -> Response:
-    run = Run(service, plan)
     request_id = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
+    run = Run(service, plan, request_id)
     kind = "chat.completion" if chat else "text_completion"
     run.submit()
     if plan.stream:
@@ -238,6 +246,7 @@ async def _respond(service: Service, plan: Plan, request: Request, chat: bool) -
         while run.open:
             if await run.next(POLL) is None and await request.is_disconnected():
                 run.cancel()
+                run.finished("client-left")
                 return Response(status_code=499)
     except BaseException:
         run.cancel()
@@ -317,7 +326,11 @@ async def _stream(run: Run, request_id: str, kind: str, chat: bool) -> AsyncIter
         if run.plan.include_usage:
             yield _sse(envelope(request_id, kind, model, [], usage=run.usage()))
     except ApiError as err:
+        run.finished(str(err.status))
         yield _sse(err.body())
+    except asyncio.CancelledError:
+        run.finished("client-left")
+        raise
     finally:
         run.cancel()  # a no-op for finished jobs; frees the rows of a client that left
     yield b"data: [DONE]\n\n"

@@ -49,7 +49,7 @@ def test_serve_runs_logs_each_request_and_stops_on_ctrl_c(text_bundle: Path) -> 
     assert proc.returncode == 0, err
     assert f"serving shakes (decoder) at http://127.0.0.1:{port}/v1" in err
     # one line per request: its id, tokens in and out, time to first token, total time
-    assert re.search(r"request \d+ in=\d+ out=5 ttft=[\d.]+ms total=[\d.]+ms", err), err
+    assert re.search(r"request cmpl-\w+ status=200 in=\d+ out=5 ttft=[\d.]+ms total=[\d.]+ms", err), err
     assert "Traceback" not in err
 
 
