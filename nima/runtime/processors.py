@@ -94,10 +94,31 @@ def top_p(logits: np.ndarray, p: float) -> None:
     if (head.sum(axis=-1) < p).any():
         head = probs  # a flat distribution: its nucleus needs most of the vocabulary
     head = np.sort(head, axis=-1)[:, ::-1]  # descending
-    mass_before = np.cumsum(head, axis=-1) - head  # mass of the tokens ahead of each
-    kept = (mass_before < p).sum(axis=-1)  # (R,) at least 1
+    # a token is kept while the mass ahead of it is below p: through the first one where the mass reaches p
+    kept = np.minimum(_first_reaching(head, p) + 1, head.shape[-1])  # (R,) at least 1
     smallest_kept = head[np.arange(len(head)), kept - 1][:, None]  # (R, 1)
     logits[probs < smallest_kept] = NEG_INF
+
+
+def _first_reaching(values: np.ndarray, target: float) -> np.ndarray:
+    """Per row of ``values`` (R, n), non-negative, the first index whose running sum (float64) reaches
+    ``target``; the last index where none does. Block totals first, then a running sum inside one block
+    (`sample_with` says why)."""
+    rows, n = values.shape
+    if n <= 4 * SAMPLE_BLOCK:
+        return np.minimum((np.cumsum(values, axis=-1, dtype=np.float64) < target).sum(axis=-1), n - 1)
+    blocks = -(-n // SAMPLE_BLOCK)
+    padded = np.pad(values, ((0, 0), (0, blocks * SAMPLE_BLOCK - n))) if n % SAMPLE_BLOCK else values
+    ends = np.cumsum(padded.reshape(rows, blocks, SAMPLE_BLOCK).sum(axis=-1, dtype=np.float64), axis=-1)
+    found = np.empty(rows, dtype=np.int64)
+    for r in range(rows):
+        b = min(int((ends[r] < target).sum()), blocks - 1)
+        before = ends[r, b - 1] if b else 0.0
+        inside = int(
+            (before + np.cumsum(padded[r, b * SAMPLE_BLOCK : (b + 1) * SAMPLE_BLOCK], dtype=np.float64) < target).sum()
+        )
+        found[r] = min(b * SAMPLE_BLOCK + inside, n - 1)
+    return found
 
 
 def min_p(logits: np.ndarray, fraction: float) -> None:
@@ -123,6 +144,37 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
 
 def sample(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """One token per row drawn from ``probs`` (R, V); zero-probability tokens are never drawn."""
-    cdf = np.cumsum(probs, axis=-1, dtype=np.float64)  # (R, V)
-    u = (1.0 - rng.random(probs.shape[0]))[:, None] * cdf[:, -1:]  # in (0, total]
-    return np.minimum((cdf < u).sum(axis=-1), probs.shape[-1] - 1).astype(np.int64)
+    return sample_with(probs, 1.0 - rng.random(probs.shape[0]))
+
+
+SAMPLE_BLOCK = 256  # tokens per block of `sample_with`'s two-level search
+
+
+def sample_with(probs: np.ndarray, draws: np.ndarray) -> np.ndarray:
+    """The token per row at which the cumulative probability first reaches ``draws`` (R,) in (0, 1] times
+    the row's total: inverse-CDF sampling with given uniform draws.
+
+    The CDF is searched in two levels, block totals then one block, in float64: the cumulative sum
+    over the whole vocabulary, in float64, cost more than the rest of a sampled step of a small model
+    (1 ms for 16 rows of 24,576 tokens). The block totals are summed in another order than one running
+    sum, so a draw within about 1e-16 of a boundary may fall on the neighbouring token: a token's
+    chance of being drawn is unchanged.
+    """
+    rows, vocab = probs.shape
+    blocks = -(-vocab // SAMPLE_BLOCK)
+    padded = probs if vocab == blocks * SAMPLE_BLOCK else np.pad(probs, ((0, 0), (0, blocks * SAMPLE_BLOCK - vocab)))
+    totals = padded.reshape(rows, blocks, SAMPLE_BLOCK).sum(axis=-1, dtype=np.float64)  # (R, blocks)
+    ends = np.cumsum(totals, axis=-1)  # (R, blocks): the CDF at each block's end
+    targets = draws * ends[:, -1]  # (R,) in (0, total]
+    chosen = np.minimum((ends < targets[:, None]).sum(axis=-1), blocks - 1)  # (R,) the block holding each
+    tokens = np.empty(rows, dtype=np.int64)
+    for r in range(rows):
+        b = int(chosen[r])
+        start = b * SAMPLE_BLOCK
+        block = padded[r, start : start + SAMPLE_BLOCK]
+        before = ends[r, b - 1] if b else 0.0
+        inside = int((before + np.cumsum(block, dtype=np.float64) < targets[r]).sum())
+        if inside >= len(block) or block[inside] <= 0:  # rounding put the target past the block's own sum
+            inside = int(np.flatnonzero(block > 0)[-1])
+        tokens[r] = min(start + inside, vocab - 1)
+    return tokens

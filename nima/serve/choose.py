@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from nima.runtime.options import is_greedy
-from nima.runtime.processors import log_softmax
+from nima.runtime.processors import log_softmax, sample_with
 from nima.runtime.rows import Row, presence, process_scores, scores_changed, warp
 from nima.spec.sections import GenerationSpec
 
@@ -68,7 +68,7 @@ def choose(logits: np.ndarray, rows: Sequence[Row], plans: Sequence[RowPlan]) ->
     for members in groups.values():
         probs = warp(logits[members], plans[members[0]].options)  # (G, V)
         draws = np.array([1.0 - plans[b].rng.random() for b in members])  # type: ignore[union-attr]
-        tokens[members] = _sample(probs, draws)
+        tokens[members] = sample_with(probs, draws)
     chosen = []
     for b, token in enumerate(tokens.tolist()):
         lp = reported.get(b)
@@ -89,10 +89,3 @@ def _logprobs(logits: np.ndarray, plans: Sequence[RowPlan]) -> dict[int, np.ndar
         return {}
     values = log_softmax(logits[wanted])  # (W, V) float64
     return dict(zip(wanted, values, strict=True))
-
-
-def _sample(probs: np.ndarray, draws: np.ndarray) -> np.ndarray:
-    """`nima.runtime.processors.sample` with one given draw in (0, 1] per row (each row's own generator)."""
-    cdf = np.cumsum(probs, axis=-1, dtype=np.float64)  # (G, V)
-    u = draws[:, None] * cdf[:, -1:]
-    return np.minimum((cdf < u).sum(axis=-1), probs.shape[-1] - 1).astype(np.int64)
