@@ -282,16 +282,25 @@ def _prompt_text(run: Run, prompt: Any) -> str:
 
 
 async def _stream(run: Run, request_id: str, kind: str, chat: bool) -> AsyncIterator[bytes]:
-    """Server-sent events: a chunk per text piece (per token with logprobs), one with each choice's
+    """Server-sent events: a chunk per text piece (per token with logprobs or token ids), one with each choice's
     finish reason, the usage if asked for, then ``[DONE]``. Cancelled with the client: jobs cancelled."""
     model = run.service.model_name
 
-    def chunk(i: int, piece: str | None, finish: str | None = None, logprobs: Any = None, **delta: Any) -> bytes:
+    def chunk(
+        i: int,
+        piece: str | None,
+        finish: str | None = None,
+        logprobs: Any = None,
+        token: int | None = None,
+        **delta: Any,
+    ) -> bytes:
         if chat:
             content = {**delta, **({"content": piece} if piece is not None else {})}
             choice = {"index": i, "delta": content, "logprobs": logprobs, "finish_reason": finish}
         else:
             choice = {"index": i, "text": piece or "", "logprobs": logprobs, "finish_reason": finish}
+        if token is not None:
+            choice["token_ids"] = [token]
         return _sse(envelope(request_id, kind, model, [choice]))
 
     offsets = [0] * len(run.texts)
@@ -309,13 +318,16 @@ async def _stream(run: Run, request_id: str, kind: str, chat: bool) -> AsyncIter
             i, piece, event = got
             text = run.texts[i]
             if isinstance(event, Token):
+                token = event.choice.token if run.plan.token_ids else None
                 if run.plan.logprobs is not None:
                     if chat:
                         lp = chat_logprobs(text, [event.choice])
                     else:
                         lp = completion_logprobs(text, [event.choice], offsets[i])
                     offsets[i] += len(piece)
-                    yield chunk(i, piece, logprobs=lp)
+                    yield chunk(i, piece, logprobs=lp, token=token)
+                elif token is not None:  # a chunk per token, text or not
+                    yield chunk(i, piece, token=token)
                 elif piece:
                     yield chunk(i, piece)
                 continue

@@ -80,11 +80,13 @@ def test_completions_equal_generator(case: int, stream: bool, server: RunningSer
         assert got.usage is not None and got.usage.completion_tokens == 24
         assert got.usage.prompt_tokens == len(generator.encode(prompt))
         return
-    pieces, finish = [], None
+    pieces, tokens, finish = [], [], None
     for chunk in api.completions.create(model="tiny", prompt=prompt, max_tokens=24, stream=True, **fields):
         pieces.append(chunk.choices[0].text)
+        tokens += getattr(chunk.choices[0], "token_ids", None) or []  # one chunk per token with return_token_ids
         finish = chunk.choices[0].finish_reason or finish
     assert "".join(pieces) == expected.text
+    assert tokens == expected.token_ids
     assert finish == "length"
 
 
