@@ -3,8 +3,8 @@
 ``POST /v1/completions`` and ``/v1/chat/completions`` (whole, or streamed as server-sent events ending
 in ``data: [DONE]``), ``GET /v1/models``, ``GET /health`` (200 once the model is loaded, 503 before)
 and ``GET /metrics`` (Prometheus). Each request becomes one scheduler job per prompt; its events come
-back from the scheduler thread through the event loop (``call_soon_threadsafe``) into an asyncio
-queue. A streaming client that disconnects has its jobs cancelled (Starlette cancels the stream), a
+back from the scheduler thread, one hand-over per decode step (``call_soon_threadsafe``), into each
+request's asyncio queue. A streaming client that disconnects has its jobs cancelled (Starlette cancels the stream), a
 waiting one is noticed within a quarter second; either way the scheduler drops the rows before its
 next step. Every refusal is an `ApiError` in OpenAI's error shape; bodies are capped (413) before
 they are parsed.
@@ -44,6 +44,15 @@ def create_app(service: Service, api_key: str | None = None, max_body: int = MAX
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+
+        def dispatch(events: list[tuple[Job, Event]]) -> None:  # on the loop: each job's emit puts in its queue
+            for job, event in events:
+                job.emit(event)
+
+        service.deliver = lambda events: loop.call_soon_threadsafe(dispatch, events)
+        if service.scheduler is not None:  # loaded before the app started
+            service.scheduler.deliver = service.deliver
         loading = None
         if not service.ready:
             loading = asyncio.get_running_loop().run_in_executor(None, _load, service)
@@ -152,7 +161,6 @@ class Run:
     def __init__(self, service: Service, plan: Plan, request_id: str) -> None:
         assert service.scheduler is not None and service.generator is not None
         self.service, self.plan, self.request_id = service, plan, request_id
-        loop = asyncio.get_running_loop()
         self.events: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
         generator = service.generator
         eos = generator._limits(plan.options).eos_ids
@@ -163,8 +171,8 @@ class Run:
         self.jobs: list[Job] = []
         for i, prompt in enumerate(plan.prompts):
 
-            def emit(event: Event, i: int = i) -> None:
-                loop.call_soon_threadsafe(self.events.put_nowait, (i, event))
+            def emit(event: Event, i: int = i) -> None:  # on the event loop (`dispatch`)
+                self.events.put_nowait((i, event))
 
             self.jobs.append(Job(prompt.ids, plan.options, plan.overrides, emit, plan.logprobs))
         self.started = time.perf_counter()

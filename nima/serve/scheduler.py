@@ -102,8 +102,19 @@ class Running:
 class Scheduler:
     """See the module docstring. `start` runs the loop on a daemon thread; `submit` queues a job."""
 
-    def __init__(self, generator: Generator, max_batch: int, max_queue: int, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        generator: Generator,
+        max_batch: int,
+        max_queue: int,
+        metrics: Metrics | None = None,
+        deliver: Callable[[list[tuple[Job, Event]]], None] | None = None,
+    ) -> None:
+        """``deliver``: where the events of one loop iteration go together (the server hands them to its
+        event loop in one call per step, not one per row); None: each job's ``emit``, at once."""
         self.generator = generator
+        self.deliver = deliver
+        self._outbox: list[tuple[Job, Event]] = []
         self.max_batch = max_batch
         self.max_queue = max_queue
         self.metrics = metrics or Metrics()
@@ -151,6 +162,10 @@ class Scheduler:
             self._admit()
             if self.running:
                 self._step()
+            if self._outbox:
+                events, self._outbox = self._outbox, []
+                assert self.deliver is not None
+                self.deliver(events)
 
     def _take(self, pending: int) -> Job | None:
         """The next waiting job, if its rows fit beside the running ones (a beam job takes none); None otherwise."""
@@ -175,7 +190,7 @@ class Scheduler:
                     continue
                 joined = self._prefill(job)
             except GenerateError as err:
-                job.emit(Failed(str(err)))
+                self._send(job, Failed(str(err)))
                 continue
             if joined is not None:
                 newcomers.append(joined)
@@ -240,9 +255,15 @@ class Scheduler:
             elif running.last:
                 self.metrics.inter_token_latency.observe(now - running.last)
             running.last = now
-            job.emit(Token(running.index, choice))
+            self._send(job, Token(running.index, choice))
             if row.finish_reason is not None:
-                job.emit(Done(running.index, row.finish_reason))
+                self._send(job, Done(running.index, row.finish_reason))
+
+    def _send(self, job: Job, event: Event) -> None:
+        if self.deliver is None:
+            job.emit(event)
+        else:
+            self._outbox.append((job, event))
 
     def _keep(self, rows: list[int]) -> None:
         """Keep only the running rows at ``rows`` (indices, in order), in the batch too."""
@@ -253,7 +274,7 @@ class Scheduler:
     def _fail_all(self, message: str) -> None:
         """The batch's run failed: every running job gets the error, and the batch starts empty."""
         for job in {id(r.job): r.job for r in self.running}.values():
-            job.emit(Failed(message))
+            self._send(job, Failed(message))
         self._keep([])
 
     def _run_beams(self, job: Job) -> None:
@@ -265,8 +286,8 @@ class Scheduler:
         self.metrics.time_to_first_token.observe(job.first_token - job.created)
         for index, completion in enumerate(generation.completions):
             for token in completion.token_ids:
-                job.emit(Token(index, Choice(token)))
-            job.emit(Done(index, completion.finish_reason, tuple(completion.token_ids)))
+                self._send(job, Token(index, Choice(token)))
+            self._send(job, Done(index, completion.finish_reason, tuple(completion.token_ids)))
 
 
 def _rng(options: GenerationSpec, index: int) -> np.random.Generator | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from nima.serve.chat import ChatTemplate, TemplateRefused, bundle_template, rend
 from nima.serve.errors import ApiError
 from nima.serve.metrics import Metrics
 from nima.serve.protocol import UNSUPPORTED, ChatRequest, CompletionRequest, Sampling
-from nima.serve.scheduler import Scheduler
+from nima.serve.scheduler import Event, Job, Scheduler
 from nima.spec.sections import GenerationSpec
 
 # GenerationSpec option -> the request field that sets it, for naming the field in errors
@@ -81,6 +82,7 @@ class Service:
         self.scheduler: Scheduler | None = None
         self.template = ChatTemplate("")
         self.load_error: str | None = None
+        self.deliver: Callable[[list[tuple[Job, Event]]], None] | None = None  # set by the app: see `Scheduler`
         self._ready = threading.Event()
 
     @property
@@ -96,7 +98,7 @@ class Service:
             raise
         self.generator = generator
         self.template = bundle_template(self.bundle)
-        self.scheduler = Scheduler(generator, self.max_batch, self.max_queue, self.metrics)
+        self.scheduler = Scheduler(generator, self.max_batch, self.max_queue, self.metrics, self.deliver)
         self.scheduler.start()
         self._ready.set()
 
