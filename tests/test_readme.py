@@ -1,11 +1,12 @@
-"""Every command in README.md's tour and import sections runs, in order, as written.
+"""Every command in README.md's tour, serve and import sections runs, in order, as written.
 
 The commands are read from the README itself (``console`` blocks: the lines after ``$``; ``bash``
 blocks: every line; ``python`` blocks: the whole block), so a README edit that breaks one fails
 here. They run in a fresh folder beside a link to ``specs/``, with ``nima`` from this environment,
 in one shell that stops at the first failure. The few that need what a test cannot have get a
 stated change: the data set is copied from ``../shared/data`` instead of downloaded, training
-stops after a few steps, and ``path/to/hf-model`` is a small random Llama made with transformers.
+stops after a few steps, ``path/to/hf-model`` is a small random Llama made with transformers, and the
+server listens on a free port instead of 8000 (tests run side by side).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -21,14 +23,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
-SECTIONS = ("## A five-minute tour", "## Bring a Hugging Face model")
+SECTIONS = ("## A five-minute tour", "## Serve", "## Bring a Hugging Face model")
 SHAKESPEARE = next(
     (p / "shared" / "data" / "tinyshakespeare.txt" for p in ROOT.parents if (p / "shared" / "data").is_dir()),
     None,
 )
 # command prefix -> what the test does instead (a replacement) or adds (a suffix), and why
 CHANGES: dict[str, tuple[str, str]] = {
-    "curl ": ("replace", 'mkdir -p "$(dirname "$DATA")" && cp "$SHAKESPEARE" "$DATA"'),  # no network in tests
+    "curl --create-dirs": ("replace", 'mkdir -p "$(dirname "$DATA")" && cp "$SHAKESPEARE" "$DATA"'),  # no network
     "nima train specs/shakespeare-char.yaml": ("suffix", "--set training.max_steps=30 --set training.eval_every=15"),
 }
 
@@ -84,8 +86,12 @@ def test_the_readme_commands_run_in_order(tmp_path: Path) -> None:
 
     (tmp_path / "specs").symlink_to(ROOT / "specs")
     tiny_llama(tmp_path / "path" / "to" / "hf-model")
-    script = ["set -euo pipefail"]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    script = ["set -euo pipefail", "trap 'kill $(jobs -p) 2>/dev/null || true' EXIT"]  # no server outlives a failure
     for i, (kind, text) in enumerate(steps):
+        text = text.replace("127.0.0.1:8000", f"127.0.0.1:{port}").replace("--port 8000", f"--port {port}")
         if kind == "python":
             (tmp_path / f"step{i}.py").write_text(text)
             text = f"python step{i}.py"
@@ -107,3 +113,4 @@ def test_the_readme_commands_run_in_order(tmp_path: Path) -> None:
     assert "124439808" in proc.stdout  # `nima build specs/gpt2-small.yaml --json | jq .figures.parameters`
     assert (tmp_path / "bundle" / "shakespeare-char" / "model.onnx").is_file()
     assert (tmp_path / "bundle" / "my-llama" / "model.onnx").is_file()
+    assert '"object":"text_completion"' in proc.stdout  # the server answered curl
