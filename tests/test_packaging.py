@@ -78,8 +78,15 @@ def test_cuda_brings_onnxruntime_gpu_with_its_cuda_libraries(metadata: email.mes
     assert cuda["onnxruntime-gpu"].extras == {"cuda", "cudnn"}  # the CUDA and cuDNN wheels ORT loads
 
 
+def test_serve_brings_the_server_and_no_torch(metadata: email.message.Message) -> None:
+    serve = brought(metadata, "cpu", "serve")
+    assert {"fastapi", "uvicorn", "prometheus-client", "jinja2", "onnxruntime"} <= set(serve)
+    assert "torch" not in serve
+
+
 @pytest.mark.parametrize(
-    "extras", [(), ("cpu",), ("cuda",), ("torch",), ("torch", "cpu"), ("torch", "cuda"), ("test",)]
+    "extras",
+    [(), ("cpu",), ("cuda",), ("torch",), ("torch", "cpu"), ("torch", "cuda"), ("cpu", "serve"), ("test",)],
 )
 def test_no_documented_install_brings_both_onnx_runtimes(metadata: email.message.Message, extras: tuple) -> None:
     assert len(set(brought(metadata, *extras)) & ORT) <= 1

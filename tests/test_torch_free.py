@@ -36,6 +36,7 @@ CHECKS = {
     "cli build without -o": "from typer.testing import CliRunner\nfrom nima.cli import app\n"
     "r = CliRunner().invoke(app, ['build', 'specs/llama-style.yaml', '--json'])\nassert r.exit_code == 0, r.output",
     "runtime": "import nima.runtime",
+    "serve": "import nima.serve.app, nima.serve.scheduler, nima.cli.serve",
 }
 
 
