@@ -21,7 +21,7 @@ from nima.runtime.generator import Generator
 from nima.serve.chat import ChatTemplate, TemplateRefused, bundle_template, render
 from nima.serve.errors import ApiError
 from nima.serve.metrics import Metrics
-from nima.serve.protocol import UNSUPPORTED, ChatRequest, CompletionRequest, Sampling
+from nima.serve.protocol import MAX_PROMPTS, UNSUPPORTED, ChatRequest, CompletionRequest, Sampling
 from nima.serve.scheduler import Event, Job, Scheduler
 from nima.spec.sections import GenerationSpec
 
@@ -114,13 +114,15 @@ class Service:
             raise ApiError(400, "best_of: only best_of equal to n is supported", "best_of", "unsupported_parameter")
         if request.echo and generator.is_seq2seq:
             raise ApiError(400, "echo: an encoder-decoder's prompt is its source, not the start of its output", "echo")
+        if request.echo and request.logprobs is not None:
+            raise ApiError(400, "echo: the prompt's log-probabilities are not computed; drop echo or logprobs", "echo")
         prompts = self._prompts(request.prompt)
         plan = self._plan(request, prompts, request.max_tokens, request.logprobs)
         plan.echo = request.echo
         return plan
 
     def plan_chat(self, request: ChatRequest) -> Plan:
-        generator = self._checked(request)
+        self._checked(request)
         if request.response_format not in (None, {"type": "text"}):
             raise ApiError(400, "response_format: only {'type': 'text'} is supported", "response_format")
         template = self.template if request.chat_template is None else ChatTemplate(request.chat_template)
@@ -136,7 +138,6 @@ class Service:
             raise ApiError(400, "top_logprobs: needs logprobs: true", "top_logprobs")
         logprobs = (request.top_logprobs or 0) if request.logprobs else None
         max_tokens = request.max_completion_tokens or request.max_tokens
-        del generator
         return self._plan(request, [Prompt(ids, text)], max_tokens, logprobs)
 
     # --- helpers ------------------------------------------------------------------------------
@@ -168,14 +169,16 @@ class Service:
             given = list(prompt)
         if not given:
             raise ApiError(400, "prompt: no prompt given", "prompt")
-        if len(given) > 64:
-            raise ApiError(400, f"prompt: {len(given)} prompts; at most 64 per request", "prompt")
+        if len(given) > MAX_PROMPTS:
+            raise ApiError(400, f"prompt: {len(given)} prompts; at most {MAX_PROMPTS} per request", "prompt")
         found = []
-        for item in given:
+        for i, item in enumerate(given):
             try:
                 ids = generator.encode(item)
             except GenerateError as err:
                 raise ApiError(400, f"prompt: {_without_option(str(err))}", "prompt") from None
+            if not ids:
+                raise ApiError(400, f"prompt {i} is empty: the model needs at least one token", "prompt")
             found.append(Prompt(ids, item if isinstance(item, str) else None))
         return found
 

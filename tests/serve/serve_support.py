@@ -116,7 +116,9 @@ def shakespeare_tokenizer(vocab: int) -> Tokenizer:
 class RunningServer:
     """A real uvicorn server on a free loopback port, in a thread: ``url``, ``service``, `stop`."""
 
-    def __init__(self, bundle: Path, api_key: str | None = None, wait_ready: bool = True, **options: Any) -> None:
+    def __init__(
+        self, bundle: Path, api_key: str | None = None, wait_ready: bool = True, service: Any = None, **options: Any
+    ) -> None:
         import socket
         import threading
         import time
@@ -127,7 +129,7 @@ class RunningServer:
         from nima.serve.service import Service
 
         max_body = options.pop("max_body", 1 << 20)
-        self.service = Service(bundle, options.pop("model_name", "tiny"), **options)
+        self.service = (service or Service)(bundle, options.pop("model_name", "tiny"), **options)
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]

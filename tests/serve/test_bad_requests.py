@@ -68,6 +68,17 @@ BAD: list[tuple[str, str, Any, int, str, str | None]] = [
         "prompt",
     ),
     ("empty prompt list", "/v1/completions", {**OK, "prompt": []}, 400, "prompt", "prompt"),
+    ("empty prompt text", "/v1/completions", {**OK, "prompt": ""}, 400, "prompt 0 is empty", "prompt"),
+    (
+        "an empty prompt among ids",
+        "/v1/completions",
+        {**OK, "prompt": [[5, 6], []]},
+        400,
+        "prompt 1 is empty",
+        "prompt",
+    ),
+    ("too many prompts", "/v1/completions", {**OK, "prompt": ["a"] * 65}, 400, "at most 64", "prompt"),
+    ("echo with logprobs", "/v1/completions", {**OK, "echo": True, "logprobs": 1}, 400, "echo", "echo"),
     (
         "prompt past the context",
         "/v1/completions",
@@ -278,19 +289,9 @@ class SlowService(Service):
         super().load()
 
 
-def test_health_is_503_until_the_model_is_loaded(text_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import serve_support
-
-    monkeypatch.setattr("nima.serve.service.Service", SlowService)
-    monkeypatch.setattr(serve_support, "Service", SlowService, raising=False)
-    running = RunningServer.__new__(RunningServer)
-    original = Service
+def test_health_is_503_until_the_model_is_loaded(text_bundle: Path) -> None:
+    running = RunningServer(text_bundle, wait_ready=False, service=SlowService)
     try:
-        import nima.serve.service as service_module
-
-        service_module.Service = SlowService  # type: ignore[misc]
-        running.__init__(text_bundle, wait_ready=False)  # type: ignore[misc]
-        assert type(running.service) is SlowService
         assert httpx.get(running.url + "/health").status_code == 503
         loading = httpx.post(running.url + "/v1/completions", json=OK)
         assert loading.status_code == 503 and "loading" in loading.json()["error"]["message"]
@@ -301,7 +302,6 @@ def test_health_is_503_until_the_model_is_loaded(text_bundle: Path, monkeypatch:
         assert httpx.get(running.url + "/health").json() == {"status": "ok"}
         assert httpx.post(running.url + "/v1/completions", json=OK).status_code == 200
     finally:
-        service_module.Service = original  # type: ignore[misc]
         running.stop()
 
 
