@@ -13,10 +13,18 @@ from typing import Annotated
 import typer
 
 from nima.cli.common import EXIT_BAD_INPUT, SetOption, fail, load_or_fail, path_given, require_torch
+from nima.layout import SPEC_FILE
 
 
 def train(
-    spec: Annotated[Path, typer.Argument(metavar="SPEC", help="Spec file (.yaml, .yml or .json).", show_default=False)],
+    spec: Annotated[
+        Path,
+        typer.Argument(
+            metavar="SOURCE",
+            help="Spec file (.yaml, .yml or .json), or a model folder to fine-tune (its weights and tokenizer).",
+            show_default=False,
+        ),
+    ],
     data: Annotated[
         Path | None,
         typer.Option(
@@ -37,12 +45,18 @@ def train(
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in the run folder.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace a run already in the run folder.")] = False,
 ) -> None:
-    """Train SPEC on text (or pairs); the run folder ends up holding nima.json, model.safetensors and tokenizer.json.
+    """Train SOURCE on text (or pairs); the run folder ends up holding nima.json, model.safetensors and tokenizer.json.
+
+    SOURCE a model folder (nima build -o, nima import, an earlier run): the run starts from its weights and
+    encodes the data with its tokenizer.json (fine-tuning; decoder-only models).
 
     Under `torchrun --nproc_per_node N -m nima train ...` the processes train together (DDP, or
     FSDP with training.distributed: fsdp); only rank 0 writes files and prints.
     """
-    model_spec = load_or_fail(spec, overrides)
+    start_from = spec if spec.is_dir() else None
+    if start_from is not None and not (start_from / SPEC_FILE).is_file():
+        fail(f"{spec}: a folder without {SPEC_FILE}: give a spec file or a model folder")
+    model_spec = load_or_fail(spec / SPEC_FILE if start_from is not None else spec, overrides)
     if resume and force:
         fail("--resume and --force: choose one (continue the run, or replace it)")
     import os
@@ -59,7 +73,7 @@ def train(
             fail(f"{spec}: name: {model_spec.name!r} {problem}, and without -o a run goes to runs/<name>; pass -o")
     run_dir = out if out is not None else Path("runs") / model_spec.name
     try:
-        state = run_training(model_spec, run_dir, data=data, resume=resume, force=force)
+        state = run_training(model_spec, run_dir, data=data, resume=resume, force=force, start_from=start_from)
     except Interrupted as stopped:
         typer.echo(f"{run_dir}: {stopped}", err=True)
         sys.exit(130)  # not typer.Exit: `main` would add a bare "interrupted" line

@@ -49,7 +49,8 @@ class TrainFamily:
 
     data: str  # what --data takes, for messages
     read: Callable[[Path], Source]  # the data's fingerprint, refusing data of the other family
-    tokenize: Callable[[ModelSpec, Path], Tokenized]  # read, check and tokenize; writes nothing
+    # read, check and tokenize (with the given tokenizer, or one trained on the data); writes nothing
+    tokenize: Callable[[ModelSpec, Path, TextTokenizer | None], Tokenized]
     open: Callable[[Path], Corpus | PairCorpus]  # a run folder's packed data
     objective: Objective
     extra_eval: Callable[..., dict[str, Any]] | None = None  # more figures at each evaluation
@@ -69,11 +70,11 @@ def _read_text(data: Path) -> Source:
     return read_text(data)[1]
 
 
-def _tokenize_text(spec: ModelSpec, data: Path) -> Tokenized:
+def _tokenize_text(spec: ModelSpec, data: Path, given: TextTokenizer | None = None) -> Tokenized:
     tr = spec.training
     _refuse_pairs(data)
     text, source = read_text(data)
-    tokenizer = train_tokenizer(tr.tokenizer, text, spec.vocab_size)
+    tokenizer = given if given is not None else train_tokenizer(tr.tokenizer, text, spec.vocab_size)
     encoded = encode_splits(tokenizer, split_text(text, tr.val_fraction))
     check_sizes(encoded, spec.train_seq_len, tr.batch_size, str(data))
     record = {"tokens": {name: len(ids) for name, ids in encoded.ids.items()}}
@@ -82,7 +83,8 @@ def _tokenize_text(spec: ModelSpec, data: Path) -> Tokenized:
     )
 
 
-def _tokenize_pairs(spec: ModelSpec, data: Path) -> Tokenized:
+def _tokenize_pairs(spec: ModelSpec, data: Path, given: TextTokenizer | None = None) -> Tokenized:
+    """Pairs get a tokenizer trained with the specials; ``given`` is never set (`nima.train.start`)."""
     tr = spec.training
     pairs, source = read_pairs(data)
     tokenizer = train_tokenizer(tr.tokenizer, tokenizer_text(pairs), spec.vocab_size, SPECIALS)

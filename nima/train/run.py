@@ -17,6 +17,7 @@ from rich.console import Console
 
 from nima import __version__
 from nima.builders import build_model
+from nima.builders.weights import WeightsError, load_weights
 from nima.layout import (
     METRICS_FILE,
     PLOT_FILE,
@@ -42,6 +43,7 @@ from nima.train.pairs import PairCorpus
 from nima.train.precision import resolve_precision
 from nima.train.progress import Quiet, Reporter
 from nima.train.rundir import check_new_run, check_resume, clear_run
+from nima.train.start import Start, check_start
 
 
 def train(
@@ -51,8 +53,13 @@ def train(
     resume: bool = False,
     force: bool = False,
     console: Console | None = None,
+    start_from: Path | None = None,
 ) -> TrainState:
     """Train ``spec`` on ``data`` into ``run_dir`` (or continue the run there); returns the final state.
+
+    ``start_from``: a model folder (`nima build -o`, `nima import`, a run) whose weights the run starts
+    from instead of the spec's initialisation, and whose ``tokenizer.json``, when it has one, encodes the
+    data instead of a tokenizer trained on it: fine-tuning. Decoder-only models.
 
     Raises `TrainError` (one line, naming the file or field) for anything the user can fix.
     """
@@ -60,7 +67,7 @@ def train(
     threads = torch.get_num_threads()
     finished = False
     try:
-        state = _train(spec, run_dir, data, resume, force, world, console or Console(stderr=True))
+        state = _train(spec, run_dir, data, resume, force, world, console or Console(stderr=True), start_from)
         finished = True
         return state
     except TrainError as err:
@@ -73,11 +80,19 @@ def train(
 
 
 def _train(
-    spec: ModelSpec, run_dir: Path, data: Path | None, resume: bool, force: bool, world: World, console: Console
+    spec: ModelSpec,
+    run_dir: Path,
+    data: Path | None,
+    resume: bool,
+    force: bool,
+    world: World,
+    console: Console,
+    start_from: Path | None = None,
 ) -> TrainState:
     tr = spec.training
     resolve_precision(tr.precision, world.device)
-    checkpoint = main_first(world, lambda: _prepare(spec, run_dir, data, resume, force))
+    start = check_start(spec, start_from, run_dir) if start_from is not None and not resume else None
+    checkpoint = main_first(world, lambda: _prepare(spec, run_dir, data, resume, force, start))
     if resume and not world.is_main:
         checkpoint = check_resume(run_dir, spec, None)
     if world.device.type == "cpu" and tr.cpu_threads:
@@ -86,7 +101,7 @@ def _train(
     if world.device.type == "cpu" and not tr.cpu_threads and world.size == 1:
         hint = busy_hint(torch.get_num_threads(), idle_cpus(os.cpu_count() or 1))
 
-    run = build_run(spec, FAMILIES[spec.architecture].open(run_dir), world)
+    run = build_run(spec, FAMILIES[spec.architecture].open(run_dir), world, start.weights if start else None)
     model, optimizer, precision = run.model, run.optimizer, run.precision
 
     state = TrainState(world_size=world.size)
@@ -122,10 +137,17 @@ def _train(
     return train_loop(run, state, reporter, metrics, on_checkpoint, on_eval)
 
 
-def build_run(spec: ModelSpec, corpus: Corpus | PairCorpus, world: World) -> Run:
-    """Model (seeded by training.seed, wrapped for the world), optimizer, precision and sampler for ``spec``."""
+def build_run(spec: ModelSpec, corpus: Corpus | PairCorpus, world: World, weights: Path | None = None) -> Run:
+    """Model (seeded by training.seed, or loaded from ``weights``, wrapped for the world), optimizer,
+    precision and sampler for ``spec``."""
     tr = spec.training
-    model = build_model(spec, seed=tr.seed).to(world.device)
+    model = build_model(spec, seed=tr.seed)
+    if weights is not None:
+        try:
+            load_weights(model, weights)
+        except WeightsError as err:
+            raise TrainError(str(err)) from None
+    model = model.to(world.device)
     model.set_gradient_checkpointing(tr.gradient_checkpointing)
     if tr.compile:
         model.compile()  # in place: parameter names (and so checkpoints) stay the same
@@ -144,7 +166,9 @@ def build_run(spec: ModelSpec, corpus: Corpus | PairCorpus, world: World) -> Run
     )
 
 
-def _prepare(spec: ModelSpec, run_dir: Path, data: Path | None, resume: bool, force: bool) -> Path | None:
+def _prepare(
+    spec: ModelSpec, run_dir: Path, data: Path | None, resume: bool, force: bool, start: Start | None = None
+) -> Path | None:
     """Rank 0: check everything, then write the run's files. Returns the checkpoint to resume from."""
     tr = spec.training
     family = FAMILIES[spec.architecture]
@@ -154,7 +178,7 @@ def _prepare(spec: ModelSpec, run_dir: Path, data: Path | None, resume: bool, fo
     if data is None:
         raise TrainError(f"--data: required to start a run ({family.data})")
     check_new_run(run_dir, force)
-    tokenized = family.tokenize(spec, data)
+    tokenized = family.tokenize(spec, data, start.tokenizer if start else None)
     tokenizer = tokenized.tokenizer
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -169,6 +193,7 @@ def _prepare(spec: ModelSpec, run_dir: Path, data: Path | None, resume: bool, fo
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "data": tokenized.source.as_dict(),
             "tokenizer": {"kind": tr.tokenizer, "vocab_size": tokenizer.vocab_size},
+            **({"started_from": str(start.folder)} if start else {}),
             **tokenized.record,
         }
         write_json(run_dir / RUN_FILE, record)  # last: marks a complete setup

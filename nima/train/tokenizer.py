@@ -55,7 +55,7 @@ class TextTokenizer:
         return self.tokenizer.get_vocab_size()
 
     def encode(self, text: str) -> np.ndarray:
-        """Token ids of ``text`` as int64, equal to ``self.tokenizer.encode(text).ids``."""
+        """Token ids of ``text`` as int64, equal to ``self.tokenizer.encode(text, add_special_tokens=False).ids``."""
         if self.kind == "byte":
             return np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.int64)
         if self.kind == "char":
@@ -67,7 +67,12 @@ class TextTokenizer:
                 char = chr(int(points[np.argmax(unknown)]))
                 raise TrainError(f"character {char!r} is not in the char-level tokenizer's vocabulary")
             return ids.astype(np.int64)
-        pieces = [np.array(e.ids, dtype=np.int64) for e in self.tokenizer.encode_batch(list(_chunks(text)))]
+        # no special tokens added: a model folder's tokenizer (fine-tuning) may add a BOS to every encode,
+        # here every ~1 MB chunk; Nima's own tokenizers add none either way
+        chunks = list(_chunks(text))
+        pieces = [
+            np.array(e.ids, dtype=np.int64) for e in self.tokenizer.encode_batch(chunks, add_special_tokens=False)
+        ]
         return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64)
 
     def decode(self, ids: list[int]) -> str:

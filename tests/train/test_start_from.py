@@ -1,0 +1,105 @@
+"""`nima train MODEL_DIR`: fine-tuning starts from the folder's weights and encodes with its tokenizer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from train_support import invoke, shakespeare_text, tiny_spec, write_spec
+
+from nima.builders import build_model
+from nima.spec import load_resolved_spec
+
+STEPS = ["--set", "training.max_steps=2", "--set", "training.eval_every=2", "--set", "training.checkpoint_every=2"]
+STILL = ["--set", "training.optimizer.lr=1e-9"]  # two steps that barely move the weights
+
+
+def data_file(folder: Path) -> Path:
+    path = folder / "data.txt"
+    path.write_text(shakespeare_text(), encoding="utf-8")
+    return path
+
+
+def test_a_built_folder_is_the_starting_point(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, tiny_spec())
+    built = tmp_path / "built"
+    assert invoke("build", spec, "-o", built, "--seed", "5").exit_code == 0
+    result = invoke("train", built, "--data", data_file(tmp_path), "-o", tmp_path / "run", *STEPS, *STILL)
+    assert result.exit_code == 0, result.output
+    start, end = load_file(str(built / "model.safetensors")), load_file(str(tmp_path / "run" / "model.safetensors"))
+    assert start.keys() == end.keys()
+    for name in start:
+        assert torch.allclose(start[name], end[name], atol=1e-5), name
+    # the spec's own initialisation (training.seed) is another model: the run did not start from it
+    fresh = build_model(load_resolved_spec(built / "nima.json"), seed=1337).state_dict()
+    assert max((fresh[name] - start[name]).abs().max().item() for name in start) > 0.05
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert record["started_from"] == str(built)
+
+
+def shakespeare_bpe(vocab: int) -> Tokenizer:
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(shakespeare_text(20_000).splitlines(), trainer)
+    return tok
+
+
+def test_an_imported_model_fine_tunes_with_its_own_tokenizer(tmp_path: Path) -> None:
+    transformers = pytest.importorskip("transformers")
+    tokenizer = shakespeare_bpe(300)
+    config = transformers.LlamaConfig(
+        vocab_size=320,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    )
+    torch.manual_seed(0)
+    hf = tmp_path / "hf"
+    transformers.LlamaForCausalLM(config).save_pretrained(hf)
+    tokenizer.save(str(hf / "tokenizer.json"))
+    assert invoke("import", hf, "-o", tmp_path / "model").exit_code == 0
+    run = tmp_path / "run"
+    settings = ["--set", "training.batch_size=4", "--set", "max_seq_len=64", "--set", "training.cpu_threads=1"]
+    result = invoke("train", tmp_path / "model", "--data", data_file(tmp_path), "-o", run, *STEPS, *STILL, *settings)
+    assert result.exit_code == 0, result.output
+    assert Tokenizer.from_file(str(run / "tokenizer.json")).get_vocab() == tokenizer.get_vocab()
+    assert json.loads((run / "run.json").read_text())["tokenizer"]["vocab_size"] == 300
+    start, end = load_file(str(tmp_path / "model" / "model.safetensors")), load_file(str(run / "model.safetensors"))
+    for name in start:
+        assert torch.allclose(start[name], end[name], atol=1e-5), name
+    # the run folder is a model folder: it fine-tunes again, and generation reads its tokenizer
+    again = invoke("train", run, "--data", data_file(tmp_path), "-o", tmp_path / "again", *STEPS, *settings)
+    assert again.exit_code == 0, again.output
+
+
+def test_what_cannot_be_a_start_is_refused_in_one_line(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, tiny_spec())
+    built = tmp_path / "built"
+    assert invoke("build", spec, "-o", built).exit_code == 0
+    data = data_file(tmp_path)
+    same = invoke("train", built, "--data", data, "-o", built, "--force")
+    assert same.exit_code == 2 and "is the model folder the run starts from" in same.output
+    assert (built / "model.safetensors").is_file()  # nothing removed
+    (tmp_path / "empty").mkdir()
+    empty = invoke("train", tmp_path / "empty", "--data", data)
+    assert empty.exit_code == 2 and "a folder without nima.json" in empty.output
+    weightless = tmp_path / "weightless"
+    weightless.mkdir()
+    (weightless / "nima.json").write_text((built / "nima.json").read_text())
+    none = invoke("train", weightless, "--data", data, "-o", tmp_path / "r1")
+    assert none.exit_code == 2 and "no model.safetensors to start from" in none.output
+    big = shakespeare_bpe(400)  # more ids than the tiny spec's 96
+    big.save(str(built / "tokenizer.json"))
+    wrong = invoke("train", built, "--data", data, "-o", tmp_path / "r2")
+    assert wrong.exit_code == 2 and "it is not this model's tokenizer" in wrong.output
