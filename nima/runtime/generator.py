@@ -25,6 +25,7 @@ from nima.runtime.bundle import read_bundle
 from nima.runtime.errors import GenerateError, runtime_errors
 from nima.runtime.families import FAMILIES
 from nima.runtime.huge_pages import wanted
+from nima.runtime.lookup import decode_lookup, lookup_problem
 from nima.runtime.options import is_greedy, resolve_options
 from nima.runtime.rows import FINISH_EOS, FINISH_STOP, Limits, Row
 from nima.runtime.search import decode_rows
@@ -114,6 +115,10 @@ class Generator:
         the bundle too (end ids in its vocabulary, stop strings with a tokenizer), before any output."""
         opts = resolve_options(self.spec.generation, overrides)
         self._limits(opts)
+        if opts.prompt_lookup_num_tokens:
+            problem = lookup_problem(opts, self.is_seq2seq)
+            if problem:
+                raise GenerateError(f"option prompt_lookup_num_tokens: {problem}")
         if opts.slide_context and (self.is_seq2seq or opts.num_beams > 1):
             what = "an encoder-decoder's decoder" if self.is_seq2seq else "beam search"
             raise GenerateError(f"option slide_context: not for {what}; it reads one decoder-only sequence anew")
@@ -186,6 +191,14 @@ class Generator:
                 Generation(ids, [self._completion(h.tokens, h.finish_reason, opts, h.score) for h in hypotheses])
                 for ids, hypotheses in zip(batch, found, strict=True)
             ]
+        if opts.prompt_lookup_num_tokens:  # one row at a time: a step checks one row's drafts
+            found = []
+            for ids in batch:
+                row = Row(list(ids))
+                for _ in decode_lookup(self.session, row, limits, opts.prompt_lookup_num_tokens):
+                    pass
+                found.append(Generation(ids, [self._completion(row.tokens, row.finish_reason or "", opts)]))
+            return found
         copies = opts.num_return_sequences
         starts, fixed = self._starts([ids for ids in batch for _ in range(copies)])
         rows = [Row(ids) for ids in starts]
@@ -216,6 +229,9 @@ class Generator:
         with runtime_errors(self.bundle.path):  # the encoder's run too (encoder-decoders)
             starts, fixed = self._starts(inputs)
             row = Row(starts[0])
+            if opts.prompt_lookup_num_tokens:
+                yield from decode_lookup(self.session, row, limits, opts.prompt_lookup_num_tokens)
+                return row.finish_reason
             rng = self._rng(opts)
             for _ in decode_rows(self.session, [row], opts, limits, rng, self._pad_id(), greedy, fixed):
                 yield row.tokens[-1]

@@ -184,6 +184,41 @@ class DecoderSession:
         extended = KVCache(tuple(outputs[1:]), cache.length + input_ids.shape[1], cache.batch, cache.fixed)
         return logits, extended
 
+    def step_all(
+        self,
+        input_ids: np.ndarray,  # (1, T) int64
+        attention_mask: np.ndarray,  # (1, P + T) int64
+        position_ids: np.ndarray,  # (1, T) int64
+        cache: KVCache,
+    ) -> tuple[np.ndarray, KVCache]:
+        """Logits of every new position, (T, V) float32, and the cache extended by T: one run that
+        checks T drafted tokens (`nima.runtime.lookup`). One row; the graph keeps the last T positions."""
+        new = input_ids.shape[1]
+        keep = host_value(np.array(new, dtype=np.int64))  # () int64: fed as logits_to_keep
+        feed = {
+            INPUT_IDS: host_value(np.ascontiguousarray(input_ids, dtype=np.int64)),
+            ATTENTION_MASK: host_value(np.ascontiguousarray(attention_mask, dtype=np.int64)),
+            POSITION_IDS: host_value(np.ascontiguousarray(position_ids, dtype=np.int64)),
+            **dict(zip(self._past_names, cache.values, strict=True)),
+            **dict(cache.fixed),
+            **({LOGITS_TO_KEEP: keep} if self.keeps_last else {}),
+        }
+        if self.device == "cpu":
+            result = self._binding.run_with_ort_values(feed, self._output_names, None)
+            outputs = [result[i] for i in range(len(self._output_names))]
+        else:
+            wrapped = {name: ort_adapter.wrapped(value) for name, value in feed.items()}
+            outputs = list(self.session.run_with_ort_values(self._output_names, wrapped))
+        logits = np.asarray(outputs[0].numpy()[0, -new:, :], dtype=np.float32)  # (T, V)
+        return logits, KVCache(tuple(outputs[1:]), cache.length + new, cache.batch, cache.fixed)
+
+    def truncate(self, cache: KVCache, length: int) -> KVCache:
+        """The cache holding its first ``length`` positions (drafted tokens that were rejected dropped)."""
+        if length == cache.length:
+            return cache
+        values = tuple(device_value(np.ascontiguousarray(v.numpy()[:, :, :length]), self.device) for v in cache.values)
+        return KVCache(values, length, cache.batch, cache.fixed)
+
     def _run_bound(
         self, input_ids: np.ndarray, attention_mask: np.ndarray, position_ids: np.ndarray, cache: KVCache
     ) -> list[Value]:

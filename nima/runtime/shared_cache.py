@@ -149,6 +149,42 @@ class SharedBufferSession(DecoderSession):
             last = last.astype(np.float32)
         return last, KVCache(cache.values, cache.length + new, cache.batch, cache.fixed)
 
+    def step_all(
+        self,
+        input_ids: np.ndarray,  # (1, T) int64
+        attention_mask: np.ndarray,  # (1, P + T) int64
+        position_ids: np.ndarray,  # (1, T) int64
+        cache: KVCache,
+    ) -> tuple[np.ndarray, KVCache]:
+        """`DecoderSession.step_all` on the shared buffers: the kernel writes the T new positions in place."""
+        new = input_ids.shape[1]
+        if self._bound is not cache.values:
+            self._bind_cache(cache)
+        if cache.length + new > self._capacity:
+            raise GenerateError(f"the cache holds {self._capacity} positions; this step needs {cache.length + new}")
+        io = self._io
+        keep = ort_adapter.wrapped(host_value(np.array(new, dtype=np.int64)))
+        io.bind_cpu_input(INPUT_IDS, np.ascontiguousarray(input_ids, dtype=np.int64))
+        io.bind_cpu_input(ATTENTION_MASK, np.ascontiguousarray(attention_mask, dtype=np.int64))
+        io.bind_cpu_input(POSITION_IDS, np.ascontiguousarray(position_ids, dtype=np.int64))
+        if self.keeps_last:
+            io.bind_ortvalue_input(LOGITS_TO_KEEP, keep)
+        io.bind_output(LOGITS, "cpu")
+        self._shape = None  # the CPU step's bound arrays are no longer bound: `_cpu_step` rebinds them,
+        self._ids = self._positions = np.empty(0)  # and a `SharedRowStepper` sees that its arrays went
+        try:
+            self.session.run_with_iobinding(io)
+        finally:
+            if self.keeps_last:
+                io.bind_ortvalue_input(LOGITS_TO_KEEP, self._keep_one)
+        logits = np.asarray(self._io_core.get_outputs()[0].numpy()[0, -new:, :], dtype=np.float32)  # (T, V)
+        return logits, KVCache(cache.values, cache.length + new, cache.batch, cache.fixed)
+
+    def truncate(self, cache: KVCache, length: int) -> KVCache:
+        """The same buffers holding ``length`` positions: the kernel reads lengths from the mask, and
+        overwrites the dropped positions at the next step."""
+        return KVCache(cache.values, length, cache.batch, cache.fixed)
+
     def _bind_cache(self, cache: KVCache) -> None:
         """Bind ``cache``'s buffers as both past inputs and present outputs."""
         for past, present, value in zip(self._past_names, self._present_names, cache.values, strict=True):

@@ -158,6 +158,13 @@ class GenerationSpec(Strict):
     eos_token_ids: list[int] = Field(default_factory=list, description="Token ids that end a sequence.")
     stop_strings: list[str] = Field(default_factory=list, description="Strings that end a sequence.")
     seed: int | None = Field(None, ge=0, description="Sampling seed; the same seed gives the same output.")
+    prompt_lookup_num_tokens: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Prompt-lookup decoding: draft up to this many tokens from the text's own earlier tokens and "
+        "check them in one step (transformers' name); greedy, decoder-only, no penalties; 0: off.",
+    )
     slide_context: bool = Field(
         False,
         description="When prompt and output fill max_seq_len, go on: each further token from the last max_seq_len "
