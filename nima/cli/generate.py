@@ -52,6 +52,13 @@ def generate(
     eos_id: Annotated[list[int] | None, Opt("--eos-id", help="Token id that ends a sequence (repeatable).")] = None,
     stop: Annotated[list[str] | None, Opt("--stop", help="Text that ends a sequence (repeatable).")] = None,
     seed: Annotated[int | None, Opt(help="Sampling seed: the same seed gives the same output.")] = None,
+    prompt_lookup: Annotated[
+        int | None,
+        Opt(
+            "--prompt-lookup",
+            help="Prompt-lookup decoding: draft up to N tokens from the text itself, checked in one step (greedy).",
+        ),
+    ] = None,
     slide_context: Annotated[
         bool | None,
         Opt(
@@ -103,6 +110,7 @@ def generate(
         "stop_strings": stop or None,
         "seed": seed,
         "slide_context": slide_context,
+        "prompt_lookup_num_tokens": prompt_lookup,
     }
     try:
         generator = Generator(bundle, provider=provider, threads=threads, spin=spin, huge_pages=huge_pages)

@@ -113,3 +113,23 @@ def test_lookup_refuses_what_it_cannot_check(
     generator = Generator(bundles["gpt2"][0])
     with pytest.raises(GenerateError, match=words):
         generator.generate([[1, 2]], prompt_lookup_num_tokens=3, **options)
+
+
+def test_the_cli_flag(bundles: dict[str, tuple[Path, DecoderLM]]) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from nima.cli import app
+
+    path = str(bundles["gpt2"][0])
+    args = ["generate", path, "--prompt-ids", "7,8,9,7,8", "--max-new-tokens", "30", "--greedy", "--json"]
+    plain = CliRunner().invoke(app, args)
+    fast = CliRunner().invoke(app, [*args, "--prompt-lookup", "4"])
+    assert plain.exit_code == fast.exit_code == 0, fast.output
+    assert (
+        json.loads(fast.stdout)[0]["completions"][0]["token_ids"]
+        == json.loads(plain.stdout)[0]["completions"][0]["token_ids"]
+    )
+    refused = CliRunner().invoke(app, [*args[:-2], "--prompt-lookup", "4", "--top-k", "5", "--sample"])
+    assert refused.exit_code == 2 and "prompt_lookup_num_tokens" in refused.output
