@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizer_support import shakespeare_tokenizer  # noqa: F401 - imported from here by tests
+from tokenizers import Tokenizer
 
 from nima.builders import build_model, save_build
 from nima.builders.models import DecoderLM
@@ -69,21 +70,6 @@ def make_bundle(
     bundle = root / f"{spec.name}-bundle"
     export_bundle(source, bundle, verify=False)
     return bundle, model.eval()
-
-
-def shakespeare_tokenizer(vocab: int) -> Tokenizer:
-    """A byte-level BPE of ``vocab`` tokens (one of them <|endoftext|>) trained on a little Shakespeare."""
-    here = Path(__file__).resolve()
-    found = [p / "shared" / "data" / "tinyshakespeare.txt" for p in here.parents]
-    text = next(path for path in found if path.is_file()).read_text(encoding="utf-8")[:20_000]
-    tok = Tokenizer(models.BPE(unk_token=None))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    tok.train_from_iterator(text.splitlines(), trainer)
-    return tok
 
 
 @torch.no_grad()

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizer_support import shakespeare_tokenizer  # noqa: F401 - imported from here by tests
+from tokenizers import Tokenizer
 
 from nima.builders import build_model, save_build
 from nima.export.bundle import export_bundle
@@ -96,21 +97,6 @@ def seq2seq_bundle(root: Path, seed: int = 0) -> Path:
     spec = spec_from_dict({**SEQ2SEQ, "name": "serve-t5"})
     source = save_build(build_model(spec, seed=seed), spec, root / "t5-src")
     return export_bundle(source, root / "t5-bundle", verify=False).out
-
-
-def shakespeare_tokenizer(vocab: int) -> Tokenizer:
-    """A byte-level BPE of ``vocab`` tokens (one of them <|endoftext|>) trained on a little Shakespeare."""
-    here = Path(__file__).resolve()
-    found = [p / "shared" / "data" / "tinyshakespeare.txt" for p in here.parents]
-    text = next(path for path in found if path.is_file()).read_text(encoding="utf-8")[:20_000]
-    tok = Tokenizer(models.BPE(unk_token=None))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    tok.train_from_iterator(text.splitlines(), trainer)
-    return tok
 
 
 class RunningServer:

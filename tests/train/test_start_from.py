@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizer_support import shakespeare_tokenizer
+from tokenizers import Tokenizer
 from train_support import invoke, shakespeare_text, tiny_spec, write_spec
 
 from nima.builders import build_model
@@ -41,20 +42,9 @@ def test_a_built_folder_is_the_starting_point(tmp_path: Path) -> None:
     assert record["started_from"] == str(built)
 
 
-def shakespeare_bpe(vocab: int) -> Tokenizer:
-    tok = Tokenizer(models.BPE(unk_token=None))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    tok.train_from_iterator(shakespeare_text(20_000).splitlines(), trainer)
-    return tok
-
-
 def test_an_imported_model_fine_tunes_with_its_own_tokenizer(tmp_path: Path) -> None:
     transformers = pytest.importorskip("transformers")
-    tokenizer = shakespeare_bpe(300)
+    tokenizer = shakespeare_tokenizer(300)
     config = transformers.LlamaConfig(
         vocab_size=320,
         hidden_size=32,
@@ -99,7 +89,7 @@ def test_what_cannot_be_a_start_is_refused_in_one_line(tmp_path: Path) -> None:
     (weightless / "nima.json").write_text((built / "nima.json").read_text())
     none = invoke("train", weightless, "--data", data, "-o", tmp_path / "r1")
     assert none.exit_code == 2 and "no model.safetensors to start from" in none.output
-    big = shakespeare_bpe(400)  # more ids than the tiny spec's 96
+    big = shakespeare_tokenizer(400)  # more ids than the tiny spec's 96
     big.save(str(built / "tokenizer.json"))
     wrong = invoke("train", built, "--data", data, "-o", tmp_path / "r2")
     assert wrong.exit_code == 2 and "it is not this model's tokenizer" in wrong.output
