@@ -10,13 +10,14 @@
   same speed. onnxruntime's quantization docs recommend 7 bits for CPUs without VNNI,
   "particularly helpful for per-channel weight quantization"; a bundle is exported once and
   deployed on either kind, and 7 bits cost little where VNNI would not have saturated.
-- ``int4``: `MatMulNBitsQuantizer` — block-wise (64) symmetric 4-bit weights in ORT's fused
+- ``int4``: `MatMulNBitsQuantizer` — block-wise (32) symmetric 4-bit weights in ORT's fused
   `MatMulNBits` contrib op; about 7x smaller MatMul weights. ``accuracy_level`` 4: on CPUs the
   kernel quantizes each block of activations to int8 and multiplies in int8, as onnxruntime-genai's
   builder sets it for CPU; at level 0 it dequantizes the weights to fp32 first, which made int4
-  slower than int8. Blocks of 64 weights per scale rather than 32: 1.12x faster at 124M, the same
-  greedy agreement on a trained model (128 lost 6 points). Figures: docs/performance.md, "int4 with
-  int8 compute".
+  slower than int8. Blocks of 64 would be 1.2x faster again at 124M, but a trained
+  encoder-decoder's greedy output left the fp32 bundle's at its third token with them (block 32
+  keeps its first eight: tests/export/test_seq2seq_bundle.py). Figures: docs/performance.md,
+  "int4 with int8 compute".
 
 Both leave everything else (norms, attention arithmetic, embeddings) in fp32. Both quantize
 only MatMuls whose weight is an initializer; a tied output head multiplies by a ``Transpose``
@@ -40,7 +41,7 @@ from nima.export.logits_to_keep import head_path
 from nima.export.options import QUANTIZATIONS
 from nima.export.parity import session_for
 
-INT4_BLOCK = 64  # weights per scale (see the module docstring)
+INT4_BLOCK = 32  # weights per scale, as llama.cpp's Q4_0 (see the module docstring)
 INT4_ACCURACY_LEVEL = 4  # MatMulNBits computes in int8 on CPUs (see the module docstring)
 
 

@@ -40,10 +40,10 @@ def test_weights_are_quantized_and_close(kind: str, op: str, tmp_path: Path) -> 
         weights = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
         quantized = [weights[n.input[1]] for n in graph.node if n.op_type == "MatMulInteger"]
         assert quantized and all(w.dtype == np.int8 and np.abs(w.astype(int)).max() <= 64 for w in quantized)
-    else:  # int8 compute inside the kernel on CPUs (accuracy_level 4), blocks of 64 weights
+    else:  # int8 compute inside the kernel on CPUs (accuracy_level 4), blocks of 32 weights
         nbits = [n for n in graph.node if n.op_type == "MatMulNBits"]
         attributes = {a.name: onnx.helper.get_attribute_value(a) for a in nbits[0].attribute}
-        assert attributes["accuracy_level"] == 4 and attributes["block_size"] == 64
+        assert attributes["accuracy_level"] == 4 and attributes["block_size"] == 32
     x = np.random.default_rng(1).standard_normal((1, 64)).astype(np.float32)
     got = ort.InferenceSession(str(tmp_path / "q.onnx"), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     want = x @ weight
