@@ -100,12 +100,11 @@ class RunningBatch:
 
     def keep(self, rows: list[int]) -> None:
         """Keep only ``rows`` (indices into the batch, in order); an empty list empties the batch."""
-        if len(rows) == self.size:
-            return
         if not rows:
             self.cache, self.mask, self.positions = None, np.zeros((0, 0), dtype=np.int64), np.zeros(0, dtype=np.int64)
             return
-        assert self.cache is not None  # rows were kept from a batch that has them
+        if len(rows) == self.size or self.cache is None:
+            return
         chosen = np.array(rows, dtype=np.int64)
         self.cache = self.session.select(self.cache, chosen)
         self.mask, self.positions = self.mask[chosen], self.positions[chosen]

@@ -16,6 +16,7 @@ per completion, or one `Failed` for the whole job. The HTTP layer passes them to
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 import time
 from collections import deque
@@ -33,6 +34,8 @@ from nima.serve.cache_shift import key_angles
 from nima.serve.choose import Choice, RowPlan, choose
 from nima.serve.metrics import Metrics
 from nima.spec.sections import GenerationSpec
+
+log = logging.getLogger("nima.serve")
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,7 @@ class Scheduler:
         self.generator = generator
         self.deliver = deliver
         self._outbox: list[tuple[Job, Event]] = []
+        self._admitting: list[Job] = []
         self.max_batch = max_batch
         self.max_queue = max_queue
         self.metrics = metrics or Metrics()
@@ -159,9 +163,13 @@ class Scheduler:
                     self._wake.wait()
                 if self._stopping:
                     return
-            self._admit()
-            if self.running:
-                self._step()
+            try:
+                self._admit()
+                if self.running:
+                    self._step()
+            except Exception as err:  # a fault of the server, not of a request: those in flight fail, serving goes on
+                log.exception("the scheduler's step failed")
+                self._fail_all(f"the server failed on this request ({type(err).__name__}); see its log")
             if self._outbox:
                 events, self._outbox = self._outbox, []
                 assert self.deliver is not None
@@ -183,14 +191,18 @@ class Scheduler:
     def _admit(self) -> None:
         """Prefill waiting jobs that fit, and join their rows to the batch (beam jobs run here, whole)."""
         newcomers: list[tuple[Any, list[Running]]] = []
+        self._admitting = []  # taken from the queue, not yet running: failed too if this raises
         while (job := self._take(sum(len(rows) for _, rows in newcomers))) is not None:
+            self._admitting.append(job)
             try:
                 if job.options.num_beams > 1:
                     self._run_beams(job)
+                    self._admitting.remove(job)
                     continue
                 joined = self._prefill(job)
             except GenerateError as err:
                 self._send(job, Failed(str(err)))
+                self._admitting.remove(job)
                 continue
             if joined is not None:
                 newcomers.append(joined)
@@ -199,6 +211,7 @@ class Scheduler:
             for _, rows in newcomers:
                 self.running.extend(rows)
             self.metrics.running_rows.set(len(self.running))
+        self._admitting = []
 
     def _prefill(self, job: Job) -> tuple[Any, list[Running]] | None:
         """Run ``job``'s prompt alone and choose each completion's first token; its unfinished rows."""
@@ -272,10 +285,16 @@ class Scheduler:
         self.metrics.running_rows.set(len(self.running))
 
     def _fail_all(self, message: str) -> None:
-        """The batch's run failed: every running job gets the error, and the batch starts empty."""
-        for job in {id(r.job): r.job for r in self.running}.values():
+        """The batch's run failed: every running job, and any being admitted, gets the error; the batch
+        starts empty."""
+        jobs = {id(r.job): r.job for r in self.running}
+        jobs.update({id(job): job for job in self._admitting})
+        for job in jobs.values():
             self._send(job, Failed(message))
-        self._keep([])
+        self._admitting = []
+        self.running = []
+        self.batch.keep([])
+        self.metrics.running_rows.set(0)
 
     def _run_beams(self, job: Job) -> None:
         """A beam job, whole, on the scheduler thread (the running batch waits)."""

@@ -348,3 +348,28 @@ def test_the_bundles_chat_template_is_used(text_bundle: Path, tmp_path: Path) ->
         assert got["choices"][0]["token_ids"] == expected.token_ids
     finally:
         running.stop()
+
+
+def test_a_fault_in_the_scheduler_fails_the_requests_in_flight_and_serving_goes_on(text_bundle: Path) -> None:
+    running = RunningServer(text_bundle)
+    scheduler = running.service.scheduler
+    assert scheduler is not None
+    step = scheduler.batch.step
+    faults = [RuntimeError("a bug")]
+
+    def faulty(tokens):  # noqa: ANN001, ANN202 - the first decode step raises, the next ones run
+        if faults:
+            raise faults.pop()
+        return step(tokens)
+
+    scheduler.batch.step = faulty  # type: ignore[method-assign]
+    try:
+        failed = httpx.post(running.url + "/v1/completions", json={**OK, "max_tokens": 8})
+        assert failed.status_code == 500
+        assert "the server failed on this request (RuntimeError)" in failed.json()["error"]["message"]
+        assert "Traceback" not in failed.text
+        again = httpx.post(running.url + "/v1/completions", json={**OK, "max_tokens": 8})
+        assert again.status_code == 200 and again.json()["usage"]["completion_tokens"] == 8
+        assert httpx.get(running.url + "/metrics").text.count("nima_running_rows 0.0") == 1
+    finally:
+        running.stop()
