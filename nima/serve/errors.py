@@ -47,8 +47,13 @@ class ApiError(Exception):
 
 def from_validation(err: ValidationError) -> ApiError:
     """The first problem of a request body, naming its field (``messages.0.role``) and what was given."""
-    first = err.errors()[0]
+    errors = err.errors()
+    first = errors[0]
     where = ".".join(str(part) for part in first["loc"] if not _is_type_tag(part))
+    # a union reports one error per member (`stop` as text, `stop` as a list): the one that says more
+    # than "not of this type" is the member the value was meant for
+    same = [e for e in errors if ".".join(str(p) for p in e["loc"] if not _is_type_tag(p)) == where]
+    first = next((e for e in same if not e["type"].endswith("_type")), first)
     kind = first["type"]
     if kind == "extra_forbidden":
         return ApiError(400, f"Unrecognized request argument supplied: {where}", where, "unknown_parameter")

@@ -49,6 +49,7 @@ BAD: list[tuple[str, str, Any, int, str, str | None]] = [
     ("unknown field", "/v1/completions", {**OK, "frobnicate": 1}, 400, "Unrecognized request argument", "frobnicate"),
     ("stop not text", "/v1/completions", {**OK, "stop": 7}, 400, "stop", "stop"),
     ("empty stop", "/v1/completions", {**OK, "stop": [""]}, 400, "stop", "stop"),
+    ("too many stops", "/v1/completions", {**OK, "stop": ["a"] * 17}, 400, "at most 16", "stop"),
     ("seed negative", "/v1/completions", {**OK, "seed": -1}, 400, "seed", "seed"),
     ("logprobs too many", "/v1/completions", {**OK, "logprobs": 50}, 400, "logprobs", "logprobs"),
     (
