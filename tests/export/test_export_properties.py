@@ -3,19 +3,16 @@ with exit code 2 (1 for a failed check) — never a traceback — and a failure 
 
 from __future__ import annotations
 
-import contextlib
-import io
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from bundle_helpers import SPEC
+from cli_support import run_main
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nima.builders import build_model, save_build
-from nima.cli import main
 from nima.spec import spec_from_dict
 
 FLAGS = ["--onnx", "--hf", "--dtype", "--quantize", "--target", "--no-verify", "--verify", "--force", "--set"]
@@ -26,20 +23,6 @@ VALUES = st.sampled_from(["fp32", "fp16", "bf16", "int8", "int4", "int2", "ort",
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     spec = spec_from_dict({**SPEC, "n_layers": 1, "d_model": 16, "attention": {"n_heads": 2}})
     return save_build(build_model(spec, seed=0), spec, tmp_path_factory.mktemp("export-args") / "model")
-
-
-def run_main(argv: list[str]) -> tuple[int, str]:
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        old, sys.argv = sys.argv, ["nima", *argv]
-        try:
-            main()
-            code = 0
-        except SystemExit as done:
-            code = done.code if isinstance(done.code, int) else 1
-        finally:
-            sys.argv = old
-    return code, err.getvalue()
 
 
 @settings(max_examples=40, deadline=60000, derandomize=True, suppress_health_check=[HealthCheck.too_slow])

@@ -3,16 +3,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
-import sys
 from pathlib import Path
 from typing import Any
 
+from cli_support import run_main
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from nima.cli import main
 
 FLAGS = [
     "--prompt", "--prompt-ids", "--source", "--json", "--min-new-tokens", "--sample", "--greedy",
@@ -21,20 +17,6 @@ FLAGS = [
     "--provider", "--threads", "--spin", "--no-spin", "--bogus",
 ]  # fmt: skip
 VALUES = st.sampled_from(["0", "1", "-1", "2", "0.5", "nan", "inf", "1e309", "true", "never", "cpu", "1,2", ""])
-
-
-def run_main(argv: list[str]) -> tuple[int, str]:
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        old, sys.argv = sys.argv, ["nima", *argv]
-        try:
-            main()
-            code = 0
-        except SystemExit as done:
-            code = done.code if isinstance(done.code, int) else 1
-        finally:
-            sys.argv = old
-    return code, err.getvalue()
 
 
 @settings(max_examples=120, deadline=20000, derandomize=True, suppress_health_check=[HealthCheck.too_slow])

@@ -5,18 +5,15 @@ same thousands of cases."""
 
 from __future__ import annotations
 
-import contextlib
-import io
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import yaml
+from cli_support import run_main
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nima.cli import main
 from nima.spec import ModelSpec, SpecError, spec_from_dict
 from nima.spec.problems import all_field_names
 
@@ -73,22 +70,6 @@ def test_any_set_flags(overrides: list[str]) -> None:
 
 
 FLAGS = ["--set", "-s", "--json", "-o", "--seed", "--force", "--help", "--bogus", "--", "x=1"]
-
-
-def run_main(argv: list[str]) -> tuple[int, str]:
-    """``nima ARGV`` through the console entry point (which turns usage errors into ``error:`` lines):
-    the exit code and what went to stderr."""
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        old, sys.argv = sys.argv, ["nima", *argv]
-        try:
-            main()
-            code = 0
-        except SystemExit as done:
-            code = done.code if isinstance(done.code, int) else 1
-        finally:
-            sys.argv = old
-    return code, err.getvalue()
 
 
 @settings(max_examples=150, deadline=10000, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
