@@ -52,7 +52,7 @@ def make(table: dict[str, Callable[..., Any]], variant: BaseModel, sizes: Sizes,
 
 
 def _norm(spec: ModelSpec, sizes: Sizes) -> Callable[[int], nn.Module]:
-    return make(NORMS, spec.norm, sizes, placed=("placement", "final"))
+    return make(NORMS, spec.norm, sizes, placed=("placement", "final", "embedding"))
 
 
 def _attention_args(spec: ModelSpec, sizes: Sizes) -> dict[str, object]:
@@ -67,6 +67,7 @@ def _attention_args(spec: ModelSpec, sizes: Sizes) -> dict[str, object]:
         "backend": att.backend,
         "qk_norm": _norm(spec, sizes) if att.qk_norm else None,
         "qkv_bias": att.qkv_bias,
+        "scale": att.scale,
     }
 
 
@@ -89,6 +90,7 @@ def _stack(spec: ModelSpec, sizes: Sizes, shape: StackShape) -> Stack:
         pattern=make(PATTERNS, spec.attention.pattern, sizes),
         causal=shape.causal,
         final_norm=_norm(spec, sizes)(sizes.d_model) if spec.norm.final else None,
+        embedding_norm=_norm(spec, sizes)(sizes.d_model) if spec.norm.embedding else None,
         embedding_dropout=spec.dropout.embedding,
     )
 
@@ -103,10 +105,10 @@ def build_model(spec: ModelSpec, seed: int | None = None) -> DecoderLM | Encoder
         if seed is not None:
             torch.manual_seed(seed)
         embedding = nn.Embedding(spec.vocab_size, spec.d_model)
-        head = nn.Linear(spec.d_model, spec.vocab_size, bias=False)
+        head = nn.Linear(spec.d_model, spec.vocab_size, bias=spec.output_bias)
         scale = math.sqrt(spec.d_model) if spec.scale_embeddings else 1.0
         stacks = [_stack(spec, sizes, shape) for shape in spec.stacks]
-        model = MODELS[spec.architecture](embedding, *stacks, head, spec.tie_embeddings, scale)
+        model = MODELS[spec.architecture](embedding, *stacks, head, spec.tie_embeddings, scale, spec.output_scale)
         make(INITS, spec.init, sizes)(model)
     model.set_gradient_checkpointing(spec.training.gradient_checkpointing)
     return model

@@ -9,7 +9,7 @@ from torch import nn
 
 
 class MLP(nn.Module):
-    """``down(act(up(x)))``: the original transformer (ReLU) and GPT-2 (GELU)."""
+    """``down(act(up(x)))``: the original transformer (ReLU), GPT-2 (GELU), Marian (SiLU)."""
 
     def __init__(self, d_model: int, hidden: int, activation: nn.Module, bias: bool) -> None:
         super().__init__()
@@ -41,6 +41,7 @@ class GatedMLP(nn.Module):
 FFNS: dict[str, Callable[..., nn.Module]] = {
     "relu": lambda sizes, hidden: MLP(sizes.d_model, hidden, nn.ReLU(), sizes.bias),
     "gelu": lambda sizes, hidden, approximate: MLP(sizes.d_model, hidden, nn.GELU(approximate), sizes.bias),
+    "silu": lambda sizes, hidden: MLP(sizes.d_model, hidden, nn.SiLU(), sizes.bias),
     "glu": lambda sizes, hidden: GatedMLP(sizes.d_model, hidden, nn.Sigmoid(), sizes.bias),
     "swiglu": lambda sizes, hidden: GatedMLP(sizes.d_model, hidden, nn.SiLU(), sizes.bias),
     "geglu": lambda sizes, hidden, approximate: GatedMLP(sizes.d_model, hidden, nn.GELU(approximate), sizes.bias),

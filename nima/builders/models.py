@@ -17,17 +17,25 @@ from nima.builders.stack import Stack
 class _LanguageModel(nn.Module):
     """Token embedding and output head shared by both families."""
 
-    def __init__(self, embedding: nn.Embedding, head: nn.Linear, tie: bool, embed_scale: float) -> None:
+    def __init__(
+        self, embedding: nn.Embedding, head: nn.Linear, tie: bool, embed_scale: float, output_scale: float = 1.0
+    ) -> None:
         super().__init__()
         self.embedding = embedding
-        self.head = head
+        self.head = head  # with a bias where the logits have one (BART's final_logits_bias)
         if tie:
             self.head.weight = self.embedding.weight
         self.embed_scale = embed_scale
+        self.output_scale = output_scale
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         h = self.embedding(input_ids)  # (B, T, d_model)
         return h * self.embed_scale if self.embed_scale != 1.0 else h
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        """The output head on final hidden states (..., d_model) -> (..., vocab), scaled first where the
+        spec says (T5's tied head reads h * d_model^-0.5)."""
+        return self.head(h * self.output_scale if self.output_scale != 1.0 else h)
 
     def stacks(self) -> list[Stack]:
         return [m for m in self.modules() if isinstance(m, Stack)]
@@ -41,8 +49,16 @@ class _LanguageModel(nn.Module):
 class DecoderLM(_LanguageModel):
     """GPT-style causal language model."""
 
-    def __init__(self, embedding: nn.Embedding, decoder: Stack, head: nn.Linear, tie: bool, embed_scale: float) -> None:
-        super().__init__(embedding, head, tie, embed_scale)
+    def __init__(
+        self,
+        embedding: nn.Embedding,
+        decoder: Stack,
+        head: nn.Linear,
+        tie: bool,
+        embed_scale: float,
+        output_scale: float = 1.0,
+    ) -> None:
+        super().__init__(embedding, head, tie, embed_scale, output_scale)
         self.decoder = decoder
 
     def forward(
@@ -54,7 +70,7 @@ class DecoderLM(_LanguageModel):
     ) -> tuple[torch.Tensor, list[KV]]:
         """Logits (B, T, vocab) and the updated cache (per layer, (B, H_kv, P+T, hd) each)."""
         h, presents, _ = self.decoder(self.embed(input_ids), attention_mask, position_ids, past_key_values)
-        return self.head(h), presents
+        return self.logits(h), presents
 
 
 class EncoderDecoderLM(_LanguageModel):
@@ -68,8 +84,9 @@ class EncoderDecoderLM(_LanguageModel):
         head: nn.Linear,
         tie: bool,
         embed_scale: float,
+        output_scale: float = 1.0,
     ) -> None:
-        super().__init__(embedding, head, tie, embed_scale)
+        super().__init__(embedding, head, tie, embed_scale, output_scale)
         self.encoder = encoder
         self.decoder = decoder
 
@@ -98,7 +115,7 @@ class EncoderDecoderLM(_LanguageModel):
             past_key_values,
             cross_key_values,
         )
-        return self.head(h), presents, cross
+        return self.logits(h), presents, cross
 
     def _decode_hidden(
         self,
@@ -143,10 +160,11 @@ class EncoderDecoderLM(_LanguageModel):
         )  # (B, T, d_model)
         if logits_mask is not None:
             h = h[logits_mask]  # (N, d_model)
-        return self.head(h), presents, cross
+        return self.logits(h), presents, cross
 
 
-# architecture -> model class; each takes (embedding, *stacks in `ModelSpec.stacks` order, head, tie, scale).
+# architecture -> model class; each takes (embedding, *stacks in `ModelSpec.stacks` order, head, tie, embedding
+# scale, output scale).
 MODELS: dict[str, type[DecoderLM] | type[EncoderDecoderLM]] = {
     "decoder": DecoderLM,
     "encoder-decoder": EncoderDecoderLM,

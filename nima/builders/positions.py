@@ -51,28 +51,36 @@ class PositionScheme(nn.Module):
 
 
 class SinusoidalPositions(PositionScheme):
-    """PE[p, 2i] = sin(p / base^(2i/d)), PE[p, 2i+1] = cos(p / base^(2i/d)), computed on the fly."""
+    """With w_i = base^(-2i/d): ``interleaved``, PE[p, 2i] = sin(p w_i), PE[p, 2i+1] = cos(p w_i) (the paper);
+    ``split``, PE[p, i] = sin(p w_i), PE[p, d/2 + i] = cos(p w_i) (tensor2tensor, Marian). Computed on the fly."""
 
-    def __init__(self, d_model: int, base: float) -> None:
+    def __init__(self, d_model: int, base: float, layout: str = "interleaved") -> None:
         super().__init__()
+        if layout not in ("interleaved", "split"):
+            raise ValueError(f"unknown sinusoid layout {layout!r}")
+        self.split = layout == "split"
         inv_freq = base ** (-torch.arange(0, d_model, 2, dtype=torch.float32) / d_model)
         self.register_buffer("inv_freq", inv_freq, persistent=False)  # (d/2,)
 
     def embed(self, position_ids: torch.Tensor) -> torch.Tensor:
         angles = position_ids.float()[..., None] * self.inv_freq  # (B, T, d/2)
+        if self.split:
+            return torch.cat((angles.sin(), angles.cos()), dim=-1)  # (B, T, d): sines, then cosines
         pe = torch.stack((angles.sin(), angles.cos()), dim=-1)  # (B, T, d/2, 2)
         return pe.flatten(-2)  # (B, T, d): sin and cos interleaved
 
 
 class LearnedPositions(PositionScheme):
-    """A learned table of max_seq_len position vectors (GPT-2's wpe)."""
+    """A learned table of position vectors (GPT-2's wpe); position p reads row p + ``offset`` (BART keeps two
+    rows before position 0)."""
 
-    def __init__(self, max_seq_len: int, d_model: int) -> None:
+    def __init__(self, max_seq_len: int, d_model: int, offset: int = 0) -> None:
         super().__init__()
-        self.table = nn.Embedding(max_seq_len, d_model)
+        self.offset = offset
+        self.table = nn.Embedding(max_seq_len + offset, d_model)
 
     def embed(self, position_ids: torch.Tensor) -> torch.Tensor:
-        return self.table(position_ids)  # (B, T, d)
+        return self.table(position_ids + self.offset if self.offset else position_ids)  # (B, T, d)
 
 
 Llama3 = tuple[float, float, float, int]  # factor, low_freq_factor, high_freq_factor, original context
@@ -191,8 +199,8 @@ class RelativePositions(PositionScheme):
 
 # The closed table of position kinds: kind -> factory(sizes, **position fields) (`nima.builders.sizes`).
 POSITIONS: dict[str, Callable[..., PositionScheme]] = {
-    "sinusoidal": lambda sizes, base: SinusoidalPositions(sizes.d_model, base),
-    "learned": lambda sizes: LearnedPositions(sizes.max_seq_len, sizes.d_model),
+    "sinusoidal": lambda sizes, base, layout: SinusoidalPositions(sizes.d_model, base, layout),
+    "learned": lambda sizes, offset: LearnedPositions(sizes.max_seq_len, sizes.d_model, offset),
     "relative": lambda sizes, num_buckets, max_distance: RelativePositions(sizes.n_heads, num_buckets, max_distance),
     "rope": lambda sizes, theta, scaling_factor, frequency_scaling=None: RotaryPositions(
         sizes.head_dim,

@@ -1,4 +1,5 @@
-"""A stack of blocks with its position scheme, shared mask and final norm.
+"""A stack of blocks with its position scheme, shared mask and final norm (and optionally a norm of the
+embeddings before the first block).
 
 The decoder-only model is one causal stack; an encoder-decoder is a bidirectional stack plus
 a causal stack with cross-attention. The stack derives positions, builds the one mask all its
@@ -34,6 +35,7 @@ class Stack(nn.Module):
         causal: bool,
         final_norm: nn.Module | None,
         embedding_dropout: float,
+        embedding_norm: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(blocks)
@@ -41,6 +43,7 @@ class Stack(nn.Module):
         self.pattern = pattern
         self.causal = causal
         self.final_norm = final_norm
+        self.embedding_norm = embedding_norm  # BART's layernorm_embedding
         self.drop = nn.Dropout(embedding_dropout)
         self.gradient_checkpointing = False
 
@@ -64,6 +67,8 @@ class Stack(nn.Module):
         added = self.position.embed(position_ids)
         if added is not None:
             h = h + added.to(h.dtype)
+        if self.embedding_norm is not None:
+            h = self.embedding_norm(h)
         h = self.drop(h)
         rotary = self.position.rotary(position_ids)
 

@@ -63,7 +63,7 @@ def export_bundle(
             f"{source}: --target {target} is for {' and '.join(takers)} models; "
             f"{family.name} models export {' or '.join(family.targets)} graphs"
         )
-    ids = family.token_ids(src.folder, src.tokenizer)
+    ids = family.token_ids(src.spec, src.folder, src.tokenizer)
     with staged_folder(out, replace=force) as tmp:  # check_target allowed an earlier bundle only
         exported = family.targets[target](src.model, src.spec, tmp, dtype, opset, progress)
         if quantize is not None:

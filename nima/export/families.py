@@ -55,7 +55,7 @@ class ExportFamily:
     name: str  # in messages: "decoder-only models", "encoder-decoder models"
     targets: dict[str, WriteGraphs]  # target name -> how that target writes the graphs
     check: Check
-    token_ids: Callable[[Path | None, Path | None], TokenIds]  # (model folder, tokenizer file) -> ids
+    token_ids: Callable[[ModelSpec, Path | None, Path | None], TokenIds]  # (spec, model folder, tokenizer) -> ids
     io: Callable[[ModelSpec], dict[str, Any]]  # the manifest's per-family sections
     # (spec, token ids, shared cache, model folder, tokenizer file) -> files for other runtimes
     extra_files: Callable[[ModelSpec, TokenIds, bool, Path | None, Path | None], Extras]

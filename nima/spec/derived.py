@@ -47,7 +47,7 @@ def position_params(spec: ModelSpec) -> int:
     """Parameters of one stack's position module."""
     pos = spec.position
     if pos.kind == "learned":
-        return spec.max_seq_len * spec.d_model
+        return (spec.max_seq_len + pos.offset) * spec.d_model
     if pos.kind == "relative":
         return pos.num_buckets * spec.attention.n_heads
     return 0
@@ -61,9 +61,12 @@ def parameter_count(spec: ModelSpec) -> int:
     att, ffn = attention_params(spec), ffn_params(spec)
     total = spec.vocab_size * d  # token embedding (shared by encoder and decoder)
     if not spec.tie_embeddings:
-        total += d * spec.vocab_size  # output head, no bias
-    for stack in spec.stacks:  # each stack has its own position table (if any) and final norm
-        total += position_params(spec) + stack.layers * (att + ffn + 2 * norm) + final
+        total += d * spec.vocab_size  # output head
+    if spec.output_bias:
+        total += spec.vocab_size
+    embedding_norm = norm if spec.norm.embedding else 0
+    for stack in spec.stacks:  # each stack has its own position table (if any), embedding norm and final norm
+        total += position_params(spec) + stack.layers * (att + ffn + 2 * norm) + final + embedding_norm
         if stack.cross:
             total += stack.layers * (att + norm)  # cross-attention and its norm in each block
     return total

@@ -84,6 +84,15 @@ class ModelSpec(Strict):
     scale_embeddings: bool = Field(
         False, description="Multiply token embeddings by sqrt(d_model) (original transformer, Gemma)."
     )
+    output_scale: float = Field(
+        1.0,
+        gt=0.0,
+        description="The last hidden state is multiplied by this before the output head (T5 with a tied head: "
+        "d_model^-0.5).",
+    )
+    output_bias: bool = Field(
+        False, description="A learned bias added to the logits (BART's and Marian's final_logits_bias)."
+    )
     dropout: DropoutSpec = Field(default_factory=DropoutSpec, description="Dropout probabilities.")
     init: InitSpec = Field(default_factory=NormalInit, description="Weight initialisation.")
     training: TrainingSpec = Field(default_factory=TrainingSpec, description="Training defaults.")
@@ -194,6 +203,12 @@ def rule_problems(spec: ModelSpec) -> list[tuple[str, str]]:
         problems.append(
             ("generation.min_new_tokens", f"{gen.min_new_tokens} is more than max_new_tokens {gen.max_new_tokens}")
         )
+    for key in ("decoder_start_token_id", "pad_token_id"):
+        tok = getattr(gen, key)
+        if tok is not None and tok >= spec.vocab_size:
+            problems.append((f"generation.{key}", f"{tok} is outside the vocabulary [0, {spec.vocab_size})"))
+        if tok is not None and not spec.is_encoder_decoder:
+            problems.append((f"generation.{key}", "only an encoder-decoder reads it"))
     for i, tok in enumerate(gen.eos_token_ids):
         if not 0 <= tok < spec.vocab_size:
             problems.append(

@@ -40,6 +40,12 @@ class AttentionSpec(Strict):
         "allows); eager: explicit softmax(QK^T)V.",
     )
     qk_norm: bool = Field(False, description="Normalise queries and keys per head before the dot product.")
+    scale: float | None = Field(
+        None,
+        gt=0.0,
+        description="What q.k is multiplied by before the softmax; omitted: 1/sqrt(head_dim). T5 uses 1 (its "
+        "scale is folded into its weights' initialisation).",
+    )
     qkv_bias: bool | None = Field(
         None,
         description="Biases on the query, key and value projections; omitted: the spec's bias. Qwen2 has them "
@@ -157,6 +163,18 @@ class GenerationSpec(Strict):
     )
     eos_token_ids: list[int] = Field(default_factory=list, description="Token ids that end a sequence.")
     stop_strings: list[str] = Field(default_factory=list, description="Strings that end a sequence.")
+    decoder_start_token_id: int | None = Field(
+        None,
+        ge=0,
+        description="An encoder-decoder's first decoder input (transformers' name); omitted: the training run's, else "
+        "the tokenizer's <s>.",
+    )
+    pad_token_id: int | None = Field(
+        None,
+        ge=0,
+        description="The id that fills an encoder-decoder's source rows (masked out); omitted: the training run's, "
+        "else the tokenizer's <pad>.",
+    )
     seed: int | None = Field(None, ge=0, description="Sampling seed; the same seed gives the same output.")
     prompt_lookup_num_tokens: int = Field(
         0,

@@ -84,6 +84,12 @@ class GeluFfn(_GeluFfn):
     kind: Literal["gelu"] = Field("gelu", description="Two-layer MLP with GELU.")
 
 
+class SiluFfn(_Ffn):
+    """``W2 silu(W1 x)``: the plain MLP with a SiLU (swish) activation (Marian)."""
+
+    kind: Literal["silu"] = Field(description="Two-layer MLP with SiLU (swish).")
+
+
 class GluFfn(_Ffn):
     """``W2 (sigmoid(Wg x) * W1 x)``: the gated linear unit (Dauphin et al. 2017; Shazeer 2020)."""
 
@@ -106,7 +112,7 @@ class GegluFfn(_GeluFfn):
 
 
 FfnSpec = Annotated[
-    ReluFfn | GeluFfn | GluFfn | SwigluFfn | GegluFfn, Field(discriminator="kind"), default_kind("gelu")
+    ReluFfn | GeluFfn | SiluFfn | GluFfn | SwigluFfn | GegluFfn, Field(discriminator="kind"), default_kind("gelu")
 ]
 
 
@@ -118,12 +124,24 @@ class SinusoidalPosition(Strict):
 
     kind: Literal["sinusoidal"] = Field(description="Fixed sinusoidal absolute positions.")
     base: float = Field(10000.0, gt=1.0, description="Wavelength base of the sinusoids.")
+    layout: Literal["interleaved", "split"] = Field(
+        "interleaved",
+        description="interleaved: sin(p w_i) at 2i, cos(p w_i) at 2i+1 (the paper); split: the d/2 sines, then the d/2 "
+        "cosines (tensor2tensor, fairseq, Marian).",
+    )
 
 
 class LearnedPosition(Strict):
     """A learned absolute position embedding table with max_seq_len rows (GPT-2)."""
 
     kind: Literal["learned"] = Field(description="Learned absolute position embeddings.")
+    offset: int = Field(
+        0,
+        ge=0,
+        le=2**16,
+        description="Rows before position 0: the table has max_seq_len + offset rows and position p reads row "
+        "p + offset (BART: 2).",
+    )
 
 
 class RelativePosition(Strict):
@@ -197,6 +215,11 @@ class _Norm(Strict):
     )
     eps: float = Field(1e-5, gt=0.0, description="Epsilon added to the variance.")
     final: bool = Field(True, description="Apply a norm to the last block's output (usual with pre-norm).")
+    embedding: bool = Field(
+        False,
+        description="Also normalise the embeddings (with their positions) before the first block, in each stack "
+        "(BART's layernorm_embedding).",
+    )
 
 
 class LayerNormSpec(_Norm):

@@ -144,6 +144,7 @@ FFN_FORMULAS: dict[str, tuple[str, dict[str, str], Callable[[float], float], boo
     "relu": ("relu", {}, relu, False),
     "gelu": ("gelu", {"approximate": "none"}, gelu, False),
     "gelu-tanh": ("gelu", {"approximate": "tanh"}, gelu_tanh, False),
+    "silu": ("silu", {}, silu, False),
     "glu": ("glu", {}, sigmoid, True),
     "swiglu": ("swiglu", {}, silu, True),
     "geglu": ("geglu", {"approximate": "none"}, gelu, True),
@@ -207,6 +208,7 @@ def attention_ref(
     qk_norm: Callable[[nn.Module], Callable[[Vector], Vector]] | None = None,
     rope_theta: float | None = None,
     q_offset: int = 0,  # position of query 0 (keys start at 0)
+    scale: float | None = None,  # what q.k is multiplied by; None: 1/sqrt(hd)
 ) -> np.ndarray:
     """Multi-head attention with explicit loops: query head h reads kv head h // (H / H_kv)."""
     n_heads, n_kv, hd = module.n_heads, module.n_kv_heads, module.head_dim
@@ -238,7 +240,8 @@ def attention_ref(
                         k = k_norm(k)
                     if rope_theta is not None:
                         k = rotate(k, s, rope_theta)
-                    scores.append(sum(qi * ki for qi, ki in zip(q, k, strict=True)) / math.sqrt(hd))
+                    dot = sum(qi * ki for qi, ki in zip(q, k, strict=True))
+                    scores.append(dot / math.sqrt(hd) if scale is None else dot * scale)
                     values.append(vs[s][g * hd : (g + 1) * hd])
                 top = max(scores)
                 weights = [math.exp(sc - top) for sc in scores]
@@ -260,13 +263,27 @@ def additive_mask(allowed: Callable[[int, int, int], bool], b_n: int, t_n: int, 
 
 
 def make_attention(
-    cls: type, n_kv: int, backend: str, qk_norm: str | None = None, bias: bool = True, mode: str = "eval"
+    cls: type,
+    n_kv: int,
+    backend: str,
+    qk_norm: str | None = None,
+    bias: bool = True,
+    mode: str = "eval",
+    scale: float | None = None,
 ) -> nn.Module:
     """A small attention module with random weights; ``mode`` "train" takes the training path
     (one matrix product over the stacked q/k/v weights; dropout is 0, so nothing else changes)."""
     norm = NORMS[qk_norm](Sizes(d_model=16, bias=True), eps=1e-5) if qk_norm else None
     module = cls(
-        d_model=16, n_heads=4, n_kv_heads=n_kv, head_dim=4, bias=bias, dropout=0.0, backend=backend, qk_norm=norm
+        d_model=16,
+        n_heads=4,
+        n_kv_heads=n_kv,
+        head_dim=4,
+        bias=bias,
+        dropout=0.0,
+        backend=backend,
+        qk_norm=norm,
+        scale=scale,
     )
     randomise(module, seed=30 + n_kv)
     return module.train(mode == "train")
@@ -295,6 +312,26 @@ def test_self_attention_matches_reference(backend: str, n_kv: int, use_is_causal
             got, (k, v) = module(x, additive_mask(causal, 2, 5, 5))
     assert k.shape == v.shape == (2, n_kv, 5, 4)  # the cache holds un-repeated kv heads
     np.testing.assert_allclose(as_np(got), attention_ref(module, x, x, causal), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("scale", [1.0, 0.125])
+def test_attention_scale(backend: str, scale: float, mode: str) -> None:
+    """``attention.scale`` replaces 1/sqrt(hd): softmax(scale q k^T + mask) v (T5: 1), self- and cross-attention."""
+    x = torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(35))
+    module = make_attention(SelfAttention, 2, backend, mode=mode, scale=scale)
+    with torch.no_grad():
+        got, _ = module(x, None, is_causal=True)
+        wrong = attention_ref(module, x, x, causal)  # the default scale gives other outputs: the test can fail
+        assert np.abs(as_np(got) - wrong).max() > 1e-3
+    # scale 1 sharpens the softmax: float32 rounding of the largest outputs as well
+    np.testing.assert_allclose(as_np(got), attention_ref(module, x, x, causal, scale=scale), atol=1e-5, rtol=1e-5)
+    cross = make_attention(CrossAttention, 2, backend, mode=mode, scale=scale)
+    with torch.no_grad():
+        got, _ = cross(x[:, :3], None, memory=x)
+    expected = attention_ref(cross, x[:, :3], x, lambda b, t, s: True, scale=scale)
+    np.testing.assert_allclose(as_np(got), expected, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -16,6 +16,7 @@ import torch
 
 from nima.builders.positions import (
     AlibiPositions,
+    LearnedPositions,
     RelativePositions,
     RotaryPositions,
     SinusoidalPositions,
@@ -42,6 +43,32 @@ def test_sinusoidal_matches_vaswani_formula(d_model: int, base: float) -> None:
                 expected[b, t, 2 * i] = math.sin(angle)
                 expected[b, t, 2 * i + 1] = math.cos(angle)
     torch.testing.assert_close(got.double(), expected, atol=1e-5, rtol=0)
+
+
+def test_sinusoidal_split_layout() -> None:
+    """split: PE[p, i] = sin(p / base^(2i/d)), PE[p, d/2 + i] = cos(p / base^(2i/d)) (tensor2tensor, Marian)."""
+    d_model, base = 10, 10000.0
+    position_ids = torch.tensor([[0, 1, 4, 9, 30]])
+    got = SinusoidalPositions(d_model, base, "split").embed(position_ids)
+    expected = torch.empty(1, 5, d_model, dtype=torch.float64)
+    for t in range(5):
+        p = int(position_ids[0, t])
+        for i in range(d_model // 2):
+            angle = p / base ** (2 * i / d_model)
+            expected[0, t, i] = math.sin(angle)
+            expected[0, t, d_model // 2 + i] = math.cos(angle)
+    torch.testing.assert_close(got.double(), expected, atol=1e-5, rtol=0)
+
+
+def test_learned_positions_offset() -> None:
+    """Position p reads row p + offset of a table with max_seq_len + offset rows (BART: 2)."""
+    table = LearnedPositions(max_seq_len=6, d_model=4, offset=2)
+    assert table.table.weight.shape == (8, 4)
+    position_ids = torch.tensor([[0, 1, 5], [3, 0, 2]])
+    got = table.embed(position_ids)
+    for b in range(2):
+        for t in range(3):
+            assert torch.equal(got[b, t], table.table.weight[int(position_ids[b, t]) + 2])
 
 
 # --- RoPE -----------------------------------------------------------------------------------

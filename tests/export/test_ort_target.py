@@ -66,8 +66,28 @@ VARIANTS = {
         "norm": {"kind": "rmsnorm", "placement": "post"},
     },
     "rope-qknorm": {**LLAMA, "attention": {"n_heads": 4, "n_kv_heads": 1, "qk_norm": True}},
-    "sinusoidal-geglu": {**LLAMA, "position": {"kind": "sinusoidal"}, "ffn": {"kind": "geglu", "hidden": 96}},
+    "sinusoidal-geglu": {
+        **LLAMA,
+        "position": {"kind": "sinusoidal", "layout": "split"},
+        "ffn": {"kind": "geglu", "hidden": 96},
+    },
+    # T5's unscaled attention and scaled head input; BART's offset table, embedding norm and logit bias
+    "relative-unscaled": {
+        **LLAMA,
+        "attention": {"n_heads": 4, "n_kv_heads": 2, "scale": 1.0},
+        "position": {"kind": "relative"},
+        "output_scale": 0.125,
+    },
+    "learned-offset-embedding-norm": {
+        **GPT2,
+        "attention": {"n_heads": 4, "scale": 0.3},
+        "position": {"kind": "learned", "offset": 2},
+        "norm": {"kind": "layernorm", "placement": "post", "embedding": True},
+        "ffn": {"kind": "silu", "hidden": 128},
+        "output_bias": True,
+    },
 }
+PLAIN = ("rope-qknorm", "sinusoidal-geglu", "learned-offset-embedding-norm")  # no pattern, no position bias
 
 
 def make_spec(family: dict[str, Any], **overrides: Any) -> ModelSpec:
@@ -128,7 +148,7 @@ def test_gqa_serves_masked_and_biased_variants(name: str, tmp_path: Path) -> Non
     how, counts = export_and_check(spec, tmp_path, seed=len(name))
     assert how.method == "gqa"
     # lengths come from the stack's mask, built over the cache's shape: no shared buffer
-    assert how.shared_cache == name.startswith(("rope", "sinusoidal"))
+    assert how.shared_cache == (name in PLAIN)
     assert counts["GroupQueryAttention"] == spec.n_layers
 
 

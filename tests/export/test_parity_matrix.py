@@ -70,16 +70,23 @@ def spec_for(index: int) -> ModelSpec:
     """The cover's model ``index``. The on/off options ride along on the cover's models by index, so
     each appears in several exports without adding any: bias, tied embeddings, qk-norm, an explicit
     head dim (not d_model / n_heads), embedding scaling, rope scaling, no final norm, GELU's tanh form,
-    q/k/v biases apart from the others, an RMSNorm gain offset, and Llama 3.1's RoPE frequency scaling."""
+    q/k/v biases apart from the others, an RMSNorm gain offset, Llama 3.1's RoPE frequency scaling, an
+    attention scale, an output scale and bias, a norm of the embeddings, the split sinusoid layout and a
+    learned table's offset."""
     choice = {name: values[i] for (name, values), i in zip(FAMILIES.items(), COVER[index], strict=True)}
     attention = {"n_heads": 4, "n_kv_heads": choice["kv_heads"], "pattern": choice["pattern"]}
     attention |= {"qk_norm": index % 4 == 1} | ({"head_dim": 6} if index % 5 == 2 else {})
     attention |= {"qkv_bias": index % 3 == 0} if index % 7 == 3 else {}  # the opposite of the other biases
+    attention |= {"scale": 0.8} if index % 3 == 1 else {}
     scaled = choice["position"] == "rope" and index % 2 == 1
     tanh = choice["ffn"] in ("gelu", "geglu") and index % 2 == 0
     position = {"kind": choice["position"]} | ({"scaling_factor": 2.0} if scaled else {})
     if choice["position"] == "rope" and index % 4 in (0, 1):
         position["frequency_scaling"] = {"kind": "llama3", **Llama3Frequencies.example}
+    if choice["position"] == "sinusoidal" and index % 2 == 0:
+        position["layout"] = "split"
+    if choice["position"] == "learned" and index % 2 == 1:
+        position["offset"] = 2
     return spec_from_dict(
         {
             "vocab_size": 37,
@@ -89,11 +96,18 @@ def spec_for(index: int) -> ModelSpec:
             "attention": attention,
             "ffn": {"kind": choice["ffn"], "hidden": 24} | ({"approximate": "tanh"} if tanh else {}),
             "position": position,
-            "norm": {"kind": choice["norm"], "placement": choice["placement"], "final": index % 5 != 4}
+            "norm": {
+                "kind": choice["norm"],
+                "placement": choice["placement"],
+                "final": index % 5 != 4,
+                "embedding": index % 4 == 2,
+            }
             | ({"offset": 1.0} if choice["norm"] == "rmsnorm" and index % 2 == 0 else {}),
             "bias": index % 3 != 0,
             "tie_embeddings": index % 2 == 0,
             "scale_embeddings": index % 4 == 3,
+            "output_scale": 0.5 if index % 3 == 2 else 1.0,
+            "output_bias": index % 4 == 1,
             "init": {"kind": "normal", "std": 0.2, "scaled_residual": False},
         }
     )
@@ -112,6 +126,12 @@ def test_every_option_rides_in_the_cover() -> None:
         "q/k/v biases apart": [s.attention.qkv_bias not in (None, s.bias) for s in specs],
         "RMSNorm gain offset": [getattr(s.norm, "offset", 0.0) == 1.0 for s in specs],
         "llama3 frequencies": [getattr(s.position, "frequency_scaling", None) is not None for s in specs],
+        "attention scale": [s.attention.scale is not None for s in specs],
+        "output scale": [s.output_scale != 1.0 for s in specs],
+        "output bias": [s.output_bias for s in specs],
+        "embedding norm": [s.norm.embedding for s in specs],
+        "split sinusoids": [getattr(s.position, "layout", "") == "split" for s in specs],
+        "learned offset": [getattr(s.position, "offset", 0) == 2 for s in specs],
     }
     for name, values in options.items():
         assert any(values) and not all(values), name

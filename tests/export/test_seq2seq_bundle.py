@@ -78,16 +78,29 @@ def test_model_card(bundle: Path) -> None:
     assert "No `genai_config.json`" in card
 
 
-def test_ids_come_from_the_run_record_first(tmp_path: Path, model_dir: Path) -> None:
+def test_ids_come_from_the_spec_then_the_run_record(tmp_path: Path, model_dir: Path) -> None:
+    spec = load_spec(model_dir / "nima.json")
     ids = {"pad_token_id": 5, "decoder_start_token_id": 6, "eos_token_id": 7}
     (tmp_path / "run.json").write_text(json.dumps({"seq2seq": ids}))
-    assert token_ids(tmp_path, model_dir / "tokenizer.json").as_dict() == {
+    assert token_ids(spec, tmp_path, model_dir / "tokenizer.json").as_dict() == {
         "decoder_start_token_id": 6,
         "eos_token_id": 7,
         "pad_token_id": 5,
     }
-    assert token_ids(None, model_dir / "tokenizer.json").as_dict()["eos_token_id"] == 10
-    assert token_ids(None, None).as_dict() == {"decoder_start_token_id": 0, "eos_token_id": 0, "pad_token_id": 0}
+    assert token_ids(spec, None, model_dir / "tokenizer.json").as_dict()["eos_token_id"] == 10
+    assert token_ids(spec, None, None).as_dict() == {"decoder_start_token_id": 0, "eos_token_id": 0, "pad_token_id": 0}
+    named = spec.model_copy(
+        update={
+            "generation": spec.generation.model_copy(
+                update={"decoder_start_token_id": 3, "pad_token_id": 4, "eos_token_ids": [2, 1]}
+            )
+        }
+    )  # an imported model's ids, from its Hugging Face config
+    assert token_ids(named, tmp_path, None).as_dict() == {
+        "decoder_start_token_id": 3,
+        "eos_token_id": 2,
+        "pad_token_id": 4,
+    }
 
 
 def test_a_failed_parity_check_exits_1_and_writes_nothing(

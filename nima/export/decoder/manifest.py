@@ -21,7 +21,7 @@ from nima.layout import (
 from nima.spec import ModelSpec
 
 
-def token_ids(folder: Path | None, tokenizer: Path | None) -> TokenIds:
+def token_ids(spec: ModelSpec, folder: Path | None, tokenizer: Path | None) -> TokenIds:
     """The tokenizer's end, start and padding tokens (`TokenIds.from_tokenizer`); none without one."""
     if tokenizer is None:
         return TokenIds()

@@ -1,9 +1,10 @@
 """What an encoder-decoder bundle says about itself besides its graphs: the manifest's sections
 (`nima.manifest`) and the special token ids generation needs.
 
-The ids — the decoder start token, the end token and the padding token — come from the run
-folder's ``run.json`` (written by `nima train` for pair data), else from a tokenizer's
-``<s>``/``</s>``/``<pad>``, else 0.
+The ids — the decoder start token, the end token and the padding token — come from the spec's
+``generation`` section where it names them (`nima import` writes them from the Hugging Face
+config), else the run folder's ``run.json`` (written by `nima train` for pair data), else from a
+tokenizer's ``<s>``/``</s>``/``<pad>``, else 0.
 
 There is no ``genai_config.json``: onnxruntime-genai 0.18 knows encoder-decoders only as
 ``whisper`` (float audio features into the encoder, through its audio processor) and
@@ -39,8 +40,12 @@ from nima.spec import ModelSpec
 TOKEN_NAMES = {"decoder_start": "<s>", "eos": "</s>", "pad": "<pad>"}  # what `nima train` adds for pair data
 
 
-def token_ids(folder: Path | None, tokenizer: Path | None) -> TokenIds:
-    """Decoder start, end and padding ids: from the run's record, else the tokenizer's tokens, else 0."""
+def token_ids(spec: ModelSpec, folder: Path | None, tokenizer: Path | None) -> TokenIds:
+    """Decoder start, end and padding ids: from the spec's generation section where it names the start and
+    padding tokens (an imported model), else the run's record, else the tokenizer's tokens, else 0."""
+    gen = spec.generation
+    if gen.decoder_start_token_id is not None and gen.pad_token_id is not None and gen.eos_token_ids:
+        return TokenIds(eos=gen.eos_token_ids[0], pad=gen.pad_token_id, decoder_start=gen.decoder_start_token_id)
     try:
         record = json.loads((folder / RUN_FILE).read_text(encoding="utf-8")).get("seq2seq") if folder else None
         if isinstance(record, dict):

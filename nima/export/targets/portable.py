@@ -97,7 +97,7 @@ class PackedSelfAttention(SelfAttention):
         v: torch.Tensor,  # (B, H_kv, S, hd)
         mask: torch.Tensor | None,  # (B|1, H|1, T, S) additive
     ) -> torch.Tensor:
-        """softmax(q k^T / sqrt(hd) + mask) v with heads merged, (B, T, H hd), for grouped-query attention.
+        """softmax(scale q k^T + mask) v with heads merged, (B, T, H hd), for grouped-query attention.
 
         `attend` repeats each cached key/value head for the query heads that share it, which in
         the graph is an Expand copying the whole cache in every layer at every step. Here the
@@ -105,10 +105,10 @@ class PackedSelfAttention(SelfAttention):
         the products read the cache as it is. Query head ``g rep + r`` uses key/value head ``g``,
         as in `attend`.
         """
-        n_kv, head_dim = self.n_kv_heads, self.head_dim
+        n_kv = self.n_kv_heads
         rep = self.n_heads // n_kv
         grouped = q.unflatten(1, (n_kv, rep)).flatten(2, 3)  # (B, H_kv, rep T, hd)
-        scores = (grouped @ k.transpose(-2, -1)) * head_dim**-0.5  # (B, H_kv, rep T, S)
+        scores = (grouped @ k.transpose(-2, -1)) * self.scale  # (B, H_kv, rep T, S)
         scores = scores.unflatten(2, (rep, -1))  # (B, H_kv, rep, T, S)
         if mask is not None:
             # (B|1, H_kv, rep, T, S) or (B|1, 1, 1, T, S): the head axis split as the queries'

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from nima.interop.hf import gpt2, llama
+from nima.interop.hf import bart, gpt2, llama, t5
 from nima.interop.hf.config import HfConfig
 from nima.interop.hf.layouts import Map
 from nima.spec import ModelSpec
@@ -44,4 +44,7 @@ ARCHITECTURES: dict[str, HfArchitecture] = {
     "qwen3": HfArchitecture("model.", llama.qwen3_spec, llama.config, llama.WEIGHTS, ROTARY_BUFFERS),
     "gemma": HfArchitecture("model.", llama.gemma_spec, llama.config, llama.WEIGHTS, ROTARY_BUFFERS),
     "phi3": HfArchitecture("model.", llama.phi3_spec, llama.config, llama.PHI3_WEIGHTS, ROTARY_BUFFERS),
+    "t5": HfArchitecture("", t5.spec, t5.config, t5.WEIGHTS, t5.IGNORED),
+    "bart": HfArchitecture("model.", bart.spec, bart.config, bart.WEIGHTS, bart.IGNORED),
+    "marian": HfArchitecture("model.", bart.spec, bart.config, bart.WEIGHTS, bart.MARIAN_IGNORED),
 }

@@ -159,12 +159,11 @@ def _plan(spec: ModelSpec, row: HfArchitecture, stored: set[str], path: Path) ->
         raise ExportHfError([f"{path}: {what}: the weights do not match nima.json"])
     plan: dict[str, list[tuple[str, Any]]] = {}
     for entry in row.weights:
-        for i in range(spec.n_layers) if "{i}" in entry.nima else [None]:
-            nima = entry.nima.replace("{i}", str(i))
-            if nima not in wanted:
+        for placed in entry.expand(spec):
+            if placed.nima not in wanted:
                 continue  # a parameter this spec has not (biases of a bias-free model); a tied head
-            plan.setdefault(entry.hf.replace("{i}", str(i)), []).append((nima, entry))
-            wanted.discard(nima)
+            plan.setdefault(placed.hf, []).append((placed.nima, placed))
+            wanted.discard(placed.nima)
     if wanted:
         raise ExportHfError([f"no {spec.architecture} tensor of the transformers model holds {sorted(wanted)[0]}"])
     for parts in plan.values():

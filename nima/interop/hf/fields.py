@@ -9,15 +9,15 @@ from nima.spec import ModelSpec
 
 # transformers' activation names -> the spec's FFN fields (gated: the kind with a gate)
 ACTIVATIONS: dict[str, dict[str, Any]] = {
-    "silu": {"kind": "swiglu"},
-    "swish": {"kind": "swiglu"},
+    "silu": {"kind": "silu"},
+    "swish": {"kind": "silu"},
     "gelu": {"kind": "gelu", "approximate": "none"},
     "gelu_new": {"kind": "gelu", "approximate": "tanh"},
     "gelu_pytorch_tanh": {"kind": "gelu", "approximate": "tanh"},
     "relu": {"kind": "relu"},
 }
-GATED = {"gelu": "geglu", "relu": None, "swiglu": "swiglu"}
-UNGATED = {"gelu": "gelu", "relu": "relu", "swiglu": None}
+GATED = {"gelu": "geglu", "relu": None, "silu": "swiglu"}
+UNGATED = {"gelu": "gelu", "relu": "relu", "silu": "silu"}
 
 
 def activation(config: HfConfig, key: str, gated: bool, default: str) -> dict[str, Any]:
@@ -34,7 +34,7 @@ def activation_name(spec: ModelSpec, tanh: str) -> str:
     """transformers' name for the spec's activation; ``tanh``: the name the family uses for GELU's tanh form."""
     if spec.ffn.kind in ("gelu", "geglu"):
         return tanh if getattr(spec.ffn, "approximate", "none") == "tanh" else "gelu"
-    return {"swiglu": "silu", "relu": "relu"}.get(spec.ffn.kind, spec.ffn.kind)
+    return {"swiglu": "silu", "silu": "silu", "relu": "relu"}.get(spec.ffn.kind, spec.ffn.kind)
 
 
 def head_dim(config: HfConfig, d_model: int, heads: int) -> dict[str, int]:

@@ -133,15 +133,16 @@ def _spec(source: Path, config: HfConfig, architecture: HfArchitecture) -> Model
             raise
         raise ImportFailure(f"{config.path}: a value of an unexpected type ({err!r})") from None
     data["name"] = re.sub(r"[^A-Za-z0-9._-]+", "-", source.resolve().name).strip("-.") or "imported"
-    data["generation"] = _generation(source, config)
+    data["generation"] = _generation(source, config, data.get("architecture") == "encoder-decoder")
     try:
         return spec_from_dict(data, source=str(config.path))
     except SpecError as err:
         raise ImportFailure("; ".join(str(p) for p in err.problems)) from None
 
 
-def _generation(source: Path, config: HfConfig) -> dict[str, Any]:
-    """The spec's generation defaults from ``generation_config.json``, its end tokens from either file."""
+def _generation(source: Path, config: HfConfig, seq2seq: bool) -> dict[str, Any]:
+    """The spec's generation defaults from ``generation_config.json``, its end tokens (and an
+    encoder-decoder's start and padding tokens) from either file."""
     path = source / GENERATION_CONFIG_FILE
     found = read_json_object(path) if path.is_file() else {}
     section = {key: found[key] for key in GENERATION_KEYS if found.get(key) is not None}
@@ -150,6 +151,12 @@ def _generation(source: Path, config: HfConfig) -> dict[str, Any]:
     eos = HfConfig(path, found).eos_ids() or config.eos_ids()
     if eos:
         section["eos_token_ids"] = eos
+    if seq2seq:
+        for key in ("pad_token_id", "decoder_start_token_id"):
+            value = found.get(key, config.get(key))
+            if isinstance(value, int) and not isinstance(value, bool):
+                section[key] = value
+        section.setdefault("decoder_start_token_id", section.get("pad_token_id"))  # T5 starts from padding
     return section
 
 
@@ -163,11 +170,9 @@ def _plan(
     wanted = {name: tuple(p.shape) for name, p in model.named_parameters()}  # a tied head: once, as the embedding
     maps: dict[str, Map] = {}
     for entry in architecture.weights:
-        layers = range(spec.n_layers) if "{i}" in entry.nima else [None]
-        for i in layers:
-            name = entry.nima.replace("{i}", str(i))
-            if name in wanted:
-                maps[name] = Map(name, entry.hf.replace("{i}", str(i)), entry.layout)
+        for placed in entry.expand(spec):
+            if placed.nima in wanted:
+                maps[placed.nima] = placed
     unmapped = sorted(set(wanted) - set(maps))
     if unmapped:
         raise ImportFailure(f"Nima has no source for {unmapped[0]} in a {checkpoint.folder} checkpoint")

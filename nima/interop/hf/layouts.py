@@ -64,13 +64,45 @@ SAME = Layout()
 TRANSPOSED = Transposed()
 
 
+class Row(Layout):
+    """A vector stored as a (1, n) matrix (BART's ``final_logits_bias``)."""
+
+    def take(self, tensor: torch.Tensor, spec: ModelSpec) -> torch.Tensor:
+        return tensor.reshape(-1)
+
+    def give(self, parts: list[torch.Tensor], spec: ModelSpec) -> torch.Tensor:
+        (tensor,) = parts
+        return tensor.reshape(1, -1)
+
+
+ROW = Row()
+
+
+def always(spec: ModelSpec) -> bool:
+    return True
+
+
 @dataclass(frozen=True)
 class Map:
-    """Nima parameter ``nima`` from checkpoint tensor ``hf`` (``{i}``: the layer), in ``layout``."""
+    """Nima parameter ``nima`` from checkpoint tensor ``hf`` (``{i}``: the layer), in ``layout``; only for
+    specs where ``when`` holds (T5's up projection is ``wi`` in a plain MLP, ``wi_1`` in a gated one)."""
 
     nima: str
     hf: str
     layout: Layout = SAME
+    when: Callable[[ModelSpec], bool] = always
+
+    def expand(self, spec: ModelSpec) -> list[Map]:
+        """This map once per layer of its stack where it names a layer (``{i}``), else once; none where
+        ``when`` does not hold for ``spec``."""
+        if not self.when(spec):
+            return []
+        if "{i}" not in self.nima:
+            return [self]
+        layers = spec.encoder_layers if self.nima.startswith("encoder.") else spec.n_layers
+        return [
+            Map(self.nima.replace("{i}", str(i)), self.hf.replace("{i}", str(i)), self.layout) for i in range(layers)
+        ]
 
 
 def qkv_widths(spec: ModelSpec) -> list[int]:

@@ -9,12 +9,16 @@ from typing import Any
 
 import torch
 from transformers import (
+    BartConfig,
+    BartForConditionalGeneration,
     GemmaConfig,
     GemmaForCausalLM,
     GPT2Config,
     GPT2LMHeadModel,
     LlamaConfig,
     LlamaForCausalLM,
+    MarianConfig,
+    MarianMTModel,
     MistralConfig,
     MistralForCausalLM,
     Phi3Config,
@@ -24,6 +28,8 @@ from transformers import (
     Qwen2ForCausalLM,
     Qwen3Config,
     Qwen3ForCausalLM,
+    T5Config,
+    T5ForConditionalGeneration,
 )
 
 VOCAB = 97
@@ -70,17 +76,70 @@ CASES: dict[str, Callable[[], PreTrainedModel]] = {
 }
 
 
+T5_SIZES: dict[str, Any] = {
+    "vocab_size": VOCAB,
+    "d_model": 64,
+    "d_kv": 16,
+    "d_ff": 96,
+    "num_heads": 4,
+    "num_layers": 2,
+    "num_decoder_layers": 2,  # transformers' T5 `generate` sizes its cache by num_layers (BART's cases differ)
+    "relative_attention_num_buckets": 8,
+    "relative_attention_max_distance": 20,
+    "eos_token_id": 1,
+    "pad_token_id": 0,
+    "decoder_start_token_id": 0,  # as T5's published configs say
+}
+BART_SIZES: dict[str, Any] = {
+    "vocab_size": VOCAB,
+    "d_model": 64,
+    "encoder_layers": 2,
+    "decoder_layers": 3,
+    "encoder_attention_heads": 4,
+    "decoder_attention_heads": 4,
+    "encoder_ffn_dim": 96,
+    "decoder_ffn_dim": 96,
+    "max_position_embeddings": 96,
+    "forced_eos_token_id": None,  # transformers forces EOS at the length limit by default; Nima does not
+}
+# encoder-decoder cases -> a function making the model
+SEQ2SEQ_CASES: dict[str, Callable[[], PreTrainedModel]] = {
+    "t5": lambda: T5ForConditionalGeneration(T5Config(**T5_SIZES)),  # v1.0: ReLU, tied head scaled by d^-0.5
+    "t5-v1.1": lambda: T5ForConditionalGeneration(
+        T5Config(**T5_SIZES, feed_forward_proj="gated-gelu", tie_word_embeddings=False)
+    ),
+    "bart": lambda: BartForConditionalGeneration(
+        BartConfig(**BART_SIZES, bos_token_id=0, pad_token_id=1, eos_token_id=2, decoder_start_token_id=2)
+    ),
+    "marian": lambda: MarianMTModel(
+        MarianConfig(
+            **BART_SIZES,
+            activation_function="swish",
+            scale_embedding=True,
+            eos_token_id=0,
+            pad_token_id=VOCAB - 1,
+            decoder_start_token_id=VOCAB - 1,
+        )
+    ),
+}
+
+
 def random_model(case: str, seed: int) -> PreTrainedModel:
     """The case's model in eval mode with Normal(0, 0.15) weights (wide logits: greedy choices far from
     ties) and unit norm gains, as a trained model's are near."""
     torch.manual_seed(seed)
-    model = CASES[case]().float().eval()
+    model = {**CASES, **SEQ2SEQ_CASES}[case]().float().eval()
     with torch.no_grad():
         for name, param in model.named_parameters():
+            if not param.requires_grad:  # fixed tables (Marian's sinusoids), not weights
+                continue
             if "norm" in name or ".ln_" in name:
                 param.normal_(1.0, 0.1) if name.endswith("weight") else param.normal_(0.0, 0.1)
             else:
                 param.normal_(0.0, 0.15)
+        for name, buffer in model.named_buffers():
+            if name == "final_logits_bias":  # zeros as built; a trained model's are not
+                buffer.normal_(0.0, 0.5)
     return model
 
 

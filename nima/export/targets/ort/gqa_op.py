@@ -49,7 +49,7 @@ def _schema() -> OpSchema:
         for n in names
     ]
     outputs = [OpSchema.FormalParameter(n, "T") for n in ("output", "present_key", "present_value")]
-    ints = OpSchema.AttrType.INT
+    ints, floats = OpSchema.AttrType.INT, OpSchema.AttrType.FLOAT
     return OpSchema(
         "GroupQueryAttention",
         "com.microsoft",
@@ -61,6 +61,7 @@ def _schema() -> OpSchema:
             OpSchema.Attribute("num_heads", ints, required=True),
             OpSchema.Attribute("kv_num_heads", ints, required=True),
             OpSchema.Attribute("do_rotary", ints, required=False),
+            OpSchema.Attribute("scale", floats, required=False),
         ],
     )
 
@@ -78,6 +79,7 @@ def group_query_attention(
     sin: torch.Tensor | None,  # (max_seq_len, hd/2)
     num_heads: int,
     kv_num_heads: int,
+    scale: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """What the kernel computes: attention output (B, T, H hd) and the grown cache (B, H_kv, P+T, hd) x 2."""
     b, t, width = qkv.shape
@@ -93,7 +95,7 @@ def group_query_attention(
     k = torch.cat((past_key, k), dim=2)  # (B, H_kv, P+T, hd)
     v = torch.cat((past_value, v), dim=2)
     rep = num_heads // kv_num_heads
-    scores = q @ k.repeat_interleave(rep, dim=1).transpose(-2, -1) * hd**-0.5  # (B, H, T, P+T)
+    scores = q @ k.repeat_interleave(rep, dim=1).transpose(-2, -1) * scale  # (B, H, T, P+T)
     causal = torch.arange(p + t, device=qkv.device)[None, :] <= torch.arange(p, p + t, device=qkv.device)[:, None]
     scores = (scores + bias).masked_fill(~causal, float("-inf"))
     out = scores.softmax(-1) @ v.repeat_interleave(rep, dim=1)  # (B, H, T, hd)
@@ -115,6 +117,7 @@ def _(
     sin: torch.Tensor | None,
     num_heads: int,
     kv_num_heads: int,
+    scale: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     b, t, width = qkv.shape
     hd = width // (num_heads + 2 * kv_num_heads)
@@ -123,7 +126,17 @@ def _(
     return qkv.new_empty((b, t, num_heads * hd)), present, torch.empty_like(present)
 
 
-def _onnx_group_query_attention(qkv, past_key, past_value, bias, cos, sin, num_heads: int, kv_num_heads: int):  # noqa: ANN001, ANN202 - onnxscript values
+def _onnx_group_query_attention(  # noqa: ANN202 - onnxscript values
+    qkv,
+    past_key,
+    past_value,
+    bias,
+    cos,
+    sin,
+    num_heads: int,
+    kv_num_heads: int,
+    scale: float,  # noqa: ANN001
+):
     """The GroupQueryAttention node, with the sequence lengths derived from the shapes.
 
     The lengths are read off ``bias`` (B, H|1, T, P+T), which every layer shares, so ORT's
@@ -148,6 +161,7 @@ def _onnx_group_query_attention(qkv, past_key, past_value, bias, cos, sin, num_h
         num_heads=num_heads,
         kv_num_heads=kv_num_heads,
         do_rotary=0 if cos is None else 1,
+        scale=scale,
     )
 
 

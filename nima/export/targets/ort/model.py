@@ -98,7 +98,7 @@ class FusedSelfAttention(SelfAttention):
             cos, sin = self.tables.cos.to(x.dtype), self.tables.sin.to(x.dtype)
         bias = mask if self.padding is None or self.padding.value is None else self.padding.value
         out, key, value = group_query_attention(
-            qkv, past[0], past[1], bias.to(x.dtype), cos, sin, self.n_heads, self.n_kv_heads
+            qkv, past[0], past[1], bias.to(x.dtype), cos, sin, self.n_heads, self.n_kv_heads, self.scale
         )  # (B, T, H hd), (B, H_kv, P+T, hd) x 2
         return self.o_proj(out), (key, value)
 

@@ -1,0 +1,112 @@
+"""`nima import` of encoder-decoders (T5 v1.0 and v1.1, BART, Marian): the imported model computes what
+transformers computes — in PyTorch, cached, and exported to ONNX — and generates its greedy tokens."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hf_support import SEQ2SEQ_CASES, VOCAB, random_model, save
+from transformers import PreTrainedModel
+
+from nima.builders import build_model, load_weights
+from nima.builders.models import EncoderDecoderLM
+from nima.export.bundle import export_bundle
+from nima.interop.hf.importer import import_hf
+from nima.runtime import Generator
+from nima.spec import ModelSpec, load_spec
+
+TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[PreTrainedModel, Path]]:
+    """Each case's transformers model and the Nima model folder imported from its saved folder."""
+    root = tmp_path_factory.mktemp("hf-import-seq2seq")
+    found = {}
+    for seed, case in enumerate(SEQ2SEQ_CASES):
+        hf = random_model(case, 100 + seed)
+        import_hf(save(hf, root / case), root / f"{case}-nima")
+        found[case] = (hf, root / f"{case}-nima")
+    return found
+
+
+def nima_model(folder: Path) -> tuple[ModelSpec, EncoderDecoderLM]:
+    spec = load_spec(folder / "nima.json")
+    return spec, load_weights(build_model(spec), folder / "model.safetensors").eval()
+
+
+def sources(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Three sources of 11 tokens, the second and third right-padded by 3 and 6 (as transformers'
+    tokenizers pad an encoder's batch)."""
+    ids = torch.randint(3, VOCAB - 1, (3, 11), generator=torch.Generator().manual_seed(seed))
+    mask = torch.ones(3, 11, dtype=torch.long)
+    mask[1, -3:] = 0
+    mask[2, -6:] = 0
+    return ids, mask
+
+
+@pytest.mark.parametrize("case", list(SEQ2SEQ_CASES))
+def test_pytorch_logits_equal_transformers(imported: dict, case: str) -> None:
+    """Teacher-forced logits on a padded source batch, and cached decoding equal to the full forward."""
+    hf, folder = imported[case]
+    spec, model = nima_model(folder)
+    ids, mask = sources(1)
+    start = spec.generation.decoder_start_token_id
+    targets = torch.randint(3, VOCAB - 1, (3, 7), generator=torch.Generator().manual_seed(2))
+    decoder_ids = torch.cat([torch.full((3, 1), start), targets], dim=1)  # (3, 8)
+    with torch.no_grad():
+        want = hf(input_ids=ids, attention_mask=mask, decoder_input_ids=decoder_ids).logits
+        got, _, _ = model(ids, decoder_ids, mask)
+        assert (got - want).abs().max() <= TOL
+        memory = model.encode(ids, mask)
+        _, cache, cross = model.decode(decoder_ids[:, :3], memory, mask)
+        for t in range(3, 8):
+            step, cache, _ = model.decode(decoder_ids[:, t : t + 1], None, mask, None, None, cache, cross)
+            assert (step[:, 0] - got[:, t]).abs().max() <= TOL
+
+
+@pytest.mark.parametrize("case", list(SEQ2SEQ_CASES))
+def test_bundle_greedy_tokens_equal_transformers(imported: dict, case: str, tmp_path: Path) -> None:
+    """The exported bundle (its parity check against PyTorch passed at export) gives `generate`'s greedy
+    tokens for 64 new tokens, from a batch of sources of different lengths."""
+    hf, folder = imported[case]
+    bundle = export_bundle(folder, tmp_path / "bundle").out
+    ids, mask = sources(3)
+    rows = [ids[i][mask[i].bool()].tolist() for i in range(3)]
+    generator = Generator(bundle)
+    got = generator.generate(rows, max_new_tokens=64, min_new_tokens=64)
+    for row, result in zip(rows, got, strict=True):
+        with torch.no_grad():
+            reference = hf.generate(torch.tensor([row]), do_sample=False, max_new_tokens=64, min_new_tokens=64)
+        assert result.token_ids == reference[0, 1:].tolist()  # transformers' output begins with the start token
+    assert np.isfinite(got[0].token_ids).all()
+
+
+def test_the_spec_reads_like_a_spec(imported: dict) -> None:
+    """T5's unscaled attention, relative buckets and scaled tied head; v1.1's GELU-tanh gate and unscaled
+    head; BART's offset table, embedding norm, post-norm and logit bias; Marian's split sinusoids, scaled
+    embeddings and SiLU."""
+    specs = {case: load_spec(folder / "nima.json") for case, (_, folder) in imported.items()}
+    t5, v11, bart, marian = specs["t5"], specs["t5-v1.1"], specs["bart"], specs["marian"]
+    assert (t5.attention.scale, t5.position.num_buckets, t5.n_encoder_layers, t5.n_layers) == (1.0, 8, 2, 2)
+    assert (t5.ffn.kind, t5.output_scale, t5.bias) == ("relu", 64**-0.5, False)
+    assert (v11.ffn.kind, v11.ffn.approximate, v11.output_scale) == ("geglu", "tanh", 1.0)
+    assert (bart.position.kind, bart.position.offset, bart.norm.placement, bart.norm.embedding) == (
+        "learned",
+        2,
+        "post",
+        True,
+    )
+    assert (bart.output_bias, bart.norm.final, bart.generation.decoder_start_token_id) == (True, False, 2)
+    assert (bart.n_encoder_layers, bart.n_layers) == (2, 3)
+    assert (marian.position.layout, marian.scale_embeddings, marian.ffn.kind, marian.norm.embedding) == (
+        "split",
+        True,
+        "silu",
+        False,
+    )
+    assert (marian.generation.decoder_start_token_id, marian.generation.pad_token_id) == (VOCAB - 1, VOCAB - 1)
+    assert (t5.generation.decoder_start_token_id, t5.generation.eos_token_ids) == (0, [1])
