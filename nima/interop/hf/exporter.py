@@ -182,8 +182,15 @@ def _give(parts: list[tuple[str, Any]], spec: ModelSpec, stored: Any, meta: bool
 
 
 def _ids(spec: ModelSpec) -> dict[str, Any]:
-    eos = spec.generation.eos_token_ids
-    return {"eos_token_id": (eos[0] if len(eos) == 1 else eos) if eos else None}
+    """The special ids a config and a generation config carry: the end tokens, and an encoder-decoder's
+    start and padding tokens where the spec names them."""
+    gen = spec.generation
+    eos = gen.eos_token_ids
+    ids: dict[str, Any] = {"eos_token_id": (eos[0] if len(eos) == 1 else eos) if eos else None}
+    for key in ("decoder_start_token_id", "pad_token_id"):
+        if getattr(gen, key) is not None:
+            ids[key] = getattr(gen, key)
+    return ids
 
 
 def _generation(spec: ModelSpec) -> dict[str, Any]:
