@@ -94,6 +94,53 @@ CASES: dict[str, tuple[Callable[[Path], None], str]] = {
 }
 
 
+# refusals of what only encoder-decoders have: (case -> (source model, spoil, message))
+SEQ2SEQ_CASES: dict[str, tuple[str, Callable[[Path], None], str]] = {
+    "T5 activation": (
+        "t5",
+        lambda f: edit_config(f, feed_forward_proj="gated-relu6"),
+        "feed_forward_proj: 'gated-relu6': a gate of 'relu6' is not supported",
+    ),
+    "T5 missing relative bias": (
+        "t5",
+        lambda f: edit_weights(f, drop("decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight")),
+        "no tensor 'decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight'",
+    ),
+    "BART stacks of different widths": (
+        "bart",
+        lambda f: edit_config(f, encoder_ffn_dim=128),
+        "encoder_ffn_dim: 128 with decoder_ffn_dim 96: Nima's stacks share this size",
+    ),
+    "mBART's pre-norm": (
+        "bart",
+        lambda f: edit_config(f, normalize_before=True),
+        "normalize_before: pre-norm BART variants (mBART's) are not supported",
+    ),
+    "Marian's separate vocabularies": (
+        "marian",
+        lambda f: edit_config(f, share_encoder_decoder_embeddings=False),
+        "share_encoder_decoder_embeddings: separate source and target embeddings",
+    ),
+    "BART's logit bias missing": (
+        "bart",
+        lambda f: edit_weights(f, drop("final_logits_bias")),
+        "the checkpoint has no tensor 'final_logits_bias'",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(SEQ2SEQ_CASES))
+def test_encoder_decoder_refusals(case: str, tmp_path: Path) -> None:
+    model, spoil, message = SEQ2SEQ_CASES[case]
+    source = save(random_model(model, 4), tmp_path / "hf")
+    spoil(source)
+    result = CliRunner().invoke(app, ["import", str(source), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hf"]
+
+
 @pytest.fixture(scope="module")
 def llama_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save(random_model("llama", 3), tmp_path_factory.mktemp("refusals") / "llama")
