@@ -28,8 +28,9 @@ def size(n_bytes: float) -> str:
 def describe(spec: ModelSpec) -> list[tuple[str, str]]:
     """The architecture as (label, value) rows."""
     att, pos = spec.attention, spec.position
-    pattern = att.pattern
-    pattern_text = pattern.kind + "".join(f" {k}={v}" for k, v in pattern.model_dump(exclude={"kind"}).items())
+    pattern_text = " / ".join(
+        p.kind + "".join(f" {k}={v}" for k, v in p.model_dump(exclude={"kind"}).items()) for p in att.patterns
+    )
     pos_text = pos.kind + "".join(f" {k}={v}" for k, v in pos.model_dump(exclude={"kind"}).items())
     stacks = spec.stacks
     layers = " + ".join(f"{s.layers} {s.name[:3]}" for s in stacks) if len(stacks) > 1 else str(stacks[0].layers)

@@ -39,6 +39,7 @@ class _Attention(nn.Module):
         qk_norm: Callable[[int], nn.Module] | None,
         qkv_bias: bool | None = None,
         scale: float | None = None,
+        softcap: float | None = None,
     ) -> None:
         super().__init__()
         if backend not in ("sdpa", "eager"):
@@ -47,6 +48,7 @@ class _Attention(nn.Module):
         self.backend = backend
         self.dropout = dropout
         self.scale = head_dim**-0.5 if scale is None else scale  # what q.k is multiplied by
+        self.softcap = softcap  # scores -> softcap * tanh(scores / softcap) before the mask (Gemma 2)
         qkv_bias = bias if qkv_bias is None else qkv_bias  # None: as the other projections
         self.q_proj = nn.Linear(d_model, n_heads * head_dim, bias=qkv_bias)
         self.k_proj = nn.Linear(d_model, n_kv_heads * head_dim, bias=qkv_bias)
@@ -61,7 +63,7 @@ class _Attention(nn.Module):
         (shared, not copied), and no q/k/v projections: for subclasses that project differently."""
         nn.Module.__init__(self)
         self.n_heads, self.n_kv_heads, self.head_dim = other.n_heads, other.n_kv_heads, other.head_dim
-        self.backend, self.dropout, self.scale = other.backend, other.dropout, other.scale
+        self.backend, self.dropout, self.scale, self.softcap = other.backend, other.dropout, other.scale, other.softcap
         self.o_proj, self.q_norm, self.k_norm = other.o_proj, other.q_norm, other.k_norm
 
     def _heads(self, x: torch.Tensor, n: int) -> torch.Tensor:
@@ -99,15 +101,18 @@ class _Attention(nn.Module):
     def attend(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, is_causal: bool
     ) -> torch.Tensor:
-        """softmax(scale q k^T + mask) v, then the output projection: (B, T, d_model)."""
+        """softmax(cap(scale q k^T) + mask) v, then the output projection: (B, T, d_model); cap is the
+        identity without a soft-cap (sdpa cannot apply one: a capped layer computes its scores itself)."""
         k, v = self._repeat_kv(k), self._repeat_kv(v)  # (B, H, S, hd)
         p = self.dropout if self.training else 0.0
-        if self.backend == "sdpa":
+        if self.backend == "sdpa" and self.softcap is None:
             out = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=mask, dropout_p=p, is_causal=is_causal, scale=self.scale
             )
         else:
             scores = (q @ k.transpose(-2, -1)) * self.scale  # (B, H, T, S)
+            if self.softcap is not None:
+                scores = torch.tanh(scores / self.softcap) * self.softcap
             if is_causal:
                 t, s = scores.shape[-2:]
                 # top-left aligned, as sdpa's is_causal; callers use it only without a cache (S == T)

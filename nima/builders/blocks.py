@@ -1,7 +1,8 @@
 """Transformer blocks: self-attention, optional cross-attention, FFN, each a residual sublayer.
 
 Pre-norm: ``x + drop(f(norm(x)))`` (GPT-2, LLaMA). Post-norm: ``norm(x + drop(f(x)))``
-(the original transformer). The block takes its parts ready-made; the builder picks them.
+(the original transformer). Sandwich: ``x + drop(norm'(f(norm(x))))``, a second norm of its own on
+each sublayer's output (Gemma 2). The block takes its parts ready-made; the builder picks them.
 """
 
 from __future__ import annotations
@@ -28,23 +29,32 @@ class Block(nn.Module):
         cross_attention: CrossAttention | None = None,
     ) -> None:
         super().__init__()
-        if placement not in ("pre", "post"):
+        if placement not in ("pre", "post", "sandwich"):
             raise ValueError(f"unknown norm placement {placement!r}")
-        self.pre_norm = placement == "pre"
+        self.pre_norm = placement != "post"
+        sandwich = placement == "sandwich"
         self.attention = attention
         self.attention_norm = norm()
+        self.attention_post_norm = norm() if sandwich else None
         self.cross_attention = cross_attention
         self.cross_norm = norm() if cross_attention is not None else None
+        self.cross_post_norm = norm() if cross_attention is not None and sandwich else None
         self.ffn = ffn
         self.ffn_norm = norm()
+        self.ffn_post_norm = norm() if sandwich else None
         self.drop = nn.Dropout(dropout)
 
     def _residual(
-        self, x: torch.Tensor, norm: nn.Module, sublayer: Callable[[torch.Tensor], torch.Tensor]
+        self,
+        x: torch.Tensor,
+        norm: nn.Module,
+        sublayer: Callable[[torch.Tensor], torch.Tensor],
+        post_norm: nn.Module | None = None,
     ) -> torch.Tensor:
-        if self.pre_norm:
-            return x + self.drop(sublayer(norm(x)))
-        return norm(x + self.drop(sublayer(x)))
+        if not self.pre_norm:
+            return norm(x + self.drop(sublayer(x)))
+        out = sublayer(norm(x))
+        return x + self.drop(out if post_norm is None else post_norm(out))
 
     def forward(
         self,
@@ -65,7 +75,7 @@ class Block(nn.Module):
             present.append(kv)
             return out
 
-        x = self._residual(x, self.attention_norm, self_attention)
+        x = self._residual(x, self.attention_norm, self_attention, self.attention_post_norm)
         if self.cross_attention is not None:
 
             def cross_attention(h: torch.Tensor) -> torch.Tensor:
@@ -73,6 +83,6 @@ class Block(nn.Module):
                 cross.append(kv)
                 return out
 
-            x = self._residual(x, self.cross_norm, cross_attention)
-        x = self._residual(x, self.ffn_norm, self.ffn)
+            x = self._residual(x, self.cross_norm, cross_attention, self.cross_post_norm)
+        x = self._residual(x, self.ffn_norm, self.ffn, self.ffn_post_norm)
         return x, present[0], (cross[0] if cross else None)

@@ -68,6 +68,7 @@ def _attention_args(spec: ModelSpec, sizes: Sizes) -> dict[str, object]:
         "qk_norm": _norm(spec, sizes) if att.qk_norm else None,
         "qkv_bias": att.qkv_bias,
         "scale": att.scale,
+        "softcap": att.softcap,
     }
 
 
@@ -87,7 +88,7 @@ def _stack(spec: ModelSpec, sizes: Sizes, shape: StackShape) -> Stack:
     return Stack(
         blocks=[_block(spec, sizes, shape.cross) for _ in range(shape.layers)],
         position=make(POSITIONS, spec.position, sizes),
-        pattern=make(PATTERNS, spec.attention.pattern, sizes),
+        patterns=[make(PATTERNS, pattern, sizes) for pattern in spec.attention.patterns],
         causal=shape.causal,
         final_norm=_norm(spec, sizes)(sizes.d_model) if spec.norm.final else None,
         embedding_norm=_norm(spec, sizes)(sizes.d_model) if spec.norm.embedding else None,
@@ -108,7 +109,9 @@ def build_model(spec: ModelSpec, seed: int | None = None) -> DecoderLM | Encoder
         head = nn.Linear(spec.d_model, spec.vocab_size, bias=spec.output_bias)
         scale = math.sqrt(spec.d_model) if spec.scale_embeddings else 1.0
         stacks = [_stack(spec, sizes, shape) for shape in spec.stacks]
-        model = MODELS[spec.architecture](embedding, *stacks, head, spec.tie_embeddings, scale, spec.output_scale)
+        model = MODELS[spec.architecture](
+            embedding, *stacks, head, spec.tie_embeddings, scale, spec.output_scale, spec.logit_softcap
+        )
         make(INITS, spec.init, sizes)(model)
     model.set_gradient_checkpointing(spec.training.gradient_checkpointing)
     return model

@@ -18,7 +18,13 @@ class _LanguageModel(nn.Module):
     """Token embedding and output head shared by both families."""
 
     def __init__(
-        self, embedding: nn.Embedding, head: nn.Linear, tie: bool, embed_scale: float, output_scale: float = 1.0
+        self,
+        embedding: nn.Embedding,
+        head: nn.Linear,
+        tie: bool,
+        embed_scale: float,
+        output_scale: float = 1.0,
+        logit_softcap: float | None = None,
     ) -> None:
         super().__init__()
         self.embedding = embedding
@@ -27,6 +33,7 @@ class _LanguageModel(nn.Module):
             self.head.weight = self.embedding.weight
         self.embed_scale = embed_scale
         self.output_scale = output_scale
+        self.logit_softcap = logit_softcap
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         h = self.embedding(input_ids)  # (B, T, d_model)
@@ -34,8 +41,11 @@ class _LanguageModel(nn.Module):
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         """The output head on final hidden states (..., d_model) -> (..., vocab), scaled first where the
-        spec says (T5's tied head reads h * d_model^-0.5)."""
-        return self.head(h * self.output_scale if self.output_scale != 1.0 else h)
+        spec says (T5's tied head reads h * d_model^-0.5), soft-capped after where it says (Gemma 2)."""
+        logits = self.head(h * self.output_scale if self.output_scale != 1.0 else h)
+        if self.logit_softcap is not None:
+            logits = torch.tanh(logits / self.logit_softcap) * self.logit_softcap
+        return logits
 
     def stacks(self) -> list[Stack]:
         return [m for m in self.modules() if isinstance(m, Stack)]
@@ -57,8 +67,9 @@ class DecoderLM(_LanguageModel):
         tie: bool,
         embed_scale: float,
         output_scale: float = 1.0,
+        logit_softcap: float | None = None,
     ) -> None:
-        super().__init__(embedding, head, tie, embed_scale, output_scale)
+        super().__init__(embedding, head, tie, embed_scale, output_scale, logit_softcap)
         self.decoder = decoder
 
     def forward(
@@ -85,8 +96,9 @@ class EncoderDecoderLM(_LanguageModel):
         tie: bool,
         embed_scale: float,
         output_scale: float = 1.0,
+        logit_softcap: float | None = None,
     ) -> None:
-        super().__init__(embedding, head, tie, embed_scale, output_scale)
+        super().__init__(embedding, head, tie, embed_scale, output_scale, logit_softcap)
         self.encoder = encoder
         self.decoder = decoder
 
@@ -164,7 +176,7 @@ class EncoderDecoderLM(_LanguageModel):
 
 
 # architecture -> model class; each takes (embedding, *stacks in `ModelSpec.stacks` order, head, tie, embedding
-# scale, output scale).
+# scale, output scale, logit soft-cap).
 MODELS: dict[str, type[DecoderLM] | type[EncoderDecoderLM]] = {
     "decoder": DecoderLM,
     "encoder-decoder": EncoderDecoderLM,

@@ -1,9 +1,10 @@
-"""A stack of blocks with its position scheme, shared mask and final norm (and optionally a norm of the
-embeddings before the first block).
+"""A stack of blocks with its position scheme, shared mask(s) and final norm (and optionally a norm of
+the embeddings before the first block).
 
 The decoder-only model is one causal stack; an encoder-decoder is a bidirectional stack plus
-a causal stack with cross-attention. The stack derives positions, builds the one mask all its
-layers share, and threads the KV cache through the blocks.
+a causal stack with cross-attention. The stack derives positions, builds the mask its layers
+share (one per pattern where the layers cycle through several: Gemma 2's local and global
+layers), and threads the KV cache through the blocks.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class Stack(nn.Module):
         self,
         blocks: list[Block],
         position: PositionScheme,
-        pattern: AttentionPatternRule,
+        patterns: list[AttentionPatternRule],
         causal: bool,
         final_norm: nn.Module | None,
         embedding_dropout: float,
@@ -40,12 +41,17 @@ class Stack(nn.Module):
         super().__init__()
         self.blocks = nn.ModuleList(blocks)
         self.position = position
-        self.pattern = pattern
+        self.patterns = patterns  # a cycle: block i attends with patterns[i % len(patterns)]
         self.causal = causal
         self.final_norm = final_norm
         self.embedding_norm = embedding_norm  # BART's layernorm_embedding
         self.drop = nn.Dropout(embedding_dropout)
         self.gradient_checkpointing = False
+
+    @property
+    def limits_distance(self) -> bool:
+        """Whether some layer's pattern hides keys by distance (so the mask cannot be causality alone)."""
+        return any(pattern.limits_distance for pattern in self.patterns)
 
     def forward(
         self,
@@ -76,15 +82,15 @@ class Stack(nn.Module):
         q_pos = k_pos[past:]
         bias = self.position.bias(q_pos, k_pos, bidirectional=not self.causal)
         needs_mask = (
-            attention_mask is not None
-            or past_key_values is not None
-            or bias is not None
-            or self.pattern.limits_distance
+            attention_mask is not None or past_key_values is not None or bias is not None or self.limits_distance
         )
-        mask = None
-        if needs_mask:
-            mask = build_attention_mask(self.pattern, q_pos, k_pos, self.causal, attention_mask, bias, h.dtype)
-        is_causal = self.causal and mask is None  # the flash-kernel fast path
+        masks: list[torch.Tensor | None] = [None] * len(self.patterns)
+        if needs_mask:  # one mask per pattern of the cycle, shared by its layers
+            masks = [
+                build_attention_mask(pattern, q_pos, k_pos, self.causal, attention_mask, bias, h.dtype)
+                for pattern in self.patterns
+            ]
+        is_causal = self.causal and not needs_mask  # the flash-kernel fast path
         cross_mask = build_padding_mask(memory_mask, h.dtype) if memory_mask is not None else None
 
         presents: list[KV] = []
@@ -92,7 +98,7 @@ class Stack(nn.Module):
         for i, block in enumerate(self.blocks):
             args = (
                 h,
-                mask,
+                masks[i % len(masks)],
                 is_causal,
                 rotary,
                 past_key_values[i] if past_key_values else None,

@@ -65,19 +65,18 @@ def parameter_count(spec: ModelSpec) -> int:
     if spec.output_bias:
         total += spec.vocab_size
     embedding_norm = norm if spec.norm.embedding else 0
+    per_sublayer = 2 * norm if spec.norm.placement == "sandwich" else norm  # sandwich: a norm before and after
     for stack in spec.stacks:  # each stack has its own position table (if any), embedding norm and final norm
-        total += position_params(spec) + stack.layers * (att + ffn + 2 * norm) + final + embedding_norm
+        total += position_params(spec) + stack.layers * (att + ffn + 2 * per_sublayer) + final + embedding_norm
         if stack.cross:
-            total += stack.layers * (att + norm)  # cross-attention and its norm in each block
+            total += stack.layers * (att + per_sublayer)  # cross-attention and its norm(s) in each block
     return total
 
 
 def _attended(spec: ModelSpec, seq: int) -> int:
-    """Average keys a query attends to at context ``seq`` (causal, pattern-limited)."""
-    pattern = spec.attention.pattern
-    if pattern.kind == "full":
-        return seq
-    return min(pattern.window, seq)
+    """Average keys a query attends to at context ``seq`` (causal, pattern-limited), over the pattern cycle."""
+    patterns = spec.attention.patterns
+    return sum(seq if p.kind == "full" else min(p.window, seq) for p in patterns) // len(patterns)
 
 
 def forward_flops_per_token(spec: ModelSpec, seq: int | None = None) -> int:

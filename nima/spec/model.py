@@ -93,6 +93,9 @@ class ModelSpec(Strict):
     output_bias: bool = Field(
         False, description="A learned bias added to the logits (BART's and Marian's final_logits_bias)."
     )
+    logit_softcap: float | None = Field(
+        None, gt=0.0, description="Soft-cap the logits: cap * tanh(logits / cap) (Gemma 2: 30); omitted: none."
+    )
     dropout: DropoutSpec = Field(default_factory=DropoutSpec, description="Dropout probabilities.")
     init: InitSpec = Field(default_factory=NormalInit, description="Weight initialisation.")
     training: TrainingSpec = Field(default_factory=TrainingSpec, description="Training defaults.")
@@ -175,18 +178,22 @@ def rule_problems(spec: ModelSpec) -> list[tuple[str, str]]:
         )
     if spec.position.kind == "sinusoidal" and spec.d_model % 2:
         problems.append(("position.kind", f"sinusoidal needs an even d_model, got {spec.d_model}"))
-    pattern = att.pattern
-    if pattern.kind in ("local", "sparse") and pattern.window >= spec.max_seq_len:
-        problems.append(
-            (
-                "attention.pattern.window",
-                f"{pattern.window} must be smaller than max_seq_len {spec.max_seq_len} (use pattern kind full instead)",
+    for i, pattern in enumerate(att.patterns):
+        where = f"attention.pattern.{i}" if isinstance(att.pattern, list) else "attention.pattern"
+        if pattern.kind in ("local", "sparse") and pattern.window >= spec.max_seq_len:
+            problems.append(
+                (
+                    f"{where}.window",
+                    f"{pattern.window} must be smaller than max_seq_len {spec.max_seq_len} (use pattern kind full "
+                    "instead)",
+                )
             )
-        )
-    if pattern.kind == "sparse" and pattern.stride >= spec.max_seq_len:
-        problems.append(
-            ("attention.pattern.stride", f"{pattern.stride} must be smaller than max_seq_len {spec.max_seq_len}")
-        )
+        if pattern.kind == "sparse" and pattern.stride >= spec.max_seq_len:
+            problems.append(
+                (f"{where}.stride", f"{pattern.stride} must be smaller than max_seq_len {spec.max_seq_len}")
+            )
+    if isinstance(att.pattern, list) and not att.pattern:
+        problems.append(("attention.pattern", "an empty list: give one pattern, or the cycle of them"))
     if spec.n_encoder_layers is not None and not spec.is_encoder_decoder:
         problems.append(("n_encoder_layers", "only an encoder-decoder has an encoder stack"))
     if spec.training.seq_len is not None and spec.training.seq_len > spec.max_seq_len:

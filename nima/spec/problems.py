@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from nima.spec.errors import Problem
 from nima.spec.model import ModelSpec
+from nima.spec.variants import ONE_OR_CYCLE_TAGS
 
 MAX_PROBLEMS = 50  # a file with thousands of mistakes is reported by its first ones, fast
 
@@ -44,8 +45,8 @@ def _clean_location(loc: tuple[Any, ...], data: Any) -> str:
             tag = node.get("kind")
             if tag == item or (tag is None and item in fields_by_kind()):
                 continue  # a discriminated-union tag, not a field (the default variant's, where kind is left out)
-        if isinstance(item, str) and item.startswith("function-"):
-            continue
+        if isinstance(item, str) and (item.startswith("function-") or item in ONE_OR_CYCLE_TAGS):
+            continue  # a wrapper's step, not a field: a validator function, or one pattern / a cycle of them
         parts.append(str(item))
         if isinstance(node, dict):
             node = node.get(item)

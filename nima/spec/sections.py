@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from nima.spec.base import Strict
-from nima.spec.variants import AttentionPattern, FullPattern
+from nima.spec.variants import FullPattern, LocalPattern, PatternOrCycle, SparsePattern
 
 
 class AttentionSpec(Strict):
@@ -31,8 +31,10 @@ class AttentionSpec(Strict):
         le=2**16,
         description="Width of each head; omitted: d_model / n_heads (T5 and Gemma set it explicitly).",
     )
-    pattern: AttentionPattern = Field(
-        default_factory=FullPattern, description="Which keys each query sees: full | local | sparse."
+    pattern: PatternOrCycle = Field(
+        default_factory=FullPattern,
+        description="Which keys each query sees: full | local | sparse; a list is cycled over the layers, layer i "
+        "taking entry i mod its length ([local, full]: Gemma 2's alternating sliding-window and global layers).",
     )
     backend: Literal["sdpa", "eager"] = Field(
         "sdpa",
@@ -40,6 +42,12 @@ class AttentionSpec(Strict):
         "allows); eager: explicit softmax(QK^T)V.",
     )
     qk_norm: bool = Field(False, description="Normalise queries and keys per head before the dot product.")
+    softcap: float | None = Field(
+        None,
+        gt=0.0,
+        description="Soft-cap the attention scores before the mask: cap * tanh(scores / cap) (Gemma 2: 50); "
+        "omitted: none.",
+    )
     scale: float | None = Field(
         None,
         gt=0.0,
@@ -51,6 +59,11 @@ class AttentionSpec(Strict):
         description="Biases on the query, key and value projections; omitted: the spec's bias. Qwen2 has them "
         "and no other bias.",
     )
+
+    @property
+    def patterns(self) -> tuple[FullPattern | LocalPattern | SparsePattern, ...]:
+        """The pattern cycle: layer i takes entry i mod its length."""
+        return tuple(self.pattern) if isinstance(self.pattern, list) else (self.pattern,)
 
     @model_validator(mode="after")
     def _resolve_kv_heads(self) -> AttentionSpec:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Discriminator, Field, Tag
 
 from nima.spec.base import Strict, default_kind
 
@@ -49,6 +49,20 @@ class SparsePattern(Strict):
 
 
 AttentionPattern = Annotated[FullPattern | LocalPattern | SparsePattern, Field(discriminator="kind")]
+
+# One pattern for every layer, or a list cycled over the layers; chosen by the value's shape, so an error
+# names the field it is in (``attention.pattern.window``, ``attention.pattern.1.window``), not both readings.
+ONE_OR_CYCLE_TAGS = ("one", "cycle")
+
+
+def _one_or_cycle(value: Any) -> str:
+    return "cycle" if isinstance(value, list) else "one"
+
+
+PatternOrCycle = Annotated[
+    Annotated[AttentionPattern, Tag("one")] | Annotated[list[AttentionPattern], Tag("cycle")],
+    Discriminator(_one_or_cycle),
+]
 
 
 # --- feed-forward -------------------------------------------------------------------------
@@ -203,7 +217,7 @@ PositionSpec = Annotated[
 
 # --- norms ------------------------------------------------------------------------------------
 
-NormPlacement = Literal["pre", "post"]
+NormPlacement = Literal["pre", "post", "sandwich"]
 
 
 class _Norm(Strict):
@@ -211,7 +225,9 @@ class _Norm(Strict):
 
     kind: str  # each variant narrows it to its Literal (declared here so that it is dumped first)
     placement: NormPlacement = Field(
-        "pre", description="pre: x + f(norm(x)) (GPT-2, LLaMA); post: norm(x + f(x)) (original transformer)."
+        "pre",
+        description="pre: x + f(norm(x)) (GPT-2, LLaMA); post: norm(x + f(x)) (original transformer); sandwich: "
+        "x + norm'(f(norm(x))), a second norm on each sublayer's output (Gemma 2).",
     )
     eps: float = Field(1e-5, gt=0.0, description="Epsilon added to the variance.")
     final: bool = Field(True, description="Apply a norm to the last block's output (usual with pre-norm).")

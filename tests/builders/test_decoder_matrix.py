@@ -35,7 +35,7 @@ POSITIONS = list(variant_kinds(PositionSpec))
 NORMS = list(variant_kinds(NormSpec))
 PLACEMENTS = list(variant_kinds(NormPlacement))
 COMBOS = list(itertools.product(PATTERNS, KV_HEADS, FFNS, POSITIONS, NORMS, PLACEMENTS))
-TOL = 1e-5
+TOL = 2e-5  # float32 rounding: sandwich norms scale each sublayer's small output up to unit size
 VOCAB, T = 37, 9
 
 

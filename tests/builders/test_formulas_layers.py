@@ -209,6 +209,7 @@ def attention_ref(
     rope_theta: float | None = None,
     q_offset: int = 0,  # position of query 0 (keys start at 0)
     scale: float | None = None,  # what q.k is multiplied by; None: 1/sqrt(hd)
+    softcap: float | None = None,  # scores -> softcap tanh(scores / softcap)
 ) -> np.ndarray:
     """Multi-head attention with explicit loops: query head h reads kv head h // (H / H_kv)."""
     n_heads, n_kv, hd = module.n_heads, module.n_kv_heads, module.head_dim
@@ -241,7 +242,8 @@ def attention_ref(
                     if rope_theta is not None:
                         k = rotate(k, s, rope_theta)
                     dot = sum(qi * ki for qi, ki in zip(q, k, strict=True))
-                    scores.append(dot / math.sqrt(hd) if scale is None else dot * scale)
+                    score = dot / math.sqrt(hd) if scale is None else dot * scale
+                    scores.append(score if softcap is None else softcap * math.tanh(score / softcap))
                     values.append(vs[s][g * hd : (g + 1) * hd])
                 top = max(scores)
                 weights = [math.exp(sc - top) for sc in scores]
@@ -270,6 +272,7 @@ def make_attention(
     bias: bool = True,
     mode: str = "eval",
     scale: float | None = None,
+    softcap: float | None = None,
 ) -> nn.Module:
     """A small attention module with random weights; ``mode`` "train" takes the training path
     (one matrix product over the stacked q/k/v weights; dropout is 0, so nothing else changes)."""
@@ -284,6 +287,7 @@ def make_attention(
         backend=backend,
         qk_norm=norm,
         scale=scale,
+        softcap=softcap,
     )
     randomise(module, seed=30 + n_kv)
     return module.train(mode == "train")
@@ -332,6 +336,26 @@ def test_attention_scale(backend: str, scale: float, mode: str) -> None:
         got, _ = cross(x[:, :3], None, memory=x)
     expected = attention_ref(cross, x[:, :3], x, lambda b, t, s: True, scale=scale)
     np.testing.assert_allclose(as_np(got), expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_attention_softcap(backend: str, mode: str) -> None:
+    """``attention.softcap``: softmax(cap tanh(scale q k^T / cap) + mask) v (Gemma 2), with a cache and a
+    padding mask, so the cap comes before the mask."""
+    module = make_attention(SelfAttention, 2, backend, mode=mode, scale=1.0, softcap=0.7)
+    x = torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(37))
+
+    def visible(b: int, t: int, s: int) -> bool:
+        return s == t or (s < t and not (b == 1 and s < 2))  # row 1: two padding keys; a query sees itself
+
+    with torch.no_grad():
+        got, _ = module(x, additive_mask(visible, 2, 5, 5))
+        uncapped = attention_ref(module, x, x, visible, scale=1.0)
+    expected = attention_ref(module, x, x, visible, scale=1.0, softcap=0.7)
+    assert np.abs(expected - uncapped)[:, 2:].max() > 1e-3  # the cap changes the outputs: the test can fail
+    np.testing.assert_allclose(as_np(got)[0], expected[0], atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(as_np(got)[1, 2:], expected[1, 2:], atol=1e-5, rtol=1e-5)  # real queries
 
 
 @pytest.mark.parametrize("mode", MODES)

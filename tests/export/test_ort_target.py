@@ -87,6 +87,19 @@ VARIANTS = {
         "output_bias": True,
     },
 }
+VARIANTS["gemma2-like"] = {
+    **LLAMA,
+    "attention": {
+        "n_heads": 4,
+        "n_kv_heads": 2,
+        "scale": 0.2,
+        "softcap": 3.0,
+        "pattern": [{"kind": "local", "window": 4}, {"kind": "full"}],
+    },
+    "norm": {"kind": "rmsnorm", "placement": "sandwich", "offset": 1.0},
+    "logit_softcap": 5.0,
+    "scale_embeddings": True,
+}
 PLAIN = ("rope-qknorm", "sinusoidal-geglu", "learned-offset-embedding-norm")  # no pattern, no position bias
 
 

@@ -71,13 +71,16 @@ def spec_for(index: int) -> ModelSpec:
     each appears in several exports without adding any: bias, tied embeddings, qk-norm, an explicit
     head dim (not d_model / n_heads), embedding scaling, rope scaling, no final norm, GELU's tanh form,
     q/k/v biases apart from the others, an RMSNorm gain offset, Llama 3.1's RoPE frequency scaling, an
-    attention scale, an output scale and bias, a norm of the embeddings, the split sinusoid layout and a
-    learned table's offset."""
+    attention scale, an output scale and bias, a norm of the embeddings, the split sinusoid layout, a
+    learned table's offset, attention and logit soft-caps, and a cycle of attention patterns."""
     choice = {name: values[i] for (name, values), i in zip(FAMILIES.items(), COVER[index], strict=True)}
     attention = {"n_heads": 4, "n_kv_heads": choice["kv_heads"], "pattern": choice["pattern"]}
     attention |= {"qk_norm": index % 4 == 1} | ({"head_dim": 6} if index % 5 == 2 else {})
     attention |= {"qkv_bias": index % 3 == 0} if index % 7 == 3 else {}  # the opposite of the other biases
     attention |= {"scale": 0.8} if index % 3 == 1 else {}
+    attention |= {"softcap": 1.5} if index % 4 == 2 else {}
+    if index % 6 == 5:  # a cycle of patterns: this one, then full attention
+        attention["pattern"] = [choice["pattern"], {"kind": "full"}]
     scaled = choice["position"] == "rope" and index % 2 == 1
     tanh = choice["ffn"] in ("gelu", "geglu") and index % 2 == 0
     position = {"kind": choice["position"]} | ({"scaling_factor": 2.0} if scaled else {})
@@ -108,6 +111,7 @@ def spec_for(index: int) -> ModelSpec:
             "scale_embeddings": index % 4 == 3,
             "output_scale": 0.5 if index % 3 == 2 else 1.0,
             "output_bias": index % 4 == 1,
+            "logit_softcap": 4.0 if index % 5 == 1 else None,
             "init": {"kind": "normal", "std": 0.2, "scaled_residual": False},
         }
     )
@@ -132,6 +136,9 @@ def test_every_option_rides_in_the_cover() -> None:
         "embedding norm": [s.norm.embedding for s in specs],
         "split sinusoids": [getattr(s.position, "layout", "") == "split" for s in specs],
         "learned offset": [getattr(s.position, "offset", 0) == 2 for s in specs],
+        "attention soft-cap": [s.attention.softcap is not None for s in specs],
+        "logit soft-cap": [s.logit_softcap is not None for s in specs],
+        "pattern cycle": [len(s.attention.patterns) > 1 for s in specs],
     }
     for name, values in options.items():
         assert any(values) and not all(values), name

@@ -136,7 +136,28 @@ CASES: list[tuple[str, Any, str, str, str]] = [
     # --- unknown kinds: Literal fields ----------------------------------------------------------
     ("unknown ffn kind", spec(ffn__kind="mish"), "spec.yaml", "ffn.kind", "'swiglu'"),
     ("unknown norm kind", spec(norm={"kind": "batchnorm"}), "spec.yaml", "norm.kind", "'rmsnorm'"),
-    ("unknown norm placement", spec(norm={"placement": "sandwich"}), "spec.yaml", "norm.placement", "'post'"),
+    ("unknown norm placement", spec(norm={"placement": "peri"}), "spec.yaml", "norm.placement", "'post'"),
+    (
+        "a pattern in a cycle, its field wrong",
+        spec(attention__pattern=[{"kind": "full"}, {"kind": "local", "window": 0}]),
+        "spec.yaml",
+        "attention.pattern.1.window",
+        "greater than 0",
+    ),
+    (
+        "a window in a cycle as long as the context",
+        spec(attention__pattern=[{"kind": "local", "window": 4096}, {"kind": "full"}]),
+        "spec.yaml",
+        "attention.pattern.0.window",
+        "must be smaller than max_seq_len",
+    ),
+    (
+        "an empty pattern cycle",
+        spec(attention__pattern=[]),
+        "spec.yaml",
+        "attention.pattern",
+        "an empty list",
+    ),
     ("unknown backend", spec(attention__backend="flash"), "spec.yaml", "attention.backend", "'sdpa'"),
     ("unknown architecture", spec(architecture="encoder"), "spec.yaml", "architecture", "'encoder-decoder'"),
     (

@@ -109,6 +109,8 @@ class PackedSelfAttention(SelfAttention):
         rep = self.n_heads // n_kv
         grouped = q.unflatten(1, (n_kv, rep)).flatten(2, 3)  # (B, H_kv, rep T, hd)
         scores = (grouped @ k.transpose(-2, -1)) * self.scale  # (B, H_kv, rep T, S)
+        if self.softcap is not None:
+            scores = torch.tanh(scores / self.softcap) * self.softcap
         scores = scores.unflatten(2, (rep, -1))  # (B, H_kv, rep, T, S)
         if mask is not None:
             # (B|1, H_kv, rep, T, S) or (B|1, 1, 1, T, S): the head axis split as the queries'

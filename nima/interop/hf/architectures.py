@@ -43,6 +43,7 @@ ARCHITECTURES: dict[str, HfArchitecture] = {
     "qwen2": HfArchitecture("model.", llama.qwen2_spec, llama.config, llama.WEIGHTS, ROTARY_BUFFERS),
     "qwen3": HfArchitecture("model.", llama.qwen3_spec, llama.config, llama.WEIGHTS, ROTARY_BUFFERS),
     "gemma": HfArchitecture("model.", llama.gemma_spec, llama.config, llama.WEIGHTS, ROTARY_BUFFERS),
+    "gemma2": HfArchitecture("model.", llama.gemma2_spec, llama.config, llama.GEMMA2_WEIGHTS, ROTARY_BUFFERS),
     "phi3": HfArchitecture("model.", llama.phi3_spec, llama.config, llama.PHI3_WEIGHTS, ROTARY_BUFFERS),
     "t5": HfArchitecture("", t5.spec, t5.config, t5.WEIGHTS, t5.IGNORED),
     "bart": HfArchitecture("model.", bart.spec, bart.config, bart.WEIGHTS, bart.IGNORED),

@@ -22,6 +22,7 @@ from nima.spec import ModelSpec
 
 CLASSES = {
     "llama": "LlamaForCausalLM",
+    "gemma2": "Gemma2ForCausalLM",
     "mistral": "MistralForCausalLM",
     "qwen2": "Qwen2ForCausalLM",
     "qwen3": "Qwen3ForCausalLM",
@@ -46,18 +47,9 @@ def spec(config: HfConfig, qkv_bias: bool | None = None, qk_norm: bool = False) 
     }
     if qkv_bias is not None:
         attention["qkv_bias"] = qkv_bias
-    window = config.integer("sliding_window", 0) or None
-    layer_types = config.get("layer_types", [])
-    if not isinstance(layer_types, list) or not all(isinstance(t, str) for t in layer_types):
-        raise config.refuse("layer_types", "expected a list of attention kinds")
-    kinds = set(layer_types)
-    if kinds - {"full_attention", "sliding_attention"} or len(kinds) > 1:
-        raise config.refuse(
-            "layer_types", f"{sorted(kinds)}: layers of different attention kinds are not supported yet"
-        )
-    sliding = kinds == {"sliding_attention"} or (not kinds and config.get("use_sliding_window", window is not None))
-    if sliding and window is not None and window < max_seq_len:
-        attention["pattern"] = {"kind": "local", "window": config.integer("sliding_window")}
+    pattern = _patterns(config, max_seq_len)
+    if pattern is not None:
+        attention["pattern"] = pattern
     return {
         "architecture": "decoder",
         "vocab_size": config.integer("vocab_size"),
@@ -74,6 +66,31 @@ def spec(config: HfConfig, qkv_bias: bool | None = None, qk_norm: bool = False) 
         "bias": attention_bias if qkv_bias is None else mlp_bias,
         "tie_embeddings": bool(config.get("tie_word_embeddings", False)),
     }
+
+
+def _patterns(config: HfConfig, max_seq_len: int) -> dict[str, Any] | list[dict[str, Any]] | None:
+    """The attention pattern(s) of ``layer_types`` (``sliding_attention`` / ``full_attention`` per layer), or of
+    ``sliding_window`` where a config has no list: one pattern, or the shortest cycle that repeats to the list
+    (Gemma 2: [local, full]); None: full attention everywhere."""
+    window = config.integer("sliding_window", 0) or None
+    layer_types = config.get("layer_types", [])
+    if not isinstance(layer_types, list) or not all(isinstance(t, str) for t in layer_types):
+        raise config.refuse("layer_types", "expected a list of attention kinds")
+    unknown = sorted(set(layer_types) - {"full_attention", "sliding_attention"})
+    if unknown:
+        raise config.refuse("layer_types", f"{unknown}: attention kinds Nima does not have")
+    if not layer_types:
+        sliding = config.get("use_sliding_window", window is not None)
+        layer_types = ["sliding_attention" if sliding else "full_attention"]
+    if "sliding_attention" in layer_types and window is None:
+        raise config.refuse("sliding_window", "required by sliding_attention layers, and missing")
+    local = {"kind": "local", "window": window} if window is not None and window < max_seq_len else {"kind": "full"}
+    cycle = [local if kind == "sliding_attention" else {"kind": "full"} for kind in layer_types]
+    period = next(p for p in range(1, len(cycle) + 1) if all(cycle[i] == cycle[i % p] for i in range(len(cycle))))
+    cycle = cycle[:period]
+    if len(cycle) == 1:
+        return None if cycle[0]["kind"] == "full" else cycle[0]
+    return cycle
 
 
 def qwen2_spec(config: HfConfig) -> dict[str, Any]:
@@ -100,6 +117,26 @@ def gemma_spec(config: HfConfig) -> dict[str, Any]:
     data["scale_embeddings"] = True
     data["norm"] = {**data["norm"], "offset": 1.0}
     data["tie_embeddings"] = bool(config.get("tie_word_embeddings", True))
+    return data
+
+
+def gemma2_spec(config: HfConfig) -> dict[str, Any]:
+    """Gemma 2: Gemma with soft-capped attention scores and logits, a norm before and after each sublayer
+    (``sandwich``), attention scaled by query_pre_attn_scalar^-1/2, and alternating sliding-window and global
+    layers (``layer_types``; older configs: even layers slide)."""
+    read = {"hidden_act": config.get("hidden_activation", "gelu_pytorch_tanh")}  # Gemma 2's name for it
+    if "layer_types" not in config.data:
+        layers = config.integer("num_hidden_layers")
+        read["layer_types"] = ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(layers)]
+    config = HfConfig(config.path, {**config.data, **read})
+    data = gemma_spec(config)
+    data["attention"]["scale"] = config.number("query_pre_attn_scalar", data["attention"].get("head_dim", 256)) ** -0.5
+    softcap = config.get("attn_logit_softcapping")
+    if softcap is not None:
+        data["attention"]["softcap"] = config.number("attn_logit_softcapping")
+    if config.get("final_logit_softcapping") is not None:
+        data["logit_softcap"] = config.number("final_logit_softcapping")
+    data["norm"] = {**data["norm"], "placement": "sandwich"}
     return data
 
 
@@ -138,8 +175,21 @@ def config(model: ModelSpec, model_type: str) -> dict[str, Any]:
     if model_type in ("qwen2", "qwen3"):
         data["use_sliding_window"] = False
     if model_type in ("mistral", "phi3"):
-        pattern = model.attention.pattern
+        pattern = model.attention.patterns[0]  # a cycle of several: no such config; the export's check says so
         data["sliding_window"] = getattr(pattern, "window", None) if pattern.kind == "local" else None
+    if model_type == "gemma2":
+        patterns = model.attention.patterns
+        windows = [p.window for p in patterns if p.kind == "local"]
+        data["sliding_window"] = windows[0] if windows else None
+        data["layer_types"] = [
+            "sliding_attention" if patterns[i % len(patterns)].kind == "local" else "full_attention"
+            for i in range(model.n_layers)
+        ]
+        scalar = (model.attention.scale or model.head_dim**-0.5) ** -2
+        data["query_pre_attn_scalar"] = round(scalar) if abs(scalar - round(scalar)) < 1e-6 else scalar  # an int
+        data["attn_logit_softcapping"] = model.attention.softcap
+        data["final_logit_softcapping"] = model.logit_softcap
+        data["hidden_activation"] = data.pop("hidden_act")
     return data
 
 
@@ -165,6 +215,13 @@ WEIGHTS = (
         for ours, theirs in (("gate", "gate_proj"), ("up", "up_proj"), ("down", "down_proj"))
         for kind in ("weight", "bias")
     ),
+)
+
+GEMMA2_WEIGHTS = (
+    *(m for m in WEIGHTS if not m.nima.endswith("ffn_norm.weight")),
+    Map("decoder.blocks.{i}.attention_post_norm.weight", "model.layers.{i}.post_attention_layernorm.weight"),
+    Map("decoder.blocks.{i}.ffn_norm.weight", "model.layers.{i}.pre_feedforward_layernorm.weight"),
+    Map("decoder.blocks.{i}.ffn_post_norm.weight", "model.layers.{i}.post_feedforward_layernorm.weight"),
 )
 
 PHI3_WEIGHTS = (

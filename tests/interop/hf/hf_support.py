@@ -11,6 +11,8 @@ import torch
 from transformers import (
     BartConfig,
     BartForConditionalGeneration,
+    Gemma2Config,
+    Gemma2ForCausalLM,
     GemmaConfig,
     GemmaForCausalLM,
     GPT2Config,
@@ -72,6 +74,17 @@ CASES: dict[str, Callable[[], PreTrainedModel]] = {
     "qwen2": lambda: Qwen2ForCausalLM(Qwen2Config(**LLAMA_SIZES)),
     "qwen3": lambda: Qwen3ForCausalLM(Qwen3Config(**LLAMA_SIZES, head_dim=32)),  # head_dim != d_model / heads
     "gemma": lambda: GemmaForCausalLM(GemmaConfig(**LLAMA_SIZES, head_dim=24)),
+    # soft-caps below the random logits' range, so that the caps act; layers alternate local (window 5) and full
+    "gemma2": lambda: Gemma2ForCausalLM(
+        Gemma2Config(
+            **{**LLAMA_SIZES, "num_hidden_layers": 3},
+            head_dim=16,
+            query_pre_attn_scalar=24,
+            sliding_window=5,
+            attn_logit_softcapping=3.0,
+            final_logit_softcapping=4.0,
+        )
+    ),
     "phi3-sliding": lambda: Phi3ForCausalLM(Phi3Config(**LLAMA_SIZES, sliding_window=6, pad_token_id=0)),
 }
 

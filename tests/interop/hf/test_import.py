@@ -160,7 +160,8 @@ def test_tokenizer_files_and_generation_defaults(imported: dict, tmp_path: Path)
 def test_the_spec_reads_like_a_spec(imported: dict) -> None:
     """The imported nima.json is an ordinary spec: Mistral's window, Qwen2's q/k/v biases, Qwen3's qk-norm
     and explicit head dim, Llama's linear RoPE scaling, GPT-2's tanh GELU and tied head, Gemma's scaled
-    embeddings, 1 + w norm gain and GELU (tanh) gate."""
+    embeddings, 1 + w norm gain and GELU (tanh) gate; Gemma 2's local/full cycle, soft-caps, sandwich norms
+    and attention scale."""
     specs = {case: load_spec(folder / "nima.json") for case, (_, folder) in imported.items()}
     assert specs["mistral"].attention.pattern.model_dump() == {"kind": "local", "window": 5}
     assert (specs["qwen2"].bias, specs["qwen2"].attention.qkv_bias) == (False, True)
@@ -173,6 +174,10 @@ def test_the_spec_reads_like_a_spec(imported: dict) -> None:
         "learned",
     )
     assert specs["gpt2-exact-gelu-untied"].ffn.approximate == "none"
+    gemma2 = specs["gemma2"]
+    assert [p.model_dump() for p in gemma2.attention.patterns] == [{"kind": "local", "window": 5}, {"kind": "full"}]
+    assert (gemma2.attention.softcap, gemma2.logit_softcap, gemma2.norm.placement) == (3.0, 4.0, "sandwich")
+    assert gemma2.attention.scale == 24**-0.5
     gemma = specs["gemma"]
     assert (gemma.scale_embeddings, gemma.norm.offset, gemma.ffn.kind, gemma.ffn.approximate, gemma.head_dim) == (
         True,

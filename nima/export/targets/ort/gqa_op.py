@@ -62,6 +62,7 @@ def _schema() -> OpSchema:
             OpSchema.Attribute("kv_num_heads", ints, required=True),
             OpSchema.Attribute("do_rotary", ints, required=False),
             OpSchema.Attribute("scale", floats, required=False),
+            OpSchema.Attribute("softcap", floats, required=False),
         ],
     )
 
@@ -80,6 +81,7 @@ def group_query_attention(
     num_heads: int,
     kv_num_heads: int,
     scale: float,
+    softcap: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """What the kernel computes: attention output (B, T, H hd) and the grown cache (B, H_kv, P+T, hd) x 2."""
     b, t, width = qkv.shape
@@ -96,6 +98,8 @@ def group_query_attention(
     v = torch.cat((past_value, v), dim=2)
     rep = num_heads // kv_num_heads
     scores = q @ k.repeat_interleave(rep, dim=1).transpose(-2, -1) * scale  # (B, H, T, P+T)
+    if softcap > 0.0:  # 0: none, as the kernel reads it
+        scores = torch.tanh(scores / softcap) * softcap
     causal = torch.arange(p + t, device=qkv.device)[None, :] <= torch.arange(p, p + t, device=qkv.device)[:, None]
     scores = (scores + bias).masked_fill(~causal, float("-inf"))
     out = scores.softmax(-1) @ v.repeat_interleave(rep, dim=1)  # (B, H, T, hd)
@@ -118,6 +122,7 @@ def _(
     num_heads: int,
     kv_num_heads: int,
     scale: float,
+    softcap: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     b, t, width = qkv.shape
     hd = width // (num_heads + 2 * kv_num_heads)
@@ -127,15 +132,16 @@ def _(
 
 
 def _onnx_group_query_attention(  # noqa: ANN202 - onnxscript values
-    qkv,
-    past_key,
-    past_value,
-    bias,
-    cos,
-    sin,
+    qkv,  # noqa: ANN001
+    past_key,  # noqa: ANN001
+    past_value,  # noqa: ANN001
+    bias,  # noqa: ANN001
+    cos,  # noqa: ANN001
+    sin,  # noqa: ANN001
     num_heads: int,
     kv_num_heads: int,
-    scale: float,  # noqa: ANN001
+    scale: float,
+    softcap: float,
 ):
     """The GroupQueryAttention node, with the sequence lengths derived from the shapes.
 
@@ -162,6 +168,7 @@ def _onnx_group_query_attention(  # noqa: ANN202 - onnxscript values
         kv_num_heads=kv_num_heads,
         do_rotary=0 if cos is None else 1,
         scale=scale,
+        softcap=softcap,
     )
 
 

@@ -98,7 +98,16 @@ class FusedSelfAttention(SelfAttention):
             cos, sin = self.tables.cos.to(x.dtype), self.tables.sin.to(x.dtype)
         bias = mask if self.padding is None or self.padding.value is None else self.padding.value
         out, key, value = group_query_attention(
-            qkv, past[0], past[1], bias.to(x.dtype), cos, sin, self.n_heads, self.n_kv_heads, self.scale
+            qkv,
+            past[0],
+            past[1],
+            bias.to(x.dtype),
+            cos,
+            sin,
+            self.n_heads,
+            self.n_kv_heads,
+            self.scale,
+            self.softcap or 0.0,  # 0: none, as the kernel reads it
         )  # (B, T, H hd), (B, H_kv, P+T, hd) x 2
         return self.o_proj(out), (key, value)
 
@@ -146,7 +155,7 @@ def plain_attention(model: DecoderLM) -> bool:
     ``past_present_share_buffer``).
     """
     stack = model.decoder
-    return not stack.pattern.limits_distance and not stack.position.biases_scores
+    return not stack.limits_distance and not stack.position.biases_scores
 
 
 def fused_for_ort(model: DecoderLM, max_seq_len: int) -> FusedDecoderLM:
