@@ -55,6 +55,17 @@ MODELS: dict[str, dict[str, Any]] = {
     "gpt2-tiny": {**PRESETS["tiny"], "name": "bench-gpt2-tiny"},
     "llama-small": SIZES["small"],
     "gpt2-small": {**PRESETS["small"], "name": "bench-gpt2-small"},
+    # ~1.1B parameters, TinyLlama-1.1B's shape (bench/import.py's large case: 4.4 GB of fp32 weights)
+    "llama-1b": {
+        **_LLAMA,
+        "name": "bench-1b",
+        "vocab_size": 32000,
+        "d_model": 2048,
+        "n_layers": 22,
+        "attention": {"n_heads": 32, "n_kv_heads": 4},
+        "ffn": {"kind": "swiglu", "hidden": 5632},
+        "tie_embeddings": False,
+    },
 }
 
 

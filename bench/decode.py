@@ -335,7 +335,9 @@ def bench_model(name: str, root: Path, bandwidth: float | None, target: str = "p
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
+    parser.add_argument(
+        "--models", nargs="+", choices=list(MODELS), default=["llama-tiny", "gpt2-tiny", "llama-small", "gpt2-small"]
+    )
     parser.add_argument("--keep", type=Path, help="keep models and bundles here")
     parser.add_argument(
         "--runners",

@@ -26,6 +26,7 @@ from nima.train.pairs import (
     open_pairs,
     read_pairs,
     split_pairs,
+    start_ids,
     tokenizer_text,
     write_pairs,
 )
@@ -84,11 +85,17 @@ def _tokenize_text(spec: ModelSpec, data: Path, given: TextTokenizer | None = No
 
 
 def _tokenize_pairs(spec: ModelSpec, data: Path, given: TextTokenizer | None = None) -> Tokenized:
-    """Pairs get a tokenizer trained with the specials; ``given`` is never set (`nima.train.start`)."""
+    """Pairs get a tokenizer trained with the specials, or ``given`` (a model folder's, `nima.train.start`) with
+    the folder's special ids (`start_ids`, which `check_start` made sure exist)."""
     tr = spec.training
     pairs, source = read_pairs(data)
-    tokenizer = train_tokenizer(tr.tokenizer, tokenizer_text(pairs), spec.vocab_size, SPECIALS)
-    corpus = encode_pairs(tokenizer, split_pairs(pairs, tr.val_fraction), spec.vocab_size)
+    if given is None:
+        tokenizer, special = train_tokenizer(tr.tokenizer, tokenizer_text(pairs), spec.vocab_size, SPECIALS), None
+    else:
+        tokenizer, special = given, start_ids(spec, given)
+        if special is None:
+            raise TrainError("the model folder's tokenizer has no padding, start and end tokens")
+    corpus = encode_pairs(tokenizer, split_pairs(pairs, tr.val_fraction), spec.vocab_size, special)
     record = {
         "pairs": {split: corpus.n_pairs(split) for split in ("train", "val")},
         "seq2seq": corpus.special.as_dict(),  # the special ids the export writes into the bundle

@@ -11,7 +11,10 @@ one), so a file whose tail is a chosen held-out set keeps it exactly.
 
 One tokenizer is trained on both sides (the kinds of the decoder-only path), with three
 special tokens added: ``<pad>``, ``<s>`` (the decoder start token) and ``</s>`` (the end of a
-target). Each split is packed as two ragged arrays (flat ids + row offsets) per side in
+target). A run that fine-tunes a model folder (`nima.train.start`) encodes with the folder's
+tokenizer instead — sources with its own special tokens, as the model was trained (T5's and
+BART's append ``</s>``) — and takes the ids from the spec where it names them (an imported
+model's ``generation`` section). Each split is packed as two ragged arrays (flat ids + row offsets) per side in
 ``data/``, memory-mapped afterwards like the decoder-only corpus.
 """
 
@@ -25,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from nima.layout import DATA_DIR, TokenIds, write_atomic, write_json
+from nima.spec import ModelSpec
 from nima.train.batches import Batch
 from nima.train.data import META_FILE, SPLITS, Source, token_dtype
 from nima.train.errors import TrainError
@@ -41,6 +45,17 @@ def token_ids(tokenizer: TextTokenizer) -> TokenIds:
     """The ids of `SPECIALS` in a tokenizer trained with them: padding, decoder start, end of target."""
     pad, start, end = (tokenizer.tokenizer.token_to_id(name) for name in SPECIALS)
     return TokenIds(eos=end, pad=pad, decoder_start=start)
+
+
+def start_ids(spec: ModelSpec, tokenizer: TextTokenizer) -> TokenIds | None:
+    """The padding, decoder start and end ids a run fine-tuning a model folder trains with: the spec's
+    ``generation`` ids where it names all three (an imported model), else the tokenizer's `SPECIALS` (a
+    folder `nima train` wrote); None when neither has them."""
+    gen = spec.generation
+    if gen.decoder_start_token_id is not None and gen.pad_token_id is not None and gen.eos_token_ids:
+        return TokenIds(eos=gen.eos_token_ids[0], pad=gen.pad_token_id, decoder_start=gen.decoder_start_token_id)
+    ids = token_ids(tokenizer)
+    return None if None in (ids.eos, ids.pad, ids.decoder_start) else ids
 
 
 def is_pair_file(path: Path) -> bool:
@@ -141,17 +156,25 @@ class PairCorpus:
         )
 
 
-def encode_pairs(tokenizer: TextTokenizer, splits: dict[str, list[tuple[str, str]]], vocab_size: int) -> PairCorpus:
-    """Tokenize both sides of every split (the Rust tokenizer, batched) into an in-memory corpus."""
+def encode_pairs(
+    tokenizer: TextTokenizer,
+    splits: dict[str, list[tuple[str, str]]],
+    vocab_size: int,
+    special: TokenIds | None = None,
+) -> PairCorpus:
+    """Tokenize both sides of every split (the Rust tokenizer, batched) into an in-memory corpus. ``special``:
+    a model folder's ids (`start_ids`), its sources encoded with the tokenizer's own special tokens; else
+    the ids of `SPECIALS` in a tokenizer trained with them."""
     dtype = token_dtype(vocab_size)
     rows: dict[str, dict[str, Ragged]] = {}
     for split, pairs in splits.items():
         rows[split] = {}
         for side, texts in zip(SIDES, zip(*pairs, strict=True), strict=True):
-            encoded = tokenizer.tokenizer.encode_batch(list(texts), add_special_tokens=False)
+            own = special is not None and side == "source"  # the targets get the start and end ids in `collate`
+            encoded = tokenizer.tokenizer.encode_batch(list(texts), add_special_tokens=own)
             rows[split][side] = Ragged.from_rows([e.ids for e in encoded], dtype)
     target_bytes = {split: sum(len(t.encode("utf-8")) for _, t in pairs) for split, pairs in splits.items()}
-    return PairCorpus(rows, token_ids(tokenizer), target_bytes)
+    return PairCorpus(rows, special or token_ids(tokenizer), target_bytes)
 
 
 def write_pairs(run_dir: Path, corpus: PairCorpus, kind: str, source: Source) -> None:

@@ -3,9 +3,10 @@
 ``nima train MODEL_DIR --data ...`` takes the folder's ``nima.json`` as the spec, its
 ``model.safetensors`` as the starting weights and, when the folder has one, its ``tokenizer.json``
 to encode the data (an imported model's own tokenizer: the weights only mean something with it).
+An encoder-decoder also needs its padding, decoder start and end ids (`nima.train.pairs.start_ids`).
 `check_start` reads and checks everything before the run folder is touched: a folder without
-weights, a tokenizer with more ids than the model's vocabulary, an encoder-decoder (whose pairs need
-the trained specials), or a run folder that is the model folder itself are refused in one line.
+weights, a tokenizer with more ids than the model's vocabulary, an encoder-decoder without its
+tokenizer or ids, or a run folder that is the model folder itself are refused in one line.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from nima.layout import TOKENIZER_FILE, WEIGHTS_FILE
 from nima.spec import ModelSpec
 from nima.train.errors import TrainError
+from nima.train.pairs import start_ids
 from nima.train.tokenizer import TextTokenizer
 
 
@@ -30,11 +32,6 @@ class Start:
 
 def check_start(spec: ModelSpec, folder: Path, run_dir: Path) -> Start:
     """The start of a run from ``folder``; `TrainError` naming the file or field when it cannot be one."""
-    if spec.architecture != "decoder":
-        raise TrainError(
-            f"{folder}: fine-tuning an {spec.architecture} from a model folder is not supported yet "
-            "(its pairs need the padding, start and end tokens of a tokenizer trained with them)"
-        )
     if run_dir.resolve() == folder.resolve():
         raise TrainError(f"{run_dir}: is the model folder the run starts from; pass another -o")
     weights = folder / WEIGHTS_FILE
@@ -48,4 +45,10 @@ def check_start(spec: ModelSpec, folder: Path, run_dir: Path) -> Start:
                 f"{folder / TOKENIZER_FILE}: has {tokenizer.vocab_size} ids, more than the model's "
                 f"vocab_size {spec.vocab_size}: it is not this model's tokenizer"
             )
+    if spec.is_encoder_decoder and (tokenizer is None or start_ids(spec, tokenizer) is None):
+        raise TrainError(
+            f"{folder}: fine-tuning an encoder-decoder needs its {TOKENIZER_FILE} and its padding, decoder start and "
+            "end ids (generation.pad_token_id, decoder_start_token_id and eos_token_ids, which nima import writes; or "
+            "a tokenizer trained with <pad>, <s> and </s>, as nima train writes)"
+        )
     return Start(folder, weights, tokenizer)

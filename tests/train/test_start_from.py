@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -93,3 +94,64 @@ def test_what_cannot_be_a_start_is_refused_in_one_line(tmp_path: Path) -> None:
     big.save(str(built / "tokenizer.json"))
     wrong = invoke("train", built, "--data", data, "-o", tmp_path / "r2")
     assert wrong.exit_code == 2 and "it is not this model's tokenizer" in wrong.output
+
+
+def word_tokenizer(vocab: int) -> Tokenizer:
+    """A word-level tokenizer with T5's special ids (<pad> 0, </s> 1, <unk> 2) and its source template
+    ("$A </s>"), over the words w3 ... w{vocab-1}."""
+    from tokenizers import models, pre_tokenizers, processors
+
+    words = {"<pad>": 0, "</s>": 1, "<unk>": 2} | {f"w{i}": i for i in range(3, vocab)}
+    tokenizer = Tokenizer(models.WordLevel(words, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return tokenizer
+
+
+def test_an_imported_encoder_decoder_fine_tunes_on_pairs(tmp_path: Path) -> None:
+    """A T5 folder with its tokenizer: the run starts from its weights, encodes sources with the tokenizer's
+    template (</s> appended) and targets between T5's start (padding) and end ids, and its folder exports and
+    generates."""
+    transformers = pytest.importorskip("transformers")
+    vocab = 64
+    config = transformers.T5Config(
+        vocab_size=vocab, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_heads=4, decoder_start_token_id=0
+    )
+    torch.manual_seed(1)
+    hf = tmp_path / "hf"
+    transformers.T5ForConditionalGeneration(config).save_pretrained(hf)
+    word_tokenizer(vocab).save(str(hf / "tokenizer.json"))
+    assert invoke("import", hf, "-o", tmp_path / "model").exit_code == 0
+    rng = torch.Generator().manual_seed(2)
+    lines = []
+    for _ in range(40):
+        words = [f"w{int(i)}" for i in torch.randint(3, vocab, (6,), generator=rng)]
+        lines.append(" ".join(words) + "\t" + " ".join(reversed(words)))
+    (tmp_path / "pairs.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    run = tmp_path / "run"
+    settings = ["--set", "training.batch_size=4", "--set", "training.cpu_threads=1", "--set", "max_seq_len=16"]
+    result = invoke("train", tmp_path / "model", "--data", tmp_path / "pairs.tsv", "-o", run, *STEPS, *STILL, *settings)
+    assert result.exit_code == 0, result.output
+    record = json.loads((run / "run.json").read_text())
+    assert record["seq2seq"] == {"decoder_start_token_id": 0, "eos_token_id": 1, "pad_token_id": 0}
+    start, end = load_file(str(tmp_path / "model" / "model.safetensors")), load_file(str(run / "model.safetensors"))
+    for name in start:
+        assert torch.allclose(start[name], end[name], atol=1e-5), name
+    sources = np.load(run / "data" / "train.source.npy")
+    offsets = np.load(run / "data" / "train.source.offsets.npy")
+    assert all(sources[stop - 1] == 1 for stop in offsets[1:])  # every source ends with </s>, as T5 reads them
+    assert invoke("export", "--onnx", run, "-o", tmp_path / "bundle").exit_code == 0
+    out = invoke("generate", tmp_path / "bundle", "--prompt", "w5 w6 w7", "--greedy", "--max-new-tokens", "4")
+    assert out.exit_code == 0, out.output
+
+
+def test_an_encoder_decoder_without_its_ids_is_refused(tmp_path: Path) -> None:
+    transformers = pytest.importorskip("transformers")
+    config = transformers.T5Config(vocab_size=64, d_model=32, d_kv=8, d_ff=48, num_layers=1, num_heads=4)
+    hf = tmp_path / "hf"
+    transformers.T5ForConditionalGeneration(config).save_pretrained(hf)
+    assert invoke("import", hf, "-o", tmp_path / "model").exit_code == 0
+    (tmp_path / "pairs.tsv").write_text("w3 w4\tw4 w3\n" * 8, encoding="utf-8")
+    result = invoke("train", tmp_path / "model", "--data", tmp_path / "pairs.tsv", "-o", tmp_path / "run")
+    assert result.exit_code == 2 and "fine-tuning an encoder-decoder needs its tokenizer.json" in result.output
+    assert not (tmp_path / "run").exists()
