@@ -16,8 +16,6 @@ from nima.spec import ModelSpec
 
 
 def spec(config: HfConfig) -> dict[str, Any]:
-    if not config.get("scale_attn_weights", True):
-        raise config.refuse("scale_attn_weights", "false (attention without 1/sqrt(head_dim)) is not supported yet")
     if config.get("scale_attn_by_inverse_layer_idx", False):
         raise config.refuse("scale_attn_by_inverse_layer_idx", "per-layer attention scales are not supported")
     d_model = config.integer("n_embd")
@@ -28,7 +26,11 @@ def spec(config: HfConfig) -> dict[str, Any]:
         "max_seq_len": config.integer("n_positions"),
         "d_model": d_model,
         "n_layers": config.integer("n_layer"),
-        "attention": {"n_heads": config.integer("n_head")},
+        # scale_attn_weights false: scores without 1/sqrt(head_dim)
+        "attention": {
+            "n_heads": config.integer("n_head"),
+            **({} if config.get("scale_attn_weights", True) else {"scale": 1.0}),
+        },
         "ffn": {**ffn, "hidden": config.integer("n_inner", 0) or 4 * d_model},  # n_inner None: 4 x n_embd
         "position": {"kind": "learned"},
         "norm": {"kind": "layernorm", "placement": "pre", "eps": config.number("layer_norm_epsilon", 1e-5)},
@@ -54,6 +56,7 @@ def config(model: ModelSpec, model_type: str) -> dict[str, Any]:
         "embd_pdrop": 0.0,
         "attn_pdrop": 0.0,
         "tie_word_embeddings": model.tie_embeddings,
+        "scale_attn_weights": model.attention.scale != 1.0,
     }
 
 

@@ -51,8 +51,8 @@ GPT2_SIZES: dict[str, Any] = {"vocab_size": VOCAB, "n_embd": 64, "n_layer": 2, "
 # case -> a function making the model; each case is one architecture, or one of its options
 CASES: dict[str, Callable[[], PreTrainedModel]] = {
     "gpt2": lambda: GPT2LMHeadModel(GPT2Config(**GPT2_SIZES)),  # GELU's tanh form ("gelu_new")
-    "gpt2-exact-gelu-untied": lambda: GPT2LMHeadModel(
-        GPT2Config(**GPT2_SIZES, activation_function="gelu", tie_word_embeddings=False)
+    "gpt2-exact-gelu-untied-unscaled": lambda: GPT2LMHeadModel(
+        GPT2Config(**GPT2_SIZES, activation_function="gelu", tie_word_embeddings=False, scale_attn_weights=False)
     ),
     "llama": lambda: LlamaForCausalLM(LlamaConfig(**LLAMA_SIZES)),
     "llama-tied-linear-rope": lambda: LlamaForCausalLM(

@@ -173,7 +173,8 @@ def test_the_spec_reads_like_a_spec(imported: dict) -> None:
         "tanh",
         "learned",
     )
-    assert specs["gpt2-exact-gelu-untied"].ffn.approximate == "none"
+    assert specs["gpt2-exact-gelu-untied-unscaled"].ffn.approximate == "none"
+    assert specs["gpt2-exact-gelu-untied-unscaled"].attention.scale == 1.0 and specs["gpt2"].attention.scale is None
     gemma2 = specs["gemma2"]
     assert [p.model_dump() for p in gemma2.attention.patterns] == [{"kind": "local", "window": 5}, {"kind": "full"}]
     assert (gemma2.attention.softcap, gemma2.logit_softcap, gemma2.norm.placement) == (3.0, 4.0, "sandwich")
