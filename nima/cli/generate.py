@@ -59,6 +59,17 @@ def generate(
             help="Prompt-lookup decoding: draft up to N tokens from the text itself, checked in one step (greedy).",
         ),
     ] = None,
+    draft: Annotated[
+        Path | None,
+        Opt(
+            "--draft",
+            help="Speculative decoding: a small decoder bundle of the same tokenizer proposes tokens, checked by "
+            "this one in one step (greedy or sampled, one sequence at a time).",
+        ),
+    ] = None,
+    draft_tokens: Annotated[
+        int | None, Opt("--draft-tokens", help="With --draft: tokens the draft proposes per step, at most (1-64).")
+    ] = None,
     slide_context: Annotated[
         bool | None,
         Opt(
@@ -111,9 +122,14 @@ def generate(
         "seed": seed,
         "slide_context": slide_context,
         "prompt_lookup_num_tokens": prompt_lookup,
+        "num_assistant_tokens": draft_tokens,
     }
+    if draft_tokens is not None and draft is None:
+        fail("--draft-tokens: only with --draft (the bundle that proposes the tokens)")
     try:
-        generator = Generator(bundle, provider=provider, threads=threads, spin=spin, huge_pages=huge_pages)
+        if draft is not None and not draft.is_dir():
+            raise GenerateError(f"--draft {draft}: {'is a file, not' if draft.exists() else 'no such'} bundle folder")
+        generator = Generator(bundle, provider=provider, threads=threads, spin=spin, huge_pages=huge_pages, draft=draft)
         if source and not generator.is_seq2seq:
             raise GenerateError("--source is for encoder-decoder bundles; this one is decoder-only: use --prompt")
         prompts = _collect_prompts([*(source or []), *(prompt or [])], prompt_ids, prompts_file)

@@ -32,6 +32,7 @@ from nima.runtime.search import decode_rows
 from nima.runtime.session import DecoderSession, make_session
 from nima.runtime.shared_cache import SharedBufferSession
 from nima.runtime.slide import slide_on
+from nima.runtime.speculative import decode_speculative, draft_problem
 from nima.runtime.text import TextStream, cut_at_stop
 from nima.spec.sections import GenerationSpec
 
@@ -78,7 +79,10 @@ class Generator:
         threads: int | None = None,
         spin: bool = True,
         huge_pages: bool | None = True,
+        draft: str | Path | None = None,
     ) -> None:
+        """``draft``: a small decoder bundle of the same tokenizer that proposes tokens for this one to check
+        (speculative decoding, `nima.runtime.speculative`); one sequence at a time, greedy or sampled."""
         cores = os.cpu_count() or 1
         if threads is not None and not 1 <= threads <= cores:
             raise GenerateError(
@@ -104,6 +108,24 @@ class Generator:
         self.family.open(
             lambda role: make_session(self.bundle.graphs[role], provider, threads, spin, huge_pages), self.spec.n_layers
         )
+        self.draft = None if draft is None else self._open_draft(draft, provider, threads, spin, huge_pages)
+
+    def _open_draft(
+        self, draft: str | Path, provider: str, threads: int | None, spin: bool, huge_pages: bool | None
+    ) -> Generator:
+        """The draft bundle's own generator, checked to fit this one: decoder-only, the same vocabulary."""
+        opened = Generator(draft, provider, threads, spin, huge_pages)
+        if self.is_seq2seq or opened.is_seq2seq:
+            raise GenerateError(f"draft {draft}: speculative decoding is for decoder-only bundles")
+        if opened.spec.vocab_size != self.spec.vocab_size:
+            raise GenerateError(
+                f"draft {draft}: vocab_size {opened.spec.vocab_size}, this bundle's {self.spec.vocab_size}: a draft "
+                "must share the tokenizer"
+            )
+        tokenizers = (self.tokenizer, opened.tokenizer)
+        if None not in tokenizers and tokenizers[0].get_vocab() != tokenizers[1].get_vocab():  # type: ignore[union-attr]
+            raise GenerateError(f"draft {draft}: its tokenizer is not this bundle's")
+        return opened
 
     @property
     def is_seq2seq(self) -> bool:
@@ -119,6 +141,10 @@ class Generator:
             problem = lookup_problem(opts, self.is_seq2seq)
             if problem:
                 raise GenerateError(f"option prompt_lookup_num_tokens: {problem}")
+        if self.draft is not None:
+            problem = draft_problem(opts, self.is_seq2seq)
+            if problem:
+                raise GenerateError(f"draft bundle: {problem}")
         if opts.slide_context and (self.is_seq2seq or opts.num_beams > 1):
             what = "an encoder-decoder's decoder" if self.is_seq2seq else "beam search"
             raise GenerateError(f"option slide_context: not for {what}; it reads one decoder-only sequence anew")
@@ -191,6 +217,15 @@ class Generator:
                 Generation(ids, [self._completion(h.tokens, h.finish_reason, opts, h.score) for h in hypotheses])
                 for ids, hypotheses in zip(batch, found, strict=True)
             ]
+        if self.draft is not None:  # one row at a time: a step checks one row's drafts
+            found = []
+            rng = self._rng(opts)
+            for ids in batch:
+                row = Row(list(ids))
+                for _ in self._speculative(row, limits, opts, rng):
+                    pass
+                found.append(Generation(ids, [self._completion(row.tokens, row.finish_reason or "", opts)]))
+            return found
         if opts.prompt_lookup_num_tokens:  # one row at a time: a step checks one row's drafts
             found = []
             for ids in batch:
@@ -217,6 +252,22 @@ class Generator:
             for ids, i in zip(batch, range(0, len(rows), copies), strict=True)
         ]
 
+    def _speculative(
+        self, row: Row, limits: Limits, opts: GenerationSpec, rng: np.random.Generator
+    ) -> abc.Iterator[int]:
+        """One row decoded with the draft bundle's proposals (`decode_speculative`)."""
+        assert self.draft is not None
+        yield from decode_speculative(
+            self.session,
+            self.draft.session,
+            row,
+            limits,
+            opts,
+            rng,
+            opts.num_assistant_tokens,
+            self.draft.spec.max_seq_len,
+        )
+
     def stream_tokens(self, prompt: Prompt, **options: Any) -> abc.Generator[int, None, str | None]:
         """Yield one prompt's new token ids as they are chosen (greedy or sampled; a final EOS included).
         The generator's return value (``StopIteration.value``) is the finish reason, as in `Completion`."""
@@ -231,6 +282,9 @@ class Generator:
             row = Row(starts[0])
             if opts.prompt_lookup_num_tokens:
                 yield from decode_lookup(self.session, row, limits, opts.prompt_lookup_num_tokens)
+                return row.finish_reason
+            if self.draft is not None:
+                yield from self._speculative(row, limits, opts, self._rng(opts))
                 return row.finish_reason
             rng = self._rng(opts)
             for _ in decode_rows(self.session, [row], opts, limits, rng, self._pad_id(), greedy, fixed):

@@ -196,6 +196,13 @@ class GenerationSpec(Strict):
         description="Prompt-lookup decoding: draft up to this many tokens from the text's own earlier tokens and "
         "check them in one step (transformers' name); greedy, decoder-only, no penalties; 0: off.",
     )
+    num_assistant_tokens: int = Field(
+        4,
+        ge=1,
+        le=64,
+        description="Speculative decoding with a draft bundle (Generator(draft=...), nima generate --draft): tokens "
+        "the draft proposes per target step, at most (transformers' name); the number adapts below it.",
+    )
     slide_context: bool = Field(
         False,
         description="When prompt and output fill max_seq_len, go on: each further token from the last max_seq_len "

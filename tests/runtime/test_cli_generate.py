@@ -196,3 +196,27 @@ def test_running_out_of_context_is_said(text_bundle: tuple[Path, DecoderLM]) -> 
     assert code == 0 and json.loads(out)[0]["completions"][0]["finish_reason"] == "context"
     code, out, err = run(path, "--prompt", prompt, "--max-new-tokens", 2, "--greedy")
     assert code == 0 and "warning" not in err
+
+
+def test_a_draft_bundle_gives_the_greedy_tokens(bundles: dict[str, tuple[Path, DecoderLM]], tmp_path: Path) -> None:
+    """``--draft`` (and ``--draft-tokens``) decode speculatively: greedy, the tokens without a draft, and a
+    seeded sample the same twice; a draft without its bundle, or of another vocabulary, is one line, exit 2."""
+    path, draft = bundles["llama"][0], bundles["gpt2"][0]
+    expected = Generator(path).generate([[1, 2, 3]], max_new_tokens=20, do_sample=False)[0].token_ids
+    code, out, err = run(path, "--prompt-ids", "1,2,3", "--max-new-tokens", 20, "--greedy", "--draft", draft)
+    assert code == 0, err
+    assert out.strip() == ",".join(map(str, expected))
+    sampled = [
+        run(path, "--prompt-ids", "1,2,3", "--sample", "--seed", 3, "--draft", draft, "--draft-tokens", 2)
+        for _ in range(2)
+    ]
+    assert sampled[0][0] == 0 and sampled[0][1] == sampled[1][1]  # stdout; stderr has the timing
+    for args, message in (
+        (["--draft-tokens", 3], "--draft-tokens: only with --draft"),
+        (["--draft", tmp_path / "none"], "no such bundle folder"),
+        (["--draft", draft, "--num-beams", 2], "draft bundle: one sequence at a time"),
+        (["--draft", draft, "--draft-tokens", 0], "num_assistant_tokens"),
+    ):
+        code, out, err = run(path, "--prompt-ids", "1,2,3", *args)
+        assert code == 2 and out == "", (args, out)
+        assert len(err.strip().splitlines()) == 1 and message in err, (args, err)

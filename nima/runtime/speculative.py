@@ -1,0 +1,164 @@
+"""Speculative decoding with a draft bundle: a small model of the same tokenizer proposes tokens, the
+target checks them all in one step (Leviathan et al. 2023; Chen et al. 2023).
+
+A decode step of the target reads every weight once whether it checks one token or several. Each
+round the draft decodes up to ``k`` tokens alone (cheap: it is small), the target runs the last
+chosen token and the drafted ones in one multi-token step (`DecoderSession.step_all`) and so has
+its own distribution at every drafted position. Greedy: the drafted tokens are kept while they are
+the target's argmax, and the target's choice at the first disagreement (or after the last drafted
+token) is added, so the tokens are plain greedy decoding's. Sampling: drafted token x, drawn from
+the draft's warped distribution q, is kept with probability min(1, p(x) / q(x)) under the target's
+warped p; the first rejected one is replaced by a draw from max(0, p - q) renormalised; after a
+round kept whole, one more token is drawn from p. Each token is then distributed as sampling from
+the target alone (the standard rejection rule), though not the same draws for a seed.
+
+Both caches drop the rejected positions (`DecoderSession.truncate`); the draft catches up by
+feeding the tokens it has not seen in its next round. The draft length adapts as prompt lookup's
+does (`nima.runtime.lookup`): longer after a round kept whole, shorter after a rejection, and
+drafting pauses for 1, 2, 4, ... 32 rounds while even one drafted token keeps failing, so a draft
+that does not fit the text costs little.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from nima.runtime.options import is_greedy
+from nima.runtime.processors import sample
+from nima.runtime.rows import Limits, Row, scores_changed, warp
+from nima.runtime.session import DecoderSession, KVCache
+from nima.spec.sections import GenerationSpec
+
+MAX_PAUSE = 32  # rounds without drafting, at most, while one drafted token keeps failing
+
+
+def draft_problem(options: GenerationSpec, seq2seq: bool) -> str | None:
+    """Why a draft bundle cannot decode under ``options``, or None: one decoder-only sequence, greedy or
+    sampled, whose scores only the warpers change."""
+    if seq2seq:
+        return "not for encoder-decoders"
+    if options.num_beams > 1 or options.num_return_sequences > 1:
+        return "one sequence at a time, without beams"
+    if scores_changed(options):
+        return "not with repetition, presence or frequency penalties, n-gram bans or min_new_tokens"
+    if options.slide_context or options.prompt_lookup_num_tokens:
+        return "not with slide_context or prompt lookup"
+    return None
+
+
+class _Chooser:
+    """Greedy choice, or a draw from the warped distribution, of one row's next token."""
+
+    def __init__(self, options: GenerationSpec, rng: np.random.Generator) -> None:
+        self.options, self.rng, self.greedy = options, rng, is_greedy(options)
+
+    def probs(self, logits: np.ndarray) -> np.ndarray:  # (N, V) raw -> (N, V) warped probabilities
+        return warp(logits.copy(), self.options)
+
+    def draw(self, probs: np.ndarray) -> int:  # (V,) -> token
+        return int(sample(probs[None], self.rng)[0])
+
+
+def decode_speculative(
+    target: DecoderSession,
+    draft: DecoderSession,
+    row: Row,
+    limits: Limits,
+    options: GenerationSpec,
+    rng: np.random.Generator,
+    k: int,
+    draft_context: int,
+) -> Iterator[int]:
+    """Decode one decoder-only ``row`` with ``draft`` proposing up to ``k`` tokens per target step (its
+    positions below ``draft_context``); yields each token and sets ``row.finish_reason``."""
+    choose = _Chooser(options, rng)
+    prompt = row.prompt
+    capacity = limits.capacity([len(prompt)])
+    ones = np.ones((1, capacity), dtype=np.int64)  # every step's mask is a prefix of it
+    t_cache = target.empty_cache(1, None, capacity)
+    d_cache = draft.empty_cache(1, None, min(capacity, draft_context))
+    ids = np.array([prompt], dtype=np.int64)  # (1, P)
+    logits, t_cache = target.step(ids, ones[:, : len(prompt)], np.arange(len(prompt), dtype=np.int64)[None], t_cache)
+    token = int(logits[0].argmax()) if choose.greedy else choose.draw(choose.probs(logits)[0])
+    row.tokens.append(token)
+    row.finish_reason = limits.finish_reason(row)
+    yield token
+    width, pause, wait = k, 0, 0
+    while row.finish_reason is None:
+        history = row.history
+        room = min(limits.max_new_tokens - len(row.tokens), limits.context - len(history))  # tokens still allowed
+        n = min(width, room - 1, draft_context - len(history)) if wait == 0 else 0
+        wait = max(0, wait - 1)
+        guesses, guess_probs = [], []
+        if n > 0:
+            d_cache, guesses, guess_probs = _draft(draft, d_cache, history, n, ones, choose)
+        past = t_cache.length  # = len(history) - 1: the last chosen token is not cached yet
+        fed = [token, *guesses]
+        positions = np.arange(past, past + len(fed), dtype=np.int64)[None]
+        fed_ids = np.array([fed], dtype=np.int64)  # (1, n + 1)
+        scores, t_cache = target.step_all(fed_ids, ones[:, : past + len(fed)], positions, t_cache)  # (n + 1, V)
+        kept = 0
+        for token in _verify(scores, guesses, guess_probs, choose):
+            kept += 1
+            row.tokens.append(token)
+            row.finish_reason = limits.finish_reason(row)
+            yield token
+            if row.finish_reason is not None:
+                break
+        t_cache = target.truncate(t_cache, past + kept)  # the fed tokens the row kept: the last one and accepted drafts
+        d_cache = draft.truncate(d_cache, min(d_cache.length, len(row.history) - 1))
+        if not guesses:
+            continue
+        if kept == len(fed):  # every drafted token taken (and one more chosen)
+            width, pause = min(k, width + 2), 0
+        else:
+            if kept == 1 and width == 1:  # even one drafted token fails: stop drafting for a while
+                pause = min(2 * pause or 1, MAX_PAUSE)
+                wait = pause
+            width = max(1, width - 1)
+
+
+def _draft(
+    draft: DecoderSession, cache: KVCache, history: list[int], n: int, ones: np.ndarray, choose: _Chooser
+) -> tuple[KVCache, list[int], list[np.ndarray]]:
+    """``n`` tokens from the draft after ``history`` (it first feeds what its cache lacks), and the warped
+    distribution each was drawn from (sampling; empty when greedy)."""
+    guesses: list[int] = []
+    probs: list[np.ndarray] = []
+    feed = history[cache.length :]  # at least the last chosen token
+    for _ in range(n):
+        past = cache.length
+        positions = np.arange(past, past + len(feed), dtype=np.int64)[None]
+        logits, cache = draft.step(np.array([feed], dtype=np.int64), ones[:, : past + len(feed)], positions, cache)
+        if choose.greedy:
+            guess = int(logits[0].argmax())
+        else:
+            q = choose.probs(logits)[0]  # (V,)
+            guess = choose.draw(q)
+            probs.append(q)
+        guesses.append(guess)
+        feed = [guess]
+    return cache, guesses, probs
+
+
+def _verify(scores: np.ndarray, guesses: list[int], guess_probs: list[np.ndarray], choose: _Chooser) -> Iterator[int]:
+    """The tokens a round gives from the target's ``scores`` at the fed positions, (n + 1, V): the drafted
+    tokens it keeps, then its own choice where it stopped keeping them (or after the last)."""
+    if choose.greedy:
+        for i, best in enumerate(scores.argmax(axis=-1).tolist()):
+            yield best
+            if i >= len(guesses) or guesses[i] != best:
+                return
+        return
+    p = choose.probs(scores)  # (n + 1, V)
+    for i, (guess, q) in enumerate(zip(guesses, guess_probs, strict=True)):
+        if choose.rng.random() * q[guess] < p[i, guess]:  # accepted with probability min(1, p / q)
+            yield guess
+            continue
+        residual = np.maximum(p[i] - q, 0.0)
+        total = residual.sum()
+        yield choose.draw(residual / total if total > 0 else p[i])
+        return
+    yield choose.draw(p[len(guesses)])

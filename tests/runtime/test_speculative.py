@@ -1,0 +1,162 @@
+"""Speculative decoding with a draft bundle: greedy tokens identical to plain greedy decoding, sampled tokens
+distributed as sampling from the target alone (a chi-square test against the exact distribution from the
+PyTorch model), both caches rolled back after rejected drafts, on both cache layouts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from runtime_support import make_bundle, make_spec, next_logprobs
+
+from nima.builders.models import DecoderLM
+from nima.runtime import GenerateError, Generator, speculative
+from nima.runtime.rows import Row
+
+RNG = np.random.default_rng(11)
+
+
+@pytest.fixture(scope="module")
+def ort_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A LLaMA-style ``ort`` bundle (GroupQueryAttention, head dim 16, a shared cache buffer), vocabulary 64."""
+    from nima.export.bundle import export_bundle
+
+    spec = make_spec("llama", name="rt-spec-ort", d_model=64)
+    source, _ = make_bundle(spec, tmp_path_factory.mktemp("spec-ort"), seed=4)
+    bundle = export_bundle(source.parent / f"{spec.name}-src", source.parent / "ort", target="ort", verify=False).out
+    assert Generator(bundle).bundle.share_buffer
+    return bundle
+
+
+class Counting:
+    """Counts a session's runs: one per step, however many tokens it checks."""
+
+    def __init__(self, generator: Generator) -> None:
+        self.runs = 0
+        session = generator.session
+        for name in ("step", "step_all"):
+            method = getattr(session, name)
+
+            def counted(*args, _method=method, **kwargs):  # noqa: ANN002, ANN003, ANN202
+                self.runs += 1
+                return _method(*args, **kwargs)
+
+            setattr(session, name, counted)
+
+
+@pytest.mark.parametrize(
+    ("target", "draft"), [("llama", "gpt2"), ("llama", "itself"), ("ort", "gpt2"), ("ort", "itself"), ("llama", "ort")]
+)
+def test_greedy_tokens_are_plain_greedy(target: str, draft: str, bundles: dict, ort_bundle: Path) -> None:
+    """A draft that disagrees (another model) and one that always agrees (the target's own bundle): the same
+    tokens as greedy decoding without a draft, incl. at the context limit; the agreeing draft takes fewer
+    target runs than tokens. Rejected drafts roll back both caches: the target's or the draft's a shared
+    buffer (``ort``) or not."""
+    paths = {"ort": ort_bundle, **{name: path for name, (path, _) in bundles.items()}}
+    path = paths[target]
+    plain = Generator(path)
+    drafted = Generator(path, draft=path if draft == "itself" else paths[draft])
+    counting = Counting(drafted)
+    context = plain.spec.max_seq_len
+    for prompt in ([5, 6, 7], RNG.integers(0, 64, 17).tolist(), RNG.integers(0, 64, context - 6).tolist()):
+        for new in (1, 4, 40):
+            want = plain.generate([prompt], max_new_tokens=new, do_sample=False)[0].completions[0]
+            before = counting.runs
+            got = drafted.generate([prompt], max_new_tokens=new, do_sample=False, num_assistant_tokens=4)
+            assert got[0].token_ids == want.token_ids, (prompt, new)
+            assert got[0].completions[0].finish_reason == want.finish_reason
+            if draft == "itself" and new == 40 and len(prompt) < 20:
+                assert counting.runs - before < len(want.token_ids) / 2  # four drafted tokens kept per run, mostly
+    streamed = list(drafted.stream_tokens([1, 2, 3], max_new_tokens=30, do_sample=False))
+    assert streamed == plain.generate([[1, 2, 3]], max_new_tokens=30, do_sample=False)[0].token_ids
+
+
+TOP_K, PROMPT, N = 6, [3, 14, 15, 9], 2500
+
+
+def top_k_probs(logprobs: np.ndarray) -> np.ndarray:
+    """softmax over the TOP_K largest log-probabilities (the others 0), float64."""
+    keep = np.argsort(logprobs)[-TOP_K:]
+    probs = np.zeros_like(logprobs)
+    probs[keep] = np.exp(logprobs[keep] - logprobs[keep].max())
+    return probs / probs.sum()
+
+
+def exact_marginals(model: DecoderLM) -> tuple[np.ndarray, np.ndarray]:
+    """The distributions of the 2nd and 3rd sampled tokens under top-k sampling from the target alone, summed
+    over the earlier tokens with the PyTorch model's full forward passes."""
+    first = top_k_probs(next_logprobs(model, PROMPT))
+    second = np.zeros_like(first)
+    third = np.zeros_like(first)
+    for a in np.flatnonzero(first):
+        after_a = top_k_probs(next_logprobs(model, [*PROMPT, int(a)]))
+        second += first[a] * after_a
+        for b in np.flatnonzero(after_a):
+            third += first[a] * after_a[b] * top_k_probs(next_logprobs(model, [*PROMPT, int(a), int(b)]))
+    return second, third
+
+
+def chi_square_passes(counts: np.ndarray, probs: np.ndarray) -> bool:
+    """Pearson's test at p = 0.001, bins with expected counts under 5 merged into one; the critical value by
+    the Wilson-Hilferty approximation (no scipy here)."""
+    expected = probs * counts.sum()
+    small = expected < 5
+    observed = np.append(counts[~small], counts[small].sum())
+    wanted = np.append(expected[~small], expected[small].sum())
+    observed, wanted = observed[wanted > 0], wanted[wanted > 0]
+    statistic = float(((observed - wanted) ** 2 / wanted).sum())
+    df = len(wanted) - 1
+    critical = df * (1 - 2 / (9 * df) + 3.09 * np.sqrt(2 / (9 * df))) ** 3
+    return statistic < critical
+
+
+def sampled_tokens(generator: Generator, seed: int) -> np.ndarray:
+    """N draws of the first three tokens, (N, 3), with the draft proposing two per round."""
+    opts = generator.options(do_sample=True, top_k=TOP_K, max_new_tokens=3, num_assistant_tokens=2)
+    limits = generator._limits(opts)
+    rng = np.random.default_rng(seed)
+    assert generator.draft is not None
+    draws = []
+    for _ in range(N):
+        row = Row(list(PROMPT))
+        tokens = list(
+            speculative.decode_speculative(
+                generator.session, generator.draft.session, row, limits, opts, rng, 2, generator.draft.spec.max_seq_len
+            )
+        )
+        draws.append(tokens)
+    return np.array(draws)
+
+
+@torch.no_grad()
+def test_sampling_keeps_the_target_distribution(bundles: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The 2nd token (the round's first drafted position) and the 3rd (its second) follow the target's own
+    distribution; a rule that keeps every drafted token fails the same test, so the test can fail."""
+    target_path, model = bundles["llama"]
+    generator = Generator(target_path, draft=bundles["gpt2"][0])
+    second, third = exact_marginals(model)
+    draws = sampled_tokens(generator, seed=1)
+    vocab = generator.spec.vocab_size
+    assert chi_square_passes(np.bincount(draws[:, 1], minlength=vocab), second)
+    assert chi_square_passes(np.bincount(draws[:, 2], minlength=vocab), third)
+
+    def keep_every_draft(scores, guesses, guess_probs, choose):  # noqa: ANN001, ANN202 - the wrong rule
+        yield from guesses
+        yield choose.draw(choose.probs(scores)[len(guesses)])
+
+    monkeypatch.setattr(speculative, "_verify", keep_every_draft)
+    wrong = sampled_tokens(generator, seed=2)
+    assert not chi_square_passes(np.bincount(wrong[:, 1], minlength=vocab), second)
+
+
+def test_what_a_draft_cannot_do_is_refused(bundles: dict, tmp_path: Path) -> None:
+    generator = Generator(bundles["llama"][0], draft=bundles["gpt2"][0])
+    for options, message in (
+        ({"num_beams": 2}, "one sequence at a time"),
+        ({"repetition_penalty": 1.2}, "not with repetition"),
+        ({"prompt_lookup_num_tokens": 3}, "prompt lookup"),
+    ):
+        with pytest.raises(GenerateError, match=message):
+            generator.generate([[1, 2]], max_new_tokens=3, **options)
