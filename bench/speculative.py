@@ -9,9 +9,14 @@ worst case: a drafter that is always wrong (every draft rejected at its first to
 length adapts down to one), which measures what checking drafts costs when none is taken.
 Greedy tokens are checked equal to plain decoding's in every run.
 
+Then speculative decoding with a draft bundle on the small (124M) target: the same weights
+quantized to int4 (a draft that reads an eighth of the bytes and mostly agrees), and an unrelated
+random model of the tiny shape with the target's vocabulary (a draft that is always wrong: the
+draft length adapts down to one, then drafting pauses). Greedy, same tokens checked.
+
 Targets (issue #26): >= 1.5x tokens/s on a repetitive task, >= 0.95x where drafts fail.
 
-    .venv/bin/python bench/speculative.py [--models tiny small] [--rounds 5] [--keep DIR]
+    .venv/bin/python bench/speculative.py [--models tiny small] [--rounds 5] [--keep DIR] [--no-draft]
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import numpy as np
 from _harness import NEW_TOKENS, PROMPT_TOKENS, log
 from _models import SIZES, export_model
 
+from nima.export.bundle import export_bundle
 from nima.runtime import Generator
 from nima.runtime.lookup import decode_lookup
 from nima.runtime.rows import Row
@@ -89,16 +95,83 @@ def bench_model(size: str, root: Path, rounds: int) -> None:
             )
 
 
+def plain_or_drafted(generator: Generator, prompt: list[int], drafted: bool, k: int) -> tuple[float, list[int]]:
+    """(tok/s, tokens) of greedy decoding, with the generator's draft bundle proposing up to ``k`` tokens, or
+    without it."""
+    start = time.perf_counter()
+    if drafted:
+        tokens = generator.generate([prompt], max_new_tokens=NEW_TOKENS, do_sample=False, num_assistant_tokens=k)[
+            0
+        ].token_ids
+    else:
+        assert generator.draft is not None
+        draft, generator.draft = generator.draft, None  # the same target session, without the draft
+        try:
+            tokens = generator.generate([prompt], max_new_tokens=NEW_TOKENS, do_sample=False)[0].token_ids
+        finally:
+            generator.draft = draft
+    return len(tokens) / (time.perf_counter() - start), tokens
+
+
+def bench_draft(root: Path, rounds: int) -> None:
+    """The small target with an int4 copy of itself, and with an unrelated tiny model, as its draft."""
+    data = {**SIZES["small"], "max_seq_len": 512}
+    folder = root / "small"
+    if not (folder / "bundle" / "model.onnx").is_file():
+        log("small: build + export (ort target)")
+        export_model(data, folder, target="ort", verify=False, force=True)
+    drafts = {"int4 copy of the target": folder / "draft-int4", "unrelated tiny model": root / "tiny-32k" / "bundle"}
+    if not (drafts["int4 copy of the target"] / "model.onnx").is_file():
+        log("small: int4 draft")
+        export_bundle(folder / "model", drafts["int4 copy of the target"], target="ort", quantize="int4", verify=False)
+    if not (drafts["unrelated tiny model"] / "model.onnx").is_file():
+        log("tiny with the small model's vocabulary: the unrelated draft")
+        tiny = {**SIZES["tiny"], "vocab_size": data["vocab_size"], "max_seq_len": 512}
+        export_model(tiny, root / "tiny-32k", seed=99, target="ort", verify=False, force=True)
+    rng = np.random.default_rng(0)
+    spec = spec_from_dict(data)
+    prompts = {
+        "random prompt": rng.integers(0, spec.vocab_size, PROMPT_TOKENS).tolist(),
+        "repeated passage": rng.integers(0, spec.vocab_size, 8).tolist() * (PROMPT_TOKENS // 8),
+    }
+    print(f"\n### small target, a draft bundle ({NEW_TOKENS} new tokens, median of {rounds} rounds)\n")
+    print("| prompt | draft | draft tokens | plain tok/s | drafted tok/s | drafted / plain, per round |")
+    print("|---|---|---|---|---|---|")
+    for label, path in drafts.items():
+        generator = Generator(folder / "bundle", threads=2, draft=path)
+        for name, prompt in prompts.items():
+            for k in (4, 8):
+                plain, fast, ratios = [], [], []
+                for r in range(rounds):
+                    got = {}
+                    for drafted in (r % 2 == 1, r % 2 == 0):
+                        got[drafted] = plain_or_drafted(generator, prompt, drafted, k)
+                    if got[True][1] != got[False][1]:
+                        raise SystemExit(f"{label} {name}: tokens differ from plain greedy decoding")
+                    plain.append(got[False][0])
+                    fast.append(got[True][0])
+                    ratios.append(got[True][0] / got[False][0])
+                print(
+                    f"| {name} | {label} | {k} | {statistics.median(plain):.0f} | {statistics.median(fast):.0f} | "
+                    f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f}) |"
+                )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", choices=list(SIZES), default=list(SIZES))
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--keep", type=Path, help="keep (and reuse) the bundles here")
+    parser.add_argument("--no-draft", action="store_true", help="skip the draft-bundle part")
+    parser.add_argument("--no-lookup", action="store_true", help="skip the prompt-lookup part")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as scratch:
         root = args.keep or Path(scratch)
-        for size in args.models:
-            bench_model(size, root, args.rounds)
+        if not args.no_lookup:
+            for size in args.models:
+                bench_model(size, root, args.rounds)
+        if not args.no_draft:
+            bench_draft(root, args.rounds)
 
 
 if __name__ == "__main__":
