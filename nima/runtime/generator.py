@@ -114,7 +114,8 @@ class Generator:
         self, draft: str | Path, provider: str, threads: int | None, spin: bool, huge_pages: bool | None
     ) -> Generator:
         """The draft bundle's own generator, checked to fit this one: decoder-only, the same vocabulary."""
-        opened = Generator(draft, provider, threads, spin, huge_pages)
+        # no spinning: the draft's short runs alternate with the target's, whose threads its spin would slow
+        opened = Generator(draft, provider, threads, False, huge_pages)
         if self.is_seq2seq or opened.is_seq2seq:
             raise GenerateError(f"draft {draft}: speculative decoding is for decoder-only bundles")
         if opened.spec.vocab_size != self.spec.vocab_size:

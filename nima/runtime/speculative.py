@@ -15,12 +15,15 @@ the target alone (the standard rejection rule), though not the same draws for a 
 Both caches drop the rejected positions (`DecoderSession.truncate`); the draft catches up by
 feeding the tokens it has not seen in its next round. The draft length adapts as prompt lookup's
 does (`nima.runtime.lookup`): longer after a round kept whole, shorter after a rejection, and
-drafting pauses for 1, 2, 4, ... 32 rounds while even one drafted token keeps failing, so a draft
-that does not fit the text costs little.
+drafting pauses for 1, 2, 4, ... 32 steps while even one drafted token keeps failing, or while the
+recent draft rounds gave fewer tokens per second than single steps do (both timed as they run: a
+draft that agrees half the time is not worth its cost). Paused steps take the single-row path, as
+plain decoding's, so a draft that does not fit the text costs little.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -28,7 +31,7 @@ import numpy as np
 from nima.runtime.options import is_greedy
 from nima.runtime.processors import sample
 from nima.runtime.rows import Limits, Row, scores_changed, warp
-from nima.runtime.session import DecoderSession, KVCache
+from nima.runtime.session import DecoderSession, KVCache, RowStepper
 from nima.spec.sections import GenerationSpec
 
 MAX_PAUSE = 32  # rounds without drafting, at most, while one drafted token keeps failing
@@ -86,21 +89,38 @@ def decode_speculative(
     row.finish_reason = limits.finish_reason(row)
     yield token
     width, pause, wait = k, 0, 0
+    pace = _Pace()
+    stepper: RowStepper | None = None  # one-token steps while drafting pauses take the single-row path
     while row.finish_reason is None:
         history = row.history
         room = min(limits.max_new_tokens - len(row.tokens), limits.context - len(history))  # tokens still allowed
         n = min(width, room - 1, draft_context - len(history)) if wait == 0 else 0
         wait = max(0, wait - 1)
-        guesses, guess_probs = [], []
-        if n > 0:
-            d_cache, guesses, guess_probs = _draft(draft, d_cache, history, n, ones, choose)
+        if n <= 0:
+            if stepper is None:
+                stepper = target.row_stepper(t_cache)
+            past = stepper.cache.length
+            start = time.perf_counter()
+            logits = stepper(token, past, ones[:, : past + 1])  # (V,)
+            token = int(logits.argmax()) if choose.greedy else choose.draw(choose.probs(logits[None])[0])
+            pace.plain(time.perf_counter() - start)
+            row.tokens.append(token)
+            row.finish_reason = limits.finish_reason(row)
+            yield token
+            continue
+        if stepper is not None:
+            t_cache, stepper = stepper.cache, None
+        start = time.perf_counter()
+        d_cache, guesses, guess_probs = _draft(draft, d_cache, history, n, ones, choose)
         past = t_cache.length  # = len(history) - 1: the last chosen token is not cached yet
         fed = [token, *guesses]
         positions = np.arange(past, past + len(fed), dtype=np.int64)[None]
         fed_ids = np.array([fed], dtype=np.int64)  # (1, n + 1)
         scores, t_cache = target.step_all(fed_ids, ones[:, : past + len(fed)], positions, t_cache)  # (n + 1, V)
+        chosen = list(_verify(scores, guesses, guess_probs, choose))
+        pace.round(len(chosen), time.perf_counter() - start)
         kept = 0
-        for token in _verify(scores, guesses, guess_probs, choose):
+        for token in chosen:
             kept += 1
             row.tokens.append(token)
             row.finish_reason = limits.finish_reason(row)
@@ -109,15 +129,38 @@ def decode_speculative(
                 break
         t_cache = target.truncate(t_cache, past + kept)  # the fed tokens the row kept: the last one and accepted drafts
         d_cache = draft.truncate(d_cache, min(d_cache.length, len(row.history) - 1))
-        if not guesses:
-            continue
-        if kept == len(fed):  # every drafted token taken (and one more chosen)
-            width, pause = min(k, width + 2), 0
-        else:
-            if kept == 1 and width == 1:  # even one drafted token fails: stop drafting for a while
-                pause = min(2 * pause or 1, MAX_PAUSE)
-                wait = pause
-            width = max(1, width - 1)
+        whole = kept == len(fed)  # every drafted token taken (and one more chosen)
+        width = min(k, width + 2) if whole else max(1, width - 1)
+        if (not whole and kept == 1 and n == 1) or not pace.pays:  # drafting does not pay: stop for a while
+            pause = min(2 * pause or 1, MAX_PAUSE)
+            wait = pause
+        elif whole:
+            pause = 0
+
+
+class _Pace:
+    """Whether drafting pays on this machine and this text: tokens per second of the recent draft rounds (the
+    draft's runs, its catching up after a pause and the target's check) against single steps, each an
+    exponential moving average. Until both are measured, drafting is taken to pay."""
+
+    SMOOTHING = 0.3  # weight of the newest measurement
+
+    def __init__(self) -> None:
+        self.single: float | None = None  # tokens/s of single steps
+        self.drafted: float | None = None  # tokens/s of draft rounds
+
+    def _mix(self, old: float | None, new: float) -> float:
+        return new if old is None else (1 - self.SMOOTHING) * old + self.SMOOTHING * new
+
+    def plain(self, seconds: float) -> None:
+        self.single = self._mix(self.single, 1.0 / max(seconds, 1e-9))
+
+    def round(self, tokens: int, seconds: float) -> None:
+        self.drafted = self._mix(self.drafted, tokens / max(seconds, 1e-9))
+
+    @property
+    def pays(self) -> bool:
+        return self.single is None or self.drafted is None or self.drafted >= self.single
 
 
 def _draft(
