@@ -122,3 +122,19 @@ def take_rows_on_device(generator: Generator) -> CountingRows:
     rows = CountingRows()
     generator.session.rows_on_device = rows
     return rows
+
+
+class Counting:
+    """Counts a session's runs: one per step, however many tokens it checks."""
+
+    def __init__(self, generator: Generator) -> None:
+        self.runs = 0
+        session = generator.session
+        for name in ("step", "step_all"):
+            method = getattr(session, name)
+
+            def counted(*args, _method=method, **kwargs):  # noqa: ANN002, ANN003, ANN202
+                self.runs += 1
+                return _method(*args, **kwargs)
+
+            setattr(session, name, counted)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from runtime_support import make_bundle, make_spec
+from runtime_support import Counting, make_bundle, make_spec
 
 from nima.builders.models import DecoderLM
 from nima.runtime import GenerateError, Generator
@@ -46,22 +46,6 @@ def test_draft_by_brute_force() -> None:
 def prompts(vocab: int) -> list[list[int]]:
     loops = [([7, 8, 9, 10] * 6)[:21], [3, 3, 3, 3, 3], ([11, 2, 40] * 9)[:25]]
     return loops + [RNG.integers(0, vocab, n).tolist() for n in (1, 4, 17, 60)]
-
-
-class Counting:
-    """Counts a session's runs: one per step, however many tokens it checks."""
-
-    def __init__(self, generator: Generator) -> None:
-        self.runs = 0
-        session = generator.session
-        for name in ("step", "step_all"):
-            method = getattr(session, name)
-
-            def counted(*args, _method=method, **kwargs):  # noqa: ANN002, ANN003, ANN202
-                self.runs += 1
-                return _method(*args, **kwargs)
-
-            setattr(session, name, counted)
 
 
 @pytest.mark.parametrize("kind", ["gpt2", "llama", "alibi", "ort"])

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from runtime_support import make_bundle, make_spec, next_logprobs
+from runtime_support import Counting, make_bundle, make_spec, next_logprobs
 
 from nima.builders.models import DecoderLM
 from nima.runtime import GenerateError, Generator, speculative
@@ -28,22 +28,6 @@ def ort_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     bundle = export_bundle(source.parent / f"{spec.name}-src", source.parent / "ort", target="ort", verify=False).out
     assert Generator(bundle).bundle.share_buffer
     return bundle
-
-
-class Counting:
-    """Counts a session's runs: one per step, however many tokens it checks."""
-
-    def __init__(self, generator: Generator) -> None:
-        self.runs = 0
-        session = generator.session
-        for name in ("step", "step_all"):
-            method = getattr(session, name)
-
-            def counted(*args, _method=method, **kwargs):  # noqa: ANN002, ANN003, ANN202
-                self.runs += 1
-                return _method(*args, **kwargs)
-
-            setattr(session, name, counted)
 
 
 @pytest.mark.parametrize(

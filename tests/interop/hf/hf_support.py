@@ -156,6 +156,19 @@ def random_model(case: str, seed: int) -> PreTrainedModel:
     return model
 
 
+def import_cases(cases: list[str], root: Path, first_seed: int) -> dict[str, tuple[PreTrainedModel, Path]]:
+    """Each case's random model (seeds from ``first_seed`` on, in order), saved under ``root`` and imported:
+    case -> (the transformers model, the Nima model folder)."""
+    from nima.interop.hf.importer import import_hf
+
+    found = {}
+    for seed, case in enumerate(cases, start=first_seed):
+        hf = random_model(case, seed)
+        import_hf(save(hf, root / case), root / f"{case}-nima")
+        found[case] = (hf, root / f"{case}-nima")
+    return found
+
+
 def save(model: PreTrainedModel, folder: Path, **options: Any) -> Path:
     model.save_pretrained(folder, **options)
     return folder

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hf_support import CASES, VOCAB, positions, random_model, save
+from hf_support import CASES, VOCAB, import_cases, positions, random_model, save
 from safetensors import safe_open
 from transformers import PreTrainedModel
 
@@ -28,13 +28,7 @@ TOL = 1e-4
 @pytest.fixture(scope="module")
 def imported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[PreTrainedModel, Path]]:
     """Each case's transformers model and the Nima model folder imported from its saved folder."""
-    root = tmp_path_factory.mktemp("hf-import")
-    found = {}
-    for seed, case in enumerate(CASES):
-        hf = random_model(case, seed)
-        import_hf(save(hf, root / case), root / f"{case}-nima")
-        found[case] = (hf, root / f"{case}-nima")
-    return found
+    return import_cases(list(CASES), tmp_path_factory.mktemp("hf-import"), first_seed=0)
 
 
 def nima_model(folder: Path) -> tuple[ModelSpec, DecoderLM]:

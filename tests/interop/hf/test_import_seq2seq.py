@@ -8,14 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hf_support import SEQ2SEQ_CASES, VOCAB, random_model, save
+from hf_support import SEQ2SEQ_CASES, VOCAB, import_cases
 from transformers import PreTrainedModel
 
 from nima.builders import build_model, load_weights
 from nima.builders.models import EncoderDecoderLM
 from nima.export.bundle import export_bundle
 from nima.export.parity import session_for
-from nima.interop.hf.importer import import_hf
 from nima.layout import (
     ATTENTION_MASK,
     CROSS_KEY,
@@ -37,13 +36,7 @@ TOL = 1e-4
 @pytest.fixture(scope="module")
 def imported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[PreTrainedModel, Path]]:
     """Each case's transformers model and the Nima model folder imported from its saved folder."""
-    root = tmp_path_factory.mktemp("hf-import-seq2seq")
-    found = {}
-    for seed, case in enumerate(SEQ2SEQ_CASES):
-        hf = random_model(case, 100 + seed)
-        import_hf(save(hf, root / case), root / f"{case}-nima")
-        found[case] = (hf, root / f"{case}-nima")
-    return found
+    return import_cases(list(SEQ2SEQ_CASES), tmp_path_factory.mktemp("hf-import-seq2seq"), first_seed=100)
 
 
 def nima_model(folder: Path) -> tuple[ModelSpec, EncoderDecoderLM]:
