@@ -8,6 +8,7 @@ import pytest
 from runtime_support import FAMILIES, make_bundle, make_spec, shakespeare_tokenizer
 
 from nima.builders.models import DecoderLM
+from nima.runtime import Generator
 
 
 @pytest.fixture(scope="session")
@@ -23,3 +24,15 @@ def text_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Decoder
     tokenizer = shakespeare_tokenizer(320)
     spec = make_spec("llama", name="rt-text", vocab_size=tokenizer.get_vocab_size())
     return make_bundle(spec, tmp_path_factory.mktemp("runtime-text"), tokenizer=tokenizer, seed=7)
+
+
+@pytest.fixture(scope="session")
+def ort_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A LLaMA-style ``ort`` bundle with GroupQueryAttention (head dim 16) and its shared cache buffer."""
+    from nima.export.bundle import export_bundle
+
+    spec = make_spec("llama", name="rt-ort", d_model=64)
+    source, _ = make_bundle(spec, tmp_path_factory.mktemp("runtime-ort"), seed=3)
+    bundle = export_bundle(source.parent / f"{spec.name}-src", source.parent / "ort", target="ort", verify=False).out
+    assert Generator(bundle).bundle.share_buffer
+    return bundle

@@ -6,25 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from runtime_support import Counting, make_bundle, make_spec
+from runtime_support import Counting
 
 from nima.builders.models import DecoderLM
 from nima.runtime import GenerateError, Generator
 from nima.runtime.lookup import draft
 
 RNG = np.random.default_rng(5)
-
-
-@pytest.fixture(scope="module")
-def ort_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A LLaMA-style ``ort`` bundle with GroupQueryAttention (head dim 16) and its shared cache buffer."""
-    from nima.export.bundle import export_bundle
-
-    spec = make_spec("llama", name="rt-lookup-ort", d_model=64)
-    source, _ = make_bundle(spec, tmp_path_factory.mktemp("lookup"), seed=3)
-    bundle = export_bundle(source.parent / f"{spec.name}-src", source.parent / "ort", target="ort", verify=False).out
-    assert Generator(bundle).bundle.share_buffer
-    return bundle
 
 
 def brute_draft(history: list[int], k: int) -> list[int]:

@@ -9,25 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from runtime_support import Counting, make_bundle, make_spec, next_logprobs
+from runtime_support import Counting, next_logprobs
 
 from nima.builders.models import DecoderLM
 from nima.runtime import GenerateError, Generator, speculative
 from nima.runtime.rows import Row
 
 RNG = np.random.default_rng(11)
-
-
-@pytest.fixture(scope="module")
-def ort_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A LLaMA-style ``ort`` bundle (GroupQueryAttention, head dim 16, a shared cache buffer), vocabulary 64."""
-    from nima.export.bundle import export_bundle
-
-    spec = make_spec("llama", name="rt-spec-ort", d_model=64)
-    source, _ = make_bundle(spec, tmp_path_factory.mktemp("spec-ort"), seed=4)
-    bundle = export_bundle(source.parent / f"{spec.name}-src", source.parent / "ort", target="ort", verify=False).out
-    assert Generator(bundle).bundle.share_buffer
-    return bundle
 
 
 @pytest.mark.parametrize(
