@@ -65,6 +65,16 @@ def ban_tokens(logits: np.ndarray, rows: np.ndarray, tokens: Sequence[int]) -> N
         logits[np.ix_(np.flatnonzero(rows), list(tokens))] = NEG_INF
 
 
+def force_tokens(logits: np.ndarray, rows: np.ndarray, tokens: Sequence[int]) -> None:
+    """In the rows where ``rows`` (bool, per row) is set, only ``tokens`` remain, each with score 0
+    (transformers' forced BOS and EOS: the first token of an encoder-decoder's output, the last one
+    at the length limit)."""
+    if len(tokens) and rows.any():
+        picked = np.flatnonzero(rows)
+        logits[picked] = NEG_INF
+        logits[np.ix_(picked, list(tokens))] = 0.0
+
+
 def temperature(logits: np.ndarray, value: float) -> None:
     """Divide by the temperature (> 0); 1 leaves the distribution as it is."""
     if value != 1.0:

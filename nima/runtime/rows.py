@@ -118,7 +118,7 @@ def process_scores(
     logits: np.ndarray, rows: Sequence[Row], seen: np.ndarray | None, options: GenerationSpec, eos_ids: Sequence[int]
 ) -> None:
     """The score-changing processors, in place: repetition penalty, presence/frequency penalties,
-    no-repeat n-grams, minimum length."""
+    no-repeat n-grams, minimum length, then forced first and last tokens (they override the others)."""
     if seen is not None:
         processors.repetition_penalty(logits, seen, options.repetition_penalty)
     if options.presence_penalty or options.frequency_penalty:
@@ -129,6 +129,12 @@ def process_scores(
     if options.min_new_tokens:
         too_short = np.array([len(row.tokens) < options.min_new_tokens for row in rows])
         processors.ban_tokens(logits, too_short, eos_ids)
+    if options.forced_bos_token_id is not None:  # transformers': where the history is one token (a decoder start)
+        first = np.array([len(row.history) == 1 for row in rows])
+        processors.force_tokens(logits, first, [options.forced_bos_token_id])
+    if options.forced_eos_token_ids:  # the last token max_new_tokens allows
+        last = np.array([len(row.tokens) == options.max_new_tokens - 1 for row in rows])
+        processors.force_tokens(logits, last, options.forced_eos_token_ids)
 
 
 def scores_changed(options: GenerationSpec) -> bool:
@@ -138,6 +144,8 @@ def scores_changed(options: GenerationSpec) -> bool:
         or bool(options.presence_penalty or options.frequency_penalty)
         or bool(options.no_repeat_ngram_size)
         or bool(options.min_new_tokens)
+        or options.forced_bos_token_id is not None
+        or bool(options.forced_eos_token_ids)
     )
 
 

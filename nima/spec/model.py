@@ -210,6 +210,12 @@ def rule_problems(spec: ModelSpec) -> list[tuple[str, str]]:
         problems.append(
             ("generation.min_new_tokens", f"{gen.min_new_tokens} is more than max_new_tokens {gen.max_new_tokens}")
         )
+    bos = gen.forced_bos_token_id
+    forced = [("generation.forced_bos_token_id", bos)] if bos is not None else []
+    forced += [(f"generation.forced_eos_token_ids.{i}", tok) for i, tok in enumerate(gen.forced_eos_token_ids)]
+    for where, tok in forced:
+        if tok >= spec.vocab_size or tok < 0:
+            problems.append((where, f"{tok} is outside the vocabulary [0, {spec.vocab_size})"))
     for key in ("decoder_start_token_id", "pad_token_id"):
         tok = getattr(gen, key)
         if tok is not None and tok >= spec.vocab_size:

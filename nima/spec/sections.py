@@ -176,6 +176,17 @@ class GenerationSpec(Strict):
     )
     eos_token_ids: list[int] = Field(default_factory=list, description="Token ids that end a sequence.")
     stop_strings: list[str] = Field(default_factory=list, description="Strings that end a sequence.")
+    forced_bos_token_id: int | None = Field(
+        None,
+        ge=0,
+        description="Force this token first where the history is one token (an encoder-decoder's first output "
+        "token: BART's <s>), as transformers does; omitted: none.",
+    )
+    forced_eos_token_ids: list[int] = Field(
+        default_factory=list,
+        description="Force these end tokens as the last token max_new_tokens allows (transformers' "
+        "forced_eos_token_id: BART's and Marian's configs set it); empty: none.",
+    )
     decoder_start_token_id: int | None = Field(
         None,
         ge=0,

@@ -58,6 +58,27 @@ def test_ban_tokens_only_in_marked_rows() -> None:
     assert np.isinf(logits).tolist() == [[False, True, False, True], [False] * 4]
 
 
+def test_forced_tokens_only_in_marked_rows() -> None:
+    """Marked rows keep only the forced tokens, at score 0 (transformers' forced BOS/EOS); others are untouched."""
+    logits = np.array([[1.0, 2.0, 3.0, 4.0], [1.0, 2.0, 3.0, 4.0]])
+    processors.force_tokens(logits, np.array([True, False]), [0, 2])
+    assert logits.tolist() == [[0.0, -np.inf, 0.0, -np.inf], [1.0, 2.0, 3.0, 4.0]]
+
+
+def test_forced_first_and_last_tokens_in_decoding(bundles: dict) -> None:
+    """forced_eos_token_ids ends a greedy row at max_new_tokens with an end token; forced_bos_token_id applies only
+    where the history is one token (a decoder-only prompt of one token here)."""
+    from nima.runtime import Generator
+
+    generator = Generator(bundles["llama"][0])
+    tokens = generator.generate([[4, 5, 6]], max_new_tokens=7, do_sample=False, forced_eos_token_ids=[9])[0]
+    assert tokens.token_ids[-1] == 9 and len(tokens.token_ids) == 7
+    assert tokens.completions[0].finish_reason == "length"  # 9 is no end token here: the length ended it
+    assert generator.generate([[4]], max_new_tokens=3, do_sample=False, forced_bos_token_id=11)[0].token_ids[0] == 11
+    plain = generator.generate([[4, 5]], max_new_tokens=3, do_sample=False)[0].token_ids
+    assert generator.generate([[4, 5]], max_new_tokens=3, do_sample=False, forced_bos_token_id=11)[0].token_ids == plain
+
+
 def test_temperature_scales_logits() -> None:
     logits = np.array([[1.0, -2.0]])
     processors.temperature(logits, 0.5)

@@ -187,9 +187,11 @@ def _ids(spec: ModelSpec) -> dict[str, Any]:
     gen = spec.generation
     eos = gen.eos_token_ids
     ids: dict[str, Any] = {"eos_token_id": (eos[0] if len(eos) == 1 else eos) if eos else None}
-    for key in ("decoder_start_token_id", "pad_token_id"):
+    for key in ("decoder_start_token_id", "pad_token_id", "forced_bos_token_id"):
         if getattr(gen, key) is not None:
             ids[key] = getattr(gen, key)
+    forced = gen.forced_eos_token_ids
+    ids["forced_eos_token_id"] = (forced[0] if len(forced) == 1 else forced) if forced else None
     return ids
 
 

@@ -151,6 +151,13 @@ def _generation(source: Path, config: HfConfig, seq2seq: bool) -> dict[str, Any]
     eos = HfConfig(path, found).eos_ids() or config.eos_ids()
     if eos:
         section["eos_token_ids"] = eos
+    bos = found.get("forced_bos_token_id", config.get("forced_bos_token_id"))
+    if isinstance(bos, int) and not isinstance(bos, bool):
+        section["forced_bos_token_id"] = bos
+    forced = found.get("forced_eos_token_id", config.get("forced_eos_token_id"))
+    forced = forced if isinstance(forced, list) else [] if forced is None else [forced]
+    if forced and all(isinstance(t, int) and not isinstance(t, bool) for t in forced):
+        section["forced_eos_token_ids"] = forced
     if seq2seq:
         for key in ("pad_token_id", "decoder_start_token_id"):
             value = found.get(key, config.get(key))

@@ -113,7 +113,6 @@ BART_SIZES: dict[str, Any] = {
     "encoder_ffn_dim": 96,
     "decoder_ffn_dim": 96,
     "max_position_embeddings": 96,
-    "forced_eos_token_id": None,  # transformers forces EOS at the length limit by default; Nima does not
 }
 # encoder-decoder cases -> a function making the model
 SEQ2SEQ_CASES: dict[str, Callable[[], PreTrainedModel]] = {
@@ -122,7 +121,14 @@ SEQ2SEQ_CASES: dict[str, Callable[[], PreTrainedModel]] = {
         T5Config(**T5_SIZES, feed_forward_proj="gated-gelu", tie_word_embeddings=False)
     ),
     "bart": lambda: BartForConditionalGeneration(
-        BartConfig(**BART_SIZES, bos_token_id=0, pad_token_id=1, eos_token_id=2, decoder_start_token_id=2)
+        BartConfig(  # forced first and last tokens as bart-large-cnn's (forced_eos_token_id 2 is the default)
+            **BART_SIZES,
+            bos_token_id=0,
+            pad_token_id=1,
+            eos_token_id=2,
+            decoder_start_token_id=2,
+            forced_bos_token_id=0,
+        )
     ),
     "marian": lambda: MarianMTModel(
         MarianConfig(

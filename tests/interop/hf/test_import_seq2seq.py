@@ -3,18 +3,20 @@ transformers computes — in PyTorch, cached, and exported to ONNX — and gener
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from hf_support import SEQ2SEQ_CASES, VOCAB, import_cases
+from hf_support import SEQ2SEQ_CASES, VOCAB, import_cases, save
 from transformers import PreTrainedModel
 
 from nima.builders import build_model, load_weights
 from nima.builders.models import EncoderDecoderLM
 from nima.export.bundle import export_bundle
 from nima.export.parity import session_for
+from nima.interop.hf.importer import import_hf
 from nima.layout import (
     ATTENTION_MASK,
     CROSS_KEY,
@@ -77,7 +79,8 @@ def test_pytorch_logits_equal_transformers(imported: dict, case: str) -> None:
 @pytest.mark.parametrize("case", list(SEQ2SEQ_CASES))
 def test_bundle_greedy_tokens_equal_transformers(imported: dict, case: str, tmp_path: Path) -> None:
     """The exported graphs' teacher-forced logits equal transformers' within 1e-4 on a padded source batch, and
-    the bundle gives `generate`'s greedy tokens for 64 new tokens, from sources of different lengths."""
+    the bundle gives `generate`'s greedy tokens for 64 new tokens, from sources of different lengths (BART's and
+    Marian's last token forced to EOS, as their configs say)."""
     hf, folder = imported[case]
     spec = load_spec(folder / "nima.json")
     bundle = export_bundle(folder, tmp_path / "bundle").out
@@ -125,6 +128,8 @@ def test_the_spec_reads_like_a_spec(imported: dict) -> None:
     )
     assert (bart.output_bias, bart.norm.final, bart.generation.decoder_start_token_id) == (True, False, 2)
     assert (bart.n_encoder_layers, bart.n_layers) == (2, 3)
+    assert (bart.generation.forced_bos_token_id, bart.generation.forced_eos_token_ids) == (None, [2])
+    assert (marian.generation.forced_bos_token_id, marian.generation.forced_eos_token_ids) == (None, [0])
     assert (marian.position.layout, marian.scale_embeddings, marian.ffn.kind, marian.norm.embedding) == (
         "split",
         True,
@@ -133,3 +138,23 @@ def test_the_spec_reads_like_a_spec(imported: dict) -> None:
     )
     assert (marian.generation.decoder_start_token_id, marian.generation.pad_token_id) == (VOCAB - 1, VOCAB - 1)
     assert (t5.generation.decoder_start_token_id, t5.generation.eos_token_ids) == (0, [1])
+
+
+def test_a_forced_first_token(imported: dict, tmp_path: Path) -> None:
+    """``forced_bos_token_id`` in generation_config.json (bart-large-cnn's 0) forces the first token, in greedy
+    decoding and beam search, as transformers' ``generate`` does with it."""
+    hf, folder = imported["bart"]
+    source = save(hf, tmp_path / "hf")
+    config = json.loads((source / "generation_config.json").read_text())
+    (source / "generation_config.json").write_text(json.dumps({**config, "forced_bos_token_id": 5}))
+    import_hf(source, tmp_path / "nima")
+    assert load_spec(tmp_path / "nima" / "nima.json").generation.forced_bos_token_id == 5
+    generator = Generator(export_bundle(tmp_path / "nima", tmp_path / "bundle").out)
+    row = sources(4)[0][0, :7].tolist()
+    for options in ({}, {"num_beams": 3}):
+        with torch.no_grad():
+            want = hf.generate(
+                torch.tensor([row]), do_sample=False, max_new_tokens=12, forced_bos_token_id=5, **options
+            )
+        got = generator.generate([row], max_new_tokens=12, **options)[0].token_ids
+        assert got[0] == 5 and got == want[0, 1:].tolist()
