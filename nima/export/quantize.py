@@ -19,7 +19,8 @@
   keeps its first eight: tests/export/test_seq2seq_bundle.py). Figures: docs/performance.md,
   "int4 with int8 compute".
 
-Both leave everything else (norms, attention arithmetic, embeddings) in fp32. Both quantize
+Both leave everything else (norms, attention arithmetic) in fp32, except the token embedding, which
+is then stored as int8 rows with a scale each (`nima.export.table_quantize`). Both quantize
 only MatMuls whose weight is an initializer; a tied output head multiplies by a ``Transpose``
 of the embedding table instead (ORT folds it when it loads the graph), so before quantizing,
 `untie_head` gives the head its own transposed copy: the quantized head is read at every
@@ -40,6 +41,7 @@ from onnx_ir.passes.common import RemoveUnusedNodesPass
 from nima.export.logits_to_keep import head_path
 from nima.export.options import QUANTIZATIONS
 from nima.export.parity import session_for
+from nima.export.table_quantize import quantize_tables
 
 INT4_BLOCK = 32  # weights per scale, as llama.cpp's Q4_0 (see the module docstring)
 INT4_ACCURACY_LEVEL = 4  # MatMulNBits computes in int8 on CPUs (see the module docstring)
@@ -93,6 +95,15 @@ def quantize(source: Path, target: Path, kind: str, external: bool = False) -> P
         # the untied copy's weights always go to external data: the head's copy may carry a graph
         # just under protobuf's 2 GB past it, and it is a scratch file the quantizers read either way
         _quantize(untied if untie_head(source, untied, external=True) else source, target, kind, external)
+    model = ir.load(str(target))
+    if quantize_tables(model):  # the token embedding as int8 rows (`nima.export.table_quantize`)
+        with tempfile.TemporaryDirectory(prefix=".tables-", dir=target.parent) as scratch:
+            staged = Path(scratch) / target.name
+            ir.save(model, str(staged), external_data=staged.name + ".data" if external else None)
+            del model  # its tensors may map the files replaced below
+            staged.replace(target)
+            if external:
+                (Path(scratch) / (staged.name + ".data")).replace(target.with_name(target.name + ".data"))
     onnx.checker.check_model(str(target), full_check=True)  # MatMulNBits is ORT's: the checker passes over it
     session_for(target)  # and ORT checks it
     return target
