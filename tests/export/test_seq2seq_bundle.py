@@ -201,7 +201,7 @@ def test_quantized_export(kind: str, op: str, trained_seq2seq_dir: Path, tmp_pat
 def test_quantized_external_data(trained_seq2seq_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Both graphs past protobuf's limit (lowered here): their quantized weights in ``<graph>.data``
     files, no fp32 weights left behind, and the bundle generates."""
-    monkeypatch.setattr(dynamo, "PROTOBUF_LIMIT", 1024)
+    monkeypatch.setattr(dynamo, "EXTERNAL_BYTES", 1024)
     out = tmp_path / "int8"
     result = invoke("export", "--onnx", trained_seq2seq_dir, "-o", out, "--quantize", "int8")
     assert result.exit_code == 0, result.output

@@ -88,7 +88,7 @@ def _rewrite(source: Path, target: Path, rewrite: Callable[[ir.Model], dict[str,
         stats = rewrite(model)
         restore_input(model)  # the rules' passes take initializers out of the inputs, logits_to_keep's too
         RemoveUnusedNodesPass()(model)  # and the initializers only the replaced nodes read
-        external = source.with_name(source.name + ".data").exists()  # a model past protobuf's 2 GB
+        external = source.with_name(source.name + ".data").exists()  # weights past `dynamo.EXTERNAL_BYTES`
         ir.save(model, str(target), external_data=target.name + ".data" if external else None)
     finally:
         logging.getLogger("onnxscript").setLevel(previous)
