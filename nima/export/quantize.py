@@ -48,8 +48,9 @@ INT4_ACCURACY_LEVEL = 4  # MatMulNBits computes in int8 on CPUs (see the module 
 
 
 def quantize_in_place(path: Path, kind: str) -> Path:
-    """Replace the fp32 graph at ``path``, and its external data file ``<name>.data`` if it has one
-    (a graph whose weights pass `nima.export.dynamo.EXTERNAL_BYTES`), by the ``kind``-quantised graph, with external data likewise."""
+    """Replace the fp32 graph at ``path``, and its external data file ``<name>.data`` if it has one (a graph
+    whose weights pass `nima.export.dynamo.EXTERNAL_BYTES`), by the ``kind``-quantised graph, with external
+    data likewise."""
     data = path.with_name(path.name + ".data")
     external = data.exists()
     with tempfile.TemporaryDirectory(prefix=".fp32-", dir=path.parent) as scratch:
