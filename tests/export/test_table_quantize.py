@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnx_ir as ir
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from nima.export.parity import session_for
@@ -66,12 +67,20 @@ def test_a_table_read_by_more_than_gather_stays(tmp_path: Path) -> None:
     assert model.graph.initializers["table"].const_value.dtype == ir.DataType.FLOAT
 
 
-def test_a_quantized_bundle_stores_its_embedding_as_int8(tmp_path: Path) -> None:
+@pytest.mark.parametrize("external", [False, True])
+def test_a_quantized_bundle_stores_its_embedding_as_int8(
+    external: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """--quantize int8 and int4 on a model whose embedding is a large table (4,096 x 64): the bundle holds it as
-    int8 rows, no fp32 copy, and the export's check against PyTorch passed (it raises otherwise)."""
+    int8 rows, no fp32 copy, and the export's check against PyTorch passed (it raises otherwise); so too with
+    the weights in model.onnx.data (the limit lowered so a small model stands in for a large one)."""
     from nima.builders import build_model, save_build
+    from nima.export import dynamo
     from nima.export.bundle import export_bundle
     from nima.spec import spec_from_dict
+
+    if external:
+        monkeypatch.setattr(dynamo, "EXTERNAL_BYTES", 1024)
 
     spec = spec_from_dict(
         {
@@ -90,6 +99,7 @@ def test_a_quantized_bundle_stores_its_embedding_as_int8(tmp_path: Path) -> None
     source = save_build(build_model(spec, seed=3), spec, tmp_path / "m")
     for kind in ("int8", "int4"):
         bundle = export_bundle(source, tmp_path / kind, target="ort", quantize=kind).out
+        assert (bundle / "model.onnx.data").is_file() == external
         tables = {
             init.name: (init.data_type, tuple(init.dims))
             for init in onnx.load(str(bundle / "model.onnx")).graph.initializer
