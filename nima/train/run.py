@@ -59,7 +59,8 @@ def train(
 
     ``start_from``: a model folder (`nima build -o`, `nima import`, a run) whose weights the run starts
     from instead of the spec's initialisation, and whose ``tokenizer.json``, when it has one, encodes the
-    data instead of a tokenizer trained on it: fine-tuning. Decoder-only models.
+    data instead of a tokenizer trained on it: fine-tuning (an encoder-decoder also needs the folder's
+    special ids, `nima.train.start`).
 
     Raises `TrainError` (one line, naming the file or field) for anything the user can fix.
     """
