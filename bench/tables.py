@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         root = args.keep or Path(scratch)
         export(root)
-        print("| round | bundle | embedding | model.onnx MiB | load s | tok/s | peak RSS MiB |")
+        print("| round | bundle | embedding | graph + weights MiB | load s | tok/s | peak RSS MiB |")
         print("|---:|---|---|---:|---:|---:|---:|")
         for r in range(args.rounds):
             for kind in ("int8", "int4"):
@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> None:
                     bundle = root / f"{kind}-{table}"
                     done = subprocess.run([sys.executable, "-c", CHILD, str(bundle)], capture_output=True, text=True)
                     load, tps, peak = (float(x) for x in done.stdout.split()[-3:])
-                    size = (bundle / "model.onnx").stat().st_size / 2**20
+                    files = (bundle / "model.onnx", bundle / "model.onnx.data")  # the weights beside it, if any
+                    size = sum(f.stat().st_size for f in files if f.is_file()) / 2**20
                     row = f"| {r + 1} | {kind} | {table} | {size:.0f} | {load:.2f} | {tps:.0f} | {peak:.0f} |"
                     print(row, flush=True)
 
