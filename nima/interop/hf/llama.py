@@ -130,7 +130,7 @@ def gemma2_spec(config: HfConfig) -> dict[str, Any]:
         read["layer_types"] = ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(layers)]
     config = HfConfig(config.path, {**config.data, **read})
     data = gemma_spec(config)
-    data["attention"]["scale"] = config.number("query_pre_attn_scalar", data["attention"].get("head_dim", 256)) ** -0.5
+    data["attention"]["scale"] = config.number("query_pre_attn_scalar", 256) ** -0.5  # transformers' default
     softcap = config.get("attn_logit_softcapping")
     if softcap is not None:
         data["attention"]["softcap"] = config.number("attn_logit_softcapping")

@@ -34,6 +34,9 @@ from transformers import (
     T5ForConditionalGeneration,
 )
 
+from nima.builders import build_model, load_weights
+from nima.spec import ModelSpec, load_spec
+
 VOCAB = 97
 IDS = {"bos_token_id": 1, "eos_token_id": 2}
 LLAMA_SIZES: dict[str, Any] = {
@@ -173,6 +176,12 @@ def import_cases(cases: list[str], root: Path, first_seed: int) -> dict[str, tup
         import_hf(save(hf, root / case), root / f"{case}-nima")
         found[case] = (hf, root / f"{case}-nima")
     return found
+
+
+def nima_model(folder: Path) -> tuple[ModelSpec, Any]:
+    """The spec and the eval-mode model of an imported Nima model folder."""
+    spec = load_spec(folder / "nima.json")
+    return spec, load_weights(build_model(spec), folder / "model.safetensors").eval()
 
 
 def save(model: PreTrainedModel, folder: Path, **options: Any) -> Path:

@@ -9,18 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hf_support import CASES, VOCAB, import_cases, positions, random_model, save
+from hf_support import CASES, VOCAB, import_cases, nima_model, positions, random_model, save
 from safetensors import safe_open
 from transformers import PreTrainedModel
 
-from nima.builders import build_model, load_weights
-from nima.builders.models import DecoderLM
 from nima.export.bundle import export_bundle
 from nima.export.parity import session_for
 from nima.interop.hf.importer import import_hf
 from nima.layout import ATTENTION_MASK, INPUT_IDS, PAST_KEY, PAST_VALUE, POSITION_IDS
 from nima.runtime import Generator
-from nima.spec import ModelSpec, load_spec
+from nima.spec import load_spec
 
 TOL = 1e-4
 
@@ -29,11 +27,6 @@ TOL = 1e-4
 def imported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[PreTrainedModel, Path]]:
     """Each case's transformers model and the Nima model folder imported from its saved folder."""
     return import_cases(list(CASES), tmp_path_factory.mktemp("hf-import"), first_seed=0)
-
-
-def nima_model(folder: Path) -> tuple[ModelSpec, DecoderLM]:
-    spec = load_spec(folder / "nima.json")
-    return spec, load_weights(build_model(spec), folder / "model.safetensors").eval()
 
 
 def batch(seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,11 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hf_support import SEQ2SEQ_CASES, VOCAB, import_cases, save
+from hf_support import SEQ2SEQ_CASES, VOCAB, import_cases, nima_model, save
 from transformers import PreTrainedModel
 
-from nima.builders import build_model, load_weights
-from nima.builders.models import EncoderDecoderLM
 from nima.export.bundle import export_bundle
 from nima.export.parity import session_for
 from nima.interop.hf.importer import import_hf
@@ -30,7 +28,7 @@ from nima.layout import (
     layer_names,
 )
 from nima.runtime import Generator
-from nima.spec import ModelSpec, load_spec
+from nima.spec import load_spec
 
 TOL = 1e-4
 
@@ -39,11 +37,6 @@ TOL = 1e-4
 def imported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[PreTrainedModel, Path]]:
     """Each case's transformers model and the Nima model folder imported from its saved folder."""
     return import_cases(list(SEQ2SEQ_CASES), tmp_path_factory.mktemp("hf-import-seq2seq"), first_seed=100)
-
-
-def nima_model(folder: Path) -> tuple[ModelSpec, EncoderDecoderLM]:
-    spec = load_spec(folder / "nima.json")
-    return spec, load_weights(build_model(spec), folder / "model.safetensors").eval()
 
 
 def sources(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
