@@ -1,9 +1,10 @@
-"""int4 settings against int8 and fp32: MatMulNBits' accuracy level and block size, decode tok/s.
+"""int4 settings against int8 and fp32: MatMulNBits' bits, accuracy level and block size, decode tok/s.
 
 The small (~124M) LLaMA-style model (random weights) exported with ``--target ort`` in fp32, then
 quantized from that graph: int8 as ``nima export --quantize int8`` does, and int4 with
 onnxruntime's `MatMulNBitsQuantizer` at accuracy level 0 (weights dequantized to fp32 in the kernel)
-and 4 (activations quantized to int8, int8 multiplies), blocks of 32, 64 and 128. Each bundle
+and 4 (activations quantized to int8, int8 multiplies), blocks of 32, 64 and 128, and the same
+op with 8-bit weights (llama.cpp's Q8_0 layout: blocks of int8 weights with a scale each). Each bundle
 decodes 64 greedy tokens after a 32-token prompt, bundles taking turns in every round; median tok/s.
 `--agreement RUN`: also export a trained model folder with each int4 setting and print the export
 check's greedy agreement.
@@ -30,13 +31,16 @@ from _models import SIZES, export_model
 import nima.export.quantize as quantize
 from nima.runtime import Generator
 
-SETTINGS = [(0, 32), (0, 128), (4, 32), (4, 64), (4, 128)]  # (accuracy level, block size)
+# (bits, accuracy level, block size)
+SETTINGS = [(4, 0, 32), (4, 0, 128), (4, 4, 32), (4, 4, 64), (4, 4, 128), (8, 4, 32), (8, 4, 128)]
 
 
-def int4(source: Path, target: Path, level: int, block: int) -> None:
+def nbits(source: Path, target: Path, bits: int, level: int, block: int) -> None:
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-    quantizer = MatMulNBitsQuantizer(onnx.load(str(source)), block_size=block, is_symmetric=True, accuracy_level=level)
+    quantizer = MatMulNBitsQuantizer(
+        onnx.load(str(source)), bits=bits, block_size=block, is_symmetric=True, accuracy_level=level
+    )
     quantizer.process()
     quantizer.model.save_model_to_file(str(target), False)
 
@@ -66,10 +70,12 @@ def main(argv: list[str] | None = None) -> None:
         bundles = {"fp32": base}
         log("quantizing")
         bundles["int8"] = variant(base, root / "int8", lambda s, t: quantize._quantize(s, t, "int8", False))
-        for level, block in SETTINGS:
-            name = f"int4 level {level}, block {block}"
+        for bits, level, block in SETTINGS:
+            name = f"MatMulNBits {bits}-bit, level {level}, block {block}"
             bundles[name] = variant(
-                base, root / f"int4-l{level}-b{block}", lambda s, t, a=level, b=block: int4(s, t, a, b)
+                base,
+                root / f"int{bits}-l{level}-b{block}",
+                lambda s, t, n=bits, a=level, b=block: nbits(s, t, n, a, b),
             )
         generators = {name: Generator(path, threads=2) for name, path in bundles.items()}
         prompt = np.random.default_rng(0).integers(0, 32000, PROMPT_TOKENS).tolist()
@@ -96,7 +102,9 @@ def main(argv: list[str] | None = None) -> None:
             print("\n| int4 setting | export check on the trained model |\n|---|---|")
             from nima.export.bundle import export_bundle
 
-            for level, block in SETTINGS:
+            for bits, level, block in SETTINGS:
+                if bits != 4:
+                    continue
                 quantize.INT4_ACCURACY_LEVEL, quantize.INT4_BLOCK = level, block
                 out = root / f"agreement-l{level}-b{block}"
                 export_bundle(args.agreement, out, quantize="int4", force=True)

@@ -14,7 +14,12 @@ prompt, 2 threads, and reports per step (medians over ``--rounds``):
 
 Both wrap the session's run with the same timer, so its cost is in both "outside" figures.
 
-    .venv/bin/python bench/step_overhead.py [--bundle BUNDLE] [--target ort|portable] [--rounds N]
+A second table decodes a batch of ``--batch`` rows (8; different prompts) through `Generator.generate`,
+greedy and sampled (temperature 0.8, top-p 0.9, seeded) in alternating rounds, and reports time per
+run and outside the runs; the difference of the two "outside" figures is what sampling (the scores'
+processing and the draw for every row) adds to a step, also given as a share of a sampled step.
+
+    .venv/bin/python bench/step_overhead.py [--bundle BUNDLE] [--target ort|portable] [--rounds N] [--batch 8]
 
 Without ``--bundle`` it builds and exports the LLaMA-style tiny model of bench/_models.py (``--target``, ``ort``
 by default).
@@ -101,6 +106,42 @@ def bare_round(generator: Generator, timer: RunTimer, prompt: list[int]) -> tupl
     return total / steps * 1e6, (total - sum(timer.inside)) / steps * 1e6
 
 
+def batch_round(generator: Generator, timer: RunTimer, prompts: list[list[int]], sampled: bool) -> tuple[float, float]:
+    """(per run, outside the runs) in µs for one `Generator.generate` of ``prompts`` together: greedy,
+    or sampled with temperature 0.8, top-p 0.9 and a seed. Every row runs to ``NEW_TOKENS``."""
+    options = {"temperature": 0.8, "top_p": 0.9, "seed": 0} if sampled else {}
+    timer.inside.clear()
+    start = time.perf_counter()
+    generator.generate(prompts, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=sampled, **options)
+    total = time.perf_counter() - start
+    runs = len(timer.inside)  # one prefill, then a run per step
+    return total / runs * 1e6, (total - sum(timer.inside)) / runs * 1e6
+
+
+def batch_table(generator: Generator, timer: RunTimer, prompt: list[int], rows: int, rounds: int) -> str:
+    """Greedy against sampled decoding of ``rows`` prompts at once, alternating: what sampling adds to a
+    step, as a report table."""
+    prompts = [prompt[i:] + prompt[:i] for i in range(rows)]  # different prompts, same length
+    figures: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
+    for sampled in figures:
+        batch_round(generator, timer, prompts, sampled)  # warm-up
+    for r in range(rounds):
+        for sampled in (False, True) if r % 2 == 0 else (True, False):
+            figures[sampled].append(batch_round(generator, timer, prompts, sampled))
+    step = {k: statistics.median(s for s, _ in v) for k, v in figures.items()}
+    outside = {k: statistics.median(o for _, o in v) for k, v in figures.items()}
+    added = outside[True] - outside[False]
+    lines = [
+        f"\n# Batch of {rows}, `Generator.generate`, {NEW_TOKENS} new tokens per row, medians of {rounds} rounds\n",
+        "| decoding | µs per run | outside the runs µs |",
+        "|---|---:|---:|",
+        f"| greedy | {step[False]:.0f} | {outside[False]:.0f} |",
+        f"| sampled (T 0.8, top-p 0.9) | {step[True]:.0f} | {outside[True]:.0f} |",
+        f"\nsampling adds {added:.0f} µs per step: {added / step[True]:.1%} of a sampled step",
+    ]
+    return "\n".join(lines)
+
+
 def tiny_bundle(root: Path, target: str) -> Path:
     """The LLaMA-style tiny model (seed 0) exported to ``target`` under ``root``."""
     log(f"llama-tiny: build + export (fp32, --target {target})")
@@ -113,6 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bundle", type=Path, help="an exported `ort` bundle (default: build the tiny one)")
     parser.add_argument("--target", choices=["ort", "portable"], default="ort", help="without --bundle: which graph")
     parser.add_argument("--rounds", type=int, default=20, help="decodes per loop, alternating (median)")
+    parser.add_argument("--batch", type=int, default=8, help="rows of the greedy / sampled batch table (0: skip)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         bundle = args.bundle or tiny_bundle(Path(tmp), args.target)
@@ -127,6 +169,7 @@ def main(argv: list[str] | None = None) -> None:
         for _ in range(args.rounds):
             for name, loop in loops.items():
                 figures[name].append(loop(generator, timer, prompt))
+        batch = batch_table(generator, timer, prompt, args.batch, max(3, args.rounds // 4)) if args.batch else ""
     print(f"# Per decode step, batch 1, greedy, {THREADS} threads, medians of {args.rounds} rounds\n")
     print("| loop | step µs | inside the run µs | outside the run µs |")
     print("|---|---:|---:|---:|")
@@ -138,6 +181,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"| {name} | n/a | n/a | n/a |")
         else:
             print(f"| {name} | {step:.0f} | {inside:.0f} | {outside:.1f} |")
+    print(batch)
 
 
 if __name__ == "__main__":
