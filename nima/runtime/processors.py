@@ -3,7 +3,8 @@
 The order follows HF transformers' ``generate()``, so options mean what its users expect:
 first the processors that change scores (repetition penalty, no-repeat n-grams, the minimum
 length's EOS ban), then the warpers that shape the sampling distribution (temperature, top-k,
-top-p, min-p). Removed tokens get ``-inf``.
+top-p, min-p). The score processors and top-k give removed tokens ``-inf``; top-p and min-p work
+on the distribution that follows (one softmax for both) and give them probability 0.
 """
 
 from __future__ import annotations
@@ -86,62 +87,85 @@ def top_k(logits: np.ndarray, k: int) -> None:
     if k <= 0 or k >= logits.shape[-1]:
         return
     kth = np.partition(logits, -k, axis=-1)[:, -k][:, None]  # (R, 1)
-    logits[logits < kth] = NEG_INF
+    np.copyto(logits, NEG_INF, where=logits < kth)  # several times faster than boolean-mask assignment
 
 
-def top_p(logits: np.ndarray, p: float) -> None:
-    """Nucleus: keep the most likely tokens whose mass first reaches ``p``; always the top token.
+NUCLEUS_HEAD = 256  # the most likely tokens `nucleus_floor` sorts first
 
-    Only the head of the distribution is sorted: the ``m`` largest probabilities (found in linear
-    time), with ``m`` growing until they hold mass ``p``. A peaked distribution needs a few dozen
-    tokens, not a sort of the whole vocabulary. (Tokens tied with the last kept one are kept too.)
+
+def top_p(probs: np.ndarray, p: float) -> None:
+    """Nucleus, on a row-normalised distribution (R, V) in place: keep the most likely tokens while the
+    mass ahead of them is below ``p`` (so always the top token), zero the rest (ties with the last kept
+    one are kept). The caller renormalises."""
+    if p < 1.0:
+        probs *= probs >= nucleus_floor(probs, p)  # 9x faster than a masked copy when most tokens stay
+
+
+def nucleus_floor(probs: np.ndarray, p: float) -> np.ndarray:
+    """(R, 1): per row of ``probs`` (R, V, rows summing to 1), the smallest probability `top_p` keeps.
+
+    A peaked row's nucleus lies among its `NUCLEUS_HEAD` largest probabilities (found in linear
+    time), and only those are sorted. A flat row's nucleus holds most of the vocabulary; it is
+    sorted whole, ascending, and the dropped tail found from below: a token is dropped while the
+    ascending running sum through it stays within ``total - p`` (the mass ahead of it then reaches
+    ``p``). Running sums over a whole row are searched in two levels (`_first_past`): numpy's cumsum
+    of 24,576 floats into float64 takes longer than sorting them. Random-weight models give flat rows.
     """
-    if p >= 1.0:
-        return
-    probs = softmax(logits)  # (R, V)
-    vocab = probs.shape[-1]
-    head = np.partition(probs, vocab - min(vocab, 256), axis=-1)[:, -min(vocab, 256) :]  # (R, m) largest, unordered
-    if (head.sum(axis=-1) < p).any():
-        head = probs  # a flat distribution: its nucleus needs most of the vocabulary
-    head = np.sort(head, axis=-1)[:, ::-1]  # descending
-    # a token is kept while the mass ahead of it is below p: through the first one where the mass reaches p
-    kept = np.minimum(_first_reaching(head, p) + 1, head.shape[-1])  # (R,) at least 1
-    smallest_kept = head[np.arange(len(head)), kept - 1][:, None]  # (R, 1)
-    logits[probs < smallest_kept] = NEG_INF
+    rows, vocab = probs.shape
+    floor = np.empty((rows, 1), dtype=probs.dtype)
+    m = min(vocab, NUCLEUS_HEAD)
+    peaked = np.zeros(rows, dtype=bool)
+    candidates = np.flatnonzero(m * probs.max(axis=-1).astype(np.float64) >= p)  # others' heads hold less than p
+    if len(candidates):
+        head = np.partition(probs[candidates], vocab - m, axis=-1)[:, vocab - m :]  # (C, m) the largest, unordered
+        reach = (head.sum(axis=-1, dtype=np.float64) >= p) | (m == vocab)
+        if reach.any():
+            ordered = np.sort(head[reach], axis=-1)[:, ::-1]  # (P, m) descending
+            kept = np.minimum(_first_past(ordered, np.full(len(ordered), p), inclusive=True) + 1, m)  # (P,) >= 1
+            floor[candidates[reach], 0] = ordered[np.arange(len(ordered)), kept - 1]
+            peaked[candidates[reach]] = True
+    if not peaked.all():
+        ascending = np.sort(probs[~peaked], axis=-1)  # (F, V)
+        budget = ascending.sum(axis=-1, dtype=np.float64) - p  # (F,) the mass the dropped tail may hold
+        dropped = _first_past(ascending, budget, inclusive=False)  # (F,) tokens below the floor, < V
+        floor[~peaked, 0] = ascending[np.arange(len(ascending)), dropped]
+    return floor
 
 
-def _first_reaching(values: np.ndarray, target: float) -> np.ndarray:
+def _first_past(values: np.ndarray, targets: np.ndarray, inclusive: bool) -> np.ndarray:
     """Per row of ``values`` (R, n), non-negative, the first index whose running sum (float64) reaches
-    ``target``; the last index where none does. Block totals first, then a running sum inside one block
-    (`sample_with` says why)."""
+    (``inclusive``) or passes its row's ``targets`` (R,); the last index where none does. Block totals
+    first, then a running sum inside one block (`sample_with` says why)."""
     rows, n = values.shape
+    short = np.less if inclusive else np.less_equal  # "not there yet"
     if n <= 4 * SAMPLE_BLOCK:
-        return np.minimum((np.cumsum(values, axis=-1, dtype=np.float64) < target).sum(axis=-1), n - 1)
+        running = np.cumsum(values, axis=-1, dtype=np.float64)
+        return np.minimum(short(running, targets[:, None]).sum(axis=-1), n - 1)
     blocks = -(-n // SAMPLE_BLOCK)
     padded = np.pad(values, ((0, 0), (0, blocks * SAMPLE_BLOCK - n))) if n % SAMPLE_BLOCK else values
     ends = np.cumsum(padded.reshape(rows, blocks, SAMPLE_BLOCK).sum(axis=-1, dtype=np.float64), axis=-1)
     found = np.empty(rows, dtype=np.int64)
     for r in range(rows):
-        b = min(int((ends[r] < target).sum()), blocks - 1)
+        b = min(int(short(ends[r], targets[r]).sum()), blocks - 1)
         before = ends[r, b - 1] if b else 0.0
-        inside = int(
-            (before + np.cumsum(padded[r, b * SAMPLE_BLOCK : (b + 1) * SAMPLE_BLOCK], dtype=np.float64) < target).sum()
+        block = padded[r, b * SAMPLE_BLOCK : (b + 1) * SAMPLE_BLOCK]
+        found[r] = min(
+            b * SAMPLE_BLOCK + int(short(before + np.cumsum(block, dtype=np.float64), targets[r]).sum()), n - 1
         )
-        found[r] = min(b * SAMPLE_BLOCK + inside, n - 1)
     return found
 
 
-def min_p(logits: np.ndarray, fraction: float) -> None:
-    """Drop tokens whose probability is below ``fraction`` times the row's top probability."""
-    if fraction <= 0.0:
-        return
-    probs = softmax(logits)
-    logits[probs < fraction * probs.max(axis=-1, keepdims=True)] = NEG_INF
+def min_p(probs: np.ndarray, fraction: float) -> None:
+    """Zero, in place, probabilities below ``fraction`` times the row's top probability (R, V); the
+    ratio does not depend on normalisation, so it may follow `top_p` before renormalising."""
+    if fraction > 0.0:
+        probs *= probs >= fraction * probs.max(axis=-1, keepdims=True)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax in the logits' precision (``-inf`` entries get probability 0)."""
-    weights = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    weights = logits - logits.max(axis=-1, keepdims=True)
+    np.exp(weights, out=weights)
     weights /= weights.sum(axis=-1, keepdims=True)
     return weights
 

@@ -153,6 +153,9 @@ def warp(logits: np.ndarray, options: GenerationSpec) -> np.ndarray:
     """The sampling distribution, (R, V): temperature, top-k, top-p, min-p, then softmax."""
     processors.temperature(logits, options.temperature)
     processors.top_k(logits, options.top_k)
-    processors.top_p(logits, options.top_p)
-    processors.min_p(logits, options.min_p)
-    return processors.softmax(logits)
+    probs = processors.softmax(logits)  # (R, V)
+    processors.top_p(probs, options.top_p)
+    processors.min_p(probs, options.min_p)
+    if options.top_p < 1.0 or options.min_p > 0.0:
+        probs /= probs.sum(axis=-1, keepdims=True)
+    return probs

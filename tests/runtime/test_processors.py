@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from nima.runtime import processors
 from nima.runtime.processors import banned_ngram_tokens
@@ -33,23 +34,50 @@ def test_top_k_keeps_k_largest() -> None:
 
 
 def test_top_p_keeps_the_smallest_set_reaching_p() -> None:
-    probs = np.array([0.5, 0.05, 0.3, 0.15])
-    logits = np.log(probs)[None].copy()
-    processors.top_p(logits, 0.75)  # 0.5 + 0.3 reaches 0.75: keep those two only
-    assert np.isfinite(logits).tolist() == [[True, False, True, False]]
-    logits = np.log(probs)[None].copy()
-    processors.top_p(logits, 0.85)  # needs the third most likely too
-    assert np.isfinite(logits).tolist() == [[True, False, True, True]]
-    logits = np.log(probs)[None].copy()
-    processors.top_p(logits, 0.01)  # always the top token
-    assert np.isfinite(logits).tolist() == [[True, False, False, False]]
+    probs = np.array([[0.5, 0.05, 0.3, 0.15]])
+    kept = probs.copy()
+    processors.top_p(kept, 0.75)  # 0.5 + 0.3 reaches 0.75: keep those two only
+    assert (kept > 0).tolist() == [[True, False, True, False]]
+    kept = probs.copy()
+    processors.top_p(kept, 0.85)  # needs the third most likely too
+    assert (kept > 0).tolist() == [[True, False, True, True]]
+    kept = probs.copy()
+    processors.top_p(kept, 0.01)  # always the top token
+    assert (kept > 0).tolist() == [[True, False, False, False]]
+
+
+def brute_force_nucleus(probs: np.ndarray, p: float) -> np.ndarray:
+    """(R, V) bool: per row, tokens in descending order, each kept while the mass before it is below p,
+    and any tied with the last one kept."""
+    kept = np.zeros(probs.shape, dtype=bool)
+    for r, row in enumerate(probs):
+        mass = 0.0
+        for token in np.argsort(-row, kind="stable"):
+            if mass >= p:
+                break
+            kept[r, token] = True
+            mass += float(row[token])
+        kept[r] |= row >= row[kept[r]].min()  # tokens tied with the last kept one stay too
+    return kept
+
+
+@pytest.mark.parametrize("scale", [0.3, 1.0, 4.0, 12.0])  # from flat (the tail sorted) to peaked (the head)
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.9, 0.99])
+def test_top_p_on_a_large_vocabulary_against_a_full_sort(scale: float, p: float) -> None:
+    rng = np.random.default_rng(int(scale * 10) + int(p * 100))
+    logits = (rng.standard_normal((6, 5000)) * scale).astype(np.float32)
+    logits[0] *= 0.01  # one nearly uniform row beside the others
+    probs = processors.softmax(logits)
+    kept = probs.copy()
+    processors.top_p(kept, p)
+    expected = brute_force_nucleus(probs, p)
+    assert ((kept > 0) == expected).all(), f"{((kept > 0) != expected).sum()} tokens differ"
 
 
 def test_min_p_relative_to_top_probability() -> None:
-    probs = np.array([0.5, 0.05, 0.3, 0.15])
-    logits = np.log(probs)[None].copy()
-    processors.min_p(logits, 0.35)  # threshold 0.175
-    assert np.isfinite(logits).tolist() == [[True, False, True, False]]
+    probs = np.array([[0.5, 0.05, 0.3, 0.15]])
+    processors.min_p(probs, 0.35)  # threshold 0.175
+    assert (probs > 0).tolist() == [[True, False, True, False]]
 
 
 def test_ban_tokens_only_in_marked_rows() -> None:
