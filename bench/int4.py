@@ -1,13 +1,14 @@
 """int4 settings against int8 and fp32: MatMulNBits' bits, accuracy level and block size, decode tok/s.
 
 The small (~124M) LLaMA-style model (random weights) exported with ``--target ort`` in fp32, then
-quantized from that graph: int8 as ``nima export --quantize int8`` does, and int4 with
+quantized from that graph: int8 as ``nima export --target ort --quantize int8`` does (8-bit
+`MatMulNBits`) and as it does for the portable target (MatMulInteger), and int4 with
 onnxruntime's `MatMulNBitsQuantizer` at accuracy level 0 (weights dequantized to fp32 in the kernel)
 and 4 (activations quantized to int8, int8 multiplies), blocks of 32, 64 and 128, and the same
-op with 8-bit weights (llama.cpp's Q8_0 layout: blocks of int8 weights with a scale each). Each bundle
+op with 8-bit weights in blocks of 32 (llama.cpp's Q8_0 layout; ``--quantize int8`` takes 128). Each bundle
 decodes 64 greedy tokens after a 32-token prompt, bundles taking turns in every round; median tok/s.
-`--agreement RUN`: also export a trained model folder with each int4 setting and print the export
-check's greedy agreement.
+`--agreement RUN`: also export a trained model folder with each int4 setting and with both int8 forms,
+and print the export check's figures.
 
     .venv/bin/python bench/int4.py [--rounds 5] [--keep DIR] [--agreement runs/shakespeare-char]
 """
@@ -32,7 +33,7 @@ import nima.export.quantize as quantize
 from nima.runtime import Generator
 
 # (bits, accuracy level, block size)
-SETTINGS = [(4, 0, 32), (4, 0, 128), (4, 4, 32), (4, 4, 64), (4, 4, 128), (8, 4, 32), (8, 4, 128)]
+SETTINGS = [(4, 0, 32), (4, 0, 128), (4, 4, 32), (4, 4, 64), (4, 4, 128), (8, 4, 32)]
 
 
 def nbits(source: Path, target: Path, bits: int, level: int, block: int) -> None:
@@ -69,7 +70,10 @@ def main(argv: list[str] | None = None) -> None:
             export_model({**SIZES["small"], "max_seq_len": 512}, root / "small", target="ort", verify=False, force=True)
         bundles = {"fp32": base}
         log("quantizing")
-        bundles["int8"] = variant(base, root / "int8", lambda s, t: quantize._quantize(s, t, "int8", False))
+        bundles["int8"] = variant(base, root / "int8", lambda s, t: quantize._quantize(s, t, "int8", False, True))
+        bundles["int8, standard ops (portable target)"] = variant(
+            base, root / "int8-portable", lambda s, t: quantize._quantize(s, t, "int8", False)
+        )
         for bits, level, block in SETTINGS:
             name = f"MatMulNBits {bits}-bit, level {level}, block {block}"
             bundles[name] = variant(
@@ -91,21 +95,27 @@ def main(argv: list[str] | None = None) -> None:
                 speeds[name].append(count / (time.perf_counter() - start))
         int8 = statistics.median(speeds["int8"])
         print(f"\n124M LLaMA-style `ort` bundle, greedy, median of {args.rounds} rounds\n")
-        print("| graph | tok/s | / int8 | model.onnx MB |")
+        print("| graph | tok/s | / int8 | model.onnx (+ .data) MB |")
         print("|---|---:|---:|---:|")
         for name, values in speeds.items():
-            size = (bundles[name] / "model.onnx").stat().st_size / 1e6
+            files = (bundles[name] / "model.onnx", bundles[name] / "model.onnx.data")
+            size = sum(f.stat().st_size for f in files if f.is_file()) / 1e6
             print(
                 f"| {name} | {statistics.median(values):.1f} | {statistics.median(values) / int8:.2f}x | {size:.0f} |"
             )
         if args.agreement:
-            print("\n| int4 setting | export check on the trained model |\n|---|---|")
+            print("\n| setting | export check on the trained model |\n|---|---|")
             from nima.export.bundle import export_bundle
+
+            for target in ("ort", "portable"):
+                out = root / f"agreement-int8-{target}"
+                export_bundle(args.agreement, out, quantize="int8", target=target, force=True)
+                print(f"| int8, {target} target | {json.loads((out / 'bundle.json').read_text())['parity']} |")
 
             for bits, level, block in SETTINGS:
                 if bits != 4:
                     continue
-                quantize.INT4_ACCURACY_LEVEL, quantize.INT4_BLOCK = level, block
+                quantize.ACCURACY_LEVEL, quantize.INT4_BLOCK = level, block
                 out = root / f"agreement-l{level}-b{block}"
                 export_bundle(args.agreement, out, quantize="int4", force=True)
                 print(f"| level {level}, block {block} | {json.loads((out / 'bundle.json').read_text())['parity']} |")

@@ -32,6 +32,9 @@ def serve(
         Opt("--spin/--no-spin", help="ORT threads busy-wait between steps (off: HTTP needs cores)."),
     ] = False,
     max_body: Annotated[int, Opt(min=1024, help="Largest request body in bytes (beyond: 413).")] = 1 << 20,
+    prefill_budget: Annotated[
+        int, Opt(min=1, help="Prompt tokens prefilled between two decode steps while rows run (one prompt always).")
+    ] = 128,
 ) -> None:
     """Serve BUNDLE over OpenAI's API: /v1/completions, /v1/chat/completions, /v1/models, /health, /metrics."""
     from nima.cli.common import require_runtime
@@ -61,7 +64,7 @@ def serve(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     name = model_name or found.path.resolve().name
-    service = Service(found.path, name, max_batch, max_queue, provider, threads, spin)
+    service = Service(found.path, name, max_batch, max_queue, provider, threads, spin, prefill_budget)
     typer.echo(f"serving {name} ({found.spec.architecture}) at http://{host}:{port}/v1", err=True)
     uvicorn.run(create_app(service, api_key, max_body), host=host, port=port, log_level="warning", access_log=False)
 

@@ -69,7 +69,7 @@ def export_bundle(
         if quantize is not None:
             progress(f"quantizing MatMul weights to {quantize}")
             for graph in exported.graphs.values():
-                quantize_in_place(graph, quantize)
+                quantize_in_place(graph, quantize, ort_kernels=target == "ort")
         parity = None
         if verify:
             progress("checking ONNX Runtime against PyTorch")

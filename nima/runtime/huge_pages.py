@@ -33,6 +33,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -109,11 +110,13 @@ def _resident_before(before: Residency, chunk: int) -> int:
 
 @dataclass
 class Promotion:
-    """What `huge_pages_for` did: bytes collapsed onto huge pages, bytes it tried, and failures."""
+    """What `huge_pages_for` did: bytes collapsed onto huge pages, bytes it tried, and failures;
+    ``finished`` is set once it is done (at once, unless it collapses in the background)."""
 
     collapsed: int = 0
     tried: int = 0
     errors: list[str] = field(default_factory=list)
+    finished: threading.Event = field(default_factory=threading.Event)
 
 
 def _libc() -> ctypes.CDLL | None:
@@ -143,8 +146,10 @@ def residency(libc: ctypes.CDLL) -> Residency:
 
 
 @contextmanager
-def huge_pages_for(enabled: bool = True) -> Iterator[Promotion]:
-    """Collapse onto huge pages the memory the ``with`` body filled (see the module docstring)."""
+def huge_pages_for(enabled: bool = True, background: bool = False) -> Iterator[Promotion]:
+    """Collapse onto huge pages the memory the ``with`` body filled (see the module docstring); with
+    ``background``, a daemon thread does the collapsing after the body, so that the caller goes on
+    (the memory is used meanwhile: a collapse copies a chunk's pages and swaps them in atomically)."""
     promotion = Promotion()
     libc = _libc() if enabled else None
     # glibc's malloc_trim hands free pages inside the heap back to the OS: before the body, so that
@@ -153,13 +158,28 @@ def huge_pages_for(enabled: bool = True) -> Iterator[Promotion]:
     trim = getattr(libc, "malloc_trim", lambda pad: 0)
     trim(0)
     before = residency(libc) if libc is not None else {}
-    yield promotion
+    try:
+        yield promotion
+    except BaseException:
+        promotion.finished.set()  # nothing collapsed
+        raise
     if libc is None:
+        promotion.finished.set()
         return
     trim(0)
-    for chunk in fresh_chunks(before, residency(libc)):
+    chunks = fresh_chunks(before, residency(libc))
+    if background:
+        threading.Thread(target=_collapse, args=(libc, chunks, promotion), name="nima-huge-pages", daemon=True).start()
+    else:
+        _collapse(libc, chunks, promotion)
+
+
+def _collapse(libc: ctypes.CDLL, chunks: list[int], promotion: Promotion) -> None:
+    """``madvise(MADV_COLLAPSE)`` on each 2 MB chunk (ctypes lets go of the GIL during each call)."""
+    for chunk in chunks:
         promotion.tried += HUGE
         if libc.madvise(chunk, HUGE, MADV_COLLAPSE) == 0:
             promotion.collapsed += HUGE
         else:
             promotion.errors.append(f"{chunk:#x}: errno {ctypes.get_errno()}")
+    promotion.finished.set()

@@ -3,9 +3,13 @@
 Requests (`Job`) wait in a bounded queue. Between decode steps the scheduler admits waiting jobs
 while the running rows stay within ``max_batch``: each job's prompt is prefilled alone, its first
 token chosen, and its rows (``n`` completions share the prefill) join the running batch
-(`nima.serve.batch`). Every step then feeds one token per row; each row chooses its next token under
-its own options and random stream (`nima.serve.choose`), so it gives the tokens it gives alone;
-finished and cancelled rows leave before the next step. Beam search needs its whole search before
+(`nima.serve.batch`). While rows are running, the prompts prefilled between two steps hold at most
+``prefill_budget`` tokens (one job always goes in): every prefill pauses the running rows, and
+sixteen requests arriving together would otherwise stall them for sixteen prefills. The budget
+trades the newcomers' first tokens for the running rows' inter-token latency. Every step then
+feeds one token per row; each row chooses its next token under its own options and random stream
+(`nima.serve.choose`), so it gives the tokens it gives alone; finished and cancelled rows leave
+before the next step. Beam search needs its whole search before
 its first answer, so a beam job runs on its own between steps (`Generator.generate`), pausing the
 batch while it runs.
 
@@ -36,6 +40,8 @@ from nima.serve.metrics import Metrics
 from nima.spec.sections import GenerationSpec
 
 log = logging.getLogger("nima.serve")
+
+PREFILL_BUDGET = 128  # prompt tokens prefilled between two decode steps while rows run (`nima serve --prefill-budget`)
 
 
 @dataclass(frozen=True)
@@ -112,15 +118,18 @@ class Scheduler:
         max_queue: int,
         metrics: Metrics | None = None,
         deliver: Callable[[list[tuple[Job, Event]]], None] | None = None,
+        prefill_budget: int = PREFILL_BUDGET,
     ) -> None:
         """``deliver``: where the events of one loop iteration go together (the server hands them to its
-        event loop in one call per step, not one per row); None: each job's ``emit``, at once."""
+        event loop in one call per step, not one per row); None: each job's ``emit``, at once.
+        ``prefill_budget``: prompt tokens prefilled between two steps while rows run (module docstring)."""
         self.generator = generator
         self.deliver = deliver
         self._outbox: list[tuple[Job, Event]] = []
         self._admitting: list[Job] = []
         self.max_batch = max_batch
         self.max_queue = max_queue
+        self.prefill_budget = prefill_budget
         self.metrics = metrics or Metrics()
         spec = generator.spec
         angles = key_angles(spec, generator.bundle.manifest)
@@ -175,8 +184,11 @@ class Scheduler:
                 assert self.deliver is not None
                 self.deliver(events)
 
-    def _take(self, pending: int) -> Job | None:
-        """The next waiting job, if its rows fit beside the running ones (a beam job takes none); None otherwise."""
+    def _take(self, pending: int, prefilled: int) -> Job | None:
+        """The next waiting job, if its rows fit beside the running ones (a beam job takes none) and, while
+        rows run, the ``prefilled`` prompt tokens of this round are within the budget; None otherwise."""
+        if self.running and prefilled >= self.prefill_budget:
+            return None
         with self._wake:
             while self.waiting and self.waiting[0].cancelled.is_set():
                 self.waiting.popleft()
@@ -192,7 +204,9 @@ class Scheduler:
         """Prefill waiting jobs that fit, and join their rows to the batch (beam jobs run here, whole)."""
         newcomers: list[tuple[Any, list[Running]]] = []
         self._admitting = []  # taken from the queue, not yet running: failed too if this raises
-        while (job := self._take(sum(len(rows) for _, rows in newcomers))) is not None:
+        prefilled = 0
+        while (job := self._take(sum(len(rows) for _, rows in newcomers), prefilled)) is not None:
+            prefilled += len(job.ids)
             self._admitting.append(job)
             try:
                 if job.options.num_beams > 1:

@@ -22,7 +22,7 @@ from nima.serve.chat import ChatTemplate, TemplateRefused, bundle_template, rend
 from nima.serve.errors import ApiError
 from nima.serve.metrics import Metrics
 from nima.serve.protocol import MAX_PROMPTS, UNSUPPORTED, ChatRequest, CompletionRequest, Sampling
-from nima.serve.scheduler import Event, Job, Scheduler
+from nima.serve.scheduler import PREFILL_BUDGET, Event, Job, Scheduler
 from nima.spec.sections import GenerationSpec
 
 # GenerationSpec option -> the request field that sets it, for naming the field in errors
@@ -71,8 +71,10 @@ class Service:
         provider: str = "cpu",
         threads: int | None = None,
         spin: bool = False,
+        prefill_budget: int = PREFILL_BUDGET,
     ) -> None:
         self.bundle = Path(bundle)
+        self.prefill_budget = prefill_budget
         self.model_name = model_name or self.bundle.resolve().name
         self.max_batch = max_batch
         self.max_queue = max_queue
@@ -98,7 +100,9 @@ class Service:
             raise
         self.generator = generator
         self.template = bundle_template(self.bundle)
-        self.scheduler = Scheduler(generator, self.max_batch, self.max_queue, self.metrics, self.deliver)
+        self.scheduler = Scheduler(
+            generator, self.max_batch, self.max_queue, self.metrics, self.deliver, self.prefill_budget
+        )
         self.scheduler.start()
         self._ready.set()
 

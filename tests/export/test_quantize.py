@@ -30,24 +30,29 @@ def _matmul_graph(path: Path) -> np.ndarray:
     return weight
 
 
-@pytest.mark.parametrize(("kind", "op"), [("int8", "MatMulInteger"), ("int4", "MatMulNBits")])
-def test_weights_are_quantized_and_close(kind: str, op: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("kind", "ort_kernels", "op"),
+    [("int8", False, "MatMulInteger"), ("int8", True, "MatMulNBits"), ("int4", False, "MatMulNBits")],
+)
+def test_weights_are_quantized_and_close(kind: str, ort_kernels: bool, op: str, tmp_path: Path) -> None:
     weight = _matmul_graph(tmp_path / "fp32.onnx")
-    quantize(tmp_path / "fp32.onnx", tmp_path / "q.onnx", kind)
+    quantize(tmp_path / "fp32.onnx", tmp_path / "q.onnx", kind, ort_kernels=ort_kernels)
     graph = onnx.load(str(tmp_path / "q.onnx")).graph
-    assert op in {node.op_type for node in graph.node}
-    if kind == "int8":  # 7-bit weights (reduce_range): ORT's AVX2 uint8 x int8 kernel saturates on 8
+    assert {node.op_type for node in graph.node} & {"MatMulInteger", "MatMulNBits"} == {op}
+    if op == "MatMulInteger":  # 7-bit weights (reduce_range): ORT's AVX2 uint8 x int8 kernel saturates on 8
         weights = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
         quantized = [weights[n.input[1]] for n in graph.node if n.op_type == "MatMulInteger"]
         assert quantized and all(w.dtype == np.int8 and np.abs(w.astype(int)).max() <= 64 for w in quantized)
-    else:  # int8 compute inside the kernel on CPUs (accuracy_level 4), blocks of 32 weights
+    else:  # int8 compute inside the kernel on CPUs (accuracy_level 4); 8 bits in blocks of 128, 4 in blocks of 32
         nbits = [n for n in graph.node if n.op_type == "MatMulNBits"]
         attributes = {a.name: onnx.helper.get_attribute_value(a) for a in nbits[0].attribute}
-        assert attributes["accuracy_level"] == 4 and attributes["block_size"] == 32
+        expected = (8, 128) if kind == "int8" else (4, 32)
+        assert attributes["accuracy_level"] == 4 and (attributes["bits"], attributes["block_size"]) == expected
     x = np.random.default_rng(1).standard_normal((1, 64)).astype(np.float32)
     got = ort.InferenceSession(str(tmp_path / "q.onnx"), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     want = x @ weight
-    assert np.abs(got - want).max() / np.abs(want).max() < 0.1
+    bound = 0.02 if kind == "int8" and ort_kernels else 0.1  # 8-bit weights, activations per block of 64 here
+    assert np.abs(got - want).max() / np.abs(want).max() < bound
 
 
 def test_quantizing_leaves_logging_alone(tmp_path: Path) -> None:

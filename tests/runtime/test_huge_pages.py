@@ -159,6 +159,24 @@ def test_only_memory_filled_inside_the_block_is_collapsed() -> None:
 
 
 @needs_collapse
+def test_collapsing_in_the_background_finishes_after_the_block() -> None:
+    """With ``background`` a thread collapses the chunks after the block; they all are once
+    ``finished`` is set, and the memory's contents are unchanged."""
+    reserve = 8 * HUGE
+    base = _mmap(None, reserve, PROT_NONE, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    start = -(-base // HUGE) * HUGE + HUGE
+    with huge_pages_for(background=True) as promotion:
+        new = Mapping(4 * HUGE, at=start)
+        ctypes.memmove(new.at, np.random.default_rng(0).bytes(new.size), new.size)
+    before = ctypes.string_at(new.at, new.size)
+    assert promotion.finished.wait(timeout=60)
+    assert promotion.collapsed == 4 * HUGE
+    assert _huge_kb(new.at, new.at + new.size) == 4 * HUGE // 1024
+    assert ctypes.string_at(new.at, new.size) == before
+    _munmap(base, reserve)
+
+
+@needs_collapse
 def test_pages_not_in_memory_are_left_alone() -> None:
     """Collapsing would fill the gaps with zero pages; a mapping never written keeps its size."""
     with huge_pages_for() as promotion:

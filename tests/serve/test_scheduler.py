@@ -131,3 +131,30 @@ def test_a_cancelled_job_leaves_before_the_next_step(bundles: dict[str, Path]) -
     scheduler._step()
     assert scheduler.batch.size == 1 and len(seen[0]) == 2 and len(seen[1]) == 3
     assert scheduler.metrics.cancelled_rows._value.get() == 1
+
+
+def test_prefills_between_steps_keep_to_the_budget(bundles: dict[str, Path]) -> None:
+    """With rows running, the prompts prefilled before a step stop once they hold ``prefill_budget``
+    tokens (the first always goes in); with none running, every waiting job that fits goes in."""
+    generator = Generator(bundles["llama-ort"])
+    scheduler = Scheduler(generator, max_batch=16, max_queue=16, prefill_budget=20)
+    options = generator.options(max_new_tokens=12, do_sample=False)
+    prompts = [[5 + i] * 10 for i in range(7)]
+    for ids in prompts[:3]:
+        scheduler.submit(Job(ids, options, {}, lambda event: None))
+    scheduler._admit()
+    assert len(scheduler.running) == 3, "nothing was running: no budget applies"
+    for ids in prompts[3:]:
+        scheduler.submit(Job(ids, options, {}, lambda event: None))
+    admitted = []
+    while scheduler.waiting:
+        before = len(scheduler.running)
+        scheduler._step()
+        scheduler._admit()
+        admitted.append(len(scheduler.running) - before)
+    assert admitted == [2, 2], "10 + 10 tokens fill the budget of 20"
+    long = Job([9] * 50, options, {}, lambda event: None)
+    scheduler.submit(long)
+    scheduler._step()
+    scheduler._admit()
+    assert scheduler.running[-1].job is long, "a prompt longer than the budget still goes in, alone"
