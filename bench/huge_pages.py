@@ -6,7 +6,8 @@ huge_pages=True)`` and one with ``huge_pages=False``, alternating which goes
 first (ABBA), each timing batch-1 greedy decoding of 128 new tokens after a 32-token prompt
 (``--rounds`` times, median), 2 threads. It prints each pair's ratio, their median, and in how
 many pairs huge pages were faster, the memory each process had on huge pages, and the seconds
-each took to construct its `Generator` (loading: collapsing onto huge pages is paid there).
+each took to construct its `Generator` (the collapse runs on a thread after it, which the child waits
+for before timing).
 
 Why separate processes: a deployment runs one model per process, and two sessions in one process
 do not run alike once one has huge pages (the one created first decoded 8-16% faster than the
@@ -37,10 +38,12 @@ def child(bundle: str, huge: bool, rounds: int) -> None:
     """Runs in the child process: prints tokens/s (median of ``rounds``), MB on huge pages and
     the seconds `Generator` took to load."""
     from nima.runtime import Generator
+    from nima.runtime.huge_pages import settle
 
     start = time.perf_counter()
     generator = Generator(bundle, threads=THREADS, huge_pages=huge)
     load = time.perf_counter() - start
+    settle()  # the collapse runs on a thread after loading: the timed decodes compare the pages, not the thread
     prompt = np.random.default_rng(SEED).integers(0, generator.spec.vocab_size, PROMPT_TOKENS).tolist()
     options = {"max_new_tokens": NEW_TOKENS, "min_new_tokens": NEW_TOKENS, "do_sample": False}
     generator.generate([prompt], **{**options, "max_new_tokens": 8, "min_new_tokens": 8})  # warm-up

@@ -8,13 +8,17 @@ collapsing copies the memory onto new pages (the measurements, with their comman
 docs/performance.md, "Huge pages").
 
 Hence `wanted`: ``Generator(..., huge_pages=True)``, the default, collapses for every bundle: a
-`Generator` lives for many generations, and the faster steps pay for the loading (at 124M on
-that machine after roughly 700 to 2,700 tokens). Measured up to 124M only: the collapse takes
-about 2 ms per MB there, so a multi-GB model loads seconds faster with ``False``. ``None`` chooses
-by size: a bundle whose weight files hold at most `AUTO_LIMIT` bytes gets huge pages and a
-larger one does not. ``nima generate`` uses ``None`` unless told: it loads the model for one
-run, where a second of loading outweighs a few percent of decoding. ``False`` leaves the
-pages alone.
+`Generator` lives for many generations, and the faster steps pay for the collapsing (at 124M on
+that machine after roughly 700 to 2,700 tokens). Sessions collapse in the background
+(`nima.runtime.session.make_session`): a thread does it while the caller goes on, so loading
+takes no longer than without huge pages. At 124M fp32 on 2 cores the load took 0.33 s against
+1.2-1.3 s collapsing first; the first token took 55-62 ms against 24 while the thread competed
+for the cores; 128 tokens were out 1.57 s after the load began against 2.4-2.5 s (4 KB pages:
+1.7 s). Measured up to 124M only: the collapse takes about 2 ms per MB there, so a multi-GB
+model's thread takes seconds of a core from the first generations. ``None`` chooses by size: a
+bundle whose weight files hold at most `AUTO_LIMIT` bytes gets huge pages and a larger one does
+not. ``nima generate`` uses ``None`` unless told: it loads the model for one run, where that
+core-time outweighs a few percent of decoding. ``False`` leaves the pages alone.
 
 Which memory: the pages that became resident while the session was created, that is, the
 weights it unpacked and prepacked, wherever the allocator put them. Before creating it,
@@ -34,6 +38,7 @@ import ctypes
 import ctypes.util
 import sys
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -169,9 +174,25 @@ def huge_pages_for(enabled: bool = True, background: bool = False) -> Iterator[P
     trim(0)
     chunks = fresh_chunks(before, residency(libc))
     if background:
+        _BACKGROUND.append(promotion)
         threading.Thread(target=_collapse, args=(libc, chunks, promotion), name="nima-huge-pages", daemon=True).start()
     else:
         _collapse(libc, chunks, promotion)
+
+
+_BACKGROUND: list[Promotion] = []  # collapses started on threads (`settle` waits for them)
+
+
+def settle(timeout: float | None = None) -> bool:
+    """Wait until every collapse started in the background has finished; False if ``timeout`` (seconds)
+    passed first. For measurements and tests: generation does not need to wait."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    for promotion in list(_BACKGROUND):
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if not promotion.finished.wait(left):
+            return False
+        _BACKGROUND.remove(promotion)
+    return True
 
 
 def _collapse(libc: ctypes.CDLL, chunks: list[int], promotion: Promotion) -> None:

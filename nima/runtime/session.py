@@ -60,8 +60,9 @@ def make_session(
     frees the cores between regions: there it made batch-1 decode ~1.6x faster.
 
     ``huge_pages`` moves the weights the session loads on the CPU onto 2 MB pages
-    (`nima.runtime.huge_pages`): faster decoding, slower loading (docs/performance.md, "Huge
-    pages"); `Generator` turns it on by default (`nima.runtime.huge_pages.wanted`).
+    (`nima.runtime.huge_pages`): faster decoding (docs/performance.md, "Huge pages"); a thread does
+    it after the session is made, so loading is not slower (`nima.runtime.huge_pages.settle` waits for
+    it); `Generator` turns it on by default (`nima.runtime.huge_pages.wanted`).
     """
     providers = provider_list(provider)
     options = ort.SessionOptions()
@@ -71,7 +72,7 @@ def make_session(
     if not spin:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
-        with huge_pages_for(huge_pages and provider == "cpu"):
+        with huge_pages_for(huge_pages and provider == "cpu", background=True):
             session = ort.InferenceSession(str(path), options, providers=providers)
     except Exception as err:  # ORT raises its own untyped errors for unreadable graphs
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

@@ -203,6 +203,7 @@ _SESSION_CHECK = """
 import sys
 from pathlib import Path
 import numpy as np
+from nima.runtime.huge_pages import settle
 from nima.runtime.session import make_session
 
 def huge_kb():
@@ -213,6 +214,7 @@ model, inputs = Path(sys.argv[1]), np.load(sys.argv[2])
 plain = make_session(model, huge_pages=False)
 before = huge_kb()
 huge = make_session(model, huge_pages=True)
+assert settle(timeout=60)  # the collapse runs on a thread
 print(huge_kb() - before)
 for i, session in enumerate((plain, huge)):
     np.save(sys.argv[3 + i], session.run(None, {"x": inputs})[0])
