@@ -51,6 +51,7 @@ def variant(bundle: Path, out: Path, make) -> Path:  # noqa: ANN001
     if not (out / "model.onnx").is_file():
         shutil.copytree(bundle, out, dirs_exist_ok=True)
         (out / "model.onnx").unlink()
+        (out / "model.onnx.data").unlink(missing_ok=True)  # the fp32 weights beside the graph
         make(bundle / "model.onnx", out / "model.onnx")
     return out
 
