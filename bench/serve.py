@@ -12,6 +12,7 @@ Targets (issue #23), as ratios in one run: tokens/s at concurrency 16 >= 6x conc
 124M model, >= 3x on tiny; p99 inter-token latency at 16 <= 3x that at 1; zero errors.
 
     .venv/bin/python bench/serve.py [--models tiny small] [--concurrency 1 4 16 64] [--sample]
+        [--prefill-budget N] [--no-threads]
 
 ``--sample``: temperature 0.8, top-p 0.95 and a seed per request instead of greedy decoding. Random
 weights give near-flat distributions, the most expensive case for top-p (most of the vocabulary is
@@ -160,12 +161,13 @@ def generator_load(bundle: Path, vocab: int, concurrency: int, sample: bool) -> 
     return load
 
 
-def start_server(bundle: Path) -> tuple[subprocess.Popen, str]:
+def start_server(bundle: Path, budget: int | None = None) -> tuple[subprocess.Popen, str]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     cmd = [sys.executable, "-m", "nima", "serve", str(bundle), "--port", str(port), "--model-name", "bench"]
     cmd += ["--max-batch", str(MAX_BATCH), "--max-queue", "256"]
+    cmd += [] if budget is None else ["--prefill-budget", str(budget)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
@@ -181,7 +183,7 @@ def start_server(bundle: Path) -> tuple[subprocess.Popen, str]:
     raise SystemExit("nima serve did not become healthy")
 
 
-def bench_model(size: str, root: Path, levels: list[int], sample: bool) -> None:
+def bench_model(size: str, root: Path, levels: list[int], sample: bool, budget: int | None, threads: bool) -> None:
     log(f"{size}: build + export (ort target)")
     data = {**SIZES[size], "max_seq_len": 512}
     kept = root / size / "bundle"
@@ -189,7 +191,7 @@ def bench_model(size: str, root: Path, levels: list[int], sample: bool) -> None:
         bundle, spec = kept, spec_from_dict(data)
     else:
         bundle, spec = export_model(data, root / size, target="ort", verify=False, force=True)
-    proc, url = start_server(bundle)
+    proc, url = start_server(bundle, budget)
     served: dict[int, Load] = {}
     try:
         for level in levels:
@@ -199,7 +201,7 @@ def bench_model(size: str, root: Path, levels: list[int], sample: bool) -> None:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=60)
     alone: dict[int, Load] = {}
-    for level in levels:
+    for level in levels if threads else []:
         log(f"{size}: {level} threads on one Generator")
         alone[level] = generator_load(bundle, spec.vocab_size, level, sample)
     print(
@@ -209,7 +211,7 @@ def bench_model(size: str, root: Path, levels: list[int], sample: bool) -> None:
     print("|---|---|---|---|---|---|---|---|")
     for level in levels:
         print(served[level].row("nima serve", level))
-    for level in levels:
+    for level in alone:
         print(alone[level].row("threads, one Generator", level))
     if 1 in served and 16 in served:
         target = 6 if size == "small" else 3
@@ -220,7 +222,8 @@ def bench_model(size: str, root: Path, levels: list[int], sample: bool) -> None:
             f"\ntok/s at 16 clients / at 1: {ratio:.2f}x (target >= {target}x); "
             f"p99 inter-token latency at 16 / at 1: {itl:.2f}x (target <= 3x); errors: {errors} (target 0)"
         )
-        print(f"scheduler vs threads on one Generator at 16 clients: {served[16].tps / alone[16].tps:.2f}x tok/s")
+        if 16 in alone:
+            print(f"scheduler vs threads on one Generator at 16 clients: {served[16].tps / alone[16].tps:.2f}x tok/s")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -229,13 +232,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", nargs="+", type=int, default=[1, 4, 16, 64])
     parser.add_argument("--sample", action="store_true", help="temperature 0.8, top-p 0.95 instead of greedy")
     parser.add_argument("--keep", type=Path, help="keep the bundles here")
+    parser.add_argument("--prefill-budget", type=int, help="the server's --prefill-budget (default: its own)")
+    parser.add_argument("--no-threads", action="store_true", help="skip the threads-on-one-Generator rows")
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     print(f"bench/serve.py on {os.cpu_count()} cores, max batch {MAX_BATCH}")
     with tempfile.TemporaryDirectory() as scratch:
         root = args.keep or Path(scratch)
         for size in args.models:
-            bench_model(size, root, args.concurrency, args.sample)
+            bench_model(size, root, args.concurrency, args.sample, args.prefill_budget, not args.no_threads)
 
 
 if __name__ == "__main__":

@@ -33,8 +33,9 @@ def serve(
     ] = False,
     max_body: Annotated[int, Opt(min=1024, help="Largest request body in bytes (beyond: 413).")] = 1 << 20,
     prefill_budget: Annotated[
-        int, Opt(min=1, help="Prompt tokens prefilled between two decode steps while rows run (one prompt always).")
-    ] = 128,
+        int | None,
+        Opt(min=1, help="Most prompt tokens prefilled between two decode steps while rows run (one prompt always)."),
+    ] = None,
 ) -> None:
     """Serve BUNDLE over OpenAI's API: /v1/completions, /v1/chat/completions, /v1/models, /health, /metrics."""
     from nima.cli.common import require_runtime

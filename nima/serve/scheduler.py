@@ -3,10 +3,11 @@
 Requests (`Job`) wait in a bounded queue. Between decode steps the scheduler admits waiting jobs
 while the running rows stay within ``max_batch``: each job's prompt is prefilled alone, its first
 token chosen, and its rows (``n`` completions share the prefill) join the running batch
-(`nima.serve.batch`). While rows are running, the prompts prefilled between two steps hold at most
-``prefill_budget`` tokens (one job always goes in): every prefill pauses the running rows, and
-sixteen requests arriving together would otherwise stall them for sixteen prefills. The budget
-trades the newcomers' first tokens for the running rows' inter-token latency. Every step then
+(`nima.serve.batch`). With a ``prefill_budget``, the prompts prefilled between two steps while rows
+are running hold at most that many tokens (one job always goes in): every prefill pauses the
+running rows, and sixteen requests arriving together stall them for sixteen prefills. The budget
+trades the newcomers' first tokens for the running rows' inter-token latency; bench/serve.py's
+load (clients starting together) showed no difference either way, so there is none by default. Every step then
 feeds one token per row; each row chooses its next token under its own options and random stream
 (`nima.serve.choose`), so it gives the tokens it gives alone; finished and cancelled rows leave
 before the next step. Beam search needs its whole search before
@@ -40,8 +41,6 @@ from nima.serve.metrics import Metrics
 from nima.spec.sections import GenerationSpec
 
 log = logging.getLogger("nima.serve")
-
-PREFILL_BUDGET = 128  # prompt tokens prefilled between two decode steps while rows run (`nima serve --prefill-budget`)
 
 
 @dataclass(frozen=True)
@@ -118,11 +117,12 @@ class Scheduler:
         max_queue: int,
         metrics: Metrics | None = None,
         deliver: Callable[[list[tuple[Job, Event]]], None] | None = None,
-        prefill_budget: int = PREFILL_BUDGET,
+        prefill_budget: int | None = None,
     ) -> None:
         """``deliver``: where the events of one loop iteration go together (the server hands them to its
         event loop in one call per step, not one per row); None: each job's ``emit``, at once.
-        ``prefill_budget``: prompt tokens prefilled between two steps while rows run (module docstring)."""
+        ``prefill_budget``: prompt tokens prefilled between two steps while rows run (module docstring); None:
+        no limit."""
         self.generator = generator
         self.deliver = deliver
         self._outbox: list[tuple[Job, Event]] = []
@@ -187,7 +187,7 @@ class Scheduler:
     def _take(self, pending: int, prefilled: int) -> Job | None:
         """The next waiting job, if its rows fit beside the running ones (a beam job takes none) and, while
         rows run, the ``prefilled`` prompt tokens of this round are within the budget; None otherwise."""
-        if self.running and prefilled >= self.prefill_budget:
+        if self.running and self.prefill_budget is not None and prefilled >= self.prefill_budget:
             return None
         with self._wake:
             while self.waiting and self.waiting[0].cancelled.is_set():

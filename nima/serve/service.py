@@ -22,7 +22,7 @@ from nima.serve.chat import ChatTemplate, TemplateRefused, bundle_template, rend
 from nima.serve.errors import ApiError
 from nima.serve.metrics import Metrics
 from nima.serve.protocol import MAX_PROMPTS, UNSUPPORTED, ChatRequest, CompletionRequest, Sampling
-from nima.serve.scheduler import PREFILL_BUDGET, Event, Job, Scheduler
+from nima.serve.scheduler import Event, Job, Scheduler
 from nima.spec.sections import GenerationSpec
 
 # GenerationSpec option -> the request field that sets it, for naming the field in errors
@@ -71,7 +71,7 @@ class Service:
         provider: str = "cpu",
         threads: int | None = None,
         spin: bool = False,
-        prefill_budget: int = PREFILL_BUDGET,
+        prefill_budget: int | None = None,
     ) -> None:
         self.bundle = Path(bundle)
         self.prefill_budget = prefill_budget
