@@ -15,11 +15,12 @@ takes no longer than without huge pages, however long collapsing takes (bench/co
 124M fp32 on 2 cores, in a run where collapsing took about 0.9 s, the load took 0.33 s against
 1.2-1.3 s collapsing first, and 128 tokens were out 1.57 s after the load began against 2.4-2.5 s
 (4 KB pages: 1.7 s); in a later run where it took 0.1 s, the thread delayed the first token by
-50-60 ms (74-84 ms against 24) and 256 tokens by 0.1-0.3 s. Measured up to 124M only: the collapse takes about 2 ms per MB there, so a multi-GB
-model's thread takes seconds of a core from the first generations. ``None`` chooses by size: a
-bundle whose weight files hold at most `AUTO_LIMIT` bytes gets huge pages and a larger one does
-not. ``nima generate`` uses ``None`` unless told: it loads the model for one run, where that
-core-time outweighs a few percent of decoding. ``False`` leaves the pages alone.
+50-60 ms (74-84 ms against 24) and 256 tokens by 0.1-0.3 s. Measured up to 124M only: the
+collapse takes up to about 2 ms per MB there, so a multi-GB model's thread takes seconds of a
+core from the first generations. ``None`` chooses by size: a bundle whose weight files hold at
+most `AUTO_LIMIT` bytes gets huge pages and a larger one does not. ``nima generate`` uses
+``None`` unless told: it loads the model for one run, where that core-time outweighs a few
+percent of decoding. ``False`` leaves the pages alone.
 
 Which memory: the pages that became resident while the session was created, that is, the
 weights it unpacked and prepacked, wherever the allocator put them. Before creating it,
