@@ -22,8 +22,9 @@ FILES = sorted(BENCH.glob("*.py"))
 SCRIPTS = {path.stem for path in FILES if not path.stem.startswith("_")}
 SHARED = {path.stem for path in FILES if path.stem.startswith("_")}
 # Third-party packages some benchmarks need that Nima does not (transformers is in the test extra,
-# onnxruntime-genai is not): a file that needs a missing one is skipped, not failed.
-OPTIONAL = {"transformers", "tokenizers", "onnxruntime_genai"}
+# onnxruntime-genai, gguf, CTranslate2 and llama-cpp-python are not): a file that needs a missing one
+# is skipped, not failed.
+OPTIONAL = {"transformers", "tokenizers", "onnxruntime_genai", "gguf", "ctranslate2", "llama_cpp"}
 
 
 def _imported(path: Path) -> set[str]:

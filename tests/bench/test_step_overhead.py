@@ -28,6 +28,7 @@ def test_step_overhead_prints_a_row_per_loop(tmp_path: Path, target: str) -> Non
         if len(cells) == 4 and cells[0] in ("nima", "bare loop"):
             rows[cells[0]] = cells[1:]
     assert set(rows) == {"nima", "bare loop"}, done.stdout
+    assert "sampling adds" in done.stdout, "the batch table's last line"
     timed = ["nima", "bare loop"] if target == "ort" else ["nima"]  # the bare loop needs shared buffers
     for name, cells in rows.items():
         if name not in timed:
