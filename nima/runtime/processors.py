@@ -9,7 +9,7 @@ on the distribution that follows (one softmax for both) and give them probabilit
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -174,6 +174,38 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise log-softmax in float64."""
     shifted = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def sample_nucleus(
+    probs: np.ndarray, weights: np.ndarray, p: float, draw: Callable[[np.ndarray], np.ndarray]
+) -> np.ndarray:
+    """One token per row from ``weights`` (R, V) within the row's top-p nucleus of ``probs`` (R, V,
+    rows summing to 1), without finding the nucleus: rejection sampling. ``draw(rows)`` gives a
+    uniform in (0, 1] for each of those row indices. ``weights`` is ``probs`` or a part of it (min-p
+    zeroes tokens after top-p in HF's order).
+
+    A drawn token is in the nucleus when the mass of the tokens likelier than it is below ``p`` (the
+    nucleus keeps the likeliest tokens while the mass ahead is below ``p``, and ties with the last
+    one). If it is not, no token as unlikely as it is in the nucleus either: those leave the row's
+    weights and the row draws again. A draw kept is thus a draw from ``weights`` restricted to the
+    nucleus, the distribution `top_p` then `sample_with` give; it costs a draw and a sum over the row
+    (two or three passes) where the nucleus cost a sort, and a flat row (random weights: 80% of the
+    vocabulary in the nucleus at p = 0.9) is kept at the first draw 90% of the time.
+    """
+    tokens = np.empty(len(probs), dtype=np.int64)
+    todo = np.arange(len(probs))
+    mine, current = probs, weights
+    while True:
+        chosen = sample_with(current, draw(todo))  # (T,)
+        drawn = mine[np.arange(len(todo)), chosen][:, None]  # (T, 1)
+        ahead = (mine * (mine > drawn)).sum(axis=-1, dtype=np.float64)  # (T,) mass of likelier tokens
+        inside = ahead < p
+        tokens[todo[inside]] = chosen[inside]
+        if inside.all():
+            return tokens
+        out = ~inside
+        todo, mine, drawn = todo[out], mine[out], drawn[out]
+        current = current[out] * (mine > drawn)  # drop every token no likelier than the rejected one
 
 
 def sample(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -149,6 +149,27 @@ def scores_changed(options: GenerationSpec) -> bool:
     )
 
 
+def draws(rng: np.random.Generator) -> Callable[[np.ndarray], np.ndarray]:
+    """`sample_tokens`' ``draw`` for rows sharing one random stream: uniforms in (0, 1], in row order."""
+    return lambda rows: 1.0 - rng.random(len(rows))
+
+
+def sample_tokens(logits: np.ndarray, options: GenerationSpec, draw: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """One token per row (R,) drawn from the distribution `warp` gives, without building it when top-p
+    is on (`processors.sample_nucleus`); ``draw(rows)`` gives a uniform in (0, 1] per row index. In
+    place on ``logits``."""
+    processors.temperature(logits, options.temperature)
+    processors.top_k(logits, options.top_k)
+    probs = processors.softmax(logits)  # (R, V)
+    weights = probs
+    if options.min_p > 0.0:
+        weights = probs.copy()
+        processors.min_p(weights, options.min_p)
+    if options.top_p < 1.0:
+        return processors.sample_nucleus(probs, weights, options.top_p, draw)
+    return processors.sample_with(weights, draw(np.arange(len(weights))))
+
+
 def warp(logits: np.ndarray, options: GenerationSpec) -> np.ndarray:
     """The sampling distribution, (R, V): temperature, top-k, top-p, min-p, then softmax."""
     processors.temperature(logits, options.temperature)

@@ -11,8 +11,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from nima.runtime.processors import sample
-from nima.runtime.rows import Limits, Row, left_pad, presence, process_scores, scores_changed, warp
+from nima.runtime.rows import Limits, Row, draws, left_pad, presence, process_scores, sample_tokens, scores_changed
 from nima.runtime.session import DecoderSession, RowStepper, Value
 from nima.spec.sections import GenerationSpec
 
@@ -56,7 +55,7 @@ def decode_rows(
         if penalise:
             seen = presence([row.history for row in running], logits.shape[-1])
         process_scores(logits, running, seen, options, limits.eos_ids)
-        chosen = logits.argmax(axis=-1) if greedy else sample(warp(logits, options), rng)  # (A,)
+        chosen = logits.argmax(axis=-1) if greedy else sample_tokens(logits, options, draws(rng))  # (A,)
         finished = False
         for row, token in zip(running, chosen.tolist(), strict=True):
             row.tokens.append(token)
@@ -100,7 +99,7 @@ def _decode_row(
         if score:
             seen = presence([row.history], logits.shape[-1]) if penalise else None
             process_scores(logits[None], [row], seen, options, limits.eos_ids)  # in place, through a (1, V) view
-        token = int(logits.argmax()) if greedy else int(sample(warp(logits[None], options), rng)[0])
+        token = int(logits.argmax()) if greedy else int(sample_tokens(logits[None], options, draws(rng))[0])
         row.tokens.append(token)
         row.finish_reason = limits.finish_reason(row)
         yield [(index, token)]

@@ -16,8 +16,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from nima.runtime.processors import sample
-from nima.runtime.rows import FINISH_CONTEXT, Limits, Row, presence, process_scores, warp
+from nima.runtime.rows import FINISH_CONTEXT, Limits, Row, draws, presence, process_scores, sample_tokens
 from nima.runtime.session import DecoderSession
 from nima.spec.sections import GenerationSpec
 
@@ -41,7 +40,7 @@ def slide_on(
         logits, _ = session.step(ids, mask, positions, session.empty_cache(1, None, window))  # (1, V)
         seen = presence([row.history], logits.shape[-1]) if penalise else None
         process_scores(logits, [row], seen, options, limits.eos_ids)
-        token = int(logits[0].argmax()) if greedy else int(sample(warp(logits, options), rng)[0])
+        token = int(logits[0].argmax()) if greedy else int(sample_tokens(logits, options, draws(rng))[0])
         row.tokens.append(token)
         row.finish_reason = limits.finish_reason(row)
         yield token

@@ -2,8 +2,8 @@
 
 A served batch mixes requests: one row greedy, the next sampled at temperature 0.7 with top-p 0.9,
 the next with a repetition penalty. Each row is processed exactly as `nima.runtime.search` processes
-a row decoded alone — the same processors, the same warpers, one uniform draw per sampled token from
-the row's own generator — so a row gives the tokens it gives alone. What a batch adds is grouping:
+a row decoded alone — the same processors, the same warpers, the uniform draws of a sampled token
+from the row's own generator — so a row gives the tokens it gives alone. What a batch adds is grouping:
 rows under the same warpers are warped as one (G, V) array, greedy rows take one argmax, and rows
 without score processors skip them; the per-row Python left is a handful of operations.
 """
@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from nima.runtime.options import is_greedy
-from nima.runtime.processors import log_softmax, sample_with
-from nima.runtime.rows import Row, presence, process_scores, scores_changed, warp
+from nima.runtime.processors import log_softmax
+from nima.runtime.rows import Row, presence, process_scores, sample_tokens, scores_changed
 from nima.spec.sections import GenerationSpec
 
 
@@ -66,9 +66,12 @@ def choose(logits: np.ndarray, rows: Sequence[Row], plans: Sequence[RowPlan]) ->
         if not plan.greedy:
             groups.setdefault(plan.warp_key, []).append(b)
     for members in groups.values():
-        probs = warp(logits[members], plans[members[0]].options)  # (G, V)
-        draws = np.array([1.0 - plans[b].rng.random() for b in members])  # type: ignore[union-attr]
-        tokens[members] = sample_with(probs, draws)
+        streams = [plans[b].rng for b in members]  # each row draws from its own stream, as alone
+
+        def draw(rows: np.ndarray, streams: list = streams) -> np.ndarray:
+            return np.array([1.0 - streams[r].random() for r in rows])
+
+        tokens[members] = sample_tokens(logits[members], plans[members[0]].options, draw)  # a (G, V) copy
     chosen = []
     for b, token in enumerate(tokens.tolist()):
         lp = reported.get(b)

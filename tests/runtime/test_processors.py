@@ -125,3 +125,29 @@ def test_negative_occurrence_penalties_raise_repeats() -> None:
     logits = np.zeros((1, 3), dtype=np.float32)
     processors.occurrence_penalties(logits, [[1, 1]], presence=-1.0, frequency=-0.5)
     np.testing.assert_allclose(logits, [[0.0, 2.0, 0.0]])
+
+
+def _chi_square_critical(df: int, z: float = 3.29) -> float:
+    """Upper chi-square quantile (Wilson-Hilferty; z = 3.29 is the 0.9995 normal quantile)."""
+    return df * (1 - 2 / (9 * df) + z * (2 / (9 * df)) ** 0.5) ** 3
+
+
+@pytest.mark.parametrize(
+    ("scale", "p", "min_p"),
+    [(0.3, 0.5, 0.0), (0.3, 0.9, 0.0), (3.0, 0.3, 0.0), (1.0, 0.8, 0.4)],  # flat rows are rejected often
+)
+def test_nucleus_rejection_sampling_draws_the_nucleus_distribution(scale: float, p: float, min_p: float) -> None:
+    """`sample_nucleus` never builds the nucleus; its draws must still follow the weights restricted to
+    it (brute force: a full sort), by a chi-square test over 20,000 draws of one row."""
+    rng = np.random.default_rng(int(10 * scale + 100 * p))
+    row = processors.softmax((rng.standard_normal((1, 200)) * scale).astype(np.float32))[0]  # (V,)
+    probs = np.repeat(row[None], 20_000, axis=0)  # (N, V): one row, drawn N times at once
+    weights = probs.copy()
+    processors.min_p(weights, min_p)
+    tokens = processors.sample_nucleus(probs, weights, p, lambda rows: 1.0 - rng.random(len(rows)))
+    allowed = brute_force_nucleus(row[None], p)[0] & (row >= min_p * row.max())
+    assert set(tokens.tolist()) <= set(np.flatnonzero(allowed).tolist()), "a token outside the nucleus"
+    expected = np.where(allowed, row, 0.0) / np.where(allowed, row, 0.0).sum() * len(tokens)
+    counts = np.bincount(tokens, minlength=len(row))
+    chi = (((counts - expected) ** 2)[allowed] / expected[allowed]).sum()
+    assert chi < _chi_square_critical(int(allowed.sum()) - 1), f"chi-square {chi:.1f} over {allowed.sum()} tokens"
