@@ -26,11 +26,10 @@ random model's greedy run repeats one token and equal tokens would show little; 
 close together, so quantized runs part from fp32 early in every engine (a trained model's
 agreement is bench/int4.py's ``--agreement``).
 
-The peers are optional: a column is skipped when its package is missing. ``pip install ctranslate2
-gguf`` gives CTranslate2 and the GGUF writer; llama.cpp comes from ``pip install llama-cpp-python``,
-which compiles llama.cpp: 2.5 minutes on 2 cores with ``CMAKE_ARGS="-DLLAVA_BUILD=OFF
--DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DGGML_NATIVE=ON"``
-(the library only; it also needs ``diskcache``).
+The peers are optional: a column is skipped when its package is missing. ``pip install -e '.[peers]'``
+installs CTranslate2, the GGUF writer and llama-cpp-python, which compiles llama.cpp: 2.5 minutes
+on 2 cores with ``CMAKE_ARGS="-DLLAVA_BUILD=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
+-DLLAMA_BUILD_TESTS=OFF -DGGML_NATIVE=ON"`` (the library only).
 
     .venv/bin/python bench/peers.py [--sizes tiny small] [--widths fp32 int8 int4] [--rounds 5] [--keep DIR]
 """
