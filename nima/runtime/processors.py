@@ -233,14 +233,14 @@ def sample_with(probs: np.ndarray, draws: np.ndarray) -> np.ndarray:
     ends = np.cumsum(totals, axis=-1)  # (R, blocks): the CDF at each block's end
     targets = draws * ends[:, -1]  # (R,) in (0, total]
     chosen = np.minimum((ends < targets[:, None]).sum(axis=-1), blocks - 1)  # (R,) the block holding each
-    tokens = np.empty(rows, dtype=np.int64)
-    for r in range(rows):
-        b = int(chosen[r])
-        start = b * SAMPLE_BLOCK
-        block = padded[r, start : start + SAMPLE_BLOCK]
-        before = ends[r, b - 1] if b else 0.0
-        inside = int((before + np.cumsum(block, dtype=np.float64) < targets[r]).sum())
-        if inside >= len(block) or block[inside] <= 0:  # rounding put the target past the block's own sum
-            inside = int(np.flatnonzero(block > 0)[-1])
-        tokens[r] = min(start + inside, vocab - 1)
-    return tokens
+    picked = np.arange(rows)
+    block = padded.reshape(rows, blocks, SAMPLE_BLOCK)[picked, chosen]  # (R, SAMPLE_BLOCK) each row's block
+    before = np.where(chosen > 0, ends[picked, np.maximum(chosen - 1, 0)], 0.0)  # (R,) the CDF before it
+    running = before[:, None] + np.cumsum(block, axis=-1, dtype=np.float64)  # (R, SAMPLE_BLOCK)
+    inside = (running < targets[:, None]).sum(axis=-1)  # (R,)
+    last = SAMPLE_BLOCK - 1 - np.argmax(block[:, ::-1] > 0, axis=-1)  # (R,) each block's last possible token
+    past = inside >= SAMPLE_BLOCK  # rounding put the target past the block's own sum
+    inside = np.where(past, last, np.minimum(inside, SAMPLE_BLOCK - 1))
+    zero = block[picked, inside] <= 0  # ... or onto a token that cannot be drawn
+    inside = np.where(zero, last, inside)
+    return np.minimum(chosen * SAMPLE_BLOCK + inside, vocab - 1)
