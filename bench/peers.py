@@ -24,7 +24,8 @@ fp32 rows, each engine's against Nima's fp32 tokens: a wrong conversion parts at
 float rounding late if at all). The weights are drawn with std 0.1, not 0.02: at 0.02 a
 random model's greedy run repeats one token and equal tokens would show little; at 0.1 logits are
 close together, so quantized runs part from fp32 early in every engine (a trained model's
-agreement is bench/int4.py's ``--agreement``).
+agreement is bench/int4.py's ``--agreement``). ``--busy N`` runs N processes that spin on the CPUs
+while the rounds run: a machine shared with other work.
 
 The peers are optional: a column is skipped when its package is missing. ``pip install -e '.[peers]'``
 installs CTranslate2, the GGUF writer and llama-cpp-python, which compiles llama.cpp: 2.5 minutes
@@ -32,6 +33,7 @@ on 2 cores with ``CMAKE_ARGS="-DLLAVA_BUILD=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_
 -DLLAMA_BUILD_TESTS=OFF -DGGML_NATIVE=ON"`` (the library only).
 
     .venv/bin/python bench/peers.py [--sizes tiny small] [--widths fp32 int8 int4] [--rounds 5] [--keep DIR]
+    [--busy N]
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from _harness import NEW_TOKENS, PROMPT_TOKENS, SEED, THREADS, log
 
 WIDTHS = ("fp32", "int8", "int4")
 ROUNDS = 5  # interleaved timed rounds per width (--rounds)
+BUSY = 0  # processes spinning on the CPUs while the rounds run (--busy)
 ENGINES = ("nima", "ctranslate2", "llama.cpp")
 PACKAGES = {"nima": "onnxruntime", "ctranslate2": "ctranslate2", "llama.cpp": "llama_cpp"}
 
@@ -155,11 +158,17 @@ def bench_width(
     engines = [e for e in ENGINES if (e, width) in paths]
     children = {e: Child(e, paths[e, width], *ids) for e in engines}
     runs: dict[str, list[dict]] = {e: [] for e in engines}
-    for r in range(ROUNDS):
-        log(f"{size} {width}: round {r + 1}/{ROUNDS}")
-        for turn in range(len(engines)):
-            engine = engines[(r + turn) % len(engines)]
-            runs[engine].append(children[engine].decode())
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(BUSY)]
+    try:
+        for r in range(ROUNDS):
+            log(f"{size} {width}: round {r + 1}/{ROUNDS}")
+            for turn in range(len(engines)):
+                engine = engines[(r + turn) % len(engines)]
+                runs[engine].append(children[engine].decode())
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
     peaks = {e: c.close() for e, c in children.items()}
     first = runs[engines[0]][0]["tokens"]  # Nima's, where it ran: the fp32 rows' reference
     for engine in engines:
@@ -179,7 +188,7 @@ def bench_width(
 
 
 def main(argv: list[str] | None = None) -> None:
-    global ROUNDS  # bench_width reads it
+    global ROUNDS, BUSY  # bench_width reads them
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--child":
         child(argv[1], argv[2], int(argv[3]), int(argv[4]))
@@ -189,15 +198,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--widths", nargs="+", default=list(WIDTHS), choices=WIDTHS)
     parser.add_argument("--rounds", type=int, default=ROUNDS, help="interleaved timed rounds per width")
     parser.add_argument("--keep", type=Path, help="keep (and reuse) the folders and converted models here")
+    parser.add_argument("--busy", type=int, default=0, help="processes spinning on the CPUs during the rounds")
     args = parser.parse_args(argv)
-    ROUNDS = args.rounds
+    ROUNDS, BUSY = args.rounds, args.busy
     engines = [e for e in ENGINES if importlib.util.find_spec(PACKAGES[e]) is not None]
     missing = sorted(set(ENGINES) - set(engines))
     if missing:
         log(f"not installed, skipped: {', '.join(missing)}")
     print(
         f"# Batch-1 greedy decoding, {PROMPT_TOKENS}-token prompt, {NEW_TOKENS} new tokens, {THREADS} threads, "
-        f"one process per engine, {args.rounds} interleaved rounds\n\n"
+        f"one process per engine, {args.rounds} interleaved rounds, {args.busy} busy processes beside\n\n"
         "| size | width | engine | decode tok/s | Nima / engine per round | TTFT ms | load s | cold first token s | "
         "peak RSS MiB | leading tokens as fp32 |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
         flush=True,
