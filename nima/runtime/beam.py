@@ -22,7 +22,9 @@ A prompt is done once ``num_beams`` hypotheses have finished and, by ``early_sto
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
@@ -70,6 +72,9 @@ class _Finished:
         return self.items[-1].score
 
 
+T = TypeVar("T")
+
+
 def beam_search(
     session: DecoderSession,
     prompts: list[list[int]],
@@ -79,6 +84,29 @@ def beam_search(
     fixed: dict[str, Value] | None = None,
 ) -> list[list[Hypothesis]]:
     """The best ``num_return_sequences`` hypotheses per prompt, best first (``fixed``: see `KVCache`)."""
+    return finish(beam_steps(session, prompts, options, limits, pad_id, fixed))
+
+
+def finish(steps: Generator[None, None, T]) -> T:
+    """Run a stepped search to its end; its result."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+
+
+def beam_steps(
+    session: DecoderSession,
+    prompts: list[list[int]],
+    options: GenerationSpec,
+    limits: Limits,
+    pad_id: int,
+    fixed: dict[str, Value] | None = None,
+) -> Generator[None, None, list[list[Hypothesis]]]:
+    """`beam_search` one model step at a time: it yields after each step's logits are used and before
+    the next step runs (so another user of the session may run between two), and returns the
+    hypotheses. A server advances it between the steps of its running batch."""
     k, penalty = options.num_beams, options.length_penalty
     width = max(2, 1 + len(limits.eos_ids)) * k  # candidates kept per prompt and step, as transformers keeps
     ids, mask, positions = left_pad(prompts, pad_id)
@@ -128,6 +156,7 @@ def beam_search(
         ids = np.array(tokens, dtype=np.int64)[:, None]  # (A*K, 1)
         positions = positions[:, -1:] + 1
         mask = np.concatenate([mask, np.ones((len(rows), 1), dtype=np.int64)], axis=1)
+        yield  # this step's logits are used up: the session is free until the next step
         logits, cache = session.step(ids, mask, positions, cache)
         step += 1
     return [f.items[: options.num_return_sequences] for f in finished]

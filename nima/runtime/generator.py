@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from nima.runtime.beam import Hypothesis, beam_search
+from nima.runtime.beam import Hypothesis, beam_steps, finish
 from nima.runtime.bundle import read_bundle
 from nima.runtime.errors import GenerateError, runtime_errors
 from nima.runtime.families import FAMILIES
@@ -208,16 +208,7 @@ class Generator:
         batch = self._inputs(prompts, sources)
         limits = self._limits(opts)
         if opts.num_beams > 1:
-            starts, fixed = self._starts(batch)
-            found: list[list[Hypothesis]] = [[] for _ in starts]
-            for group in self._batches(starts, limits, fixed):
-                chosen = beam_search(self.session, [starts[i] for i in group], opts, limits, self._pad_id(), fixed)
-                for i, hypotheses in zip(group, chosen, strict=True):
-                    found[i] = hypotheses
-            return [
-                Generation(ids, [self._completion(h.tokens, h.finish_reason, opts, h.score) for h in hypotheses])
-                for ids, hypotheses in zip(batch, found, strict=True)
-            ]
+            return finish(self._beams(batch, opts, limits))
         if self.draft is not None:  # one row at a time: a step checks one row's drafts
             found = []
             rng = self._rng(opts)
@@ -251,6 +242,41 @@ class Generator:
         return [
             Generation(ids, [self._completion(r.tokens, r.finish_reason or "", opts) for r in rows[i : i + copies]])
             for ids, i in zip(batch, range(0, len(rows), copies), strict=True)
+        ]
+
+    def beam_steps(
+        self,
+        prompts: Prompt | Sequence[Prompt] | None = None,
+        *,
+        sources: Prompt | Sequence[Prompt] | None = None,
+        **options: Any,
+    ) -> abc.Generator[None, None, list[Generation]]:
+        """`generate` with ``num_beams`` > 1, one model step per ``next``; its result is `generate`'s (the
+        `StopIteration`'s value). Nothing else may use this generator's session while a step runs, but
+        anything may between two: `nima.serve`'s scheduler runs its batch's steps there. Advance it
+        inside `runtime_errors` (ONNX Runtime's own errors become `GenerateError`)."""
+        with runtime_errors(self.bundle.path):
+            opts = self.options(**options)
+            if opts.num_beams < 2:
+                raise GenerateError("beam_steps: give num_beams of 2 or more")
+            batch = self._inputs(prompts, sources)
+            limits = self._limits(opts)
+        return self._beams(batch, opts, limits)
+
+    def _beams(
+        self, batch: list[list[int]], opts: GenerationSpec, limits: Limits
+    ) -> abc.Generator[None, None, list[Generation]]:
+        """Beam search over ``batch``, stepped (`beam_steps`)."""
+        starts, fixed = self._starts(batch)
+        found: list[list[Hypothesis]] = [[] for _ in starts]
+        for group in self._batches(starts, limits, fixed):
+            prompts = [starts[i] for i in group]
+            chosen = yield from beam_steps(self.session, prompts, opts, limits, self._pad_id(), fixed)
+            for i, hypotheses in zip(group, chosen, strict=True):
+                found[i] = hypotheses
+        return [
+            Generation(ids, [self._completion(h.tokens, h.finish_reason, opts, h.score) for h in hypotheses])
+            for ids, hypotheses in zip(batch, found, strict=True)
         ]
 
     def _speculative(

@@ -10,9 +10,9 @@ trades the newcomers' first tokens for the running rows' inter-token latency; be
 load (clients starting together) showed no difference either way, so there is none by default. Every step then
 feeds one token per row; each row chooses its next token under its own options and random stream
 (`nima.serve.choose`), so it gives the tokens it gives alone; finished and cancelled rows leave
-before the next step. Beam search needs its whole search before
-its first answer, so a beam job runs on its own between steps (`Generator.generate`), pausing the
-batch while it runs.
+before the next step. Beam search needs its whole search before its first answer; a beam job
+runs beside the batch, one model step of its own after each batch step (`Generator.beam_steps`),
+so the running rows go on while it searches.
 
 Results go back through each job's ``emit`` callback, called on this thread: `Token`, then `Done`
 per completion, or one `Failed` for the whole job. The HTTP layer passes them to its event loop.
@@ -26,13 +26,14 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from collections.abc import Generator as Steps
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from nima.runtime.errors import GenerateError, runtime_errors
-from nima.runtime.generator import Generator
+from nima.runtime.generator import Generation, Generator
 from nima.runtime.rows import Limits, Row
 from nima.serve.batch import RunningBatch
 from nima.serve.cache_shift import key_angles
@@ -135,6 +136,7 @@ class Scheduler:
         angles = key_angles(spec, generator.bundle.manifest)
         self.batch = RunningBatch(generator.session, spec.max_seq_len, angles)
         self.running: list[Running] = []
+        self.beams: list[tuple[Job, Steps[None, None, list[Generation]]]] = []  # beam jobs searching
         self.waiting: deque[Job] = deque()
         self._wake = threading.Condition()
         self._stopping = False
@@ -168,7 +170,7 @@ class Scheduler:
     def _loop(self) -> None:
         while True:
             with self._wake:
-                while not self._stopping and not self.waiting and not self.running:
+                while not self._stopping and not self.waiting and not self.running and not self.beams:
                     self._wake.wait()
                 if self._stopping:
                     return
@@ -176,6 +178,7 @@ class Scheduler:
                 self._admit()
                 if self.running:
                     self._step()
+                self._advance_beams()
             except Exception as err:  # a fault of the server, not of a request: those in flight fail, serving goes on
                 log.exception("the scheduler's step failed")
                 self._fail_all(f"the server failed on this request ({type(err).__name__}); see its log")
@@ -210,7 +213,7 @@ class Scheduler:
             self._admitting.append(job)
             try:
                 if job.options.num_beams > 1:
-                    self._run_beams(job)
+                    self._start_beams(job)
                     self._admitting.remove(job)
                     continue
                 joined = self._prefill(job)
@@ -303,6 +306,8 @@ class Scheduler:
         starts empty."""
         jobs = {id(r.job): r.job for r in self.running}
         jobs.update({id(job): job for job in self._admitting})
+        jobs.update({id(job): job for job, _ in self.beams})
+        self.beams = []
         for job in jobs.values():
             self._send(job, Failed(message))
         self._admitting = []
@@ -310,11 +315,31 @@ class Scheduler:
         self.batch.keep([])
         self.metrics.running_rows.set(0)
 
-    def _run_beams(self, job: Job) -> None:
-        """A beam job, whole, on the scheduler thread (the running batch waits)."""
-        generator = self.generator
-        key = "sources" if generator.is_seq2seq else "prompts"
-        generation = generator.generate(**{key: [job.ids]}, **job.overrides)[0]
+    def _start_beams(self, job: Job) -> None:
+        """Begin a beam job's search (`GenerateError` for options it refuses); `_advance_beams` runs it."""
+        key = "sources" if self.generator.is_seq2seq else "prompts"
+        self.beams.append((job, self.generator.beam_steps(**{key: [job.ids]}, **job.overrides)))
+
+    def _advance_beams(self) -> None:
+        """One model step of every beam job in flight; a finished job sends its completions, a failed one
+        its error, and one whose client left is dropped."""
+        for entry in list(self.beams):
+            job, steps = entry
+            if job.cancelled.is_set():
+                self.beams.remove(entry)
+                continue
+            try:
+                with runtime_errors(self.generator.bundle.path):
+                    next(steps)
+            except StopIteration as done:
+                self.beams.remove(entry)
+                self._send_beams(job, done.value[0])
+            except GenerateError as err:
+                self.beams.remove(entry)
+                self._send(job, Failed(str(err)))
+
+    def _send_beams(self, job: Job, generation: Generation) -> None:
+        """A finished beam job's completions, each token then its end."""
         job.first_token = time.perf_counter()
         self.metrics.time_to_first_token.observe(job.first_token - job.created)
         for index, completion in enumerate(generation.completions):

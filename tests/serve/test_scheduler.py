@@ -158,3 +158,41 @@ def test_prefills_between_steps_keep_to_the_budget(bundles: dict[str, Path]) -> 
     scheduler._step()
     scheduler._admit()
     assert scheduler.running[-1].job is long, "a prompt longer than the budget still goes in, alone"
+
+
+def test_a_beam_job_searches_beside_the_running_batch(bundles: dict[str, Path]) -> None:
+    """A beam job takes one model step after each batch step: the running rows keep getting tokens
+    while it searches, and both give what they give alone."""
+    generator = Generator(bundles["llama-ort"])
+    scheduler = Scheduler(generator, max_batch=4, max_queue=4)
+    tokens: dict[str, list[int]] = {"row": [], "beams": []}
+    done: dict[str, tuple[int, ...] | None] = {}
+
+    def emit(name: str):
+        def on(event: Token | Done | Failed) -> None:
+            assert not isinstance(event, Failed), event
+            if isinstance(event, Token) and event.index == 0:
+                tokens[name].append(event.choice.token)
+            elif isinstance(event, Done) and event.index == 0:
+                done[name] = event.tokens
+
+        return on
+
+    row = {"max_new_tokens": 40, "do_sample": False}
+    beams = {"max_new_tokens": 12, "num_beams": 3, "num_return_sequences": 2, "do_sample": False}
+    scheduler.submit(Job([5, 6, 7], generator.options(**row), row, emit("row")))
+    scheduler._admit()
+    scheduler._step()
+    scheduler.submit(Job([9, 4, 30, 2], generator.options(**beams), beams, emit("beams")))
+    during = []
+    while scheduler.running or scheduler.beams or scheduler.waiting:
+        scheduler._admit()
+        if scheduler.running:
+            scheduler._step()
+        if scheduler.beams:
+            during.append(len(tokens["row"]))
+        scheduler._advance_beams()
+    assert len(set(during)) > 5, "the row got tokens while the beams searched"
+    assert tokens["row"] == generator.generate([[5, 6, 7]], **row)[0].token_ids
+    alone = generator.generate([[9, 4, 30, 2]], **beams)[0].completions[0].token_ids
+    assert tokens["beams"] == alone and done["beams"] == tuple(alone)
