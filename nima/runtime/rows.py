@@ -171,7 +171,8 @@ def sample_tokens(logits: np.ndarray, options: GenerationSpec, draw: Callable[[n
 
 
 def warp(logits: np.ndarray, options: GenerationSpec) -> np.ndarray:
-    """The sampling distribution, (R, V): temperature, top-k, top-p, min-p, then softmax."""
+    """The sampling distribution, (R, V): temperature and top-k on the logits, softmax, then top-p and
+    min-p on the probabilities, renormalised (what `sample_tokens` draws from)."""
     processors.temperature(logits, options.temperature)
     processors.top_k(logits, options.top_k)
     probs = processors.softmax(logits)  # (R, V)
