@@ -29,9 +29,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nima.serve.errors import ApiError, from_validation
+from nima.serve.jobs import Event, Failed, Job, QueueFull, Token
 from nima.serve.protocol import ChatRequest, CompletionRequest
 from nima.serve.responses import FINISH, ChoiceText, chat_logprobs, completion_logprobs, envelope, usage
-from nima.serve.scheduler import Event, Failed, Job, QueueFull, Token
 from nima.serve.service import Plan, Service
 
 log = logging.getLogger("nima.serve")

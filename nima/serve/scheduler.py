@@ -20,14 +20,13 @@ per completion, or one `Failed` for the whole job. The HTTP layer passes them to
 
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from collections.abc import Generator as Steps
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -38,62 +37,11 @@ from nima.runtime.rows import Limits, Row
 from nima.serve.batch import RunningBatch
 from nima.serve.cache_shift import key_angles
 from nima.serve.choose import Choice, RowPlan, choose
+from nima.serve.jobs import Done, Event, Failed, Job, QueueFull, Token
 from nima.serve.metrics import Metrics
 from nima.spec.sections import GenerationSpec
 
 log = logging.getLogger("nima.serve")
-
-
-@dataclass(frozen=True)
-class Token:
-    """Completion ``index`` of a job chose ``choice`` (its token, log-probabilities)."""
-
-    index: int
-    choice: Choice
-
-
-@dataclass(frozen=True)
-class Done:
-    """Completion ``index`` ended: ``finish_reason`` as `nima.runtime.Completion`'s; beams carry their tokens."""
-
-    index: int
-    finish_reason: str
-    tokens: tuple[int, ...] | None = None
-
-
-@dataclass(frozen=True)
-class Failed:
-    """The job failed as a whole (the model's run raised); ``message`` is one line."""
-
-    message: str
-
-
-Event = Token | Done | Failed
-
-
-class QueueFull(Exception):
-    """More jobs wait than the queue holds."""
-
-
-@dataclass
-class Job:
-    """One request: its starting ids (a prompt, or an encoder-decoder's source), checked options and
-    the overrides they came from, where its events go, and whether its client has gone."""
-
-    ids: list[int]
-    options: GenerationSpec
-    overrides: dict[str, Any]
-    emit: Callable[[Event], None]
-    logprobs: int | None = None
-    cancelled: threading.Event = field(default_factory=threading.Event)
-    created: float = field(default_factory=time.perf_counter)
-    first_token: float | None = None
-    id: int = field(default_factory=itertools.count().__next__)
-
-    @property
-    def rows(self) -> int:
-        """Batch rows the job takes while running (beam jobs run outside the batch)."""
-        return self.options.num_return_sequences if self.options.num_beams == 1 else 0
 
 
 @dataclass

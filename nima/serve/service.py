@@ -20,9 +20,10 @@ from nima.runtime.errors import GenerateError
 from nima.runtime.generator import Generator
 from nima.serve.chat import ChatTemplate, TemplateRefused, bundle_template, render
 from nima.serve.errors import ApiError
+from nima.serve.jobs import Event, Job
 from nima.serve.metrics import Metrics
 from nima.serve.protocol import MAX_PROMPTS, UNSUPPORTED, ChatRequest, CompletionRequest, Sampling
-from nima.serve.scheduler import Event, Job, Scheduler
+from nima.serve.scheduler import Scheduler
 from nima.spec.sections import GenerationSpec
 
 # GenerationSpec option -> the request field that sets it, for naming the field in errors

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from nima.runtime import Generator
-from nima.serve.scheduler import Done, Failed, Job, Scheduler, Token
+from nima.serve.jobs import Done, Failed, Job, Token
+from nima.serve.scheduler import Scheduler
 
 RNG = np.random.default_rng(11)
 # (arrival step, prompt length, overrides): lengths both shorter and longer than the batch's span when they
