@@ -75,18 +75,6 @@ class _Finished:
 T = TypeVar("T")
 
 
-def beam_search(
-    session: DecoderSession,
-    prompts: list[list[int]],
-    options: GenerationSpec,
-    limits: Limits,
-    pad_id: int,
-    fixed: dict[str, Value] | None = None,
-) -> list[list[Hypothesis]]:
-    """The best ``num_return_sequences`` hypotheses per prompt, best first (``fixed``: see `KVCache`)."""
-    return finish(beam_steps(session, prompts, options, limits, pad_id, fixed))
-
-
 def finish(steps: Generator[None, None, T]) -> T:
     """Run a stepped search to its end; its result."""
     while True:
@@ -104,9 +92,10 @@ def beam_steps(
     pad_id: int,
     fixed: dict[str, Value] | None = None,
 ) -> Generator[None, None, list[list[Hypothesis]]]:
-    """`beam_search` one model step at a time: it yields after each step's logits are used and before
-    the next step runs (so another user of the session may run between two), and returns the
-    hypotheses. A server advances it between the steps of its running batch."""
+    """Beam search, one model step at a time: it yields after each step's logits are used and before
+    the next step runs (so another user of the session may run between two), and returns the best
+    ``num_return_sequences`` hypotheses per prompt, best first (``fixed``: see `KVCache`). `finish`
+    runs it to the end; a server advances it between the steps of its running batch."""
     k, penalty = options.num_beams, options.length_penalty
     width = max(2, 1 + len(limits.eos_ids)) * k  # candidates kept per prompt and step, as transformers keeps
     ids, mask, positions = left_pad(prompts, pad_id)
