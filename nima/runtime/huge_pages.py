@@ -176,24 +176,27 @@ def huge_pages_for(enabled: bool = True, background: bool = False) -> Iterator[P
     trim(0)
     chunks = fresh_chunks(before, residency(libc))
     if background:
-        _BACKGROUND.append(promotion)
+        with _LOCK:
+            _BACKGROUND.append(promotion)
         threading.Thread(target=_collapse, args=(libc, chunks, promotion), name="nima-huge-pages", daemon=True).start()
     else:
         _collapse(libc, chunks, promotion)
 
 
-_BACKGROUND: list[Promotion] = []  # collapses started on threads (`settle` waits for them)
+_BACKGROUND: list[Promotion] = []  # collapses running on threads (`settle` waits for them); each leaves when done
+_LOCK = threading.Lock()
 
 
 def settle(timeout: float | None = None) -> bool:
     """Wait until every collapse started in the background has finished; False if ``timeout`` (seconds)
     passed first. For measurements and tests: generation does not need to wait."""
     deadline = None if timeout is None else time.monotonic() + timeout
-    for promotion in list(_BACKGROUND):
+    with _LOCK:
+        running = list(_BACKGROUND)
+    for promotion in running:
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
         if not promotion.finished.wait(left):
             return False
-        _BACKGROUND.remove(promotion)
     return True
 
 
@@ -205,4 +208,6 @@ def _collapse(libc: ctypes.CDLL, chunks: list[int], promotion: Promotion) -> Non
             promotion.collapsed += HUGE
         else:
             promotion.errors.append(f"{chunk:#x}: errno {ctypes.get_errno()}")
+    with _LOCK:  # a long-lived process makes sessions again and again: keep none that finished
+        _BACKGROUND[:] = [other for other in _BACKGROUND if other is not promotion]
     promotion.finished.set()
