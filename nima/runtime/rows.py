@@ -158,7 +158,9 @@ def sample_tokens(logits: np.ndarray, options: GenerationSpec, draw: Callable[[n
     """One token per row (R,) drawn from the distribution `warp` gives, without building it when top-p
     is on (`processors.sample_nucleus`); ``draw(rows)`` gives a uniform in (0, 1] per row index. In
     place on ``logits``."""
-    probs = _tempered(logits, options)  # (R, V)
+    processors.temperature(logits, options.temperature)
+    processors.top_k(logits, options.top_k)
+    probs = processors.exp_weights(logits)  # (R, V) the distribution times a per-row constant
     weights = probs
     if options.min_p > 0.0:
         weights = probs.copy()

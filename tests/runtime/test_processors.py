@@ -133,15 +133,18 @@ def _chi_square_critical(df: int, z: float = 3.29) -> float:
 
 
 @pytest.mark.parametrize(
-    ("scale", "p", "min_p"),
-    [(0.3, 0.5, 0.0), (0.3, 0.9, 0.0), (3.0, 0.3, 0.0), (1.0, 0.8, 0.4)],  # flat rows are rejected often
+    ("scale", "p", "min_p", "factor"),
+    # flat rows are rejected often; rows given as weights (a multiple of the probabilities) mean the same
+    [(0.3, 0.5, 0.0, 1.0), (0.3, 0.9, 0.0, 1.0), (3.0, 0.3, 0.0, 1.0), (1.0, 0.8, 0.4, 1.0), (0.3, 0.9, 0.3, 37.0)],
 )
-def test_nucleus_rejection_sampling_draws_the_nucleus_distribution(scale: float, p: float, min_p: float) -> None:
+def test_nucleus_rejection_sampling_draws_the_nucleus_distribution(
+    scale: float, p: float, min_p: float, factor: float
+) -> None:
     """`sample_nucleus` never builds the nucleus; its draws must still follow the weights restricted to
     it (brute force: a full sort), by a chi-square test over 20,000 draws of one row."""
     rng = np.random.default_rng(int(10 * scale + 100 * p))
     row = processors.softmax((rng.standard_normal((1, 200)) * scale).astype(np.float32))[0]  # (V,)
-    probs = np.repeat(row[None], 20_000, axis=0)  # (N, V): one row, drawn N times at once
+    probs = np.repeat(row[None] * np.float32(factor), 20_000, axis=0)  # (N, V): one row, drawn N times at once
     weights = probs.copy()
     processors.min_p(weights, min_p)
     tokens = processors.sample_nucleus(probs, weights, p, lambda rows: 1.0 - rng.random(len(rows)))
@@ -151,3 +154,26 @@ def test_nucleus_rejection_sampling_draws_the_nucleus_distribution(scale: float,
     counts = np.bincount(tokens, minlength=len(row))
     chi = (((counts - expected) ** 2)[allowed] / expected[allowed]).sum()
     assert chi < _chi_square_critical(int(allowed.sum()) - 1), f"chi-square {chi:.1f} over {allowed.sum()} tokens"
+
+
+def test_exp_weights_are_the_softmax_times_a_row_constant() -> None:
+    """Sampling draws from ``exp(logits - max)`` without dividing by the total: the softmax up to a
+    per-row factor, the largest weight exactly 1, ``-inf`` giving 0."""
+    rng = np.random.default_rng(5)
+    logits = (rng.standard_normal((3, 1000)) * 4).astype(np.float32)
+    logits[1, :10] = -np.inf
+    expected = processors.softmax(logits.copy())
+    weights = processors.exp_weights(logits)  # in place
+    assert weights is logits
+    np.testing.assert_array_equal(weights.max(axis=-1), 1.0)
+    assert (weights[1, :10] == 0).all()
+    np.testing.assert_allclose(weights / weights.sum(axis=-1, keepdims=True), expected, rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("shape", [(1, 7), (5, 24_576), (96, 256)])
+def test_row_sums_against_float64_sums(shape: tuple[int, int]) -> None:
+    """`row_sums` (float32 BLAS sums) within 1e-6 of numpy's float64 sums, also for a strided view."""
+    values = np.random.default_rng(6).random((shape[0], 2 * shape[1]), dtype=np.float32)[:, ::2]
+    sums = processors.row_sums(values)
+    assert sums.dtype == np.float64 and sums.shape == (shape[0],)
+    np.testing.assert_allclose(sums, values.sum(axis=-1, dtype=np.float64), rtol=1e-6)
