@@ -14,9 +14,18 @@ quantized to int4 (a draft that reads an eighth of the bytes and mostly agrees),
 random model of the tiny shape with the target's vocabulary (a draft that is always wrong: the
 draft length adapts down to one, then drafting pauses). Greedy, same tokens checked.
 
+With ``--trained TARGET DRAFT`` (two model folders written by ``nima train`` on the same text with
+the same tokenizer) only a trained pair is measured: the target exported fp32, its int8 and int4
+copies and the DRAFT model each as its draft bundle, on prompts of real text from
+``../shared/data/tinyshakespeare.txt``'s last tenth (the validation split): a passage to continue,
+and the same passage given twice and cut mid-way (continuing means copying: the repetitive case).
+Each line also gives the share of greedy choices the draft and the target agree on over the
+continuation (teacher-forced: both score the target's own tokens).
+
 Targets (issue #26): >= 1.5x tokens/s on a repetitive task, >= 0.95x where drafts fail.
 
     .venv/bin/python bench/speculative.py [--models tiny small] [--rounds 5] [--keep DIR] [--no-draft]
+    .venv/bin/python bench/speculative.py --trained TARGET_RUN DRAFT_RUN [--rounds 5] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -157,6 +166,70 @@ def bench_draft(root: Path, rounds: int) -> None:
                 )
 
 
+TEXT = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
+PASSAGE = 80  # characters of text in the prompt to continue (given twice, plus 128 new, within a 256 context)
+
+
+def agreement(target: Generator, draft: Generator, prompt: list[int], tokens: list[int]) -> float:
+    """The share of positions of ``tokens`` (the target's greedy continuation of ``prompt``) where the
+    draft's greedy choice, given the same tokens before it, is the target's: one multi-token run each."""
+    sequence = np.array([prompt + tokens], dtype=np.int64)  # (1, T)
+    length = sequence.shape[1]
+    choices = []
+    for generator in (target, draft):
+        cache = generator.session.empty_cache(1, None, length)
+        ones = np.ones((1, length), dtype=np.int64)
+        positions = np.arange(length, dtype=np.int64)[None]
+        logits, _ = generator.session.step_all(sequence, ones, positions, cache)  # (T, V)
+        choices.append(logits[len(prompt) - 1 : -1].argmax(axis=-1))
+    return float((choices[0] == choices[1]).mean())
+
+
+def bench_trained(target_run: Path, draft_run: Path, root: Path, rounds: int) -> None:
+    """A trained target with three drafts: its own int8 and int4 copies, and a small model trained beside it."""
+    bundles = {"target": (target_run, None), "int8 copy": (target_run, "int8"), "int4 copy": (target_run, "int4")}
+    bundles["small trained model"] = (draft_run, None)
+    for name, (source, quantize) in bundles.items():
+        out = root / name.replace(" ", "-")
+        if not (out / "model.onnx").is_file():
+            log(f"{name}: export ({quantize or 'fp32'}, ort target)")
+            export_bundle(source, out, target="ort", quantize=quantize, verify=quantize is None, force=True)
+    text = TEXT.read_text()
+    start = int(len(text) * 0.9)
+    start = text.index("\n\n", start) + 2  # a speaker's first line
+    passage = text[start : start + PASSAGE]
+    prompts = {"passage": passage, "passage given twice, cut mid-way": passage + "\n\n" + passage[: PASSAGE // 2]}
+    target = Generator(root / "target", threads=2)
+    print(f"\n### trained target ({target.spec.n_layers} layers, d_model {target.spec.d_model}), a draft bundle")
+    print(f"({NEW_TOKENS} new tokens, greedy, median of {rounds} rounds)\n")
+    print("| prompt | draft | agreement | draft tokens | plain tok/s | drafted tok/s | drafted / plain, per round |")
+    print("|---|---|---:|---|---:|---:|---|")
+    for label in ("int8 copy", "int4 copy", "small trained model"):
+        path = root / label.replace(" ", "-")
+        generator = Generator(root / "target", threads=2, draft=path)
+        draft = Generator(path, threads=2)
+        for name, text_prompt in prompts.items():
+            prompt = generator.encode(text_prompt)
+            plain_tokens = plain_or_drafted(generator, prompt, False, 4)[1]
+            agree = agreement(target, draft, prompt, plain_tokens)
+            for k in (4, 8):
+                plain, fast, ratios = [], [], []
+                for r in range(rounds):
+                    got = {}
+                    for drafted in (r % 2 == 1, r % 2 == 0):
+                        got[drafted] = plain_or_drafted(generator, prompt, drafted, k)
+                    if got[True][1] != got[False][1]:
+                        raise SystemExit(f"{label} {name}: tokens differ from plain greedy decoding")
+                    plain.append(got[False][0])
+                    fast.append(got[True][0])
+                    ratios.append(got[True][0] / got[False][0])
+                spread = f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
+                print(
+                    f"| {name} | {label} | {agree:.0%} | {k} | {statistics.median(plain):.0f} | "
+                    f"{statistics.median(fast):.0f} | {spread} |"
+                )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", choices=list(SIZES), default=list(SIZES))
@@ -164,9 +237,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--keep", type=Path, help="keep (and reuse) the bundles here")
     parser.add_argument("--no-draft", action="store_true", help="skip the draft-bundle part")
     parser.add_argument("--no-lookup", action="store_true", help="skip the prompt-lookup part")
+    parser.add_argument(
+        "--trained", nargs=2, type=Path, metavar=("TARGET", "DRAFT"), help="measure only this trained pair"
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as scratch:
         root = args.keep or Path(scratch)
+        if args.trained:
+            bench_trained(*args.trained, root, args.rounds)
+            return
         if not args.no_lookup:
             for size in args.models:
                 bench_model(size, root, args.rounds)
