@@ -88,7 +88,9 @@ def decode_speculative(
     row.tokens.append(token)
     row.finish_reason = limits.finish_reason(row)
     yield token
-    width, pause, wait = k, 0, 0
+    # The first PROBE steps are single ones: `_Pace` needs their speed to judge the draft rounds (a draft that
+    # agrees every time never pauses, and so would never measure it).
+    width, pause, wait = k, 0, PROBE
     pace = _Pace()
     stepper: RowStepper | None = None  # one-token steps while drafting pauses take the single-row path
     while row.finish_reason is None:
@@ -138,10 +140,14 @@ def decode_speculative(
             pause = 0
 
 
+PROBE = 2  # single steps before the first draft round
+
+
 class _Pace:
     """Whether drafting pays on this machine and this text: tokens per second of the recent draft rounds (the
     draft's runs, its catching up after a pause and the target's check) against single steps, each an
-    exponential moving average. Until both are measured, drafting is taken to pay."""
+    exponential moving average. Until both are measured, drafting is taken to pay; decoding starts with
+    `PROBE` single steps, so the single speed is known from the first round on."""
 
     SMOOTHING = 0.3  # weight of the newest measurement
 

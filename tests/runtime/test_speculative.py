@@ -4,6 +4,7 @@ PyTorch model), both caches rolled back after rejected drafts, on both cache lay
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +107,7 @@ def sampled_tokens(generator: Generator, seed: int) -> np.ndarray:
 def test_sampling_keeps_the_target_distribution(bundles: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     """The 2nd token (the round's first drafted position) and the 3rd (its second) follow the target's own
     distribution; a rule that keeps every drafted token fails the same test, so the test can fail."""
+    monkeypatch.setattr(speculative, "PROBE", 0)  # draft from the 2nd token on (no single steps first)
     target_path, model = bundles["llama"]
     generator = Generator(target_path, draft=bundles["gpt2"][0])
     second, third = exact_marginals(model)
@@ -132,3 +134,31 @@ def test_what_a_draft_cannot_do_is_refused(bundles: dict, tmp_path: Path) -> Non
     ):
         with pytest.raises(GenerateError, match=message):
             generator.generate([[1, 2]], max_new_tokens=3, **options)
+
+
+def test_a_draft_that_always_agrees_but_costs_more_than_it_saves_is_paused(
+    bundles: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The target as its own draft agrees on every token, so no round is ever rejected; made slow (50 ms a
+    round, where a single step of these models takes well under 5 ms), drafting must still pause, which it
+    can only decide once single steps were timed (`speculative.PROBE`). Without the probe it drafted every
+    round; with it, rounds thin out as the pauses double. The tokens stay greedy decoding's."""
+    path = bundles["llama"][0]
+    generator = Generator(path, draft=path)
+    rounds = []
+    slow_draft = speculative._draft
+
+    def timed_draft(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        rounds.append(1)
+        time.sleep(0.05)
+        return slow_draft(*args, **kwargs)
+
+    monkeypatch.setattr(speculative, "_draft", timed_draft)
+    want = Generator(path).generate([[5, 6, 7]], max_new_tokens=60, do_sample=False)[0].token_ids
+    got = generator.generate([[5, 6, 7]], max_new_tokens=60, do_sample=False, num_assistant_tokens=4)[0].token_ids
+    assert got == want
+    assert len(rounds) <= 7, f"{len(rounds)} draft rounds for 60 tokens: drafting did not pause"
+    monkeypatch.setattr(speculative, "PROBE", 0)
+    rounds.clear()
+    generator.generate([[5, 6, 7]], max_new_tokens=60, do_sample=False, num_assistant_tokens=4)
+    assert len(rounds) >= 11  # the test can fail: without single steps timed, every round drafts
