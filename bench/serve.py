@@ -161,13 +161,14 @@ def generator_load(bundle: Path, vocab: int, concurrency: int, sample: bool) -> 
     return load
 
 
-def start_server(bundle: Path, budget: int | None = None) -> tuple[subprocess.Popen, str]:
+def start_server(bundle: Path, budget: int | None = None, threads: int | None = None) -> tuple[subprocess.Popen, str]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     cmd = [sys.executable, "-m", "nima", "serve", str(bundle), "--port", str(port), "--model-name", "bench"]
     cmd += ["--max-batch", str(MAX_BATCH), "--max-queue", "256"]
     cmd += [] if budget is None else ["--prefill-budget", str(budget)]
+    cmd += [] if threads is None else ["--threads", str(threads)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
@@ -183,7 +184,15 @@ def start_server(bundle: Path, budget: int | None = None) -> tuple[subprocess.Po
     raise SystemExit("nima serve did not become healthy")
 
 
-def bench_model(size: str, root: Path, levels: list[int], sample: bool, budget: int | None, threads: bool) -> None:
+def bench_model(
+    size: str,
+    root: Path,
+    levels: list[int],
+    sample: bool,
+    budget: int | None,
+    threads: bool,
+    server_threads: int | None = None,
+) -> None:
     log(f"{size}: build + export (ort target)")
     data = {**SIZES[size], "max_seq_len": 512}
     kept = root / size / "bundle"
@@ -191,7 +200,7 @@ def bench_model(size: str, root: Path, levels: list[int], sample: bool, budget: 
         bundle, spec = kept, spec_from_dict(data)
     else:
         bundle, spec = export_model(data, root / size, target="ort", verify=False, force=True)
-    proc, url = start_server(bundle, budget)
+    proc, url = start_server(bundle, budget, server_threads)
     served: dict[int, Load] = {}
     try:
         for level in levels:
@@ -234,13 +243,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--keep", type=Path, help="keep the bundles here")
     parser.add_argument("--prefill-budget", type=int, help="the server's --prefill-budget (default: its own)")
     parser.add_argument("--no-threads", action="store_true", help="skip the threads-on-one-Generator rows")
+    parser.add_argument("--server-threads", type=int, help="the server's --threads (default: its own, all cores)")
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     print(f"bench/serve.py on {os.cpu_count()} cores, max batch {MAX_BATCH}")
     with tempfile.TemporaryDirectory() as scratch:
         root = args.keep or Path(scratch)
         for size in args.models:
-            bench_model(size, root, args.concurrency, args.sample, args.prefill_budget, not args.no_threads)
+            bench_model(
+                size, root, args.concurrency, args.sample, args.prefill_budget, not args.no_threads, args.server_threads
+            )
 
 
 if __name__ == "__main__":

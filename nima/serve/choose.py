@@ -59,7 +59,9 @@ def choose(logits: np.ndarray, rows: Sequence[Row], plans: Sequence[RowPlan]) ->
             process_scores(logits[b : b + 1], [row], seen, plan.options, plan.eos_ids)  # in place, a (1, V) view
     tokens = np.zeros(len(plans), dtype=np.int64)
     greedy = [b for b, plan in enumerate(plans) if plan.greedy]
-    if greedy:
+    if len(greedy) == len(plans):
+        tokens = logits.argmax(axis=-1)  # (B,): no (G, V) copy of the rows first
+    elif greedy:
         tokens[greedy] = logits[greedy].argmax(axis=-1)
     groups: dict[tuple[float, int, float, float], list[int]] = {}
     for b, plan in enumerate(plans):
