@@ -32,7 +32,7 @@ from nima.runtime.search import decode_rows
 from nima.runtime.session import DecoderSession, make_session
 from nima.runtime.shared_cache import SharedBufferSession
 from nima.runtime.slide import slide_on
-from nima.runtime.speculative import decode_speculative, draft_problem
+from nima.runtime.speculative import Pace, decode_speculative, draft_problem
 from nima.runtime.text import TextStream, cut_at_stop
 from nima.spec.sections import GenerationSpec
 
@@ -119,6 +119,7 @@ class Generator:
             lambda role: make_session(self.bundle.graphs[role], provider, threads, spin, huge_pages), self.spec.n_layers
         )
         self.draft = None if draft is None else self._open_draft(draft, provider, threads, spin, huge_pages)
+        self._pace = Pace()  # whether drafting pays, as this generator's rows found (`speculative.Pace`)
 
     def _open_draft(
         self, draft: str | Path, provider: str, threads: int | None, spin: bool, huge_pages: bool | None
@@ -303,6 +304,7 @@ class Generator:
             rng,
             opts.num_assistant_tokens,
             self.draft.spec.max_seq_len,
+            self._pace,
         )
 
     def stream_tokens(self, prompt: Prompt, **options: Any) -> abc.Generator[int, None, str | None]:

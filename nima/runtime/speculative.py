@@ -15,9 +15,10 @@ the target alone (the standard rejection rule), though not the same draws for a 
 Both caches drop the rejected positions (`DecoderSession.truncate`); the draft catches up by
 feeding the tokens it has not seen in its next round. The draft length adapts as prompt lookup's
 does (`nima.runtime.lookup`): longer after a round kept whole, shorter after a rejection, and
-drafting pauses for 1, 2, 4, ... 32 steps while even one drafted token keeps failing, or while the
-recent draft rounds gave fewer tokens per second than single steps do (both timed as they run: a
-draft that agrees half the time is not worth its cost). Paused steps take the single-row path, as
+drafting pauses for 1, 2, 4, ... 32 steps while even one drafted token keeps failing, or for 1, 2, 4,
+... 128 steps while the recent draft rounds gave fewer tokens per second than single steps do (both
+timed as they run: a draft that agrees half the time, or costs as much as the target, is not worth
+it; a `Generator` remembers that across its calls). Paused steps take the single-row path, as
 plain decoding's, so a draft that does not fit the text costs little.
 """
 
@@ -34,7 +35,8 @@ from nima.runtime.rows import Limits, Row, scores_changed, warp
 from nima.runtime.session import DecoderSession, KVCache, RowStepper
 from nima.spec.sections import GenerationSpec
 
-MAX_PAUSE = 32  # rounds without drafting, at most, while one drafted token keeps failing
+MAX_PAUSE = 32  # steps without drafting, at most, while one drafted token keeps failing (the text's doing)
+MAX_SLOW_PAUSE = 128  # ... while drafting gives fewer tokens per second than single steps (the pair's)
 
 
 def draft_problem(options: GenerationSpec, seq2seq: bool) -> str | None:
@@ -73,9 +75,11 @@ def decode_speculative(
     rng: np.random.Generator,
     k: int,
     draft_context: int,
+    pace: Pace | None = None,
 ) -> Iterator[int]:
     """Decode one decoder-only ``row`` with ``draft`` proposing up to ``k`` tokens per target step (its
-    positions below ``draft_context``); yields each token and sets ``row.finish_reason``."""
+    positions below ``draft_context``); yields each token and sets ``row.finish_reason``. ``pace``: what
+    earlier rows with this pair measured (`Pace`; a `Generator` keeps one), else a fresh one."""
     choose = _Chooser(options, rng)
     prompt = row.prompt
     capacity = limits.capacity([len(prompt)])
@@ -88,10 +92,16 @@ def decode_speculative(
     row.tokens.append(token)
     row.finish_reason = limits.finish_reason(row)
     yield token
-    # The first PROBE steps are single ones: `_Pace` needs their speed to judge the draft rounds (a draft that
-    # agrees every time never pauses, and so would never measure it).
-    width, pause, wait = k, 0, PROBE
-    pace = _Pace()
+    pace = Pace() if pace is None else pace
+    width = k
+    if pace.single is None:
+        # the first PROBE steps are single ones: `Pace` needs their speed to judge the draft rounds (a draft
+        # that agrees every time never pauses, and so would never measure it)
+        wait = PROBE
+    elif pace.pays:  # a new text: pauses for failed drafts start over
+        wait = pace.pause = 0
+    else:  # a pair known not to pay starts paused, as long as it last paused
+        wait = pace.pause
     stepper: RowStepper | None = None  # one-token steps while drafting pauses take the single-row path
     while row.finish_reason is None:
         history = row.history
@@ -134,26 +144,30 @@ def decode_speculative(
         whole = kept == len(fed)  # every drafted token taken (and one more chosen)
         width = min(k, width + 2) if whole else max(1, width - 1)
         if (not whole and kept == 1 and n == 1) or not pace.pays:  # drafting does not pay: stop for a while
-            pause = min(2 * pause or 1, MAX_PAUSE)
-            wait = pause
+            pace.pause = min(2 * pace.pause or 1, MAX_PAUSE if pace.pays else MAX_SLOW_PAUSE)
+            wait = pace.pause
         elif whole:
-            pause = 0
+            pace.pause = 0
 
 
 PROBE = 2  # single steps before the first draft round
 
 
-class _Pace:
+class Pace:
     """Whether drafting pays on this machine and this text: tokens per second of the recent draft rounds (the
     draft's runs, its catching up after a pause and the target's check) against single steps, each an
     exponential moving average. Until both are measured, drafting is taken to pay; decoding starts with
-    `PROBE` single steps, so the single speed is known from the first round on."""
+    `PROBE` single steps, so the single speed is known from the first round on. ``pause``: the length of
+    the current pause, doubled each time drafting is found not to pay. A `Generator` keeps one for its
+    draft across calls, so a pair that does not pay on this machine starts its next row paused instead
+    of finding out again (the draft's first round feeds it the whole prompt: the costliest one)."""
 
     SMOOTHING = 0.3  # weight of the newest measurement
 
     def __init__(self) -> None:
         self.single: float | None = None  # tokens/s of single steps
         self.drafted: float | None = None  # tokens/s of draft rounds
+        self.pause = 0  # steps
 
     def _mix(self, old: float | None, new: float) -> float:
         return new if old is None else (1 - self.SMOOTHING) * old + self.SMOOTHING * new

@@ -158,7 +158,10 @@ def test_a_draft_that_always_agrees_but_costs_more_than_it_saves_is_paused(
     got = generator.generate([[5, 6, 7]], max_new_tokens=60, do_sample=False, num_assistant_tokens=4)[0].token_ids
     assert got == want
     assert len(rounds) <= 7, f"{len(rounds)} draft rounds for 60 tokens: drafting did not pause"
+    rounds.clear()  # the generator remembers: its next row starts paused, as long as the last pause
+    assert generator.generate([[5, 6, 8]], max_new_tokens=60, do_sample=False, num_assistant_tokens=4)[0].token_ids
+    assert len(rounds) <= 2, f"{len(rounds)} draft rounds in a row after drafting was found not to pay"
     monkeypatch.setattr(speculative, "PROBE", 0)
     rounds.clear()
-    generator.generate([[5, 6, 7]], max_new_tokens=60, do_sample=False, num_assistant_tokens=4)
+    Generator(path, draft=path).generate([[5, 6, 7]], max_new_tokens=60, do_sample=False, num_assistant_tokens=4)
     assert len(rounds) >= 11  # the test can fail: without single steps timed, every round drafts
