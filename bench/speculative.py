@@ -191,6 +191,10 @@ def agreement(target: Generator, draft: Generator, prompt: list[int], tokens: li
 
 def bench_trained(target_run: Path, draft_run: Path, root: Path, rounds: int) -> None:
     """A trained target with three drafts: its own int8 and int4 copies, and a small model trained beside it."""
+    for run in (target_run, draft_run):
+        missing = [name for name in ("nima.json", "model.safetensors", "tokenizer.json") if not (run / name).is_file()]
+        if missing:
+            raise SystemExit(f"{run}: not a trained model folder (no {', '.join(missing)}); give two `nima train` runs")
     bundles = {"target": (target_run, None), "int8 copy": (target_run, "int8"), "int4 copy": (target_run, "int4")}
     bundles["small trained model"] = (draft_run, None)
     for name, (source, quantize) in bundles.items():
