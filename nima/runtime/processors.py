@@ -205,9 +205,9 @@ def sample_nucleus(
 ) -> np.ndarray:
     """One token per row from ``weights`` (R, V) within the row's top-p nucleus of ``probs`` (R, V,
     non-negative; the nucleus is relative to each row's total, so rows need not be normalised), without
-    finding the nucleus: rejection sampling. ``draw(rows)`` gives a
-    uniform in (0, 1] for each of those row indices. ``weights`` is ``probs`` or a part of it (min-p
-    zeroes tokens after top-p in HF's order).
+    finding the nucleus: rejection sampling. ``draw(rows)`` gives a uniform in (0, 1] for each of those
+    row indices. ``weights`` is ``probs`` or a part of it (min-p zeroes tokens after top-p in HF's
+    order).
 
     A drawn token is in the nucleus when the mass of the tokens likelier than it is below ``p`` (the
     nucleus keeps the likeliest tokens while the mass ahead is below ``p``, and ties with the last
@@ -232,8 +232,8 @@ def sample_nucleus(
         if inside.all():
             return tokens
         out = ~inside
-        todo, mine, drawn, limit = todo[out], mine[out], drawn[out], limit[out]
-        current = current[out] * (mine > drawn)  # drop every token no likelier than the rejected one
+        current = current[out] * likelier[: len(todo)][out]  # drop every token no likelier than the rejected one
+        todo, mine, limit = todo[out], mine[out], limit[out]
 
 
 def sample(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
