@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -48,3 +49,18 @@ def small_bundle(folder: Path, target: str) -> tuple[Path, ModelSpec]:
     spec = spec_from_dict(SMALL_SPEC)
     source = save_build(build_model(spec, seed=0), spec, folder / "src")
     return export_bundle(source, folder / "bundle", target=target, verify=False).out, spec
+
+
+def run_bench(script: str, *args: str, timeout: int = 600, cwd: Path | None = None) -> str:
+    """Run bench/``script`` with ``args`` in a fresh interpreter (as a user runs it); its stdout, once it
+    exited 0 (else the test fails with the end of its stderr)."""
+    done = subprocess.run(
+        [sys.executable, str(BENCH / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        cwd=cwd,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout

@@ -3,24 +3,15 @@ test: the figures are the benchmark's business)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
-from bench_support import BENCH, small_bundle
+from bench_support import run_bench, small_bundle
 
 
 def test_cold_start_prints_a_row_per_mode(tmp_path: Path) -> None:
     bundle, _ = small_bundle(tmp_path, "ort")
-    done = subprocess.run(
-        [sys.executable, str(BENCH / "cold_start.py"), "--bundle", str(bundle), "--rounds", "1"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    rows = [[c.strip() for c in line.strip("|").split("|")] for line in done.stdout.splitlines()]
+    stdout = run_bench("cold_start.py", "--bundle", str(bundle), "--rounds", "1")
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in stdout.splitlines()]
     rows = [cells for cells in rows if len(cells) == 9 and cells[0] == "1"]
     assert sorted(cells[1] for cells in rows) == ["4 KB pages", "collapse on a thread", "collapse, then return"]
     for cells in rows:

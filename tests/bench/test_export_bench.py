@@ -3,25 +3,18 @@ figures themselves are the benchmark's business, not a test's)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
-BENCH = Path(__file__).resolve().parents[2] / "bench"
+from bench_support import run_bench
 
 
 def test_export_benchmark_prints_a_row_per_target_and_dtype() -> None:
     args = ["--presets", "tiny", "--targets", "ort", "--dtypes", "fp32", "int4"]
-    done = subprocess.run(
-        [sys.executable, str(BENCH / "export.py"), *args], capture_output=True, text=True, timeout=600, check=False
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
+    stdout = run_bench("export.py", *args)
     rows = {}
-    for line in done.stdout.splitlines():
+    for line in stdout.splitlines():
         fields = line.split()
         if len(fields) == 8 and fields[0] == "tiny":
             rows[fields[2]] = [float(x) for x in fields[3:]]  # export s, MiB, nodes, ms/token, tokens/s
-    assert set(rows) == {"fp32", "int4"}, done.stdout
+    assert set(rows) == {"fp32", "int4"}, stdout
     assert rows["int4"][1] < rows["fp32"][1]  # MiB: 4-bit MatMul weights make a smaller file
     for _seconds, _mib, nodes, latency, per_second in rows.values():
         # ms/token is printed with two decimals: tokens/s lies within what that rounding allows

@@ -4,25 +4,15 @@ engines whose packages are missing are skipped by the script)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
-from bench_support import BENCH
+from bench_support import run_bench
 
 
 def test_peers_prints_a_row_per_engine(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, str(BENCH / "peers.py"), "--sizes", "tiny", "--widths", "fp32", "--rounds", "1"],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-        cwd=tmp_path,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    rows = [[c.strip() for c in line.strip("|").split("|")] for line in done.stdout.splitlines()]
+    stdout = run_bench("peers.py", "--sizes", "tiny", "--widths", "fp32", "--rounds", "1", timeout=900, cwd=tmp_path)
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in stdout.splitlines()]
     rows = [cells for cells in rows if len(cells) == 10 and cells[0] == "tiny"]
-    assert rows and rows[0][2] == "nima", done.stdout
+    assert rows and rows[0][2] == "nima", stdout
     for cells in rows:
         assert float(cells[3]) > 0 and cells[-1] == "128/128", cells  # fp32: every engine's tokens are Nima's
