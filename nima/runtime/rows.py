@@ -158,8 +158,7 @@ def sample_tokens(logits: np.ndarray, options: GenerationSpec, draw: Callable[[n
     """One token per row (R,) drawn from the distribution `warp` gives, without building it when top-p
     is on (`processors.sample_nucleus`); ``draw(rows)`` gives a uniform in (0, 1] per row index. In
     place on ``logits``."""
-    processors.temperature(logits, options.temperature)
-    processors.top_k(logits, options.top_k)
+    _warp_logits(logits, options)
     probs = processors.exp_weights(logits)  # (R, V) the distribution times a per-row constant
     weights = probs
     if options.min_p > 0.0:
@@ -173,7 +172,8 @@ def sample_tokens(logits: np.ndarray, options: GenerationSpec, draw: Callable[[n
 def warp(logits: np.ndarray, options: GenerationSpec) -> np.ndarray:
     """The sampling distribution, (R, V): temperature and top-k on the logits, softmax, then top-p and
     min-p on the probabilities, renormalised (what `sample_tokens` draws from)."""
-    probs = _tempered(logits, options)  # (R, V)
+    _warp_logits(logits, options)
+    probs = processors.softmax(logits)  # (R, V)
     processors.top_p(probs, options.top_p)
     processors.min_p(probs, options.min_p)
     if options.top_p < 1.0 or options.min_p > 0.0:
@@ -181,8 +181,7 @@ def warp(logits: np.ndarray, options: GenerationSpec) -> np.ndarray:
     return probs
 
 
-def _tempered(logits: np.ndarray, options: GenerationSpec) -> np.ndarray:
-    """Softmax after the temperature and top-k, the warpers that work on logits (in place on ``logits``)."""
+def _warp_logits(logits: np.ndarray, options: GenerationSpec) -> None:
+    """The warpers that work on logits, in place: the temperature, then top-k."""
     processors.temperature(logits, options.temperature)
     processors.top_k(logits, options.top_k)
-    return processors.softmax(logits)
