@@ -8,7 +8,6 @@ point that needs one asks here first and fails with the line that installs it, i
 
 from __future__ import annotations
 
-import importlib.metadata
 import importlib.util
 
 DISTRIBUTION = "nima-lm"
@@ -38,6 +37,8 @@ def torch_problem(what: str) -> str | None:
 
 def installed_ort_distributions() -> list[str]:
     """Which of the ONNX Runtime distributions are installed (by their metadata)."""
+    import importlib.metadata  # here, not above: it costs an import of the runtime 17 ms
+
     found = []
     for name in ORT_DISTRIBUTIONS:
         try:

@@ -41,7 +41,7 @@ from nima.runtime.rows import (
     process_scores,
 )
 from nima.runtime.session import DecoderSession, Value
-from nima.spec.sections import GenerationSpec
+from nima.spec.generation import GenerationSpec
 
 
 @dataclass(frozen=True)

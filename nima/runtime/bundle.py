@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tokenizers import Tokenizer
 
 from nima.layout import MANIFEST_FILE, SPEC_FILE, TOKENIZER_FILE, WEIGHTS_FILE, TokenIds
 from nima.manifest import Manifest, ManifestError, read_manifest, with_token_ids
+from nima.runtime.bundle_spec import BundleSpec, read_bundle_spec
 from nima.runtime.errors import GenerateError
 from nima.runtime.families import FAMILIES
-from nima.spec import ModelSpec, SpecError, load_resolved_spec
+
+if TYPE_CHECKING:
+    from nima.spec import ModelSpec
 
 
 @dataclass(frozen=True)
@@ -20,7 +25,7 @@ class Bundle:
     """What the runtime needs from a bundle folder."""
 
     path: Path
-    spec: ModelSpec
+    spec: BundleSpec  # what decoding reads of nima.json; `model_spec` for the whole spec
     manifest: Manifest  # token ids filled in from the tokenizer where the manifest leaves them unset
     graphs: dict[str, Path]  # role ("decoder", "encoder") -> graph file, each checked to exist
     tokenizer: Tokenizer | None
@@ -38,6 +43,17 @@ class Bundle:
     def share_buffer(self) -> bool:
         """The decoder graph takes one KV buffer as past and present (`SharedBufferSession`)."""
         return self.manifest.share_buffer
+
+    @cached_property
+    def model_spec(self) -> ModelSpec:
+        """The whole resolved spec, validated by its Pydantic models (loaded on first use: decoding
+        needs only `spec`)."""
+        from nima.spec import SpecError, load_resolved_spec
+
+        try:
+            return load_resolved_spec(self.path / SPEC_FILE)
+        except SpecError as err:
+            raise GenerateError(str(err).splitlines()[0]) from None
 
 
 def read_bundle(path: str | Path) -> Bundle:
@@ -59,11 +75,9 @@ def read_bundle(path: str | Path) -> Bundle:
             f"{folder}: a model folder (weights, no ONNX graph), not a bundle; export it first: "
             f"nima export --onnx {shlex.quote(str(folder))} -o {shlex.quote(str(folder) + '-bundle')}"
         )
+    spec = read_bundle_spec(spec_path)
     try:
-        spec = load_resolved_spec(spec_path)
         manifest = read_manifest(folder, spec.architecture)
-    except SpecError as err:
-        raise GenerateError(str(err).splitlines()[0]) from None
     except ManifestError as err:
         raise GenerateError(str(err)) from None
     graphs = {}

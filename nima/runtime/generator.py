@@ -34,7 +34,7 @@ from nima.runtime.shared_cache import SharedBufferSession
 from nima.runtime.slide import slide_on
 from nima.runtime.speculative import Pace, decode_speculative, draft_problem
 from nima.runtime.text import TextStream, cut_at_stop
-from nima.spec.sections import GenerationSpec
+from nima.spec.generation import GenerationSpec
 
 
 class _NoDraws:

@@ -24,7 +24,7 @@ import numpy as np
 from nima.runtime.options import is_greedy
 from nima.runtime.rows import Limits, Row, scores_changed
 from nima.runtime.session import DecoderSession, RowStepper
-from nima.spec.sections import GenerationSpec
+from nima.spec.generation import GenerationSpec
 
 MAX_NGRAM = 3  # the longest tail looked up; shorter ones are tried after it, down to one token
 

@@ -2,19 +2,19 @@
 
 The option set is the spec's `GenerationSpec` (one definition for the spec file, the Python API
 and the CLI), so its field constraints (``top_p`` in (0, 1], ``temperature >= 0``, ...) apply to
-every call. Rules that tie options together are checked here, before any work starts.
+every call; `check_generation` checks them without Pydantic. Rules that tie options together are
+checked here, before any work starts.
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
-from pydantic import ValidationError
-
 from nima.runtime.errors import GenerateError
-from nima.spec.sections import GenerationSpec
+from nima.spec.generation import GenerationSpec, OptionError, check_generation, option_annotations
 
-OPTION_NAMES = tuple(GenerationSpec.model_fields)
+OPTION_NAMES = tuple(option_annotations())
 
 
 def resolve_options(defaults: GenerationSpec, overrides: dict[str, Any]) -> GenerationSpec:
@@ -30,11 +30,9 @@ def resolve_options(defaults: GenerationSpec, overrides: dict[str, Any]) -> Gene
     if given.get("num_beams", 1) > 1 and "do_sample" not in given:
         given["do_sample"] = False
     try:
-        options = GenerationSpec.model_validate({**defaults.model_dump(), **given})
-    except ValidationError as err:
-        first = err.errors()[0]
-        field = ".".join(str(part) for part in first["loc"]) or "options"
-        raise GenerateError(f"option {field}: {first['msg']} (got {first.get('input')!r})") from None
+        options = check_generation({**asdict(defaults), **given})
+    except OptionError as err:
+        raise GenerateError(f"option {err.field}: {err.message} (got {err.value!r})") from None
     _check_combination(options)
     return options
 

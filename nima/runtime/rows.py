@@ -9,7 +9,7 @@ from functools import cached_property
 import numpy as np
 
 from nima.runtime import processors
-from nima.spec.sections import GenerationSpec
+from nima.spec.generation import GenerationSpec
 
 # Why a row ended: an end token, a stop string, max_new_tokens, or the model's context (max_seq_len)
 # before max_new_tokens: a cut the caller did not ask for, so it has its own name.

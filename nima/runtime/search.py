@@ -13,7 +13,7 @@ import numpy as np
 
 from nima.runtime.rows import Limits, Row, draws, left_pad, presence, process_scores, sample_tokens, scores_changed
 from nima.runtime.session import DecoderSession, RowStepper, Value
-from nima.spec.sections import GenerationSpec
+from nima.spec.generation import GenerationSpec
 
 
 def decode_rows(

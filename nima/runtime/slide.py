@@ -18,7 +18,7 @@ import numpy as np
 
 from nima.runtime.rows import FINISH_CONTEXT, Limits, Row, draws, presence, process_scores, sample_tokens
 from nima.runtime.session import DecoderSession
-from nima.spec.sections import GenerationSpec
+from nima.spec.generation import GenerationSpec
 
 
 def slide_on(

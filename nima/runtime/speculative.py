@@ -33,7 +33,7 @@ from nima.runtime.options import is_greedy
 from nima.runtime.processors import sample
 from nima.runtime.rows import Limits, Row, scores_changed, warp
 from nima.runtime.session import DecoderSession, KVCache, RowStepper
-from nima.spec.sections import GenerationSpec
+from nima.spec.generation import GenerationSpec
 
 MAX_PAUSE = 32  # steps without drafting, at most, while one drafted token keeps failing (the text's doing)
 MAX_SLOW_PAUSE = 128  # ... while drafting gives fewer tokens per second than single steps (the pair's)

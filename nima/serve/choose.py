@@ -18,7 +18,7 @@ import numpy as np
 from nima.runtime.options import is_greedy
 from nima.runtime.processors import log_softmax
 from nima.runtime.rows import Row, presence, process_scores, sample_tokens, scores_changed
-from nima.spec.sections import GenerationSpec
+from nima.spec.generation import GenerationSpec
 
 
 @dataclass

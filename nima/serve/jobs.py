@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nima.serve.choose import Choice
-from nima.spec.sections import GenerationSpec
+from nima.spec.generation import GenerationSpec
 
 
 @dataclass(frozen=True)

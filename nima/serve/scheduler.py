@@ -39,7 +39,7 @@ from nima.serve.cache_shift import key_angles
 from nima.serve.choose import Choice, RowPlan, choose
 from nima.serve.jobs import Done, Event, Failed, Job, QueueFull, Token
 from nima.serve.metrics import Metrics
-from nima.spec.sections import GenerationSpec
+from nima.spec.generation import GenerationSpec
 
 log = logging.getLogger("nima.serve")
 
@@ -80,9 +80,8 @@ class Scheduler:
         self.max_queue = max_queue
         self.prefill_budget = prefill_budget
         self.metrics = metrics or Metrics()
-        spec = generator.spec
-        angles = key_angles(spec, generator.bundle.manifest)
-        self.batch = RunningBatch(generator.session, spec.max_seq_len, angles)
+        angles = key_angles(generator.bundle.model_spec, generator.bundle.manifest)
+        self.batch = RunningBatch(generator.session, generator.spec.max_seq_len, angles)
         self.running: list[Running] = []
         self.beams: list[tuple[Job, Steps[None, None, list[Generation]]]] = []  # beam jobs searching
         self.waiting: deque[Job] = deque()

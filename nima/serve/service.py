@@ -24,7 +24,7 @@ from nima.serve.jobs import Event, Job
 from nima.serve.metrics import Metrics
 from nima.serve.protocol import MAX_PROMPTS, UNSUPPORTED, ChatRequest, CompletionRequest, Sampling
 from nima.serve.scheduler import Scheduler
-from nima.spec.sections import GenerationSpec
+from nima.spec.generation import GenerationSpec
 
 # GenerationSpec option -> the request field that sets it, for naming the field in errors
 FIELD_OF = {

@@ -50,19 +50,44 @@ class Strict(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _no_bool_number_mixups(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
-        fixed = dict(data)
-        for name, value in data.items():
-            field = cls.model_fields.get(name) if isinstance(name, str) else None
-            if field is None or not isinstance(value, int | float):
-                continue  # unknown fields and other types get pydantic's own errors
-            takes_bool = _accepts(field.annotation, bool)
-            takes_number = _accepts(field.annotation, int) or _accepts(field.annotation, float)
-            is_bool = isinstance(value, bool)
-            if (is_bool and takes_number and not takes_bool) or (not is_bool and takes_bool and not takes_number):
-                fixed[name] = _Mixup(value)
-        return fixed
+        return no_bool_number_mixups(data, {name: field.annotation for name, field in cls.model_fields.items()})
+
+
+def no_bool_number_mixups(data: Any, annotations: dict[str, Any]) -> Any:
+    """``data`` (a section's fields) with each boolean given for a number, or number for a boolean,
+    wrapped so the field's own type check fails (`_Mixup`); ``annotations``: field name -> type."""
+    if not isinstance(data, dict):
+        return data
+    fixed = dict(data)
+    for name, value in data.items():
+        annotation = annotations.get(name) if isinstance(name, str) else None
+        if annotation is None:
+            continue  # unknown fields get pydantic's own errors
+        item = _list_item(annotation)
+        if item is not None and isinstance(value, list):  # a list of token ids: each item by the same rule
+            fixed[name] = [_Mixup(v) if _mixed_up(item, v) else v for v in value]
+        elif _mixed_up(annotation, value):
+            fixed[name] = _Mixup(value)
+    return fixed
+
+
+def _mixed_up(annotation: Any, value: Any) -> bool:
+    """A boolean for a field that takes numbers but no booleans, or a number for one that takes only booleans."""
+    if not isinstance(value, int | float):
+        return False  # other types get pydantic's own errors
+    takes_bool = _accepts(annotation, bool)
+    takes_number = _accepts(annotation, int) or _accepts(annotation, float)
+    is_bool = isinstance(value, bool)
+    return (is_bool and takes_number and not takes_bool) or (not is_bool and takes_bool and not takes_number)
+
+
+def _list_item(annotation: Any) -> Any:
+    """The item type of a ``list[...]`` annotation (through ``Annotated``), else None."""
+    if typing.get_origin(annotation) is Annotated:
+        return _list_item(typing.get_args(annotation)[0])
+    if typing.get_origin(annotation) is list:
+        return typing.get_args(annotation)[0]
+    return None
 
 
 def default_kind(kind: str) -> BeforeValidator:

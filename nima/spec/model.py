@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, ValidationInfo, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from nima.spec.base import Strict
-from nima.spec.sections import AttentionSpec, DropoutSpec, GenerationSpec, TrainingSpec
+from nima.spec.base import Strict, no_bool_number_mixups
+from nima.spec.generation import GenerationSpec, option_annotations
+from nima.spec.sections import AttentionSpec, DropoutSpec, TrainingSpec
 from nima.spec.variants import (
     FfnSpec,
     InitSpec,
@@ -100,6 +101,13 @@ class ModelSpec(Strict):
     init: InitSpec = Field(default_factory=NormalInit, description="Weight initialisation.")
     training: TrainingSpec = Field(default_factory=TrainingSpec, description="Training defaults.")
     generation: GenerationSpec = Field(default_factory=GenerationSpec, description="Decoding defaults.")
+
+    @field_validator("generation", mode="before")
+    @classmethod
+    def _generation_mixups(cls, value: Any) -> Any:
+        """The sections' rule against booleans for numbers and numbers for booleans (`Strict`), for the
+        generation section, a dataclass that has no validators of its own."""
+        return no_bool_number_mixups(value, option_annotations())
 
     # --- derived values ---------------------------------------------------------------------
 

@@ -6,8 +6,10 @@ Also what the loader asks of the schema itself: every field name, and the fields
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import functools
+import typing
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -59,7 +61,7 @@ def _clean_location(loc: tuple[Any, ...], data: Any) -> str:
 
 def _message(e: dict[str, Any], loc: str, data: Any = None) -> str:
     kind = e["type"]
-    if kind == "extra_forbidden":
+    if kind in ("extra_forbidden", "unexpected_keyword_argument"):  # the latter: a dataclass section's
         field = loc.rsplit(".", 1)[-1]
         names = all_field_names()
         if field in names:  # a real field, but of another section or variant
@@ -100,14 +102,14 @@ def _closest(field: str, names: list[str]) -> str | None:
 def _section_fields(parts: list[str], data: Any) -> list[str] | None:
     """The field names of the section at ``parts`` (a variant chosen by the data's ``kind``), or None
     when the path does not lead to one section: suggestions then come from every section."""
-    model: type[BaseModel] = ModelSpec
+    model: type = ModelSpec
     node = data
     for part in parts:
-        field = model.model_fields.get(part)
+        annotation = _fields_of(model).get(part)
         node = node.get(part) if isinstance(node, dict) else None
-        if field is None:
+        if annotation is None:
             return None
-        candidates = _models_in(field.annotation)
+        candidates = _models_in(annotation)
         if len(candidates) > 1 and isinstance(node, dict):
             if "kind" in node:
                 candidates = [m for m in candidates if node["kind"] in _kinds(m)]
@@ -116,13 +118,21 @@ def _section_fields(parts: list[str], data: Any) -> list[str] | None:
         if len(candidates) != 1:
             return None
         model = candidates[0]
-    return sorted(model.model_fields)
+    return sorted(_fields_of(model))
 
 
-def _kinds(model: type[BaseModel]) -> tuple[Any, ...]:
+def _fields_of(section: type) -> dict[str, Any]:
+    """Field name -> annotation of a spec section: a Pydantic model, or a dataclass (`GenerationSpec`)."""
+    if isinstance(section, type) and issubclass(section, BaseModel):
+        return {name: field.annotation for name, field in section.model_fields.items()}
+    hints = typing.get_type_hints(section, include_extras=True)
+    return {field.name: hints[field.name] for field in dataclasses.fields(section)}
+
+
+def _kinds(model: type) -> tuple[Any, ...]:
     """The ``kind`` values that select ``model`` in its union (none if it is not a variant)."""
-    kind = model.model_fields.get("kind")
-    return getattr(kind.annotation, "__args__", ()) if kind is not None else ()
+    kind = _fields_of(model).get("kind")
+    return getattr(kind, "__args__", ()) if kind is not None else ()
 
 
 def _node_at(data: Any, parts: list[str]) -> Any:
@@ -139,24 +149,24 @@ def _node_at(data: Any, parts: list[str]) -> Any:
 
 
 @functools.cache
-def _spec_models() -> list[type[BaseModel]]:
-    """Every model class reachable from `ModelSpec`."""
-    todo: list[type[BaseModel]] = [ModelSpec]
-    done: list[type[BaseModel]] = []
+def _spec_models() -> list[type]:
+    """Every section class (model or dataclass) reachable from `ModelSpec`."""
+    todo: list[type] = [ModelSpec]
+    done: list[type] = []
     while todo:
         model = todo.pop()
         if model in done:
             continue
         done.append(model)
-        for field in model.model_fields.values():
-            todo.extend(_models_in(field.annotation))
+        for annotation in _fields_of(model).values():
+            todo.extend(_models_in(annotation))
     return done
 
 
 @functools.cache
 def all_field_names() -> list[str]:
     """Every field name of every spec section, for did-you-mean hints."""
-    return sorted({name for model in _spec_models() for name in model.model_fields})
+    return sorted({name for model in _spec_models() for name in _fields_of(model)})
 
 
 @functools.cache
@@ -164,18 +174,19 @@ def fields_by_kind() -> dict[str, set[str]]:
     """For each ``kind`` value of any variant family, the fields that variant accepts."""
     table: dict[str, set[str]] = {}
     for model in _spec_models():
-        kind = model.model_fields.get("kind")
+        kind = _fields_of(model).get("kind")
         if kind is None:
             continue
-        for value in getattr(kind.annotation, "__args__", ()):
-            table[value] = set(model.model_fields)
+        for value in getattr(kind, "__args__", ()):
+            table[value] = set(_fields_of(model))
     return table
 
 
-def _models_in(annotation: Any) -> list[type[BaseModel]]:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+def _models_in(annotation: Any) -> list[type]:
+    """The section classes (models, dataclasses) an annotation names, through unions and ``Annotated``."""
+    if isinstance(annotation, type) and (issubclass(annotation, BaseModel) or dataclasses.is_dataclass(annotation)):
         return [annotation]
-    found: list[type[BaseModel]] = []
+    found: list[type] = []
     for arg in getattr(annotation, "__args__", ()) or ():
         found.extend(_models_in(arg))
     meta = getattr(annotation, "__metadata__", None)

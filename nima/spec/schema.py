@@ -33,6 +33,16 @@ def spec_json_schema() -> dict[str, Any]:
     }
     schema["if"] = {"not": {"required": ["extends"]}}
     schema["then"] = {"required": required}
+    _one_line_descriptions(schema)
     schema["$schema"] = SCHEMA_DIALECT
     schema["title"] = f"Nima model spec (nima {__version__})"
     return schema
+
+
+def _one_line_descriptions(schema: dict[str, Any]) -> None:
+    """Field descriptions as one line each: attribute docstrings (`GenerationSpec`'s) keep their line
+    breaks, which editors show as typed. Section descriptions (class docstrings) keep their paragraphs."""
+    for section in (schema, *schema.get("$defs", {}).values()):
+        for field in section.get("properties", {}).values():
+            if isinstance(field.get("description"), str):
+                field["description"] = " ".join(field["description"].split())

@@ -1,5 +1,7 @@
 """Spec sections that are not variant families: attention, dropout, training and generation.
 
+`GenerationSpec` lives in `nima.spec.generation` (a dataclass the runtime reads without Pydantic).
+
 The ``training`` and ``generation`` sections are part of the schema now so that a spec file is
 stable; the training loop and the runtime read them.
 """
@@ -144,78 +146,4 @@ class TrainingSpec(Strict):
         gt=0,
         description="torch intra-op threads when training on the CPU; omitted: torch's default (one per core, "
         "the fastest on an idle machine; nima train hints at fewer when other work keeps cores busy).",
-    )
-
-
-class GenerationSpec(Strict):
-    """Default decoding options for `nima generate`; command-line flags override them."""
-
-    max_new_tokens: int = Field(128, gt=0, description="Tokens to generate after the prompt.")
-    min_new_tokens: int = Field(0, ge=0, description="EOS is suppressed until this many tokens exist.")
-    do_sample: bool = Field(False, description="Sample instead of greedy / beam search.")
-    temperature: float = Field(1.0, ge=0.0, description="Softmax temperature; 0 means greedy.")
-    top_k: int = Field(0, ge=0, description="Keep the k most likely tokens; 0 disables.")
-    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass; 1 disables.")
-    min_p: float = Field(0.0, ge=0.0, le=1.0, description="Drop tokens below min_p * max probability.")
-    num_beams: int = Field(1, ge=1, description="Beam width; 1 disables beam search.")
-    length_penalty: float = Field(1.0, description="Beam score = logprob / length**length_penalty.")
-    early_stopping: bool | Literal["never"] = Field(
-        False,
-        description="Beam search's stop rule, as transformers': true: once num_beams hypotheses finish; false: "
-        "then also once the best live beam, scored at its current length, cannot beat the worst of them; never: "
-        "only once it cannot at the longest allowed length.",
-    )
-    num_return_sequences: int = Field(1, ge=1, description="Sequences returned per prompt.")
-    repetition_penalty: float = Field(1.0, gt=0.0, description="CTRL penalty on tokens already present.")
-    no_repeat_ngram_size: int = Field(0, ge=0, description="Forbid repeating n-grams of this size; 0 disables.")
-    presence_penalty: float = Field(
-        0.0, ge=-2.0, le=2.0, description="OpenAI's: subtracted once from the logit of every token already generated."
-    )
-    frequency_penalty: float = Field(
-        0.0, ge=-2.0, le=2.0, description="OpenAI's: subtracted from a token's logit once per time it was generated."
-    )
-    eos_token_ids: list[int] = Field(default_factory=list, description="Token ids that end a sequence.")
-    stop_strings: list[str] = Field(default_factory=list, description="Strings that end a sequence.")
-    forced_bos_token_id: int | None = Field(
-        None,
-        ge=0,
-        description="Force this token first where the history is one token (an encoder-decoder's first output "
-        "token: BART's <s>), as transformers does; omitted: none.",
-    )
-    forced_eos_token_ids: list[int] = Field(
-        default_factory=list,
-        description="Force these end tokens as the last token max_new_tokens allows (transformers' "
-        "forced_eos_token_id: BART's and Marian's configs set it); empty: none.",
-    )
-    decoder_start_token_id: int | None = Field(
-        None,
-        ge=0,
-        description="An encoder-decoder's first decoder input (transformers' name); omitted: the training run's, else "
-        "the tokenizer's <s>.",
-    )
-    pad_token_id: int | None = Field(
-        None,
-        ge=0,
-        description="The id that fills an encoder-decoder's source rows (masked out); omitted: the training run's, "
-        "else the tokenizer's <pad>.",
-    )
-    seed: int | None = Field(None, ge=0, description="Sampling seed; the same seed gives the same output.")
-    prompt_lookup_num_tokens: int = Field(
-        0,
-        ge=0,
-        le=64,
-        description="Prompt-lookup decoding: draft up to this many tokens from the text's own earlier tokens and "
-        "check them in one step (transformers' name); greedy, decoder-only, no penalties; 0: off.",
-    )
-    num_assistant_tokens: int = Field(
-        4,
-        ge=1,
-        le=64,
-        description="Speculative decoding with a draft bundle (Generator(draft=...), nima generate --draft): tokens "
-        "the draft proposes per target step, at most (transformers' name); the number adapts below it.",
-    )
-    slide_context: bool = Field(
-        False,
-        description="When prompt and output fill max_seq_len, go on: each further token from the last max_seq_len "
-        "tokens, read anew (nanoGPT's sampler); one sequence at a time, decoder-only, no beams. Off: stop there.",
     )

@@ -182,3 +182,52 @@ def test_a_spec_longer_than_the_graphs_positions_fails_in_one_line(
     prompt = [5] * (spec["max_seq_len"] + 8)  # positions past the graph's table
     with pytest.raises(GenerateError, match="ONNX Runtime failed on this bundle"):
         Generator(bundle).generate([prompt], max_new_tokens=2)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"vocab_size": None}, "nima.json: vocab_size: missing"),
+        ({"n_layers": "2"}, "nima.json: n_layers: '2' is not a positive integer"),
+        ({"max_seq_len": True}, "nima.json: max_seq_len: True is not a positive integer"),
+        ({"attention": {"n_heads": 0}}, "nima.json: attention.n_heads: 0 is not a positive integer"),
+        ({"attention": 4}, "nima.json: attention: missing, or not a section"),
+        ({"architecture": "encoder"}, "nima.json: architecture: 'encoder' is not one of decoder, encoder-decoder"),
+        ({"generation": {"top_p": 2.0}}, "nima.json: generation.top_p: Input should be less than or equal to 1"),
+        ({"generation": {"topp": 0.5}}, "nima.json: generation.topp: unknown option"),
+        ({"generation": []}, "nima.json: generation: not a section"),
+    ],
+)
+def test_a_bundle_spec_is_checked_where_the_runtime_reads_it(
+    change: dict[str, object], message: str, tmp_path: Path, bundles: dict[str, tuple[Path, DecoderLM]]
+) -> None:
+    """The runtime reads nima.json without the spec's Pydantic models (`nima.runtime.bundle_spec`): what it
+    reads is still checked, and a bad value is named with its file and field."""
+    bundle = tmp_path / "bundle"
+    shutil.copytree(bundles["gpt2"][0], bundle)
+    spec = json.loads((bundle / "nima.json").read_text())
+    edited = {**spec, **change}
+    if change.get("vocab_size", 0) is None:
+        del edited["vocab_size"]
+    (bundle / "nima.json").write_text(json.dumps(edited))
+    with pytest.raises(GenerateError) as err:
+        Generator(bundle)
+    assert str(err.value).startswith(f"{bundle / 'nima.json'}: ") and message in str(err.value), str(err.value)
+    (bundle / "nima.json").write_text("{not json")
+    with pytest.raises(GenerateError, match="nima.json: not a readable spec"):
+        Generator(bundle)
+
+
+def test_the_whole_spec_on_demand(bundles: dict[str, tuple[Path, DecoderLM]]) -> None:
+    """`Bundle.model_spec` is the validated spec; its figures agree with what decoding reads."""
+    generator = Generator(bundles["gpt2"][0])
+    whole, read = generator.bundle.model_spec, generator.spec
+    assert (whole.vocab_size, whole.max_seq_len, whole.d_model, whole.n_layers, whole.n_kv_heads, whole.head_dim) == (
+        read.vocab_size,
+        read.max_seq_len,
+        read.d_model,
+        read.n_layers,
+        read.n_kv_heads,
+        read.head_dim,
+    )
+    assert whole.generation == read.generation and whole.architecture == read.architecture

@@ -99,3 +99,20 @@ def test_greedy_generation_without_numpy_random(text_bundle: tuple[Path, Decoder
         proc = run_blocked(*args, blocked="numpy.random")
         assert (proc.returncode == 0) == works, (mode, proc.stderr[-500:])
         assert ('"token_ids"' in proc.stdout) == works
+
+
+def test_decoding_without_pydantic(text_bundle: tuple[Path, DecoderLM]) -> None:
+    """The runtime reads a bundle and its options without Pydantic (`nima.runtime.bundle_spec`,
+    `nima.spec.generation`): a process that only decodes never builds the spec's models (0.1 s and
+    18 MiB). Reading the whole spec is what needs it, so the test can fail."""
+    decode = (
+        "from nima.runtime import Generator\n"
+        f"generator = Generator({str(text_bundle[0])!r})\n"
+        "print(generator.generate('To be', max_new_tokens=4, do_sample=True, top_p=0.9, seed=1)[0].text)\n"
+        "print(generator.generate('To be', max_new_tokens=4)[0].text)\n"
+    )
+    proc = run_python(decode, blocked="pydantic")
+    assert proc.returncode == 0, proc.stderr[-800:]
+    assert len(proc.stdout.splitlines()) == 2
+    proc = run_python(decode + "generator.bundle.model_spec\n", blocked="pydantic")
+    assert proc.returncode == 1 and "pydantic" in proc.stderr.splitlines()[-1]

@@ -37,7 +37,9 @@ def test_rows_prefilled_alone_then_joined_match_a_batch_prefilled_at_once(kind: 
     generator = Generator(bundles[kind])
     expected = reference_steps(generator, PROMPTS, 4)
     batch = RunningBatch(
-        generator.session, generator.spec.max_seq_len, key_angles(generator.spec, generator.bundle.manifest)
+        generator.session,
+        generator.spec.max_seq_len,
+        key_angles(generator.bundle.model_spec, generator.bundle.manifest),
     )
     first = [batch.prefill(p) for p in PROMPTS[:2]]
     batch.join([(f, 1) for f in first])  # the short row moves right by 12
@@ -63,7 +65,7 @@ def test_rows_prefilled_alone_then_joined_match_a_batch_prefilled_at_once(kind: 
 def test_moving_rows_without_rotating_keys_would_be_wrong(bundles: dict[str, Path]) -> None:
     """The ``ort`` graph rotates keys by cache index: the same join without the rotation gives other logits."""
     generator = Generator(bundles["llama-ort"])
-    assert key_angles(generator.spec, generator.bundle.manifest) is not None
+    assert key_angles(generator.bundle.model_spec, generator.bundle.manifest) is not None
     expected = reference_steps(generator, PROMPTS[:2], 1)
     batch = RunningBatch(generator.session, generator.spec.max_seq_len, None)
     batch.join([(batch.prefill(p), 1) for p in PROMPTS[:2]])
@@ -75,7 +77,7 @@ def test_moving_rows_without_rotating_keys_would_be_wrong(bundles: dict[str, Pat
 def test_portable_graphs_move_rows_by_copying(bundles: dict[str, Path]) -> None:
     for kind in ("gpt2", "alibi"):
         generator = Generator(bundles[kind])
-        assert key_angles(generator.spec, generator.bundle.manifest) is None
+        assert key_angles(generator.bundle.model_spec, generator.bundle.manifest) is None
 
 
 @pytest.mark.parametrize(
@@ -88,7 +90,9 @@ def test_portable_graphs_move_rows_by_copying(bundles: dict[str, Path]) -> None:
 def test_key_angles_equal_the_builders_rotary_tables(frequency_scaling: dict | None, bundles: dict[str, Path]) -> None:
     generator = Generator(bundles["llama-ort"])
     position = {"kind": "rope", "theta": 500.0, "scaling_factor": 2.0, "frequency_scaling": frequency_scaling}
-    spec = generator.spec.model_copy(update={"position": type(generator.spec.position).model_validate(position)})
+    spec = generator.bundle.model_spec.model_copy(
+        update={"position": type(generator.bundle.model_spec.position).model_validate(position)}
+    )
     angles = key_angles(spec, generator.bundle.manifest)
     llama3 = None
     if frequency_scaling:

@@ -11,7 +11,7 @@ same maps (`layouts.Layout.give`), one tensor at a time; the folder gets ``confi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -197,7 +197,7 @@ def _ids(spec: ModelSpec) -> dict[str, Any]:
 
 def _generation(spec: ModelSpec) -> dict[str, Any]:
     """``generation_config.json`` from the spec's defaults (the keys `nima import` reads back)."""
-    gen = spec.generation.model_dump(mode="json")
+    gen = asdict(spec.generation)
     data = {key: gen[key] for key in GENERATION_KEYS if key in gen}
     data["early_stopping"] = gen["early_stopping"]
     off = {"top_k": 0, "min_p": 0.0}  # Nima's "off"; transformers reads 0 as a setting of a sampling filter
