@@ -90,9 +90,7 @@ def test_ids_come_from_the_spec_then_the_run_record(tmp_path: Path, model_dir: P
     assert token_ids(spec, None, model_dir / "tokenizer.json").as_dict()["eos_token_id"] == 10
     assert token_ids(spec, None, None).as_dict() == {"decoder_start_token_id": 0, "eos_token_id": 0, "pad_token_id": 0}
     named = spec.model_copy(
-        update={
-            "generation": replace(spec.generation, decoder_start_token_id=3, pad_token_id=4, eos_token_ids=[2, 1])
-        }
+        update={"generation": replace(spec.generation, decoder_start_token_id=3, pad_token_id=4, eos_token_ids=[2, 1])}
     )  # an imported model's ids, from its Hugging Face config
     assert token_ids(named, tmp_path, None).as_dict() == {
         "decoder_start_token_id": 3,
