@@ -18,7 +18,7 @@ write leaves the previous file (or none), never half of one.
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import functools
 import json
 import os
 import shutil
@@ -122,8 +122,13 @@ class TargetAppeared(FileExistsError):
     """The target folder exists, and the writer was not allowed to replace one."""
 
 
-# This machine, in staging folders' names: a process id means something on its own host only.
-HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+@functools.cache
+def host() -> str:
+    """This machine, in staging folders' names: a process id means something on its own host only.
+    (A function: ``hashlib`` loads OpenSSL, 3.6 MiB that a process which only decodes never needs.)"""
+    import hashlib
+
+    return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
 
 
 @contextlib.contextmanager
@@ -141,7 +146,7 @@ def staged_folder(out: Path, replace: bool = False) -> Iterator[Path]:
     parent = out.resolve().parent
     parent.mkdir(parents=True, exist_ok=True)
     remove_stale(parent, out.name)
-    stem = f".{out.name}.{os.getpid()}-{HOST}."
+    stem = f".{out.name}.{os.getpid()}-{host()}."
     tmp = Path(tempfile.mkdtemp(prefix=stem, suffix=".partial", dir=parent))
     try:
         yield tmp
@@ -186,8 +191,8 @@ def glob_escape(text: str) -> str:
 
 def _abandoned(owner: str) -> bool:
     """Whether ``<pid>-<host>`` names a process of this host that no longer runs (another host's: never)."""
-    pid, _, host = owner.partition("-")
-    if host != HOST or not pid.isdigit():
+    pid, _, machine = owner.partition("-")
+    if machine != host() or not pid.isdigit():
         return False
     try:
         os.kill(int(pid), 0)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nima.layout import HOST, TargetAppeared, remove_stale, staged_folder
+from nima.layout import TargetAppeared, host, remove_stale, staged_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,11 +32,11 @@ def dead_pid() -> int:
 
 
 def test_stale_staging_folders_are_removed_and_live_or_foreign_ones_kept(tmp_path: Path) -> None:
-    stale = tmp_path / f".bundle.{dead_pid()}-{HOST}.abc123.partial"
-    live = tmp_path / f".bundle.{os.getpid()}-{HOST}.def456.partial"  # this process: in use
+    stale = tmp_path / f".bundle.{dead_pid()}-{host()}.abc123.partial"
+    live = tmp_path / f".bundle.{os.getpid()}-{host()}.def456.partial"  # this process: in use
     elsewhere = tmp_path / f".bundle.{dead_pid()}-0000beef.gh789.partial"  # another host's: maybe in use
     foreign = tmp_path / ".bundle.notes"
-    other = tmp_path / f".bundlex.{dead_pid()}-{HOST}.abc.partial"  # another target's
+    other = tmp_path / f".bundlex.{dead_pid()}-{host()}.abc.partial"  # another target's
     for folder in (stale, live, elsewhere, foreign, other):
         folder.mkdir()
     assert remove_stale(tmp_path, "bundle") == [stale]
@@ -46,7 +46,7 @@ def test_stale_staging_folders_are_removed_and_live_or_foreign_ones_kept(tmp_pat
 def test_a_kill_between_the_two_renames_gives_the_old_folder_back(tmp_path: Path) -> None:
     """The old target was moved aside (``.old/previous``) and the new one not yet in place: the next
     writer puts the old one back rather than deleting the only copy."""
-    aside = tmp_path / f".bundle.{dead_pid()}-{HOST}.q1.old"
+    aside = tmp_path / f".bundle.{dead_pid()}-{host()}.q1.old"
     (aside / "previous").mkdir(parents=True)
     (aside / "previous" / "model.onnx").write_text("the earlier bundle")
     remove_stale(tmp_path, "bundle")
@@ -57,8 +57,8 @@ def test_a_kill_between_the_two_renames_gives_the_old_folder_back(tmp_path: Path
 def test_in_a_folder_that_is_all_ours_any_stale_staging_folder_goes(tmp_path: Path) -> None:
     """``checkpoints/``: a killed run may have been writing any step; each dead one's staging folder goes."""
     dead = dead_pid()
-    stale = [tmp_path / f".step-000030.{dead}-{HOST}.x1.partial", tmp_path / f".step-000010.{dead}-{HOST}.y2.old"]
-    live = tmp_path / f".step-000020.{os.getpid()}-{HOST}.z3.partial"
+    stale = [tmp_path / f".step-000030.{dead}-{host()}.x1.partial", tmp_path / f".step-000010.{dead}-{host()}.y2.old"]
+    live = tmp_path / f".step-000020.{os.getpid()}-{host()}.z3.partial"
     kept = [tmp_path / "step-000010", tmp_path / ".step-000010.deleting"]
     for folder in (*stale, live, *kept):
         folder.mkdir()

@@ -6,8 +6,10 @@ and runs onnxscript's optimiser (constant folding, dead-code removal) on the res
 go to external data (``model.onnx.data`` beside the graph) when they pass `EXTERNAL_BYTES`: ONNX
 Runtime maps that file instead of parsing the weights out of the protobuf, which at 124M took
 the peak memory of a process that loads the fp32 bundle and decodes from 734 to 558 MiB and the
-load from 1.9 to 0.6 s (bench/tables.py's process, 2026-12-07); above 2 GB protobuf cannot hold
-them at all. Small graphs stay one file.
+load from 1.9 to 0.6 s (bench/tables.py's process, 2026-12-07), and at 9M a fp32 bundle's from 182
+to 138 MiB (inside the protobuf, the weights are parsed, copied into tensors and prepacked: three
+copies at once); above 2 GB protobuf cannot hold them at all. Graphs of toy size (under 1 MB of
+weights) stay one file.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from torch import nn
 from nima.export.errors import ExportError
 
 PROTOBUF_LIMIT = 2 * 1024**3  # the most a protobuf message holds
-EXTERNAL_BYTES = 64 * 1024**2  # weights past this go to external data (see the module docstring)
+EXTERNAL_BYTES = 1024**2  # weights past this go to external data (see the module docstring)
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 from train_support import ROOT, invoke, read_metrics, tiny_spec, write_spec
 
-from nima.layout import HOST
+from nima.layout import host
 from nima.train.checkpoint import checkpoint_steps
 
 STEPS = 300
@@ -73,7 +73,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path: Path, corpus:
     # named after its (now dead) process; the resumed run must clear it
     ended = subprocess.Popen(["true"])
     ended.wait()  # its pid: one no process has now
-    half = killed / "checkpoints" / f".step-{reached + 5:06d}.{ended.pid}-{HOST}.k1.partial"
+    half = killed / "checkpoints" / f".step-{reached + 5:06d}.{ended.pid}-{host()}.k1.partial"
     half.mkdir()
     (half / "model.safetensors").write_bytes(b"half a file")
 
