@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 import types
 import typing
 from collections.abc import Mapping
@@ -106,7 +107,7 @@ def check_generation(values: Mapping[str, Any]) -> GenerationSpec:
     """``values`` as a `GenerationSpec`, each checked against its field's type and constraints.
 
     What Pydantic's validation of the section accepts from typed values, this accepts (an integral
-    float for an int, an int for a float, a tuple for a list), and it refuses the same: a boolean for a
+    float for an int, an int for a float, numpy's numbers, a tuple for a list), and it refuses the same: a boolean for a
     number or a number for a boolean (the spec's rule), infinities and NaN, values outside the bounds.
     Strings are not read as numbers or booleans (Pydantic's lax mode does, for text files; options
     reach the runtime typed). Unknown names raise `OptionError` too.
@@ -173,18 +174,19 @@ def _check(name: str, annotation: Any, value: Any) -> Any:
 
 
 def _integer(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    """An int from an integer (numpy's too) or an integral float, as Pydantic reads them."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise OptionError(name, "Input should be a valid integer", value)
-    if isinstance(value, float):
+    if not isinstance(value, numbers.Integral):
         if not math.isfinite(value):
             raise OptionError(name, "Input should be a finite number", value)
-        if not value.is_integer():
+        if not float(value).is_integer():
             raise OptionError(name, "Input should be a valid integer, got a number with a fractional part", value)
     return int(value)
 
 
 def _number(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise OptionError(name, "Input should be a valid number", value)
     if not math.isfinite(value):
         raise OptionError(name, "Input should be a finite number", value)
