@@ -50,6 +50,7 @@ def serve(
 
     try:
         found = read_bundle(bundle)  # the quick checks, before the port is taken; sessions load in the server
+        found.model_spec  # noqa: B018 - the whole spec, validated: the scheduler reads it (cache moves)
     except GenerateError as err:
         fail(str(err))
     if provider not in ("cpu", "cuda"):

@@ -10,7 +10,6 @@ them where a caller needs the whole spec (the server's cache moves read the posi
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 from nima.runtime.errors import GenerateError
 from nima.runtime.families import FAMILIES
 from nima.spec.generation import GenerationSpec, OptionError, check_generation
+from nima.spec.strict_json import MAX_SPEC_BYTES, load_json
 
 
 @dataclass(frozen=True)
@@ -36,16 +36,20 @@ class BundleSpec:
 
 def read_bundle_spec(path: Path) -> BundleSpec:
     """``path`` (a bundle's ``nima.json``) as a `BundleSpec`; `GenerateError` naming the file and field."""
+    if path.stat().st_size > MAX_SPEC_BYTES:
+        raise GenerateError(f"{path}: {path.stat().st_size:,} bytes; a spec is at most {MAX_SPEC_BYTES // 2**20} MiB")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise GenerateError(f"{path}: not a readable spec ({err})") from None
+        data = load_json(path.read_text(encoding="utf-8"))
+    except RecursionError:
+        raise GenerateError(f"{path}: not a readable spec (nested too deeply)") from None
+    except (OSError, ValueError) as err:  # bad JSON or UTF-8, a repeated key, an integer of 4,300 digits
+        raise GenerateError(f"{path}: not a readable spec ({str(err).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise GenerateError(f"{path}: not a spec (a JSON object of fields)")
     if "extends" in data:  # as `nima.spec.load_resolved_spec`: nothing outside the bundle is read
         raise GenerateError(f"{path}: extends: a resolved spec (a model folder's, run's or bundle's) extends nothing")
     architecture = data.get("architecture", "decoder")
-    if architecture not in FAMILIES:
+    if not isinstance(architecture, str) or architecture not in FAMILIES:
         raise GenerateError(f"{path}: architecture: {architecture!r} is not one of {', '.join(FAMILIES)}")
     attention = data.get("attention")
     if not isinstance(attention, dict):

@@ -31,6 +31,7 @@ class GenerationSpec:
         "extra": "forbid",
         "allow_inf_nan": False,
         "use_attribute_docstrings": True,
+        "revalidate_instances": "always",  # an instance built in Python is checked when a spec takes it
     }
 
     max_new_tokens: Annotated[int, Gt(0)] = 128
@@ -182,13 +183,19 @@ def _integer(name: str, value: Any) -> int:
             raise OptionError(name, "Input should be a finite number", value)
         if not float(value).is_integer():
             raise OptionError(name, "Input should be a valid integer, got a number with a fractional part", value)
+        if abs(value) >= 2**63:  # Pydantic reads integral floats into 64 bits
+            raise OptionError(name, "Unable to parse input string as an integer, exceeded maximum size", value)
     return int(value)
 
 
 def _number(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise OptionError(name, "Input should be a valid number", value)
-    if not math.isfinite(value):
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an integer past float's range
+        raise OptionError(name, "Input should be a valid number", value) from None
+    if not finite:
         raise OptionError(name, "Input should be a finite number", value)
     return float(value)
 

@@ -18,10 +18,10 @@ from nima.spec.errors import Problem, SpecError
 from nima.spec.model import ModelSpec, rule_problems
 from nima.spec.presets import PRESETS
 from nima.spec.problems import all_field_names, fields_by_kind, problems_from_validation
-from nima.spec.strict_parse import DuplicateKeyError, load_json, load_yaml
+from nima.spec.strict_json import MAX_SPEC_BYTES, DuplicateKeyError, load_json
+from nima.spec.strict_parse import load_yaml
 
 _MAX_EXTENDS_DEPTH = 8
-MAX_SPEC_BYTES = 2**20  # a spec is a page of YAML; anything near this size is not one
 
 
 def load_spec(path: str | Path, overrides: list[str] | None = None) -> ModelSpec:

@@ -1,13 +1,12 @@
-"""YAML and JSON parsing that refuses a key given twice in one mapping.
+"""YAML parsing that refuses a key given twice in one mapping (JSON's: `nima.spec.strict_json`).
 
-PyYAML and the json module keep the last of two equal keys without a word, so a spec that sets
-`d_model` twice (an edit that added a line instead of changing one) would silently build the
-second value. Here the second occurrence is an error naming its line (YAML) or the key (JSON).
+PyYAML keeps the last of two equal keys without a word, so a spec that sets `d_model` twice (an
+edit that added a line instead of changing one) would silently build the second value. Here the
+second occurrence is an error naming its line.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import yaml
@@ -47,21 +46,3 @@ _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _S
 def load_yaml(text: str) -> Any:
     """Parse YAML like `yaml.safe_load`, raising a `yaml.YAMLError` (with `problem_mark`) on a repeated key."""
     return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
-
-
-class DuplicateKeyError(ValueError):
-    """A JSON object that names one key twice."""
-
-
-def _no_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise DuplicateKeyError(f"duplicate key {key!r}")
-        out[key] = value
-    return out
-
-
-def load_json(text: str) -> Any:
-    """Parse JSON like `json.loads`, raising `DuplicateKeyError` on a repeated key in one object."""
-    return json.loads(text, object_pairs_hook=_no_repeats)

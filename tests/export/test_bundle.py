@@ -220,8 +220,9 @@ def test_a_tied_head_is_quantized(kind: str, target: str, trained_tied_dir: Path
 def test_weights_past_protobufs_limit_go_to_external_data(
     options: list[str], trained_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A graph whose weights pass 64 MB (or protobuf's 2 GB) keeps them in ``model.onnx.data``; quantizing such
-    a graph leaves no fp32 weights behind. The limit is lowered so a small model stands in for a large one."""
+    """A graph whose weights pass `EXTERNAL_BYTES` (1 MB; or protobuf's 2 GB) keeps them in ``model.onnx.data``;
+    quantizing such a graph leaves no fp32 weights behind. The limit is lowered so a small model stands in for
+    a large one."""
     monkeypatch.setattr(dynamo, "EXTERNAL_BYTES", 1024)
     out = tmp_path / "bundle"
     result = invoke("export", "--onnx", trained_dir, "-o", out, *options)

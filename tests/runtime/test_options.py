@@ -213,8 +213,12 @@ def test_a_bundle_spec_is_checked_where_the_runtime_reads_it(
     with pytest.raises(GenerateError) as err:
         Generator(bundle)
     assert str(err.value).startswith(f"{bundle / 'nima.json'}: ") and message in str(err.value), str(err.value)
-    (bundle / "nima.json").write_text("{not json")
-    with pytest.raises(GenerateError, match="nima.json: not a readable spec"):
+    for text in ("{not json", '{"a": 1, "a": 2}', "[" * 100_000 + "]" * 100_000, '{"n_layers": 1' + "0" * 5000 + "}"):
+        (bundle / "nima.json").write_text(text)  # bad JSON, a repeated key, too deep, an integer past int()'s limit
+        with pytest.raises(GenerateError, match="nima.json: not a readable spec"):
+            Generator(bundle)
+    (bundle / "nima.json").write_text(json.dumps({**spec, "architecture": ["decoder"]}))
+    with pytest.raises(GenerateError, match="nima.json: architecture: \\['decoder'\\] is not one of"):
         Generator(bundle)
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -57,6 +59,18 @@ def test_serve_refuses_a_missing_bundle_in_one_line(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["serve", str(tmp_path / "nothing")])
     assert result.exit_code == 2
     assert "no such bundle folder" in result.output and "Traceback" not in result.output
+
+
+def test_serve_refuses_a_bundle_whose_spec_breaks_the_schema(tmp_path: Path, text_bundle: Path) -> None:
+    """Decoding reads a few figures of nima.json; the server reads the whole spec, so it is validated before
+    the port is taken: an unknown field is named in one line."""
+    bundle = tmp_path / "bundle"
+    shutil.copytree(text_bundle, bundle)
+    spec = json.loads((bundle / "nima.json").read_text())
+    (bundle / "nima.json").write_text(json.dumps({**spec, "biass": True}))
+    result = CliRunner().invoke(app, ["serve", str(bundle), "--port", str(free_port())])
+    assert result.exit_code == 2, result.output
+    assert "nima.json: biass: unknown field" in result.output and "Traceback" not in result.output
 
 
 def test_serve_refuses_a_port_in_use(text_bundle: Path) -> None:

@@ -23,7 +23,7 @@ from nima.spec.schema import spec_json_schema
 VALUES: list[Any] = [
     None, True, False, 0, 1, -1, 2, 3, 64, 65, 10**30, 0.0, 0.5, 1.0, 1.5, 2.0, -2.0, -2.5, 2.5,
     float("inf"), float("nan"), "never", "x", "", [], [1, 2], [-1], (1, 2), ["a", ""], [1.0], [1.5],
-    [True], [None], {"a": 1}, np.int64(5), np.float32(0.5), np.float64(3.0), [np.int32(7)],
+    [True], [None], {"a": 1}, np.int64(5), np.float32(0.5), np.float64(3.0), [np.int32(7)], 10**400, 1e30, 2.0**62,
 ]  # fmt: skip
 # (numpy's booleans are left out too: Pydantic reads np.True_ as 1 for a number; the runtime refuses it)
 
@@ -75,6 +75,15 @@ def test_unknown_options_and_defaults() -> None:
     with pytest.raises(OptionError) as err:
         check_generation({"eos_token_ids": [1, True]})
     assert str(err.value) == "eos_token_ids.1: Input should be a valid integer (got True)"
+
+
+def test_an_instance_built_in_python_is_checked_when_a_spec_takes_it() -> None:
+    """The dataclass checks nothing when built; a spec revalidates it (as it did the Pydantic model)."""
+    spec = spec_from_dict({"extends": "tiny"})
+    with pytest.raises(pydantic.ValidationError, match="less than or equal to 1"):
+        ModelSpec.model_validate({**PRESETS["tiny"], "generation": GenerationSpec(top_p=5.0)})
+    with pytest.raises(pydantic.ValidationError, match="less than or equal to 1"):
+        spec.generation = GenerationSpec(top_p=5.0)
 
 
 def test_a_spec_names_bad_generation_fields() -> None:
