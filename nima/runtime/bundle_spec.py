@@ -4,7 +4,7 @@ generation defaults, without Pydantic.
 ``nima export`` wrote the file from a validated spec, so the runtime checks only what it uses:
 each figure it reads is a positive integer, the architecture one it runs, the generation section
 `GenerationSpec`'s table (`check_generation`). Loading the spec's Pydantic models instead would cost
-every process that decodes about 0.1 s and 18 MiB before its first token; `Bundle.model_spec` loads
+every process that decodes about 0.07 s and 12 MiB before its first token; `Bundle.model_spec` loads
 them where a caller needs the whole spec (the server's cache moves read the position scheme).
 """
 

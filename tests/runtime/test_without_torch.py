@@ -103,8 +103,8 @@ def test_greedy_generation_without_numpy_random(text_bundle: tuple[Path, Decoder
 
 def test_decoding_without_pydantic(text_bundle: tuple[Path, DecoderLM]) -> None:
     """The runtime reads a bundle and its options without Pydantic (`nima.runtime.bundle_spec`,
-    `nima.spec.generation`): a process that only decodes never builds the spec's models (0.1 s and
-    18 MiB). Reading the whole spec is what needs it, so the test can fail."""
+    `nima.spec.generation`): a process that only decodes never builds the spec's models (about
+    0.07 s and 12 MiB). Reading the whole spec is what needs it, so the test can fail."""
     decode = (
         "from nima.runtime import Generator\n"
         f"generator = Generator({str(text_bundle[0])!r})\n"
