@@ -8,7 +8,6 @@ checked here, before any work starts.
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
 
 from nima.runtime.errors import GenerateError
@@ -30,7 +29,7 @@ def resolve_options(defaults: GenerationSpec, overrides: dict[str, Any]) -> Gene
     if given.get("num_beams", 1) > 1 and "do_sample" not in given:
         given["do_sample"] = False
     try:
-        options = check_generation({**asdict(defaults), **given})
+        options = check_generation(given, defaults)
     except OptionError as err:
         raise GenerateError(f"option {err.field}: {err.message} (got {err.value!r})") from None
     _check_combination(options)

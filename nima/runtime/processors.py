@@ -9,6 +9,7 @@ on the distribution that follows (one softmax for both) and give them probabilit
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -184,14 +185,9 @@ def row_sums(values: np.ndarray) -> np.ndarray:
     return (np.ascontiguousarray(values) @ _ones(values.shape[-1], values.dtype)).astype(np.float64)
 
 
+@functools.cache
 def _ones(n: int, dtype: np.dtype) -> np.ndarray:
-    key = (n, np.dtype(dtype))
-    if key not in _ONES:
-        _ONES[key] = np.ones(n, dtype=dtype)
-    return _ONES[key]
-
-
-_ONES: dict[tuple[int, np.dtype], np.ndarray] = {}
+    return np.ones(n, dtype=dtype)
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:

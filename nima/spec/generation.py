@@ -17,7 +17,7 @@ import numbers
 import types
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Annotated, Any, ClassVar, Literal
 
 from annotated_types import Ge, Gt, Le, Lt
@@ -104,8 +104,9 @@ class OptionError(ValueError):
         self.field, self.message, self.value = field, message, value
 
 
-def check_generation(values: Mapping[str, Any]) -> GenerationSpec:
-    """``values`` as a `GenerationSpec`, each checked against its field's type and constraints.
+def check_generation(values: Mapping[str, Any], base: GenerationSpec | None = None) -> GenerationSpec:
+    """``values`` as a `GenerationSpec`, each checked against its field's type and constraints; the
+    fields they leave out are ``base``'s (already checked), else the defaults.
 
     What Pydantic's validation of the section accepts from typed values, this accepts (an integral
     float for an int, an int for a float, numpy's numbers, a tuple for a list), and it refuses the
@@ -120,7 +121,7 @@ def check_generation(values: Mapping[str, Any]) -> GenerationSpec:
         if name not in table:
             raise OptionError(name, "unknown option", value)
         checked[name] = _check(name, table[name], value)
-    return GenerationSpec(**checked)
+    return GenerationSpec(**checked) if base is None else replace(base, **checked)
 
 
 @functools.cache
