@@ -49,7 +49,7 @@ import time
 from pathlib import Path
 
 from _engines import CONVERTERS, OPENERS
-from _harness import NEW_TOKENS, PROMPT_TOKENS, SEED, THREADS, log
+from _harness import NEW_TOKENS, PROMPT_TOKENS, SEED, THREADS, compile_nima, log
 
 WIDTHS = ("fp32", "int8", "int4")
 ROUNDS = 5  # interleaved timed rounds per width (--rounds)
@@ -201,6 +201,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--busy", type=int, default=0, help="processes spinning on the CPUs during the rounds")
     args = parser.parse_args(argv)
     ROUNDS, BUSY = args.rounds, args.busy
+    compile_nima()  # each load is timed in a fresh process: as installed, not compiling Nima's source
     engines = [e for e in ENGINES if importlib.util.find_spec(PACKAGES[e]) is not None]
     missing = sorted(set(ENGINES) - set(engines))
     if missing:

@@ -21,9 +21,6 @@ import contextlib
 import functools
 import json
 import os
-import shutil
-import socket
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -92,6 +89,8 @@ def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
     The temporary name is unique (two writers of one file do not share it) and keeps ``path``'s
     suffix, for writers that choose a format by it. The file gets the mode ``open`` would give it
     (safetensors, for one, writes owner-only files)."""
+    import tempfile  # here, as in the functions below: a process that only decodes reads this module's names
+
     handle, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
     os.close(handle)
     tmp = Path(name)
@@ -115,6 +114,8 @@ def write_json(path: Path, data: object) -> None:
 
 def copy_file(source: Path, target: Path) -> None:
     """Copy ``source`` to ``target`` atomically."""
+    import shutil
+
     write_atomic(target, lambda tmp: shutil.copyfile(source, tmp))
 
 
@@ -127,6 +128,7 @@ def host() -> str:
     """This machine, in staging folders' names: a process id means something on its own host only.
     (A function: ``hashlib`` loads OpenSSL, 3.6 MiB that a process which only decodes never needs.)"""
     import hashlib
+    import socket
 
     return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
 
@@ -143,6 +145,9 @@ def staged_folder(out: Path, replace: bool = False) -> Iterator[Path]:
     ours and not in use: its process is gone from this host. Each new staging clears such leftovers
     of ``out`` first, putting back an old ``out`` that a kill between the two renames left aside.
     """
+    import shutil
+    import tempfile
+
     parent = out.resolve().parent
     parent.mkdir(parents=True, exist_ok=True)
     remove_stale(parent, out.name)
@@ -168,6 +173,8 @@ def remove_stale(parent: Path, name: str | None = None) -> list[Path]:
     """Remove the staging folders of ``name`` (None: of any name, for a folder that is all Nima's, such
     as ``checkpoints/``) in ``parent`` whose process no longer runs on this host; returns them. An
     ``.old`` one whose target is missing (a kill between the two renames) gives its folder back first."""
+    import shutil
+
     removed = []
     for path in parent.glob(f".{glob_escape(name)}.*" if name is not None else ".*"):
         fields = path.name[1:].split(".")
