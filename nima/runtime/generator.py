@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 from collections import abc
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -27,6 +26,8 @@ from nima.runtime.families import FAMILIES
 from nima.runtime.huge_pages import wanted
 from nima.runtime.lookup import decode_lookup, lookup_problem
 from nima.runtime.options import is_greedy, resolve_options
+from nima.runtime.prompts import Prompt, PromptReader
+from nima.runtime.results import Completion, Generation
 from nima.runtime.rows import FINISH_EOS, FINISH_STOP, Limits, Row
 from nima.runtime.search import decode_rows
 from nima.runtime.session import DecoderSession, make_session
@@ -47,36 +48,6 @@ class _NoDraws:
 
 
 _NO_DRAWS = cast("np.random.Generator", _NoDraws())
-
-Prompt = str | Sequence[int]
-
-
-@dataclass(frozen=True)
-class Completion:
-    """One generated sequence: its new tokens, their text (None without a tokenizer), why it ended
-    ("eos", "stop", "length" for max_new_tokens, or "context" when the model's context ran out first)
-    and, for beam search, its length-normalised score."""
-
-    token_ids: list[int]
-    text: str | None
-    finish_reason: str
-    score: float | None = None
-
-
-@dataclass(frozen=True)
-class Generation:
-    """Everything generated for one prompt: ``num_return_sequences`` completions, best first."""
-
-    prompt_ids: list[int]
-    completions: list[Completion]
-
-    @property
-    def text(self) -> str | None:
-        return self.completions[0].text
-
-    @property
-    def token_ids(self) -> list[int]:
-        return self.completions[0].token_ids
 
 
 class Generator:
@@ -117,6 +88,9 @@ class Generator:
         self.family = FAMILIES[self.spec.architecture]()
         self.family.open(
             lambda role: make_session(self.bundle.graphs[role], provider, threads, spin, huge_pages), self.spec.n_layers
+        )
+        self.prompts = PromptReader(
+            self.tokenizer, self.spec.vocab_size, self.spec.max_seq_len, self.family, self.bundle.path
         )
         self.draft = None if draft is None else self._open_draft(draft, provider, threads, spin, huge_pages)
         self._pace = Pace()  # whether drafting pays, as this generator's rows found (`speculative.Pace`)
@@ -164,39 +138,12 @@ class Generator:
 
     def encode(self, prompt: Prompt) -> list[int]:
         """Token ids of ``prompt`` (text needs the bundle's tokenizer; id lists pass through, checked)."""
-        if isinstance(prompt, str):
-            if self.tokenizer is None:
-                raise GenerateError("this bundle has no tokenizer.json: give prompts as token ids")
-            try:
-                ids = list(self.tokenizer.encode(prompt).ids)
-            except Exception:  # tokenizers raises a bare Exception, e.g. for a character a vocabulary lacks
-                raise GenerateError(f"prompt {prompt[:40]!r}: {self._unencodable(prompt)}") from None
-            if ids and max(ids) >= self.spec.vocab_size:  # a tokenizer.json that is not this model's
-                raise GenerateError(
-                    f"{self.bundle.path}: tokenizer.json gave token id {max(ids)}, past the model's vocabulary "
-                    f"(0..{self.spec.vocab_size - 1}): the tokenizer is not this model's"
-                )
-            return ids
-        ids = [int(t) for t in prompt]
-        bad = [t for t in ids if not 0 <= t < self.spec.vocab_size]
-        if bad:
-            raise GenerateError(f"prompt token id {bad[0]} is outside the vocabulary (0..{self.spec.vocab_size - 1})")
-        return ids
+        return self.prompts.encode(prompt)
 
     def check_prompt(self, prompt: Prompt) -> list[int]:
         """The token ids of one prompt (a source, for encoder-decoders), checked as generation would check
         them (tokenizer, vocabulary, length): a caller that prints the prompt first calls this before."""
-        return self._inputs([prompt], None)[0]
-
-    def _unencodable(self, prompt: str) -> str:
-        """Why the tokenizer refuses ``prompt``: the first character it cannot encode, if one alone fails."""
-        tokenizer = self.tokenizer
-        for char in dict.fromkeys(prompt) if tokenizer is not None else ():
-            try:
-                tokenizer.encode(char)
-            except Exception:
-                return f"the character {char!r} is not in the tokenizer's vocabulary"
-        return "the bundle's tokenizer cannot encode it"
+        return self.prompts.batch([prompt], None)[0]
 
     def generate(
         self,
@@ -216,7 +163,7 @@ class Generator:
         self, prompts: Prompt | Sequence[Prompt] | None, sources: Prompt | Sequence[Prompt] | None, options: Any
     ) -> list[Generation]:
         opts = self.options(**options)
-        batch = self._inputs(prompts, sources)
+        batch = self.prompts.batch(prompts, sources)
         limits = self._limits(opts)
         if opts.num_beams > 1:
             return finish(self._beams(batch, opts, limits))
@@ -270,7 +217,7 @@ class Generator:
             opts = self.options(**options)
             if opts.num_beams < 2:
                 raise GenerateError("beam_steps: give num_beams of 2 or more")
-            batch = self._inputs(prompts, sources)
+            batch = self.prompts.batch(prompts, sources)
             limits = self._limits(opts)
         return self._beams(batch, opts, limits)
 
@@ -313,7 +260,7 @@ class Generator:
         opts = self.options(**options)
         if opts.num_beams > 1 or opts.num_return_sequences > 1:
             raise GenerateError("stream: one sequence at a time (beam search knows its best beam only at the end)")
-        inputs = self._inputs([prompt], None)
+        inputs = self.prompts.batch([prompt], None)
         limits = self._limits(opts)
         greedy = is_greedy(opts)
         with runtime_errors(self.bundle.path):  # the encoder's run too (encoder-decoders)
@@ -362,27 +309,6 @@ class Generator:
         return reason
 
     # --- helpers ------------------------------------------------------------------------------
-
-    def _inputs(
-        self, prompts: Prompt | Sequence[Prompt] | None, sources: Prompt | Sequence[Prompt] | None
-    ) -> list[list[int]]:
-        """Token ids of the prompts (decoder-only) or sources (encoder-decoder), checked."""
-        if sources is not None and not self.family.takes_sources:
-            raise GenerateError("sources= is for encoder-decoder bundles; this one is decoder-only: pass prompts")
-        given = sources if sources is not None else prompts
-        what = self.family.input_word
-        if given is None:
-            raise GenerateError(f"no {what}s given")
-        single = isinstance(given, str) or (len(given) > 0 and isinstance(given[0], int | np.integer))
-        batch = [self.encode(p) for p in ([given] if single else given)]  # type: ignore[list-item]
-        if not batch:
-            raise GenerateError(f"no {what}s given")
-        limit = self.spec.max_seq_len
-        for i, ids in enumerate(batch):
-            if not ids:
-                raise GenerateError(f"{what} {i} is empty: the model needs at least one token")
-            self.family.check_length(i, len(ids), limit)
-        return batch
 
     def _starts(self, batch: list[list[int]]) -> tuple[list[list[int]], dict[str, Any] | None]:
         """The decoder's starting tokens per row and its fixed inputs (`nima.runtime.families`)."""

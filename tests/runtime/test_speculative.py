@@ -1,6 +1,7 @@
-"""Speculative decoding with a draft bundle: greedy tokens identical to plain greedy decoding, sampled tokens
-distributed as sampling from the target alone (a chi-square test against the exact distribution from the
-PyTorch model), both caches rolled back after rejected drafts, on both cache layouts."""
+"""Speculative decoding with a draft bundle: greedy and seeded sampled tokens identical to plain decoding's,
+whichever steps drafted; sampled tokens distributed as sampling from the target alone (a chi-square test
+against the exact distribution from the PyTorch model); both caches rolled back after rejected drafts, on
+both cache layouts."""
 
 from __future__ import annotations
 
@@ -44,6 +45,46 @@ def test_greedy_tokens_are_plain_greedy(target: str, draft: str, bundles: dict, 
                 assert counting.runs - before < len(want.token_ids) / 2  # four drafted tokens kept per run, mostly
     streamed = list(drafted.stream_tokens([1, 2, 3], max_new_tokens=30, do_sample=False))
     assert streamed == plain.generate([[1, 2, 3]], max_new_tokens=30, do_sample=False)[0].token_ids
+
+
+SAMPLING = ({"temperature": 0.8}, {"temperature": 1.3, "top_p": 0.9}, {"top_k": 5}, {"min_p": 0.1, "top_p": 0.95})
+
+
+@pytest.mark.parametrize("draft", ["gpt2", "itself"])
+def test_sampled_tokens_are_plain_sampling(draft: str, bundles: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a seed, one prompt samples the same tokens with a draft as without (the target draws every token
+    from the generation's stream, as plain decoding does), whether drafting runs every step, pauses as it
+    finds, or pauses at random. The target as its own draft, drafting every step, proposes with a copy of
+    the stream and so keeps nearly every drafted token: fewer than half as many target runs as tokens."""
+    path = bundles["llama"][0]
+    plain = Generator(path)
+    want = {
+        (i, seed): plain.generate([[5, 6, 7]], do_sample=True, seed=seed, max_new_tokens=40, **options)[0].token_ids
+        for i, options in enumerate(SAMPLING)
+        for seed in (0, 1, 2)
+    }
+    coin = np.random.default_rng(5)
+    decisions = {
+        "as timed": None,
+        "always": property(lambda pace: True),
+        "at random": property(lambda pace: bool(coin.integers(2))),
+    }
+    for name, pays in decisions.items():
+        if pays is not None:
+            monkeypatch.setattr(speculative.Pace, "pays", pays)
+            monkeypatch.setattr(speculative, "PROBE", 0)
+        drafted = Generator(path, draft=path if draft == "itself" else bundles[draft][0])
+        counting = Counting(drafted)
+        for (i, seed), tokens in want.items():
+            before = counting.runs
+            got = drafted.generate(
+                [[5, 6, 7]], do_sample=True, seed=seed, max_new_tokens=40, num_assistant_tokens=4, **SAMPLING[i]
+            )[0].token_ids
+            assert got == tokens, (name, SAMPLING[i], seed)
+            if draft == "itself" and name == "always":
+                assert counting.runs - before < len(tokens) / 2, (SAMPLING[i], seed)
+    streamed = list(drafted.stream_tokens([5, 6, 7], do_sample=True, seed=1, max_new_tokens=40, top_k=5))
+    assert streamed == want[2, 1]
 
 
 TOP_K, PROMPT, N = 6, [3, 14, 15, 9], 2500
@@ -116,9 +157,9 @@ def test_sampling_keeps_the_target_distribution(bundles: dict, monkeypatch: pyte
     assert chi_square_passes(np.bincount(draws[:, 1], minlength=vocab), second)
     assert chi_square_passes(np.bincount(draws[:, 2], minlength=vocab), third)
 
-    def keep_every_draft(scores, guesses, guess_probs, choose):  # noqa: ANN001, ANN202 - the wrong rule
+    def keep_every_draft(scores, guesses, choose, rng):  # noqa: ANN001, ANN202 - the wrong rule
         yield from guesses
-        yield choose.draw(choose.probs(scores)[len(guesses)])
+        yield choose.pick(scores[len(guesses)], rng)
 
     monkeypatch.setattr(speculative, "_verify", keep_every_draft)
     wrong = sampled_tokens(generator, seed=2)
