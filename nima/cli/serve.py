@@ -36,6 +36,10 @@ def serve(
         int | None,
         Opt(min=1, help="Most prompt tokens prefilled between two decode steps while rows run (one prompt always)."),
     ] = None,
+    trust_request_chat_template: Annotated[
+        bool,
+        Opt(help="Render chat templates sent in requests (chat_template); off: only the bundle's is rendered."),
+    ] = False,
 ) -> None:
     """Serve BUNDLE over OpenAI's API: /v1/completions, /v1/chat/completions, /v1/models, /health, /metrics."""
     from nima.cli.common import require_runtime
@@ -66,7 +70,9 @@ def serve(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     name = model_name or found.path.resolve().name
-    service = Service(found.path, name, max_batch, max_queue, provider, threads, spin, prefill_budget)
+    service = Service(
+        found.path, name, max_batch, max_queue, provider, threads, spin, prefill_budget, trust_request_chat_template
+    )
     typer.echo(f"serving {name} ({found.spec.architecture}) at http://{host}:{port}/v1", err=True)
     uvicorn.run(create_app(service, api_key, max_body), host=host, port=port, log_level="warning", access_log=False)
 

@@ -330,6 +330,12 @@ class Generator:
     def _limits(self, opts: GenerationSpec) -> Limits:
         if opts.stop_strings and self.tokenizer is None:
             raise GenerateError("option stop_strings: this bundle has no tokenizer.json to read text with")
+        for i, stop in enumerate(opts.stop_strings):
+            if not stop.isascii():
+                try:
+                    stop.encode("utf-8")
+                except UnicodeEncodeError:  # a lone surrogate: no text the tokenizer decodes contains it
+                    raise GenerateError(f"option stop_strings: item {i} is not valid Unicode text ({stop!r})") from None
         decode = None if self.tokenizer is None else self._decode
         return Limits(self._eos_ids(opts), opts.max_new_tokens, self.spec.max_seq_len, tuple(opts.stop_strings), decode)
 

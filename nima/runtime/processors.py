@@ -77,10 +77,24 @@ def force_tokens(logits: np.ndarray, rows: np.ndarray, tokens: Sequence[int]) ->
         logits[np.ix_(picked, list(tokens))] = 0.0
 
 
+COLD = 1e-3  # temperatures below it scale the logits after subtracting each row's largest
+COLDEST = 1e-30  # temperatures below it act as it (its reciprocal is within float32's range)
+
+
 def temperature(logits: np.ndarray, value: float) -> None:
-    """Divide by the temperature (> 0); 1 leaves the distribution as it is."""
-    if value != 1.0:
-        logits /= value
+    """Divide by the temperature (> 0); 1 leaves the distribution as it is.
+
+    Dividing float32 logits by a tiny temperature overflows (1e-40 as float32 is 0): every positive logit
+    becomes inf and the row's draw is no longer the argmax's. Below `COLD` each row's largest logit is
+    subtracted first, so the scaled logits are at most 0 and the largest stays 0: as the temperature falls
+    the distribution narrows onto the argmax, as it should; `COLDEST` bounds the factor."""
+    if value == 1.0:
+        return
+    if value < COLD:
+        logits -= logits.max(axis=-1, keepdims=True)
+        logits *= np.float32(1.0 / max(value, COLDEST))
+        return
+    logits /= value
 
 
 def top_k(logits: np.ndarray, k: int) -> None:

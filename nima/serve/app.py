@@ -33,6 +33,7 @@ from nima.serve.service import Service
 
 log = logging.getLogger("nima.serve")
 MAX_BODY = 1 << 20  # bytes of a request body
+BODY_TIMEOUT = 30.0  # seconds a request body may take to arrive (a client that stalls holds a connection)
 
 
 def create_app(service: Service, api_key: str | None = None, max_body: int = MAX_BODY) -> FastAPI:
@@ -67,7 +68,8 @@ def create_app(service: Service, api_key: str | None = None, max_body: int = MAX
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
         message = "no such endpoint" if err.status_code == 404 else str(err.detail)
-        return ApiError(err.status_code, f"{request.method} {request.url.path}: {message}").response()
+        refused = ApiError(err.status_code, f"{request.method} {request.url.path}: {message}", headers=err.headers)
+        return refused.response()  # a 405 keeps its Allow header
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, err: Exception) -> JSONResponse:
@@ -85,7 +87,7 @@ def create_app(service: Service, api_key: str | None = None, max_body: int = MAX
             log.info("request %s %s status=%d", request.method, request.url.path, response.status_code)
         return response
 
-    @app.get("/health")
+    @app.api_route("/health", methods=["GET", "HEAD"])
     async def health() -> JSONResponse:
         if service.ready:
             return JSONResponse({"status": "ok"})
@@ -105,12 +107,14 @@ def create_app(service: Service, api_key: str | None = None, max_body: int = MAX
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
         body = _parse(CompletionRequest, await _json(request))
-        return await respond(service, service.plan_completion(body), request, chat=False)
+        plan = await asyncio.to_thread(service.plan_completion, body)  # tokenizing: off the event loop
+        return await respond(service, plan, request, chat=False)
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Response:
         body = _parse(ChatRequest, await _json(request))
-        return await respond(service, service.plan_chat(body), request, chat=True)
+        plan = await asyncio.to_thread(service.plan_chat, body)  # a template renders off the event loop
+        return await respond(service, plan, request, chat=True)
 
     return app
 
@@ -134,6 +138,8 @@ async def _json(request: Request) -> Any:
     try:
         return json.loads(raw)
     except (ValueError, RecursionError) as err:
+        if "integer string conversion" in str(err):  # Python's limit on digits, with advice for programmers
+            raise ApiError(400, "the body is not valid JSON: a number with too many digits") from None
         raise ApiError(400, f"the body is not valid JSON: {str(err).splitlines()[0][:120]}") from None
 
 
@@ -166,10 +172,19 @@ class BodyLimit:
             await too_big.response()(scope, receive, send)
             return
         chunks, size = [], 0
+        deadline = time.monotonic() + BODY_TIMEOUT
         while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # the client left before sending its body
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+            except asyncio.TimeoutError:  # noqa: UP041 - Python 3.10 raises this, not TimeoutError
+                late = ApiError(408, f"the request body did not arrive within {BODY_TIMEOUT:.0f} s")
+                await late.response()(scope, receive, send)
+                return
+            if message["type"] != "http.request":  # the client left before sending its body: logged as 499
+                await ApiError(499, "the client closed the connection before its body ended").response()(
+                    scope, receive, send
+                )
+                return
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
             if size > self.max_body:

@@ -68,12 +68,31 @@ def bundle_template(folder: Path) -> ChatTemplate:
     return ChatTemplate(DEFAULT_TEMPLATE, bos, eos, builtin=True)
 
 
+MAX_POWER_BITS = 1 << 16  # largest integer (in bits) a template's ``**`` may make
+
+
 class _Sandbox(ImmutableSandboxedEnvironment):
     """Jinja2's immutable sandbox, where reaching for an unsafe attribute fails at once (the stock sandbox
-    renders it as an empty undefined value, which hides what the template tried)."""
+    renders it as an empty undefined value, which hides what the template tried), and where ``*`` and
+    ``**`` cannot build values past the output cap (``'x' * 2000000000`` took 2 GB and seconds with the
+    stock sandbox; ``range`` is capped by Jinja2 already)."""
+
+    intercepted_binops = frozenset({"*", "**"})
 
     def unsafe_undefined(self, obj: Any, attribute: str) -> Any:
         raise SecurityError(f"access to attribute {attribute!r} of a {type(obj).__name__!r} object is unsafe")
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "*":
+            for sized, count in ((left, right), (right, left)):
+                items = len(sized) * count if isinstance(sized, str | list | tuple) and isinstance(count, int) else 0
+                if items > MAX_RENDERED:
+                    raise SecurityError(f"a repetition of {items:,} items passes {MAX_RENDERED:,}")
+        if operator == "**" and isinstance(left, int) and isinstance(right, int):
+            bits = left.bit_length() * abs(right) if abs(left) > 1 else 0
+            if bits > MAX_POWER_BITS:
+                raise SecurityError(f"a power of about {bits:,} bits passes {MAX_POWER_BITS:,}")
+        return super().call_binop(context, operator, left, right)
 
 
 def render(template: ChatTemplate, messages: Sequence[dict[str, Any]], add_generation_prompt: bool = True) -> str:

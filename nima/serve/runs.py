@@ -27,7 +27,12 @@ from nima.serve.responses import FINISH, ChoiceText, chat_logprobs, completion_l
 from nima.serve.service import Plan, Service
 
 log = logging.getLogger("nima.serve")
-POLL = 0.25  # seconds between disconnect checks while a whole response is prepared
+POLL = 0.25  # seconds a whole response waits for an event before it looks at its client again
+MAX_PENDING = 16_384  # events a request's client has not taken yet; past it the request is cancelled
+
+
+class _Stalled:
+    """Put in a run's queue when its client stopped taking events: the run ends with an error there."""
 
 
 class Run:
@@ -36,7 +41,8 @@ class Run:
     def __init__(self, service: Service, plan: Plan, request_id: str) -> None:
         assert service.scheduler is not None and service.generator is not None
         self.service, self.plan, self.request_id = service, plan, request_id
-        self.events: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
+        self.events: asyncio.Queue[tuple[int, Event | _Stalled]] = asyncio.Queue()
+        self.stalled = False
         generator = service.generator
         eos = generator._limits(plan.options).eos_ids
         n = plan.options.num_return_sequences
@@ -47,7 +53,13 @@ class Run:
         for i, prompt in enumerate(plan.prompts):
 
             def emit(event: Event, i: int = i) -> None:  # on the event loop (`dispatch`)
+                if self.stalled:
+                    return
                 self.events.put_nowait((i, event))
+                if self.events.qsize() > MAX_PENDING:  # a stream its client does not read: memory without end
+                    self.stalled = True
+                    self.cancel()
+                    self.events.put_nowait((i, _Stalled()))
 
             self.jobs.append(Job(prompt.ids, plan.options, plan.overrides, emit, plan.logprobs))
         self.started = time.perf_counter()
@@ -81,6 +93,9 @@ class Run:
             return None
         if isinstance(event, Failed):
             raise ApiError(500, f"generation failed: {event.message}", code="generation_failed")
+        if isinstance(event, _Stalled):
+            message = f"cancelled: the client left {MAX_PENDING:,} events unread"
+            raise ApiError(408, message, code="client_too_slow")
         choice = self.choice_index(prompt, event.index)
         text = self.texts[choice]
         if isinstance(event, Token):
@@ -127,18 +142,30 @@ async def respond(service: Service, plan: Plan, request: Request, chat: bool) ->
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
+    left = asyncio.ensure_future(_client_left(request))
     try:
         while run.open:
-            if await run.next(POLL) is None and await request.is_disconnected():
+            await run.next(POLL)
+            if left.done():
                 run.cancel()
                 run.finished("client-left")
                 return Response(status_code=499)
     except BaseException:
         run.cancel()
         raise
+    finally:
+        left.cancel()
     run.finished()
     choices = [_whole_choice(run, i, chat) for i in range(len(run.texts))]
     return JSONResponse(envelope(request_id, kind, service.model_name, choices, usage=run.usage()))
+
+
+async def _client_left(request: Request) -> None:
+    """Returns once the client has closed its connection (ASGI's ``http.disconnect``). Waiting for it beside
+    the events: `Request.is_disconnected` looks without waiting, and behind an HTTP middleware that look
+    never reaches the server's own receive, so a client that left was not seen while its tokens flowed."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def _whole_choice(run: Run, i: int, chat: bool) -> dict[str, Any]:

@@ -73,8 +73,10 @@ class Service:
         threads: int | None = None,
         spin: bool = False,
         prefill_budget: int | None = None,
+        trust_request_templates: bool = False,
     ) -> None:
         self.bundle = Path(bundle)
+        self.trust_request_templates = trust_request_templates  # render a request's own chat_template
         self.prefill_budget = prefill_budget
         self.model_name = model_name or self.bundle.resolve().name
         self.max_batch = max_batch
@@ -130,6 +132,13 @@ class Service:
         self._checked(request)
         if request.response_format not in (None, {"type": "text"}):
             raise ApiError(400, "response_format: only {'type': 'text'} is supported", "response_format")
+        if request.chat_template is not None and not self.trust_request_templates:
+            raise ApiError(
+                400,
+                "chat_template: this server renders its bundle's template only (start it with "
+                "--trust-request-chat-template to take templates from requests)",
+                "chat_template",
+            )
         template = self.template if request.chat_template is None else ChatTemplate(request.chat_template)
         messages = [
             {"role": m.role, "content": m.text(), **({"name": m.name} if m.name else {})} for m in request.messages

@@ -50,8 +50,9 @@ class GenerationSpec:
     """Drop tokens below min_p * max probability."""
     num_beams: Annotated[int, Ge(1)] = 1
     """Beam width; 1 disables beam search."""
-    length_penalty: float = 1.0
-    """Beam score = logprob / length**length_penalty."""
+    length_penalty: Annotated[float, Ge(-40), Le(40)] = 1.0
+    """Beam score = logprob / length**length_penalty (-40 to 40: past that the power leaves the range of a
+    float at long lengths)."""
     early_stopping: bool | Literal["never"] = False
     """Beam search's stop rule, as transformers': true: once num_beams hypotheses finish; false: then also
     once the best live beam, scored at its current length, cannot beat the worst of them; never: only once

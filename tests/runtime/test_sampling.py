@@ -144,3 +144,16 @@ def test_temperature_zero_is_greedy(bundles: dict[str, tuple[Path, DecoderLM]]) 
     gen = Generator(path)
     sampled = gen.generate([PROMPT], max_new_tokens=12, do_sample=True, temperature=0.0, seed=1)[0]
     assert sampled.token_ids == gen.generate([PROMPT], max_new_tokens=12, do_sample=False)[0].token_ids
+
+
+@pytest.mark.parametrize("temperature", [1e-300, 1e-40, 1e-20, 1e-6])
+def test_a_tiny_temperature_samples_the_argmax(bundles: dict[str, tuple[Path, DecoderLM]], temperature: float) -> None:
+    """Dividing float32 logits by 1e-40 used to overflow (every positive logit inf), and the draw was no longer
+    the argmax's: a temperature near 0 must give greedy decoding's tokens, in a batch too."""
+    path, _ = bundles["gpt2"]
+    gen = Generator(path)
+    prompts = [PROMPT, [4, 17], [2, 8, 33, 1]]
+    greedy = [g.token_ids for g in gen.generate(prompts, max_new_tokens=12, do_sample=False)]
+    for seed in (1, 2):
+        sampled = gen.generate(prompts, max_new_tokens=12, do_sample=True, temperature=temperature, seed=seed)
+        assert [g.token_ids for g in sampled] == greedy

@@ -139,3 +139,18 @@ class RunningServer:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=30)
+
+
+def metric(server: RunningServer, name: str, default: float | None = None) -> float:
+    """One sample of the server's /metrics (its full name with labels, e.g. 'nima_step_batch_size_count');
+    ``default`` where the server has no such sample yet (a label no request has had), else it must exist."""
+    import re
+
+    import httpx
+
+    text = httpx.get(server.url + "/metrics").text
+    found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
+    if found is None and default is not None:
+        return default
+    assert found, name
+    return float(found.group(1))

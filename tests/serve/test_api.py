@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from serve_support import RunningServer
+from serve_support import RunningServer, metric
 
 from nima.runtime import Generator
 from nima.serve.chat import bundle_template, render
@@ -35,14 +34,6 @@ def generator(text_bundle: Path) -> Generator:
 
 def client(server: RunningServer) -> openai.OpenAI:
     return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
-
-
-def metric(server: RunningServer, name: str) -> float:
-    """One sample of the server's /metrics (its full name with labels, e.g. 'nima_step_batch_size_count')."""
-    text = httpx.get(server.url + "/metrics").text
-    found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
-    assert found, name
-    return float(found.group(1))
 
 
 CASES: list[tuple[dict[str, Any], dict[str, Any]]] = [  # (request fields, the same as Generator options)

@@ -175,13 +175,54 @@ BAD: list[tuple[str, str, Any, int, str, str | None]] = [
         "passed",
         "chat_template",
     ),
+    (
+        "template repeating a string 2e9 times",
+        "/v1/chat/completions",
+        {**CHAT, "chat_template": "{{ ('x' * 2000000000)|length }}"},
+        400,
+        "repetition",
+        "chat_template",
+    ),
+    (
+        "template raising a power",
+        "/v1/chat/completions",
+        {**CHAT, "chat_template": "{{ 2 ** 10**8 }}"},
+        400,
+        "power",
+        "chat_template",
+    ),
+    ("stop a lone surrogate", "/v1/completions", {**OK, "stop": ["\udfff"]}, 400, "not valid Unicode", "stop"),
+    (
+        "length_penalty huge",
+        "/v1/completions",
+        {**OK, "num_beams": 2, "length_penalty": 1e308},
+        400,
+        "length_penalty",
+        "length_penalty",
+    ),
+    (
+        "length_penalty hugely negative",
+        "/v1/completions",
+        {**OK, "num_beams": 2, "length_penalty": -1e308},
+        400,
+        "length_penalty",
+        "length_penalty",
+    ),
+    (
+        "a number of 5000 digits",
+        "/v1/completions",
+        b'{"model": "tiny", "seed": ' + b"9" * 5000 + b"}",
+        400,
+        "too many digits",
+        None,
+    ),
     ("wrong endpoint", "/v1/embeddings", OK, 404, "no such endpoint", None),
 ]
 
 
 @pytest.fixture(scope="module")
 def server(text_bundle: Path) -> Iterator[RunningServer]:
-    running = RunningServer(text_bundle, max_body=64 * 1024)
+    running = RunningServer(text_bundle, max_body=64 * 1024, trust_request_templates=True)
     yield running
     running.stop()
 
