@@ -97,7 +97,7 @@ def read_manifest(folder: Path, architecture: str) -> Manifest:
         manifest = legacy_manifest(folder, architecture)
     else:
         try:
-            manifest = Manifest.from_dict(json.loads(path.read_text(encoding="utf-8")))
+            manifest = Manifest.from_dict(read_json(path))
         except OSError as err:
             raise ManifestError(f"{path}: cannot read it ({err.strerror or err})") from None
         except (ValueError, KeyError, TypeError) as err:
@@ -110,6 +110,24 @@ def read_manifest(folder: Path, architecture: str) -> Manifest:
     return manifest
 
 
+MAX_MANIFEST_BYTES = 2**20  # a manifest is a page of JSON
+
+
+def read_json(path: Path) -> Any:
+    """A bundle's small JSON file, parsed: `ManifestError` naming it when it is not a regular file (a FIFO
+    would block the reader, a device never end), is over `MAX_MANIFEST_BYTES` or nests past Python's
+    recursion limit; `OSError`, `ValueError` for the caller's own message otherwise."""
+    if not path.is_file():
+        raise ManifestError(f"{path}: not a regular file")
+    size = path.stat().st_size
+    if size > MAX_MANIFEST_BYTES:
+        raise ManifestError(f"{path}: {size:,} bytes; a bundle's description is at most 1 MiB")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except RecursionError:
+        raise ManifestError(f"{path}: not a valid bundle manifest (nested too deeply)") from None
+
+
 def legacy_manifest(folder: Path, architecture: str) -> Manifest:
     """The manifest of a bundle written before ``bundle.json``: a decoder's ``model.onnx`` (its shared
     buffer flag in ``genai_config.json``, token ids from the tokenizer at load), or an encoder-decoder's
@@ -118,7 +136,7 @@ def legacy_manifest(folder: Path, architecture: str) -> Manifest:
         return Manifest(architecture, {"decoder": MODEL_FILE}, share_buffer=_genai_shares_buffer(folder))
     path = folder / SEQ2SEQ_FILE
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
+        config = read_json(path)
         graphs = {"encoder": str(config["encoder"]["filename"]), "decoder": str(config["decoder"]["filename"])}
         ids = TokenIds(
             eos=int(config["eos_token_id"]),
@@ -138,9 +156,9 @@ def _genai_shares_buffer(folder: Path) -> bool:
     if not path.is_file():
         return False
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
+        config = read_json(path)
         return config["search"].get("past_present_share_buffer") is True
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # ManifestError too: a ValueError
         return False
 
 

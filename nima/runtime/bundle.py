@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 from dataclasses import dataclass
 from functools import cached_property
@@ -58,7 +59,23 @@ class Bundle:
 
 def read_bundle(path: str | Path) -> Bundle:
     """Load ``path`` (a folder written by ``nima export``); `GenerateError` naming the bad file."""
-    folder = Path(path)
+    try:
+        return _read_bundle(Path(path))
+    except OSError as err:  # a folder that can be listed but not entered, a file that cannot be read
+        raise GenerateError(f"{err.filename or path}: cannot read it ({err.strerror or err})") from None
+
+
+# sizes bundle.json records for the graph (``io``) and the nima.json field each must equal
+RECORDED = (
+    ("context_length", "max_seq_len"),
+    ("vocab_size", "vocab_size"),
+    ("hidden_size", "d_model"),
+    ("num_key_value_heads", "n_kv_heads"),
+    ("head_size", "head_dim"),
+)
+
+
+def _read_bundle(folder: Path) -> Bundle:
     if not folder.is_dir():
         if not folder.exists():
             raise GenerateError(f"{folder}: no such bundle folder")
@@ -80,6 +97,13 @@ def read_bundle(path: str | Path) -> Bundle:
         manifest = read_manifest(folder, spec.architecture)
     except ManifestError as err:
         raise GenerateError(str(err)) from None
+    for key, name in RECORDED:  # an edited nima.json would fail only inside ONNX Runtime, mid-generation
+        recorded = manifest.io.get(key)
+        if isinstance(recorded, int) and not isinstance(recorded, bool) and recorded != getattr(spec, name):
+            raise GenerateError(
+                f"{spec_path}: {name} is {getattr(spec, name)}, but {MANIFEST_FILE} records {key} {recorded} "
+                "for the graph: the two files do not belong together"
+            )
     graphs = {}
     for role in FAMILIES[spec.architecture].roles:
         if role not in manifest.graphs:
@@ -89,6 +113,8 @@ def read_bundle(path: str | Path) -> Bundle:
             raise GenerateError(f"{graphs[role]}: graph file not found")
     tokenizer = None
     tokenizer_path = folder / TOKENIZER_FILE
+    if os.path.lexists(tokenizer_path) and not tokenizer_path.is_file():  # not "no tokenizer": a broken one
+        raise GenerateError(f"{tokenizer_path}: not a regular file")
     if tokenizer_path.is_file():
         try:
             tokenizer = Tokenizer.from_file(str(tokenizer_path))

@@ -19,7 +19,7 @@ from nima.spec.model import ModelSpec, rule_problems
 from nima.spec.presets import PRESETS
 from nima.spec.problems import all_field_names, fields_by_kind, problems_from_validation
 from nima.spec.strict_json import MAX_SPEC_BYTES, DuplicateKeyError, load_json
-from nima.spec.strict_parse import load_yaml
+from nima.spec.strict_parse import AliasBomb, load_yaml
 
 _MAX_EXTENDS_DEPTH = 8
 
@@ -174,7 +174,8 @@ def _parse(text: str, path: Path, source: str) -> dict[str, Any]:
             mark = getattr(err, "problem_mark", None)
             where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
             what = getattr(err, "problem", None) or str(err).splitlines()[0]
-            raise SpecError([Problem(where, "", f"YAML syntax error: {what}")]) from None
+            label = "YAML error" if isinstance(err, AliasBomb) else "YAML syntax error"
+            raise SpecError([Problem(where, "", f"{label}: {what}")]) from None
     if data is None:
         raise SpecError([Problem(source, "", "is empty")])
     if not isinstance(data, dict):

@@ -43,6 +43,42 @@ class _StrictLoader(yaml.SafeLoader):
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _StrictLoader.construct_yaml_map)
 
 
+MAX_VALUES = 100_000  # values a document may hold with its aliases expanded; a spec has hundreds
+
+
+class AliasBomb(yaml.YAMLError):
+    """A document whose aliases expand to more than `MAX_VALUES` values ("billion laughs")."""
+
+
 def load_yaml(text: str) -> Any:
-    """Parse YAML like `yaml.safe_load`, raising a `yaml.YAMLError` (with `problem_mark`) on a repeated key."""
-    return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    """Parse YAML like `yaml.safe_load`, raising a `yaml.YAMLError` (with `problem_mark`) on a repeated key,
+    and `AliasBomb` where aliases would expand past `MAX_VALUES` values. PyYAML shares an aliased value
+    rather than copying it, so nine nested levels of ten aliases parse in a moment; but every reader that
+    walks the result (validation, and its error message, which tried to print 5.6 GB) sees 10**9 values."""
+    loader = _StrictLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        values = _expanded(node, {})
+        if values > MAX_VALUES:
+            raise AliasBomb(f"its aliases expand to {values:,} values; a spec holds at most {MAX_VALUES:,}")
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _expanded(node: yaml.Node, counted: dict[int, int]) -> int:
+    """How many values ``node`` holds with every alias expanded (a node reached twice counts twice)."""
+    key = id(node)
+    if key in counted:
+        return counted[key]
+    counted[key] = 1  # a node that contains itself (a recursive alias): counted once
+    if isinstance(node, yaml.SequenceNode):
+        total = 1 + sum(_expanded(child, counted) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        total = 1 + sum(_expanded(k, counted) + _expanded(v, counted) for k, v in node.value)
+    else:
+        total = 1
+    counted[key] = total
+    return total

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from nima.builders.models import DecoderLM
 from nima.cli import app
 from nima.runtime import GenerateError, Generator
+from nima.runtime.bundle import RECORDED
 from nima.runtime.options import resolve_options
 from nima.spec import GenerationSpec
 from nima.train.tokenizer import char_tokenizer
@@ -129,11 +130,16 @@ def test_a_spec_that_does_not_match_the_graph(
     change: dict[str, int], message: str, tmp_path: Path, bundles: dict[str, tuple[Path, DecoderLM]]
 ) -> None:
     """A nima.json edited or copied from another model is refused when the bundle loads, not met later
-    as an ORT error about an input name or an index out of range."""
+    as an ORT error about an input name or an index out of range: here against the graph itself, with
+    the sizes bundle.json records taken out (they are checked first: `test_bundle_files.py`)."""
     bundle = tmp_path / "bundle"
     shutil.copytree(bundles["gpt2"][0], bundle)
     spec = json.loads((bundle / "nima.json").read_text())
     (bundle / "nima.json").write_text(json.dumps({**spec, **change}))
+    manifest = json.loads((bundle / "bundle.json").read_text())
+    for key, _ in RECORDED:
+        manifest.pop(key, None)
+    (bundle / "bundle.json").write_text(json.dumps(manifest))
     with pytest.raises(GenerateError, match=message):
         Generator(bundle)
 
@@ -173,12 +179,15 @@ def test_tampered_bundles_fail_in_one_line(tmp_path: Path, text_bundle: tuple[Pa
 def test_a_spec_longer_than_the_graphs_positions_fails_in_one_line(
     tmp_path: Path, bundles: dict[str, tuple[Path, DecoderLM]]
 ) -> None:
-    """A nima.json whose max_seq_len passes the graph's learned position table: the first position past
-    the table is ONNX Runtime's index error, reported as one `GenerateError` naming the bundle."""
+    """A nima.json whose max_seq_len passes the graph's learned position table, bundle.json edited to match:
+    the first position past the table is ONNX Runtime's index error, reported as one `GenerateError` naming
+    the bundle. (nima.json edited alone is refused at load: `test_bundle_files.py`.)"""
     bundle = tmp_path / "bundle"
     shutil.copytree(bundles["gpt2"][0], bundle)
     spec = json.loads((bundle / "nima.json").read_text())
     (bundle / "nima.json").write_text(json.dumps({**spec, "max_seq_len": 4 * spec["max_seq_len"]}))
+    manifest = json.loads((bundle / "bundle.json").read_text())
+    (bundle / "bundle.json").write_text(json.dumps({**manifest, "context_length": 4 * spec["max_seq_len"]}))
     prompt = [5] * (spec["max_seq_len"] + 8)  # positions past the graph's table
     with pytest.raises(GenerateError, match="ONNX Runtime failed on this bundle"):
         Generator(bundle).generate([prompt], max_new_tokens=2)

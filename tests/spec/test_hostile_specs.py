@@ -73,8 +73,14 @@ def test_a_huge_file_and_many_unknown_keys(tmp_path: Path) -> None:
         ('extends: "a\\0b"\n', "extends: not a usable path"),
         ("extends: " + "a" * 300 + "\n", "extends: not a usable path"),
         ("extends: tiny\nd_model: " + "1" + "0" * 200 + "\n", "d_model: input should be less than or equal"),
+        (  # nine levels of nine aliases: validating it, Pydantic's message alone asked for 5.6 GB
+            "extends: tiny\na: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n"
+            + "".join(f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]\n" for p, n in zip("abcdefgh", "bcdefghi", strict=True))
+            + "ffn: {kind: *i, hidden: 64}\n",
+            "YAML error: its aliases expand to 926,177,121 values",
+        ),
     ],
-    ids=["4300 digits", "deep nesting", "unhashable kind", "NUL in extends", "long extends", "huge size"],
+    ids=["4300 digits", "deep nesting", "unhashable kind", "NUL in extends", "long extends", "huge size", "alias bomb"],
 )
 def test_malformed_values(tmp_path: Path, text: str, message: str) -> None:
     spec = tmp_path / "spec.yaml"
