@@ -12,12 +12,12 @@ Checkpoints saved from a model with a head (``LlamaForCausalLM``) prefix the bod
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
 
+from nima.interop.hf.config import read_json_object
 from nima.interop.hf.errors import ImportFailure
 
 SINGLE_FILE = "model.safetensors"
@@ -97,8 +97,10 @@ def _tensor_files(folder: Path) -> dict[str, Path]:
     index, single = folder / INDEX_FILE, folder / SINGLE_FILE
     if index.is_file():
         try:
-            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+            weight_map = read_json_object(index)["weight_map"]
             files = {str(name): folder / str(file) for name, file in weight_map.items()}
+        except ImportFailure:
+            raise
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
             raise ImportFailure(f"{index}: not a readable shard index ({err!r})") from None
         for path in set(files.values()):

@@ -76,10 +76,20 @@ class HfConfig:
         return [int(v) for v in values if isinstance(v, int) and not isinstance(v, bool)]
 
 
+MAX_JSON_BYTES = 64 << 20  # a config or shard index is kilobytes; past this it is not one
+
+
 def read_json_object(path: Path) -> dict[str, Any]:
-    """The JSON object in ``path``; `ImportFailure` naming the file when it is not one."""
+    """The JSON object in ``path``; `ImportFailure` naming the file when it is not one (a FIFO or device
+    instead of a file, over `MAX_JSON_BYTES`, nested past Python's recursion limit)."""
     try:
+        if not path.is_file():
+            raise ImportFailure(f"{path}: not a regular file")
+        if path.stat().st_size > MAX_JSON_BYTES:
+            raise ImportFailure(f"{path}: {path.stat().st_size:,} bytes; not a model's JSON file")
         data = json.loads(path.read_text(encoding="utf-8"))
+    except RecursionError:
+        raise ImportFailure(f"{path}: not readable JSON (nested too deeply)") from None
     except (OSError, ValueError) as err:
         raise ImportFailure(f"{path}: not readable JSON ({err})") from None
     if not isinstance(data, dict):

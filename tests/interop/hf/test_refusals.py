@@ -91,6 +91,14 @@ CASES: dict[str, tuple[Callable[[Path], None], str]] = {
         shard_lacks,
         "cannot read tensor 'model.layers.0.mlp.up_proj.weight'",
     ),
+    "a config nested too deeply": (
+        lambda f: (f / "config.json").write_text("[" * 100_000 + "]" * 100_000),
+        "config.json: not readable JSON (nested too deeply)",
+    ),
+    "a shard index nested too deeply": (
+        lambda f: (f / "model.safetensors.index.json").write_text("[" * 100_000 + "]" * 100_000),
+        "model.safetensors.index.json: not readable JSON (nested too deeply)",
+    ),
 }
 
 
