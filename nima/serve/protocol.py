@@ -74,6 +74,8 @@ class Message(Strict):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
     name: str | None = Field(None, max_length=256)
+    tool_call_id: str | None = Field(None, max_length=256)  # a tool's answer: the call it answers
+    tool_calls: list[dict[str, Any]] | None = Field(None, max_length=128)  # an assistant's calls, as sent back
 
     def text(self) -> str:
         """The content as one string (text parts joined)."""

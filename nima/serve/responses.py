@@ -16,6 +16,7 @@ from tokenizers import Tokenizer
 
 from nima.runtime.rows import FINISH_CONTEXT, FINISH_EOS, FINISH_LENGTH, FINISH_STOP
 from nima.runtime.text import TextStream, cut_at_stop
+from nima.runtime.token_bytes import token_bytes
 from nima.serve.choose import Choice
 
 FINISH = {FINISH_EOS: "stop", FINISH_STOP: "stop", FINISH_LENGTH: "length", FINISH_CONTEXT: "length"}
@@ -62,6 +63,12 @@ class ChoiceText:
         text = self.tokenizer.decode(shown, skip_special_tokens=True)
         return cut_at_stop(text, self.stop_strings)[0] if self.finish_reason == FINISH_STOP else text
 
+    def token_bytes(self, token: int) -> bytes:
+        """The token's own bytes (a piece of a character too: `nima.runtime.token_bytes`)."""
+        if self.tokenizer is None:
+            return str(token).encode("ascii")
+        return token_bytes(self.tokenizer).of(token)
+
     def token_text(self, token: int) -> str:
         if self.tokenizer is None:
             return str(token)
@@ -97,7 +104,7 @@ def chat_logprobs(choice: ChoiceText, choices: list[Choice]) -> dict[str, Any]:
 
     def entry(token: int, logprob: float | None) -> dict[str, Any]:
         text = choice.token_text(token)
-        return {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8"))}
+        return {"token": text, "logprob": logprob, "bytes": list(choice.token_bytes(token))}
 
     return {
         "content": [{**entry(c.token, c.logprob), "top_logprobs": [entry(t, lp) for t, lp in c.top]} for c in choices]

@@ -22,7 +22,7 @@ from nima.serve.chat import ChatTemplate, TemplateRefused, bundle_template, rend
 from nima.serve.errors import ApiError
 from nima.serve.jobs import Event, Job
 from nima.serve.metrics import Metrics
-from nima.serve.protocol import MAX_PROMPTS, UNSUPPORTED, ChatRequest, CompletionRequest, Sampling
+from nima.serve.protocol import MAX_PROMPTS, UNSUPPORTED, ChatRequest, CompletionRequest, Message, Sampling
 from nima.serve.scheduler import Scheduler
 from nima.spec.generation import GenerationSpec
 
@@ -140,9 +140,7 @@ class Service:
                 "chat_template",
             )
         template = self.template if request.chat_template is None else ChatTemplate(request.chat_template)
-        messages = [
-            {"role": m.role, "content": m.text(), **({"name": m.name} if m.name else {})} for m in request.messages
-        ]
+        messages = [_template_message(m) for m in request.messages]
         try:
             text = render(template, messages, request.add_generation_prompt)
         except TemplateRefused as err:
@@ -292,6 +290,17 @@ def _message(message: Any) -> dict[str, Any]:
     found = {"role": message.role, "content": message.text()}
     if message.name:
         found["name"] = message.name
+    return found
+
+
+def _template_message(message: Message) -> dict[str, Any]:
+    """A message as chat templates read it (Hugging Face's): role and content, and the fields it sets of
+    ``name``, ``tool_call_id`` and ``tool_calls`` (an assistant's calls, which tool messages answer)."""
+    found: dict[str, Any] = {"role": message.role, "content": message.text()}
+    for key in ("name", "tool_call_id", "tool_calls"):
+        value = getattr(message, key)
+        if value:
+            found[key] = value
     return found
 
 

@@ -16,25 +16,13 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from nima.byte_alphabet import bytes_to_unicode
 from nima.train.errors import TrainError
 
 KINDS = ("bpe", "byte", "char", "word")
 UNKNOWN_WORD = "<unk>"
 END_OF_TEXT = "<|endoftext|>"
 _CHUNK_CHARS = 1 << 20  # BPE encodes the text in ~1 MB pieces, in parallel
-
-
-def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible byte -> printable character map, the alphabet of byte-level tokenizers."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    chars = list(printable)
-    extra = 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            chars.append(256 + extra)
-            extra += 1
-    return {b: chr(c) for b, c in zip(printable, chars, strict=True)}
 
 
 class TextTokenizer:
