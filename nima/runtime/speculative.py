@@ -4,18 +4,20 @@ target checks them all in one step (Leviathan et al. 2023; Chen et al. 2023).
 A decode step of the target reads every weight once whether it checks one token or several. Each
 round the draft decodes up to ``k`` tokens alone (cheap: it is small), the target runs the last
 chosen token and the drafted ones in one multi-token step (`DecoderSession.step_all`) and so has
-its scores at every drafted position. At each of those positions the target then chooses its token
-exactly as plain decoding would: its argmax (greedy), or a draw by `rows.sample_tokens` from the
-generation's random stream (sampling); a drafted token is kept while it equals that choice, and the
-target's choice where they first differ (or after the last drafted token) ends the round. The stream
-is drawn from once per token the row gets, in order, as in plain decoding; the draft proposes with a
-copy of it, so where the two models' distributions agree the draft tends to draw the target's token
-(the same uniforms through nearly the same cumulative distribution). So the tokens are plain
-decoding's, sampled ones included: one prompt gives, for a seed, the tokens it gives without a draft,
-whatever the pauses below decide. That is a different acceptance rule from Leviathan et al.'s (keep x
-with probability min(1, p(x) / q(x)), else draw from max(0, p - q)), which keeps somewhat more drafted
-tokens but makes a seed's tokens depend on which steps drafted: with pauses decided by timing, one
-seed gave different text from run to run.
+its own distribution at every drafted position. Greedy: the drafted tokens are kept while they are
+the target's argmax, and the target's choice at the first disagreement (or after the last drafted
+token) is added, so the tokens are plain greedy decoding's. Sampling: drafted token x, drawn from
+the draft's warped distribution q, is kept with probability min(1, p(x) / q(x)) under the target's
+warped p; the first rejected one is replaced by a draw from max(0, p - q) renormalised; after a
+round kept whole, one more token is drawn from p. Each token is then distributed as sampling from
+the target alone (the standard rejection rule), though not the same draws for a seed.
+
+(A rule that gives plain sampling's very draws exists: the target draws each position itself, by
+inverse CDF from the shared stream, and keeps a drafted token while it equals that draw, the draft
+proposing with a copy of the stream. It keeps far fewer drafted tokens: on random weights, where
+rows are near flat, a drafted token matched 20% of the time against 92% for min(1, p / q) with an
+8-bit copy of the target as the draft (T = 0.7), because small differences spread over 24,576
+tokens shift every token's interval of the CDF. Not used.)
 
 Both caches drop the rejected positions (`DecoderSession.truncate`); the draft catches up by
 feeding the tokens it has not seen in its next round. The draft length adapts as prompt lookup's
@@ -24,7 +26,8 @@ drafting pauses for 1, 2, 4, ... 32 steps while even one drafted token keeps fai
 ... 128 steps while the recent draft rounds gave fewer tokens per second than single steps do (both
 timed as they run: a draft that agrees half the time, or costs as much as the target, is not worth
 it; a `Generator` remembers that across its calls). Paused steps take the single-row path, as
-plain decoding's, so a draft that does not fit the text costs little.
+plain decoding's, so a draft that does not fit the text costs little. Sampling with a seed is not
+timed (only the failed-draft pauses apply): the seed then reproduces the text, run after run.
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ from collections.abc import Iterator
 import numpy as np
 
 from nima.runtime.options import is_greedy
-from nima.runtime.rows import Limits, Row, draws, sample_tokens, scores_changed
+from nima.runtime.processors import sample
+from nima.runtime.rows import Limits, Row, scores_changed, warp
 from nima.runtime.session import DecoderSession, KVCache, RowStepper
 from nima.spec.generation import GenerationSpec
 
@@ -58,23 +62,16 @@ def draft_problem(options: GenerationSpec, seq2seq: bool) -> str | None:
 
 
 class _Chooser:
-    """One row's next token as plain decoding chooses it: the argmax, or `sample_tokens`' draw."""
+    """Greedy choice, or a draw from the warped distribution, of one row's next token."""
 
-    def __init__(self, options: GenerationSpec) -> None:
-        self.options, self.greedy = options, is_greedy(options)
+    def __init__(self, options: GenerationSpec, rng: np.random.Generator) -> None:
+        self.options, self.rng, self.greedy = options, rng, is_greedy(options)
 
-    def pick(self, logits: np.ndarray, rng: np.random.Generator) -> int:
-        """The token for one position's scores (V,), changed in place; a draw from ``rng`` when sampling."""
-        if self.greedy:
-            return int(logits.argmax())
-        return int(sample_tokens(logits[None], self.options, draws(rng))[0])
+    def probs(self, logits: np.ndarray) -> np.ndarray:  # (N, V) raw -> (N, V) warped probabilities
+        return warp(logits.copy(), self.options)
 
-
-def _copy(rng: np.random.Generator) -> np.random.Generator:
-    """An independent generator in ``rng``'s present state: the draft's copy of the random stream."""
-    shadow = np.random.Generator(type(rng.bit_generator)())
-    shadow.bit_generator.state = rng.bit_generator.state
-    return shadow
+    def draw(self, probs: np.ndarray) -> int:  # (V,) -> token
+        return int(sample(probs[None], self.rng)[0])
 
 
 def decode_speculative(
@@ -91,7 +88,7 @@ def decode_speculative(
     """Decode one decoder-only ``row`` with ``draft`` proposing up to ``k`` tokens per target step (its
     positions below ``draft_context``); yields each token and sets ``row.finish_reason``. ``pace``: what
     earlier rows with this pair measured (`Pace`; a `Generator` keeps one), else a fresh one."""
-    choose = _Chooser(options)
+    choose = _Chooser(options, rng)
     prompt = row.prompt
     capacity = limits.capacity([len(prompt)])
     ones = np.ones((1, capacity), dtype=np.int64)  # every step's mask is a prefix of it
@@ -99,11 +96,15 @@ def decode_speculative(
     d_cache = draft.empty_cache(1, None, min(capacity, draft_context))
     ids = np.array([prompt], dtype=np.int64)  # (1, P)
     logits, t_cache = target.step(ids, ones[:, : len(prompt)], np.arange(len(prompt), dtype=np.int64)[None], t_cache)
-    token = choose.pick(logits[0], rng)
+    token = int(logits[0].argmax()) if choose.greedy else choose.draw(choose.probs(logits)[0])
     row.tokens.append(token)
     row.finish_reason = limits.finish_reason(row)
     yield token
-    pace = Pace() if pace is None else pace
+    # A seeded sampled row drafts by its tokens alone: timings differ from run to run, and which steps
+    # drafted decides the draws, so a seed would not reproduce its text (nor would a judgement carried
+    # over from the generator's earlier rows). Its pace is its own and never timed: it always "pays".
+    timed = choose.greedy or options.seed is None
+    pace = Pace() if pace is None or not timed else pace
     width = k
     if pace.single is None:
         # the first PROBE steps are single ones: `Pace` needs their speed to judge the draft rounds (a draft
@@ -125,8 +126,9 @@ def decode_speculative(
             past = stepper.cache.length
             start = time.perf_counter()
             logits = stepper(token, past, ones[:, : past + 1])  # (V,)
-            token = choose.pick(logits, rng)
-            pace.plain(time.perf_counter() - start)
+            token = int(logits.argmax()) if choose.greedy else choose.draw(choose.probs(logits[None])[0])
+            if timed:
+                pace.plain(time.perf_counter() - start)
             row.tokens.append(token)
             row.finish_reason = limits.finish_reason(row)
             yield token
@@ -134,15 +136,15 @@ def decode_speculative(
         if stepper is not None:
             t_cache, stepper = stepper.cache, None
         start = time.perf_counter()
-        shadow = rng if choose.greedy else _copy(rng)  # greedy draws nothing
-        d_cache, guesses = _draft(draft, d_cache, history, n, ones, choose, shadow)
+        d_cache, guesses, guess_probs = _draft(draft, d_cache, history, n, ones, choose)
         past = t_cache.length  # = len(history) - 1: the last chosen token is not cached yet
         fed = [token, *guesses]
         positions = np.arange(past, past + len(fed), dtype=np.int64)[None]
         fed_ids = np.array([fed], dtype=np.int64)  # (1, n + 1)
         scores, t_cache = target.step_all(fed_ids, ones[:, : past + len(fed)], positions, t_cache)  # (n + 1, V)
-        chosen = list(_verify(scores, guesses, choose, rng))
-        pace.round(len(chosen), time.perf_counter() - start)
+        chosen = list(_verify(scores, guesses, guess_probs, choose))
+        if timed:
+            pace.round(len(chosen), time.perf_counter() - start)
         kept = 0
         for token in chosen:
             kept += 1
@@ -196,34 +198,44 @@ class Pace:
 
 
 def _draft(
-    draft: DecoderSession,
-    cache: KVCache,
-    history: list[int],
-    n: int,
-    ones: np.ndarray,
-    choose: _Chooser,
-    rng: np.random.Generator,
-) -> tuple[KVCache, list[int]]:
-    """``n`` tokens from the draft after ``history`` (it first feeds what its cache lacks), each chosen as the
-    target would choose from the draft's scores, drawing from ``rng`` (the copy of the stream)."""
+    draft: DecoderSession, cache: KVCache, history: list[int], n: int, ones: np.ndarray, choose: _Chooser
+) -> tuple[KVCache, list[int], list[np.ndarray]]:
+    """``n`` tokens from the draft after ``history`` (it first feeds what its cache lacks), and the warped
+    distribution each was drawn from (sampling; empty when greedy)."""
     guesses: list[int] = []
+    probs: list[np.ndarray] = []
     feed = history[cache.length :]  # at least the last chosen token
     for _ in range(n):
         past = cache.length
         positions = np.arange(past, past + len(feed), dtype=np.int64)[None]
         logits, cache = draft.step(np.array([feed], dtype=np.int64), ones[:, : past + len(feed)], positions, cache)
-        guess = choose.pick(logits[0], rng)
+        if choose.greedy:
+            guess = int(logits[0].argmax())
+        else:
+            q = choose.probs(logits)[0]  # (V,)
+            guess = choose.draw(q)
+            probs.append(q)
         guesses.append(guess)
         feed = [guess]
-    return cache, guesses
+    return cache, guesses, probs
 
 
-def _verify(scores: np.ndarray, guesses: list[int], choose: _Chooser, rng: np.random.Generator) -> Iterator[int]:
-    """The tokens a round gives from the target's ``scores`` at the fed positions, (n + 1, V): the target's own
-    choice at each position (drawing from ``rng``, the generation's stream), while the drafted token there
-    equals it; the first that differs, or the one after the last drafted token, ends the round."""
-    for i, position in enumerate(scores):
-        best = choose.pick(position, rng)
-        yield best
-        if i >= len(guesses) or guesses[i] != best:
-            return
+def _verify(scores: np.ndarray, guesses: list[int], guess_probs: list[np.ndarray], choose: _Chooser) -> Iterator[int]:
+    """The tokens a round gives from the target's ``scores`` at the fed positions, (n + 1, V): the drafted
+    tokens it keeps, then its own choice where it stopped keeping them (or after the last)."""
+    if choose.greedy:
+        for i, best in enumerate(scores.argmax(axis=-1).tolist()):
+            yield best
+            if i >= len(guesses) or guesses[i] != best:
+                return
+        return
+    p = choose.probs(scores)  # (n + 1, V)
+    for i, (guess, q) in enumerate(zip(guesses, guess_probs, strict=True)):
+        if choose.rng.random() * q[guess] < p[i, guess]:  # accepted with probability min(1, p / q)
+            yield guess
+            continue
+        residual = np.maximum(p[i] - q, 0.0)
+        total = residual.sum()
+        yield choose.draw(residual / total if total > 0 else p[i])
+        return
+    yield choose.draw(p[len(guesses)])
