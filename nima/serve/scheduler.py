@@ -164,8 +164,8 @@ class Scheduler:
                     self._admitting.remove(job)
                     continue
                 joined = self._prefill(job)
-            except GenerateError as err:
-                self._send(job, Failed(str(err)))
+            except Exception as err:  # this job's own prefill (the batch is not touched yet): it alone fails
+                self._send(job, Failed(_failure(err)))
                 self._admitting.remove(job)
                 continue
             if joined is not None:
@@ -225,7 +225,12 @@ class Scheduler:
         for running, choice in zip(rows, chosen, strict=True):
             row, job = running.row, running.job
             row.tokens.append(choice.token)
-            row.finish_reason = running.limits.finish_reason(row)
+            try:
+                row.finish_reason = running.limits.finish_reason(row)  # the row's own stop strings, its text
+            except Exception as err:  # this row's job alone fails; its rows leave at the next step
+                self._send(job, Failed(_failure(err)))
+                job.cancelled.set()
+                continue
             if job.first_token is None:
                 job.first_token = now
                 self.metrics.time_to_first_token.observe(now - job.created)
@@ -281,9 +286,9 @@ class Scheduler:
             except StopIteration as done:
                 self.beams.remove(entry)
                 self._send_beams(job, done.value[0])
-            except GenerateError as err:
+            except Exception as err:  # a beam job searches alone: its failure is its own
                 self.beams.remove(entry)
-                self._send(job, Failed(str(err)))
+                self._send(job, Failed(_failure(err)))
 
     def _send_beams(self, job: Job, generation: Generation) -> None:
         """A finished beam job's completions, each token then its end."""
@@ -293,6 +298,14 @@ class Scheduler:
             for token in completion.token_ids:
                 self._send(job, Token(index, Choice(token)))
             self._send(job, Done(index, completion.finish_reason, tuple(completion.token_ids)))
+
+
+def _failure(err: Exception) -> str:
+    """A job's failure in one line: a `GenerateError`'s own message; anything else logged whole and named."""
+    if isinstance(err, GenerateError):
+        return str(err)
+    log.error("a request failed", exc_info=err)
+    return f"the server failed on this request ({type(err).__name__}); see its log"
 
 
 def _rng(options: GenerationSpec, index: int) -> np.random.Generator | None:

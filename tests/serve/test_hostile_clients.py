@@ -146,3 +146,50 @@ def test_a_slow_template_does_not_hold_the_event_loop(text_bundle: Path) -> None
         assert health < took[0] / 2, (health, took)
     finally:
         running.stop()
+
+
+def test_a_request_that_fails_fails_alone(server: RunningServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fault in one row's own work (its stop strings) or in one beam search fails that request (500, one
+    line; the log has the traceback) while a stream beside it runs to its end: before, any fault in the
+    scheduler's step failed every request in flight."""
+    from nima.runtime import generator as generator_module
+    from nima.runtime.rows import Limits
+
+    finish_reason, beam_steps = Limits.finish_reason, generator_module.beam_steps
+
+    def faulty_finish(self: Limits, row: object) -> str | None:
+        if "BOOM" in self.stop_strings:
+            raise RuntimeError("boom")
+        return finish_reason(self, row)  # type: ignore[arg-type]
+
+    def faulty_beams(*args: object, **kwargs: object) -> object:
+        options = args[2]
+        if options.length_penalty == 7.0:  # type: ignore[attr-defined]
+            raise RuntimeError("boom")
+        return (yield from beam_steps(*args, **kwargs))  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Limits, "finish_reason", faulty_finish)
+    monkeypatch.setattr(generator_module, "beam_steps", faulty_beams)
+    scheduler = server.service.scheduler
+    assert scheduler is not None
+    step = scheduler._step
+
+    def slow_step() -> None:  # 300 steps take seconds: the failing requests surely meet the stream
+        time.sleep(0.005)
+        step()
+
+    monkeypatch.setattr(scheduler, "_step", slow_step)
+    long = {"model": "tiny", "prompt": "To be", "max_tokens": 300, "temperature": 0, "stream": True}
+    bad = [
+        {"model": "tiny", "prompt": "To be", "max_tokens": 20, "stop": ["BOOM"]},
+        {"model": "tiny", "prompt": "To be", "max_tokens": 20, "num_beams": 2, "length_penalty": 7.0},
+    ]
+    with httpx.Client(timeout=60) as client, client.stream("POST", server.url + "/v1/completions", json=long) as stream:
+        lines = stream.iter_lines()
+        next(lines)  # the stream's row is running
+        for body in bad:
+            failed = httpx.post(server.url + "/v1/completions", json=body, timeout=60)
+            assert failed.status_code == 500 and "RuntimeError" in failed.json()["error"]["message"], failed.text
+        rest = [line for line in lines if line]
+    assert rest[-1] == "data: [DONE]" and not any("error" in line for line in rest)
+    assert json.loads(rest[-2].removeprefix("data: "))["choices"][0]["finish_reason"] in ("length", "stop")
