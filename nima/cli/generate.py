@@ -7,6 +7,7 @@ Registered on the `nima` app by `nima.cli.app`. Every option defaults to the bun
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -141,7 +142,7 @@ def generate(
             return
         results = generator.generate(prompts, **options)
     except GenerateError as err:
-        fail(str(err))
+        fail(_as_flag(str(err)))
     elapsed = time.perf_counter() - start
     if as_json:
         typer.echo(json.dumps([_as_dict(p, r) for p, r in zip(prompts, results, strict=True)], indent=2))
@@ -157,6 +158,26 @@ def generate(
     cut = [i for i, r in enumerate(results) if any(c.finish_reason == "context" for c in r.completions)]
     if cut:
         _context_warning(generator, options, "" if len(results) == 1 else f"prompt {', '.join(map(str, cut))}: ")
+
+
+# generation options whose flag is not the option's name in kebab case
+FLAGS = {
+    "do_sample": "--sample/--greedy",
+    "eos_token_ids": "--eos-id",
+    "stop_strings": "--stop",
+    "slide_context": "--slide-context",
+    "prompt_lookup_num_tokens": "--prompt-lookup",
+    "num_assistant_tokens": "--draft-tokens",
+}
+
+
+def _as_flag(message: str) -> str:
+    """A runtime error about an option ("option top_p: ...") named by the flag that set it ("--top-p: ...")."""
+    found = re.match(r"option (\w+)", message)
+    if found is None:
+        return message
+    name = found.group(1)
+    return FLAGS.get(name, "--" + name.replace("_", "-")) + message[found.end() :]
 
 
 def _early_stopping(value: str | None) -> bool | str | None:

@@ -76,7 +76,7 @@ def test_huge_pages_flags_reach_the_generator(
 def test_bad_input_is_one_line_and_exit_2(bundles: dict[str, tuple[Path, DecoderLM]], tmp_path: Path) -> None:
     path, _ = bundles["llama"]
     cases = [
-        ([path, "--prompt-ids", "1,2", "--top-p", "1.5"], "top_p"),
+        ([path, "--prompt-ids", "1,2", "--top-p", "1.5"], "--top-p"),
         ([path, "--prompt-ids", "1,x"], "--prompt-ids"),
         ([path], "no prompt"),
         ([path, "--prompt", "hello"], "no tokenizer"),
@@ -84,7 +84,7 @@ def test_bad_input_is_one_line_and_exit_2(bundles: dict[str, tuple[Path, Decoder
         ([tmp_path / "nothing", "--prompt-ids", "1"], "no such bundle"),
         ([path, "--prompts-file", tmp_path / "missing.txt"], "missing.txt"),
         ([path, "--prompt-ids", "1,2", "--temperature", "-0.5"], "temperature"),
-        ([path, "--prompt-ids", "1,2", "--num-beams", "0"], "num_beams"),
+        ([path, "--prompt-ids", "1,2", "--num-beams", "0"], "--num-beams"),
         ([path, "--prompt-ids", ",".join(["1"] * 128)], "context is 128"),
     ]
     for args, named in cases:
@@ -144,7 +144,7 @@ def test_every_option_is_checked_before_any_output(text_bundle: tuple[Path, Deco
     bounded by the machine's cores (a huge one made ONNX Runtime crash or hang)."""
     path, _ = text_bundle
     code, out, err = run(path, "--prompt", "To be", "--eos-id", -5)
-    assert code == 2 and out == "" and err.startswith("error: option eos_token_ids: -5"), (out, err)
+    assert code == 2 and out == "" and err.startswith("error: --eos-id: -5"), (out, err)
     code, out, err = run(path, "--prompt", "To be", "--threads", 100000)
     assert code == 2 and out == "" and "threads: 100000" in err and len(err.strip().splitlines()) == 1, err
 
@@ -215,8 +215,20 @@ def test_a_draft_bundle_gives_the_greedy_tokens(bundles: dict[str, tuple[Path, D
         (["--draft-tokens", 3], "--draft-tokens: only with --draft"),
         (["--draft", tmp_path / "none"], "no such bundle folder"),
         (["--draft", draft, "--num-beams", 2], "draft bundle: one sequence at a time"),
-        (["--draft", draft, "--draft-tokens", 0], "num_assistant_tokens"),
+        (["--draft", draft, "--draft-tokens", 0], "--draft-tokens"),
     ):
         code, out, err = run(path, "--prompt-ids", "1,2,3", *args)
         assert code == 2 and out == "", (args, out)
         assert len(err.strip().splitlines()) == 1 and message in err, (args, err)
+
+
+def test_option_errors_name_the_flag(bundles: dict[str, tuple[Path, DecoderLM]]) -> None:
+    """The runtime says "option top_p"; the command line names the flag the user typed."""
+    path = bundles["llama"][0]
+    for args, start in (
+        (["--top-p", 2], "error: --top-p: Input should be less than or equal to 1"),
+        (["--num-beams", 2, "--length-penalty", 100], "error: --length-penalty: Input should be less than or equal"),
+        (["--draft-tokens", 0, "--draft", path], "error: --draft-tokens: Input should be greater than or equal to 1"),
+    ):
+        code, _, err = run(path, "--prompt-ids", "1,2", "--max-new-tokens", 3, *args)
+        assert code == 2 and err.startswith(start), err
