@@ -77,13 +77,14 @@ class Generator:
         self.huge_pages = huge_pages  # whether the weights were put on 2 MB pages (`nima.runtime.huge_pages`)
         session = make_session(self.bundle.model, provider, threads, spin, huge_pages)
         shape = (self.spec.n_layers, self.spec.n_kv_heads, self.spec.head_dim)
-        if self.bundle.share_buffer:
-            self.session: DecoderSession = SharedBufferSession(session, *shape)
-        else:
-            self.session = DecoderSession(session, *shape)
+        kind = SharedBufferSession if self.bundle.share_buffer else DecoderSession
+        try:
+            self.session: DecoderSession = kind(session, *shape)
+        except GenerateError as err:  # the graph against nima.json: named with the bundle
+            raise GenerateError(f"{self.bundle.path}: {err}") from None
         vocab = session.get_outputs()[0].shape[-1]  # logits (batch, seq, vocab)
         if isinstance(vocab, int) and vocab != self.spec.vocab_size:
-            said = f"nima.json says vocab_size {self.spec.vocab_size}"
+            said = f"{self.bundle.path}: nima.json says vocab_size {self.spec.vocab_size}"
             raise GenerateError(f"{said}, the graph's logits have {vocab}: not this graph's spec")
         self.family = FAMILIES[self.spec.architecture]()
         self.family.open(

@@ -104,4 +104,4 @@ def test_the_cli_flag(bundles: dict[str, tuple[Path, DecoderLM]]) -> None:
         == json.loads(plain.stdout)[0]["completions"][0]["token_ids"]
     )
     refused = CliRunner().invoke(app, [*args[:-2], "--prompt-lookup", "4", "--top-k", "5", "--sample"])
-    assert refused.exit_code == 2 and "prompt_lookup_num_tokens" in refused.output
+    assert refused.exit_code == 2 and "--prompt-lookup: greedy decoding only" in refused.output
