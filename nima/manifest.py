@@ -98,6 +98,8 @@ def read_manifest(folder: Path, architecture: str) -> Manifest:
     else:
         try:
             manifest = Manifest.from_dict(read_json(path))
+        except ManifestError:
+            raise
         except OSError as err:
             raise ManifestError(f"{path}: cannot read it ({err.strerror or err})") from None
         except (ValueError, KeyError, TypeError) as err:
@@ -143,8 +145,10 @@ def legacy_manifest(folder: Path, architecture: str) -> Manifest:
             pad=int(config["pad_token_id"]),
             decoder_start=int(config["decoder_start_token_id"]),
         )
+    except ManifestError:
+        raise
     except OSError as err:
-        raise ManifestError(f"{folder / MANIFEST_FILE}: cannot read it ({err.strerror or err})") from None
+        raise ManifestError(f"{path}: cannot read it ({err.strerror or err})") from None
     except (ValueError, KeyError, TypeError) as err:
         raise ManifestError(f"{path}: not a valid encoder-decoder bundle description ({err!r})") from None
     return Manifest(architecture, graphs, ids)

@@ -172,12 +172,15 @@ FLAGS = {
 
 
 def _as_flag(message: str) -> str:
-    """A runtime error about an option ("option top_p: ...") named by the flag that set it ("--top-p: ...")."""
-    found = re.match(r"option (\w+)", message)
-    if found is None:
+    """A runtime error about options ("option top_p: ...", "... exceeds num_beams 2") with each named by the
+    flag that sets it ("--top-p: ...", "... exceeds --num-beams 2")."""
+    from nima.spec.generation import option_annotations
+
+    if not message.startswith("option "):  # other errors may hold paths, whose words are not options
         return message
-    name = found.group(1)
-    return FLAGS.get(name, "--" + name.replace("_", "-")) + message[found.end() :]
+    message = message[len("option ") :]
+    names = "|".join(sorted(option_annotations(), key=len, reverse=True))
+    return re.sub(rf"\b({names})\b", lambda found: FLAGS.get(found[1], "--" + found[1].replace("_", "-")), message)
 
 
 def _early_stopping(value: str | None) -> bool | str | None:

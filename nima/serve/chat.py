@@ -73,25 +73,37 @@ MAX_POWER_BITS = 1 << 16  # largest integer (in bits) a template's ``**`` may ma
 
 class _Sandbox(ImmutableSandboxedEnvironment):
     """Jinja2's immutable sandbox, where reaching for an unsafe attribute fails at once (the stock sandbox
-    renders it as an empty undefined value, which hides what the template tried), and where ``*`` and
-    ``**`` cannot build values past the output cap (``'x' * 2000000000`` took 2 GB and seconds with the
-    stock sandbox; ``range`` is capped by Jinja2 already)."""
+    renders it as an empty undefined value, which hides what the template tried), and where the operators
+    that multiply sizes are capped: ``*`` and ``+`` cannot make a text or list past the output cap, nor
+    ``*`` and ``**`` an integer past `MAX_POWER_BITS` (``'x' * 2000000000`` took 2 GB and seconds with the
+    stock sandbox; ``range`` is capped by Jinja2 already). Other ways to grow a value (``~``, ``%`` with a
+    width, filters such as ``center``) and time itself are not bounded: a request's template renders only
+    on a server that trusts them (`nima serve --trust-request-chat-template`)."""
 
-    intercepted_binops = frozenset({"*", "**"})
+    intercepted_binops = frozenset({"*", "**", "+"})
 
     def unsafe_undefined(self, obj: Any, attribute: str) -> Any:
         raise SecurityError(f"access to attribute {attribute!r} of a {type(obj).__name__!r} object is unsafe")
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        sequences = str | list | tuple
+        items = 0
         if operator == "*":
             for sized, count in ((left, right), (right, left)):
-                items = len(sized) * count if isinstance(sized, str | list | tuple) and isinstance(count, int) else 0
-                if items > MAX_RENDERED:
-                    raise SecurityError(f"a repetition of {items:,} items passes {MAX_RENDERED:,}")
-        if operator == "**" and isinstance(left, int) and isinstance(right, int):
-            bits = left.bit_length() * abs(right) if abs(left) > 1 else 0
+                if isinstance(sized, sequences) and isinstance(count, int):
+                    items = max(items, len(sized) * count)
+        elif operator == "+" and isinstance(left, sequences) and isinstance(right, sequences):
+            items = len(left) + len(right)
+        if items > MAX_RENDERED:
+            raise SecurityError(f"a value of {items:,} items passes {MAX_RENDERED:,}")
+        if isinstance(left, int) and isinstance(right, int):
+            bits = 0
+            if operator == "*":
+                bits = left.bit_length() + right.bit_length()
+            elif operator == "**" and right > 0 and abs(left) > 1:
+                bits = (abs(left).bit_length() - 1) * right + 1  # at least this many: 2 ** right has right + 1
             if bits > MAX_POWER_BITS:
-                raise SecurityError(f"a power of about {bits:,} bits passes {MAX_POWER_BITS:,}")
+                raise SecurityError(f"an integer of about {bits:,} bits passes {MAX_POWER_BITS:,}")
         return super().call_binop(context, operator, left, right)
 
 

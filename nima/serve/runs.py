@@ -43,6 +43,7 @@ class Run:
         self.service, self.plan, self.request_id = service, plan, request_id
         self.events: asyncio.Queue[tuple[int, Event | _Stalled]] = asyncio.Queue()
         self.stalled = False
+        self.recorded = False  # `finished` has logged the request
         generator = service.generator
         eos = generator._limits(plan.options).eos_ids
         n = plan.options.num_return_sequences
@@ -56,7 +57,8 @@ class Run:
                 if self.stalled:
                     return
                 self.events.put_nowait((i, event))
-                if self.events.qsize() > MAX_PENDING:  # a stream its client does not read: memory without end
+                if plan.stream and self.events.qsize() >= MAX_PENDING:  # a stream nobody reads: memory without end
+                    # (a whole response's queue is the server's own to drain: a beam job's tokens arrive at once)
                     self.stalled = True
                     self.cancel()
                     self.events.put_nowait((i, _Stalled()))
@@ -106,7 +108,10 @@ class Run:
         return choice, text.finish(event.finish_reason, event.tokens), event
 
     def finished(self, status: str = "200") -> None:
-        """Record the request in the metrics and the log (``status``: 200, or why it ended otherwise)."""
+        """Record the request in the metrics and the log (``status``: 200, or why it ended otherwise); once."""
+        if self.recorded:
+            return
+        self.recorded = True
         metrics = self.service.metrics
         prompt_tokens = sum(len(p.ids) for p in self.plan.prompts)
         generated = sum(len(t.tokens) for t in self.texts)
@@ -150,6 +155,10 @@ async def respond(service: Service, plan: Plan, request: Request, chat: bool) ->
                 run.cancel()
                 run.finished("client-left")
                 return Response(status_code=499)
+    except ApiError as err:  # a failed job: logged and counted as the stream's are
+        run.cancel()
+        run.finished(str(err.status))
+        raise
     except BaseException:
         run.cancel()
         raise
@@ -163,9 +172,13 @@ async def respond(service: Service, plan: Plan, request: Request, chat: bool) ->
 async def _client_left(request: Request) -> None:
     """Returns once the client has closed its connection (ASGI's ``http.disconnect``). Waiting for it beside
     the events: `Request.is_disconnected` looks without waiting, and behind an HTTP middleware that look
-    never reaches the server's own receive, so a client that left was not seen while its tokens flowed."""
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
+    never reaches the server's own receive, so a client that left was not seen while its tokens flowed.
+    If receiving fails, whether the client left is unknown: it waits until cancelled, as if connected."""
+    try:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+    except Exception:
+        await asyncio.Event().wait()
 
 
 def _whole_choice(run: Run, i: int, chat: bool) -> dict[str, Any]:
@@ -257,6 +270,8 @@ async def _stream(run: Run, request_id: str, kind: str, chat: bool) -> AsyncIter
         raise
     finally:
         run.cancel()  # a no-op for finished jobs; frees the rows of a client that left
+        # closed at a `yield` (the client left while the response was sending): GeneratorExit, not a cancel
+        run.finished("client-left")
     yield b"data: [DONE]\n\n"
 
 

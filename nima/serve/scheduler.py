@@ -191,7 +191,7 @@ class Scheduler:
             rows.append(Running(job, index, Row(list(starts[0])), plan, limits))
         logits = np.repeat(prefilled.logits[None], len(rows), axis=0)  # (n, V): each copy processed on its own
         self._choose(logits, rows)
-        alive = [r for r in rows if r.row.finish_reason is None]
+        alive = [r for r in rows if r.row.finish_reason is None and not job.cancelled.is_set()]
         return (prefilled, alive) if alive else None
 
     def _step(self) -> None:
@@ -224,6 +224,8 @@ class Scheduler:
         now = time.perf_counter()
         for running, choice in zip(rows, chosen, strict=True):
             row, job = running.row, running.job
+            if job.cancelled.is_set():  # failed (below) or left: its rows leave at the next step, silent
+                continue
             row.tokens.append(choice.token)
             try:
                 row.finish_reason = running.limits.finish_reason(row)  # the row's own stop strings, its text

@@ -18,6 +18,7 @@ from typing import Any
 
 from nima.runtime.errors import GenerateError
 from nima.runtime.generator import Generator
+from nima.runtime.token_bytes import token_bytes
 from nima.serve.chat import ChatTemplate, TemplateRefused, bundle_template, render
 from nima.serve.errors import ApiError
 from nima.serve.jobs import Event, Job
@@ -103,6 +104,8 @@ class Service:
             raise
         self.generator = generator
         self.template = bundle_template(self.bundle)
+        if generator.tokenizer is not None:
+            token_bytes(generator.tokenizer)  # made here, not on the event loop at the first logprobs request
         self.scheduler = Scheduler(
             generator, self.max_batch, self.max_queue, self.metrics, self.deliver, self.prefill_budget
         )
@@ -156,7 +159,7 @@ class Service:
 
     def _checked(self, request: Sampling) -> Generator:
         """The generator, once the request names this model and uses nothing unsupported."""
-        if self.generator is None:
+        if not self.ready:  # `load` sets the generator before the template and the scheduler
             raise ApiError(503, "the model is still loading; retry when GET /health answers 200", code="loading")
         if request.model != self.model_name:
             raise ApiError(
@@ -169,6 +172,7 @@ class Service:
         for name in UNSUPPORTED:
             if name in given and getattr(request, name) not in (None, [], {}):
                 raise ApiError(400, f"{name}: not supported by this server", name, "unsupported_parameter")
+        assert self.generator is not None  # ready: loaded
         return self.generator
 
     def _prompts(self, prompt: str | list[str] | list[int] | list[list[int]]) -> list[Prompt]:
@@ -283,14 +287,6 @@ class Service:
             if request.temperature > 0:
                 overrides["temperature"] = request.temperature
         return {name: value for name, value in overrides.items() if value is not None}
-
-
-def _message(message: Any) -> dict[str, Any]:
-    """A chat message as the template sees it: role, content as text, and the name if given."""
-    found = {"role": message.role, "content": message.text()}
-    if message.name:
-        found["name"] = message.name
-    return found
 
 
 def _template_message(message: Message) -> dict[str, Any]:

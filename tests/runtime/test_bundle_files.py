@@ -29,6 +29,7 @@ def refused(bundle: Path, words: str) -> None:
     with pytest.raises(GenerateError) as err:
         Generator(bundle)
     assert words in str(err.value) and "\n" not in str(err.value), str(err.value)
+    assert str(err.value).count(str(bundle)) == 1, str(err.value)  # named once, not wrapped twice
     result = CliRunner().invoke(app, ["generate", str(bundle), "--prompt-ids", "1,2", "--max-new-tokens", "2"])
     assert result.exit_code == 2 and result.stderr.startswith("error: ") and "Traceback" not in result.output
 

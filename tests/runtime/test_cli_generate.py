@@ -229,6 +229,7 @@ def test_option_errors_name_the_flag(bundles: dict[str, tuple[Path, DecoderLM]])
         (["--top-p", 2], "error: --top-p: Input should be less than or equal to 1"),
         (["--num-beams", 2, "--length-penalty", 100], "error: --length-penalty: Input should be less than or equal"),
         (["--draft-tokens", 0, "--draft", path], "error: --draft-tokens: Input should be greater than or equal to 1"),
+        (["--num-beams", 2, "--num-return-sequences", 4], "error: --num-return-sequences: 4 exceeds --num-beams 2"),
     ):
         code, _, err = run(path, "--prompt-ids", "1,2", "--max-new-tokens", 3, *args)
         assert code == 2 and err.startswith(start), err

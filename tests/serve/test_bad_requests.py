@@ -180,7 +180,7 @@ BAD: list[tuple[str, str, Any, int, str, str | None]] = [
         "/v1/chat/completions",
         {**CHAT, "chat_template": "{{ ('x' * 2000000000)|length }}"},
         400,
-        "repetition",
+        "items passes",
         "chat_template",
     ),
     (
@@ -188,7 +188,23 @@ BAD: list[tuple[str, str, Any, int, str, str | None]] = [
         "/v1/chat/completions",
         {**CHAT, "chat_template": "{{ 2 ** 100000000 }}"},
         400,
-        "power",
+        "bits passes",
+        "chat_template",
+    ),
+    (
+        "template doubling an integer",
+        "/v1/chat/completions",
+        {**CHAT, "chat_template": "{% set a = 2**30000 %}{% set b = a*a %}{% set c = b*b %}{{ c*c > 0 }}"},
+        400,
+        "bits passes",
+        "chat_template",
+    ),
+    (
+        "template concatenating texts",
+        "/v1/chat/completions",
+        {**CHAT, "chat_template": "{% set a = 'x' * 1000000 %}{{ (a + a)|length }}"},
+        400,
+        "items passes",
         "chat_template",
     ),
     (  # as raw JSON: httpx cannot encode a lone surrogate, a client that writes JSON itself can

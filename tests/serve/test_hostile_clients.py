@@ -193,3 +193,15 @@ def test_a_request_that_fails_fails_alone(server: RunningServer, monkeypatch: py
         rest = [line for line in lines if line]
     assert rest[-1] == "data: [DONE]" and not any("error" in line for line in rest)
     assert json.loads(rest[-2].removeprefix("data: "))["choices"][0]["finish_reason"] in ("length", "stop")
+
+
+def test_a_whole_response_is_never_cut_for_unread_events(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cap on unread events is for streams: a whole response's queue is the server's own to drain, and a
+    beam job's tokens all arrive at once (64 beam prompts of 16 tokens passed 16,384)."""
+    monkeypatch.setattr(runs, "MAX_PENDING", 10)
+    body = {"model": "tiny", "prompt": ["To be", "or not"], "max_tokens": 20, "num_beams": 4, "n": 4}
+    response = httpx.post(server.url + "/v1/completions", json=body, timeout=60)
+    assert response.status_code == 200, response.text
+    assert len(response.json()["choices"]) == 8

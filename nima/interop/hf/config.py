@@ -88,6 +88,8 @@ def read_json_object(path: Path) -> dict[str, Any]:
         if path.stat().st_size > MAX_JSON_BYTES:
             raise ImportFailure(f"{path}: {path.stat().st_size:,} bytes; not a model's JSON file")
         data = json.loads(path.read_text(encoding="utf-8"))
+    except ImportFailure:
+        raise
     except RecursionError:
         raise ImportFailure(f"{path}: not readable JSON (nested too deeply)") from None
     except (OSError, ValueError) as err:
