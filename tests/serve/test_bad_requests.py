@@ -192,6 +192,14 @@ BAD: list[tuple[str, str, Any, int, str, str | None]] = [
         "chat_template",
     ),
     (
+        "template with nested ranges",
+        "/v1/chat/completions",
+        {**CHAT, "chat_template": "{% for i in range(100000) %}{% for j in range(800) %}{% endfor %}{% endfor %}"},
+        400,
+        "ranges pass 1,000,000 items",
+        "chat_template",
+    ),
+    (
         "template doubling an integer",
         "/v1/chat/completions",
         {**CHAT, "chat_template": "{% set a = 2**30000 %}{% set b = a*a %}{% set c = b*b %}{{ c*c > 0 }}"},
