@@ -3,7 +3,9 @@
 A served batch mixes requests: one row greedy, the next sampled at temperature 0.7 with top-p 0.9,
 the next with a repetition penalty. Each row is processed exactly as `nima.runtime.search` processes
 a row decoded alone — the same processors, the same warpers, the uniform draws of a sampled token
-from the row's own generator — so a row gives the tokens it gives alone. What a batch adds is grouping:
+from the row's own generator — so a row gives the tokens it gives alone. A row may also carry a
+logit bias (OpenAI's ``logit_bias``: numbers added to chosen tokens' scores before anything else, the
+reported log-probabilities excepted, which stay the model's own). What a batch adds is grouping:
 rows under the same warpers are warped as one (G, V) array, greedy rows take one argmax, and rows
 without score processors skip them; the per-row Python left is a handful of operations.
 """
@@ -21,15 +23,25 @@ from nima.runtime.rows import Row, presence, process_scores, sample_tokens, scor
 from nima.spec.generation import GenerationSpec
 
 
+@dataclass(frozen=True)
+class LogitBias:
+    """Numbers added to some tokens' scores: ``ids`` (K,) int64, distinct, within the vocabulary;
+    ``values`` (K,) float32."""
+
+    ids: np.ndarray
+    values: np.ndarray
+
+
 @dataclass
 class RowPlan:
-    """How one row chooses: its options, end ids, random stream (None: greedy) and how many top
-    log-probabilities it reports (None: none; 0: the chosen token's only)."""
+    """How one row chooses: its options, end ids, random stream (None: greedy), how many top
+    log-probabilities it reports (None: none; 0: the chosen token's only) and its logit bias."""
 
     options: GenerationSpec
     eos_ids: tuple[int, ...]
     rng: np.random.Generator | None
     logprobs: int | None = None
+    bias: LogitBias | None = None
     greedy: bool = field(init=False)
     scored: bool = field(init=False)
     warp_key: tuple[float, int, float, float] = field(init=False)
@@ -54,6 +66,8 @@ def choose(logits: np.ndarray, rows: Sequence[Row], plans: Sequence[RowPlan]) ->
     """One token per row from ``logits`` (B, V), changed in place; see the module docstring."""
     reported = _logprobs(logits, plans)  # from the model's own scores, before any processor
     for b, (row, plan) in enumerate(zip(rows, plans, strict=True)):
+        if plan.bias is not None:
+            logits[b, plan.bias.ids] += plan.bias.values  # ids are distinct: one addition each
         if plan.scored:
             seen = presence([row.history], logits.shape[-1]) if plan.options.repetition_penalty != 1.0 else None
             process_scores(logits[b : b + 1], [row], seen, plan.options, plan.eos_ids)  # in place, a (1, V) view

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from nima.serve.choose import Choice
+from nima.serve.choose import Choice, LogitBias
 from nima.spec.generation import GenerationSpec
 
 
@@ -58,6 +58,7 @@ class Job:
     overrides: dict[str, Any]
     emit: Callable[[Event], None]
     logprobs: int | None = None
+    bias: LogitBias | None = None
     cancelled: threading.Event = field(default_factory=threading.Event)
     created: float = field(default_factory=time.perf_counter)
     first_token: float | None = None

@@ -3,24 +3,36 @@ under their Hugging Face names.
 
 Strict models: a field of the wrong type is refused (``"5"`` is not a number), and so is a field
 neither OpenAI nor Nima defines, as OpenAI's API refuses one ("Unrecognized request argument"). Fields
-OpenAI defines that Nima does not implement (``logit_bias``, ``tools``, ...) are known, so their
-error says they are not supported rather than unknown. Ranges are OpenAI's where it has one.
+OpenAI defines that Nima does not implement (``tools``, ``suffix``, ...) are known, so their error says
+they are not supported rather than unknown. Ranges are OpenAI's where it has one. A known field sent
+as ``null`` is as if it were not sent: OpenAI's API takes ``null`` for every optional field
+(``"n": null``, ``"stream": null``, ``"presence_penalty": null``), and client libraries send it.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MAX_N = 16  # completions per prompt
 MAX_PROMPTS = 64  # prompts per completions request
 MAX_STOP = 16  # stop strings (OpenAI allows 4)
 MAX_LOGPROBS = 20
+MAX_LOGIT_BIAS = 1024  # tokens a request may bias (OpenAI sets no number; each costs every step a write)
+LOGIT_BIAS = 100.0  # OpenAI's bound on a bias: -100 bans a token, 100 all but forces it
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_unset(cls, data: Any) -> Any:
+        """Known fields sent as ``null`` are left out, so they take their defaults (unknown ones stay: refused)."""
+        if isinstance(data, dict):
+            return {key: value for key, value in data.items() if value is not None or key not in cls.model_fields}
+        return data
 
 
 class StreamOptions(Strict):
@@ -51,8 +63,11 @@ class Sampling(Strict):
     num_beams: int | None = Field(None, ge=1, le=MAX_N)
     length_penalty: float | None = None
     return_token_ids: bool = False  # each choice also carries its token ids (always, for bundles without a tokenizer)
-    # OpenAI's, not implemented: known, so that they are refused by name
-    logit_bias: dict[str, float] | None = None
+    # token id (as a JSON key) -> a number added to its logit before the token is chosen
+    logit_bias: (
+        Annotated[dict[str, Annotated[float, Field(ge=-LOGIT_BIAS, le=LOGIT_BIAS)]], Field(max_length=MAX_LOGIT_BIAS)]
+        | None
+    ) = None
 
 
 class CompletionRequest(Sampling):
@@ -104,7 +119,6 @@ class ChatRequest(Sampling):
 
 # Known fields whose use is refused: field -> when it is acceptable (None: never).
 UNSUPPORTED: dict[str, Any] = {
-    "logit_bias": None,
     "suffix": None,
     "tools": None,
     "tool_choice": None,

@@ -63,7 +63,7 @@ class Run:
                     self.cancel()
                     self.events.put_nowait((i, _Stalled()))
 
-            self.jobs.append(Job(prompt.ids, plan.options, plan.overrides, emit, plan.logprobs))
+            self.jobs.append(Job(prompt.ids, plan.options, plan.overrides, emit, plan.logprobs, plan.bias))
         self.started = time.perf_counter()
         self.first: float | None = None
         self.open = len(self.texts)  # choices not yet finished

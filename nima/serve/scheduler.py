@@ -187,7 +187,7 @@ class Scheduler:
         rows = []
         for index in range(job.rows):
             rng = None if job.options.num_beams > 1 else _rng(job.options, index)
-            plan = RowPlan(job.options, limits.eos_ids, rng, job.logprobs)
+            plan = RowPlan(job.options, limits.eos_ids, rng, job.logprobs, job.bias)
             rows.append(Running(job, index, Row(list(starts[0])), plan, limits))
         logits = np.repeat(prefilled.logits[None], len(rows), axis=0)  # (n, V): each copy processed on its own
         self._choose(logits, rows)

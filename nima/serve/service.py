@@ -16,10 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from nima.runtime.errors import GenerateError
 from nima.runtime.generator import Generator
 from nima.runtime.token_bytes import token_bytes
 from nima.serve.chat import ChatTemplate, TemplateRefused, bundle_template, render
+from nima.serve.choose import LogitBias
 from nima.serve.errors import ApiError
 from nima.serve.jobs import Event, Job
 from nima.serve.metrics import Metrics
@@ -58,6 +61,7 @@ class Plan:
     stream: bool = False
     include_usage: bool = False
     token_ids: bool = False
+    bias: LogitBias | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -249,6 +253,9 @@ class Service:
             raise _option_error(str(err)) from None
         if options.num_beams > 1 and logprobs is not None:
             raise ApiError(400, "logprobs: not reported for beam search", "logprobs")
+        bias = _logit_bias(request.logit_bias, generator.spec.vocab_size)
+        if bias is not None and options.num_beams > 1:
+            raise ApiError(400, "logit_bias: not applied in beam search", "logit_bias")
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
         if request.stream_options is not None and not request.stream:
             raise ApiError(400, "stream_options: only with stream: true", "stream_options")
@@ -260,6 +267,7 @@ class Service:
             stream=request.stream,
             include_usage=include_usage,
             token_ids=request.return_token_ids or generator.tokenizer is None,
+            bias=bias,
         )
 
     def _overrides(self, request: Sampling, max_tokens: int | None) -> dict[str, Any]:
@@ -287,6 +295,26 @@ class Service:
             if request.temperature > 0:
                 overrides["temperature"] = request.temperature
         return {name: value for name, value in overrides.items() if value is not None}
+
+
+def _logit_bias(given: dict[str, float] | None, vocab: int) -> LogitBias | None:
+    """A request's ``logit_bias`` (token ids as decimal JSON keys, values already within ±100) as arrays;
+    None when absent, empty or all zero. A key that is no token id is a 400 naming it."""
+    if not given:
+        return None
+    bias: dict[int, float] = {}
+    for key, value in given.items():
+        token = int(key) if key.isascii() and key.isdigit() and len(key) <= 12 else None
+        if token is None:
+            raise ApiError(400, f"logit_bias: {key[:40]!r} is not a token id (a decimal number)", "logit_bias")
+        if token >= vocab:
+            message = f"logit_bias: token {token} is past the model's vocabulary ({vocab} tokens)"
+            raise ApiError(400, message, "logit_bias")
+        if value:
+            bias[token] = value
+    if not bias:
+        return None
+    return LogitBias(np.array(list(bias), dtype=np.int64), np.array(list(bias.values()), dtype=np.float32))
 
 
 def _template_message(message: Message) -> dict[str, Any]:

@@ -1,0 +1,156 @@
+"""OpenAI's ``logit_bias`` against a plain PyTorch reference (full forward passes, the bias added to the
+last position's logits), alone, streamed and beside other rows of a batch; and ``null`` for a known
+field meaning "not sent", as OpenAI's API reads it."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import openai
+import pytest
+import torch
+from serve_support import DECODER, KINDS, RunningServer
+
+from nima.builders import build_model, save_build
+from nima.builders.models import DecoderLM
+from nima.export.bundle import export_bundle
+from nima.spec import spec_from_dict
+
+PROMPTS = [[5, 17, 33, 2], [40, 41, 9], [1, 2, 3, 4, 5, 6], [60, 12]]
+STEPS = 10
+
+
+@pytest.fixture(scope="module")
+def model_and_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[DecoderLM, Path]:
+    changes, target = KINDS["llama-ort"]
+    spec = spec_from_dict({**DECODER, "name": "serve-bias", **changes})
+    model = build_model(spec, seed=11)
+    root = tmp_path_factory.mktemp("serve-bias")
+    source = save_build(model, spec, root / "src")
+    return model.eval(), export_bundle(source, root / "bundle", target=target, verify=False).out
+
+
+@pytest.fixture(scope="module")
+def server(model_and_bundle: tuple[DecoderLM, Path]) -> Iterator[RunningServer]:
+    running = RunningServer(model_and_bundle[1], max_batch=16, max_queue=64)
+    yield running
+    running.stop()
+
+
+@torch.no_grad()
+def biased_greedy(model: DecoderLM, prompt: list[int], bias: dict[int, float], steps: int = STEPS) -> list[int]:
+    """Greedy tokens by full forward passes, ``bias`` added to the last position's logits at every step."""
+    history = list(prompt)
+    for _ in range(steps):
+        logits, _ = model(torch.tensor([history]))
+        last = logits[0, -1].double().clone()
+        for token, value in bias.items():
+            last[token] += value
+        history.append(int(last.argmax()))
+    return history[len(prompt) :]
+
+
+def client(server: RunningServer) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+
+
+def complete(server: RunningServer, prompt: list[int], bias: dict[int, float] | None, **more: Any) -> list[int]:
+    fields: dict[str, Any] = {"model": "tiny", "prompt": prompt, "max_tokens": STEPS, "temperature": 0, **more}
+    if bias is not None:
+        fields["logit_bias"] = {str(token): value for token, value in bias.items()}
+    fields["extra_body"] = {"return_token_ids": True, "min_tokens": STEPS}
+    if fields.get("stream"):
+        tokens: list[int] = []
+        for chunk in client(server).completions.create(**fields):
+            if chunk.choices:
+                tokens += getattr(chunk.choices[0], "token_ids", None) or []
+        return tokens
+    return list(client(server).completions.create(**fields).choices[0].token_ids)  # type: ignore[attr-defined]
+
+
+def bias_against(model: DecoderLM, prompt: list[int]) -> dict[int, float]:
+    """A bias that changes this prompt's greedy run: down on its first two tokens, up on a third one."""
+    plain = biased_greedy(model, prompt, {})
+    other = next(t for t in range(3, 64) if t not in plain)
+    return {plain[0]: -2.5, plain[1]: -1.0, other: 1.5}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_logit_bias_equals_the_reference(
+    stream: bool, server: RunningServer, model_and_bundle: tuple[DecoderLM, Path]
+) -> None:
+    model = model_and_bundle[0]
+    for prompt in PROMPTS[:2]:
+        bias = bias_against(model, prompt)
+        expected = biased_greedy(model, prompt, bias)
+        assert expected != biased_greedy(model, prompt, {})  # the bias matters here
+        assert complete(server, prompt, bias, stream=stream) == expected
+
+
+def test_each_row_of_a_batch_keeps_its_own_bias(
+    server: RunningServer, model_and_bundle: tuple[DecoderLM, Path]
+) -> None:
+    model = model_and_bundle[0]
+    jobs = [(prompt, bias_against(model, prompt) if i % 2 == 0 else None) for i, prompt in enumerate(PROMPTS * 2)]
+    results: list[list[int] | None] = [None] * len(jobs)
+
+    def run(i: int) -> None:
+        results[i] = complete(server, jobs[i][0], jobs[i][1], stream=True)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(jobs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    for (prompt, bias), got in zip(jobs, results, strict=True):
+        assert got == biased_greedy(model, prompt, bias or {})
+
+
+def test_a_full_bias_forces_or_bans_a_token_when_sampling(server: RunningServer) -> None:
+    forced = complete(server, PROMPTS[0], {7: 100.0}, temperature=1.0, seed=1)
+    assert forced == [7] * STEPS
+    free = complete(server, PROMPTS[0], None, temperature=1.5, seed=2)
+    banned = complete(server, PROMPTS[0], {t: -100.0 for t in set(free)}, temperature=1.5, seed=2)
+    assert len(banned) == STEPS and not set(banned) & set(free)
+
+
+def test_a_zero_or_empty_bias_changes_nothing(server: RunningServer, model_and_bundle: tuple[DecoderLM, Path]) -> None:
+    expected = biased_greedy(model_and_bundle[0], PROMPTS[2], {})
+    assert complete(server, PROMPTS[2], {}) == expected
+    assert complete(server, PROMPTS[2], {4: 0.0}) == expected
+
+
+NULLABLE = ("n", "stream", "stream_options", "presence_penalty", "frequency_penalty", "stop", "seed", "user", "top_p")
+
+
+def test_null_fields_are_as_if_not_sent(text_bundle: Path) -> None:
+    server = RunningServer(text_bundle)
+    try:
+        body = {"model": "tiny", "prompt": "To be", "max_tokens": 6, "temperature": 0, "return_token_ids": True}
+        nulls = dict.fromkeys((*NULLABLE, "echo", "logprobs", "logit_bias", "suffix", "best_of"))
+        chat = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5, "temperature": 0}
+        chat_nulls = dict.fromkeys((*NULLABLE, "logprobs", "top_logprobs", "max_completion_tokens", "tools"))
+        for path, plain, extra in (("/v1/completions", body, nulls), ("/v1/chat/completions", chat, chat_nulls)):
+            expected = httpx.post(server.url + path, json=plain, timeout=60)
+            got = httpx.post(server.url + path, json={**plain, **extra}, timeout=60)
+            assert expected.status_code == got.status_code == 200, got.text
+            assert got.json()["choices"] == expected.json()["choices"]
+        unknown = httpx.post(server.url + "/v1/completions", json={**body, "best_of_all": None}, timeout=60)
+        assert unknown.status_code == 400 and unknown.json()["error"]["param"] == "best_of_all"
+    finally:
+        server.stop()
+
+
+def test_bias_arrays_are_what_was_asked() -> None:
+    from nima.serve.service import _logit_bias
+
+    bias = _logit_bias({"3": 1.5, "10": -100.0, "4": 0.0}, 64)
+    assert bias is not None
+    assert dict(zip(bias.ids.tolist(), bias.values.tolist(), strict=True)) == {3: 1.5, 10: -100.0}
+    assert bias.ids.dtype == np.int64 and bias.values.dtype == np.float32
+    assert _logit_bias({"4": 0.0}, 64) is None and _logit_bias(None, 64) is None
