@@ -37,6 +37,7 @@ class Strict(BaseModel):
 
 class StreamOptions(Strict):
     include_usage: bool = False
+    include_obfuscation: bool = True  # OpenAI pads chunks against length side channels; a local server does not
 
 
 class Sampling(Strict):
@@ -63,6 +64,12 @@ class Sampling(Strict):
     num_beams: int | None = Field(None, ge=1, le=MAX_N)
     length_penalty: float | None = None
     return_token_ids: bool = False  # each choice also carries its token ids (always, for bundles without a tokenizer)
+    # OpenAI's bookkeeping, taken and not acted on: nothing is stored, tiered or cached by key here
+    store: bool | None = None
+    metadata: dict[str, Annotated[str, Field(max_length=512)]] | None = Field(None, max_length=16)
+    service_tier: str | None = Field(None, max_length=32)
+    prompt_cache_key: str | None = Field(None, max_length=256)
+    safety_identifier: str | None = Field(None, max_length=256)
     # token id (as a JSON key) -> a number added to its logit before the token is chosen
     logit_bias: (
         Annotated[dict[str, Annotated[float, Field(ge=-LOGIT_BIAS, le=LOGIT_BIAS)]], Field(max_length=MAX_LOGIT_BIAS)]
@@ -110,11 +117,19 @@ class ChatRequest(Sampling):
     top_logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)
     chat_template: str | None = Field(None, max_length=65536)  # vLLM's extra: a template for this request
     add_generation_prompt: bool = True
+    parallel_tool_calls: bool | None = None  # about tools, which are refused: taken for clients that always send it
+    modalities: list[str] | None = Field(None, max_length=4)  # ["text"] only
     # OpenAI's, not implemented
     tools: list[Any] | None = None
     tool_choice: Any = None
     functions: list[Any] | None = None
+    function_call: Any = None
     response_format: dict[str, Any] | None = None
+    reasoning_effort: Any = None
+    verbosity: Any = None
+    audio: Any = None
+    prediction: Any = None
+    web_search_options: Any = None
 
 
 # Known fields whose use is refused: field -> when it is acceptable (None: never).
@@ -123,4 +138,10 @@ UNSUPPORTED: dict[str, Any] = {
     "tools": None,
     "tool_choice": None,
     "functions": None,
+    "function_call": None,
+    "reasoning_effort": None,
+    "verbosity": None,
+    "audio": None,
+    "prediction": None,
+    "web_search_options": None,
 }

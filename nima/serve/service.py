@@ -137,6 +137,8 @@ class Service:
 
     def plan_chat(self, request: ChatRequest) -> Plan:
         self._checked(request)
+        if request.modalities not in (None, ["text"]):
+            raise ApiError(400, "modalities: only ['text'] is supported", "modalities", "unsupported_parameter")
         if request.response_format not in (None, {"type": "text"}):
             raise ApiError(400, "response_format: only {'type': 'text'} is supported", "response_format")
         if request.chat_template is not None and not self.trust_request_templates:

@@ -117,6 +117,16 @@ BAD: list[tuple[str, str, Any, int, str, str | None]] = [
         "logit_bias",
     ),
     ("suffix", "/v1/completions", {**OK, "suffix": "x"}, 400, "not supported", "suffix"),
+    ("reasoning", "/v1/chat/completions", {**CHAT, "reasoning_effort": "low"}, 400, "supported", "reasoning_effort"),
+    ("audio out", "/v1/chat/completions", {**CHAT, "modalities": ["text", "audio"]}, 400, "text", "modalities"),
+    (
+        "metadata too long",
+        "/v1/completions",
+        {**OK, "metadata": {str(i): "v" for i in range(17)}},
+        400,
+        "16",
+        "metadata",
+    ),
     ("stream beams", "/v1/completions", {**OK, "stream": True, "num_beams": 2}, 400, "cannot stream", "stream"),
     (
         "stream_options without stream",

@@ -140,10 +140,33 @@ def test_null_fields_are_as_if_not_sent(text_bundle: Path) -> None:
             got = httpx.post(server.url + path, json={**plain, **extra}, timeout=60)
             assert expected.status_code == got.status_code == 200, got.text
             assert got.json()["choices"] == expected.json()["choices"]
+        # OpenAI's bookkeeping fields are taken and change nothing
+        kept = {"store": True, "metadata": {"team": "a"}, "service_tier": "auto", "prompt_cache_key": "k"}
+        kept |= {"safety_identifier": "u1", "stream": True, "stream_options": {"include_obfuscation": False}}
+        for path, plain, extra in (
+            ("/v1/completions", body, kept),
+            ("/v1/chat/completions", chat, {**kept, "parallel_tool_calls": False, "modalities": ["text"]}),
+        ):
+            expected = httpx.post(server.url + path, json={**plain, "stream": True}, timeout=60)
+            got = httpx.post(server.url + path, json={**plain, **extra}, timeout=60)
+            assert expected.status_code == got.status_code == 200, got.text
+            assert _streamed_text(got.text) == _streamed_text(expected.text) != ""
         unknown = httpx.post(server.url + "/v1/completions", json={**body, "best_of_all": None}, timeout=60)
         assert unknown.status_code == 400 and unknown.json()["error"]["param"] == "best_of_all"
     finally:
         server.stop()
+
+
+def _streamed_text(events: str) -> str:
+    """The text of a stream of server-sent events, completions or chat chunks."""
+    import json
+
+    text = ""
+    for line in events.splitlines():
+        if line.startswith("data: {"):
+            for choice in json.loads(line[6:])["choices"]:
+                text += choice.get("text") or (choice.get("delta") or {}).get("content") or ""
+    return text
 
 
 def test_bias_arrays_are_what_was_asked() -> None:
