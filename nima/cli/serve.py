@@ -22,7 +22,8 @@ def serve(
     max_batch: Annotated[int, Opt(min=1, max=256, help="Most rows decoded together; more wait in the queue.")] = 16,
     max_queue: Annotated[int, Opt(min=0, max=100_000, help="Most requests waiting; beyond: 429.")] = 64,
     api_key: Annotated[
-        str | None, Opt(envvar="NIMA_API_KEY", help="Require 'Authorization: Bearer KEY' on /v1 (or NIMA_API_KEY).")
+        str | None,
+        Opt(envvar="NIMA_API_KEY", help="Require 'Authorization: Bearer KEY' on /v1, /tokenize, /detokenize."),
     ] = None,
     model_name: Annotated[str | None, Opt(help="The model's name in the API (default: the bundle folder's).")] = None,
     provider: Annotated[str, Opt(help="ONNX Runtime provider: cpu | cuda.")] = "cpu",

@@ -1,10 +1,11 @@
 """The HTTP API: FastAPI routes over a `Service`, in OpenAI's shapes.
 
 ``POST /v1/completions`` and ``/v1/chat/completions`` (whole, or streamed as server-sent events ending
-in ``data: [DONE]``), ``GET /v1/models``, ``GET /health`` (200 once the model is loaded, 503 before)
-and ``GET /metrics`` (Prometheus). Each request becomes one scheduler job per prompt; its events come
-back from the scheduler thread, one hand-over per decode step (``call_soon_threadsafe``), into each
-request's asyncio queue (`nima.serve.runs`, which also notices clients that leave). Every refusal
+in ``data: [DONE]``), ``GET /v1/models`` and ``/v1/models/{id}``, ``POST /tokenize`` and ``/detokenize``
+(vLLM's), ``GET /health`` (200 once the model is loaded, 503 before) and ``GET /metrics``
+(Prometheus). Each request becomes one scheduler job per prompt; its events come back from the
+scheduler thread, one hand-over per decode step (``call_soon_threadsafe``), into each request's
+asyncio queue (`nima.serve.runs`, which also notices clients that leave). Every refusal
 is an `ApiError` in OpenAI's error shape; bodies are capped (413) before they are parsed.
 """
 
@@ -27,13 +28,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nima.serve.errors import ApiError, from_validation
 from nima.serve.jobs import Event, Job
-from nima.serve.protocol import ChatRequest, CompletionRequest
+from nima.serve.protocol import ChatRequest, CompletionRequest, DetokenizeRequest, TokenizeRequest
 from nima.serve.runs import respond
 from nima.serve.service import Service
+from nima.serve.tokenize import detokenize, tokenize
 
 log = logging.getLogger("nima.serve")
 MAX_BODY = 1 << 20  # bytes of a request body
 BODY_TIMEOUT = 30.0  # seconds a request body may take to arrive (a client that stalls holds a connection)
+KEYED = ("/v1/", "/tokenize", "/detokenize")  # paths --api-key guards; /health and /metrics stay open for probes
 
 
 def create_app(service: Service, api_key: str | None = None, max_body: int = MAX_BODY) -> FastAPI:
@@ -78,7 +81,7 @@ def create_app(service: Service, api_key: str | None = None, max_body: int = MAX
 
     @app.middleware("http")
     async def count_and_authorise(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        if api_key is not None and request.url.path.startswith("/v1/") and not _authorised(request, api_key):
+        if api_key is not None and request.url.path.startswith(KEYED) and not _authorised(request, api_key):
             response: Response = ApiError(401, "Incorrect API key provided", code="invalid_api_key").response()
         else:
             response = await call_next(request)
@@ -99,10 +102,31 @@ def create_app(service: Service, api_key: str | None = None, max_body: int = MAX
     async def metrics() -> Response:
         return Response(service.metrics.text(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
+    started = int(time.time())  # the model card's `created`: the same in every answer
+
+    def card() -> dict[str, Any]:
+        return {"id": service.model_name, "object": "model", "created": started, "owned_by": "nima"}
+
     @app.get("/v1/models")
     async def models() -> JSONResponse:
-        card = {"id": service.model_name, "object": "model", "created": int(time.time()), "owned_by": "nima"}
-        return JSONResponse({"object": "list", "data": [card]})
+        return JSONResponse({"object": "list", "data": [card()]})
+
+    @app.get("/v1/models/{model:path}")
+    async def model(model: str) -> JSONResponse:
+        if model != service.model_name:
+            message = f"The model '{model}' does not exist; this server serves '{service.model_name}'"
+            raise ApiError(404, message, "model", "model_not_found")
+        return JSONResponse(card())
+
+    @app.post("/tokenize")
+    async def tokenize_route(request: Request) -> JSONResponse:
+        body = _parse(TokenizeRequest, await _json(request))
+        return JSONResponse(await asyncio.to_thread(tokenize, service, body))
+
+    @app.post("/detokenize")
+    async def detokenize_route(request: Request) -> JSONResponse:
+        body = _parse(DetokenizeRequest, await _json(request))
+        return JSONResponse(await asyncio.to_thread(detokenize, service, body))
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:

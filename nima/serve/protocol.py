@@ -132,6 +132,25 @@ class ChatRequest(Sampling):
     web_search_options: Any = None
 
 
+class TokenizeRequest(Strict):
+    """``POST /tokenize`` (vLLM's): a ``prompt`` as ``/v1/completions`` tokenizes it, or ``messages`` as
+    ``/v1/chat/completions`` renders and tokenizes them."""
+
+    model: str | None = Field(None, min_length=1, max_length=256)
+    prompt: str | None = None
+    messages: list[Message] | None = Field(None, min_length=1)
+    add_special_tokens: bool | None = None  # default: what the endpoint mirrored does (a prompt: yes; messages: no)
+    add_generation_prompt: bool = True
+    return_token_strs: bool = False
+
+
+class DetokenizeRequest(Strict):
+    """``POST /detokenize`` (vLLM's): token ids to text."""
+
+    model: str | None = Field(None, min_length=1, max_length=256)
+    tokens: list[int]
+
+
 # Known fields whose use is refused: field -> when it is acceptable (None: never).
 UNSUPPORTED: dict[str, Any] = {
     "suffix": None,

@@ -26,7 +26,16 @@ from nima.serve.choose import LogitBias
 from nima.serve.errors import ApiError
 from nima.serve.jobs import Event, Job
 from nima.serve.metrics import Metrics
-from nima.serve.protocol import MAX_PROMPTS, UNSUPPORTED, ChatRequest, CompletionRequest, Message, Sampling
+from nima.serve.protocol import (
+    MAX_PROMPTS,
+    UNSUPPORTED,
+    ChatRequest,
+    CompletionRequest,
+    DetokenizeRequest,
+    Message,
+    Sampling,
+    TokenizeRequest,
+)
 from nima.serve.scheduler import Scheduler
 from nima.spec.generation import GenerationSpec
 
@@ -123,7 +132,7 @@ class Service:
     # --- requests to plans --------------------------------------------------------------------
 
     def plan_completion(self, request: CompletionRequest) -> Plan:
-        generator = self._checked(request)
+        generator = self.checked(request)
         if request.best_of is not None and request.best_of != request.n:
             raise ApiError(400, "best_of: only best_of equal to n is supported", "best_of", "unsupported_parameter")
         if request.echo and generator.is_seq2seq:
@@ -136,38 +145,42 @@ class Service:
         return plan
 
     def plan_chat(self, request: ChatRequest) -> Plan:
-        self._checked(request)
+        self.checked(request)
         if request.modalities not in (None, ["text"]):
             raise ApiError(400, "modalities: only ['text'] is supported", "modalities", "unsupported_parameter")
         if request.response_format not in (None, {"type": "text"}):
             raise ApiError(400, "response_format: only {'type': 'text'} is supported", "response_format")
-        if request.chat_template is not None and not self.trust_request_templates:
-            raise ApiError(
-                400,
-                "chat_template: this server renders its bundle's template only (start it with "
-                "--trust-request-chat-template to take templates from requests)",
-                "chat_template",
-            )
-        template = self.template if request.chat_template is None else ChatTemplate(request.chat_template)
-        messages = [_template_message(m) for m in request.messages]
-        try:
-            text = render(template, messages, request.add_generation_prompt)
-        except TemplateRefused as err:
-            raise ApiError(400, str(err), "chat_template" if request.chat_template else "messages") from None
-        ids = self._encode_chat(text)
+        text = self.render_chat(request.messages, request.add_generation_prompt, request.chat_template)
+        ids = self.encode_chat(text)
         if request.top_logprobs is not None and not request.logprobs:
             raise ApiError(400, "top_logprobs: needs logprobs: true", "top_logprobs")
         logprobs = (request.top_logprobs or 0) if request.logprobs else None
         max_tokens = request.max_completion_tokens or request.max_tokens
         return self._plan(request, [Prompt(ids, text)], max_tokens, logprobs)
 
+    def render_chat(self, messages: list[Message], add_generation_prompt: bool, chat_template: str | None) -> str:
+        """The conversation as the bundle's template (or, if trusted, the request's) renders it."""
+        if chat_template is not None and not self.trust_request_templates:
+            raise ApiError(
+                400,
+                "chat_template: this server renders its bundle's template only (start it with "
+                "--trust-request-chat-template to take templates from requests)",
+                "chat_template",
+            )
+        template = self.template if chat_template is None else ChatTemplate(chat_template)
+        try:
+            return render(template, [_template_message(m) for m in messages], add_generation_prompt)
+        except TemplateRefused as err:
+            raise ApiError(400, str(err), "chat_template" if chat_template else "messages") from None
+
     # --- helpers ------------------------------------------------------------------------------
 
-    def _checked(self, request: Sampling) -> Generator:
-        """The generator, once the request names this model and uses nothing unsupported."""
+    def checked(self, request: Sampling | TokenizeRequest | DetokenizeRequest) -> Generator:
+        """The generator, once the request names this model (or none, where ``model`` is optional) and
+        uses nothing unsupported."""
         if not self.ready:  # `load` sets the generator before the template and the scheduler
             raise ApiError(503, "the model is still loading; retry when GET /health answers 200", code="loading")
-        if request.model != self.model_name:
+        if request.model is not None and request.model != self.model_name:
             raise ApiError(
                 404,
                 f"The model '{request.model}' does not exist; this server serves '{self.model_name}'",
@@ -204,7 +217,8 @@ class Service:
             found.append(Prompt(ids, item if isinstance(item, str) else None))
         return found
 
-    def _encode_chat(self, text: str) -> list[int]:
+    def encode_chat(self, text: str) -> list[int]:
+        """A rendered conversation's ids: the template holds the special tokens, so none are added."""
         generator = self.generator
         assert generator is not None
         tokenizer = generator.tokenizer

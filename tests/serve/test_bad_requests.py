@@ -349,6 +349,10 @@ def test_api_key(text_bundle: Path) -> None:
             response = httpx.post(running.url + "/v1/completions", json=OK, headers=headers)
             assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_api_key"
         assert httpx.get(running.url + "/v1/models").status_code == 401
+        assert httpx.post(running.url + "/tokenize", json={"prompt": "To be"}).status_code == 401
+        assert httpx.post(running.url + "/detokenize", json={"tokens": [1]}).status_code == 401
+        keyed = {"Authorization": "Bearer s3cret"}
+        assert httpx.post(running.url + "/tokenize", json={"prompt": "To be"}, headers=keyed).status_code == 200
         assert httpx.get(running.url + "/health").status_code == 200  # probes need no key
         right = openai.OpenAI(base_url=running.url + "/v1", api_key="s3cret", max_retries=0)
         assert right.completions.create(**OK).choices[0].text is not None
