@@ -46,12 +46,10 @@ class Run:
         self.recorded = False  # `finished` has logged the request
         generator = service.generator
         eos = generator._limits(plan.options).eos_ids
-        n = plan.options.num_return_sequences
-        self.texts = [
-            ChoiceText(generator.tokenizer, eos, tuple(plan.options.stop_strings)) for _ in range(len(plan.prompts) * n)
-        ]
+        stops = tuple(plan.options.stop_strings)
+        self.texts = [ChoiceText(generator.tokenizer, eos, stops) for _ in range(len(plan.prompts) * plan.per_prompt)]
         self.jobs: list[Job] = []
-        for i, prompt in enumerate(plan.prompts):
+        for i, prompt in enumerate(p for p in plan.prompts for _ in range(plan.copies)):  # i: the job's slot
 
             def emit(event: Event, i: int = i) -> None:  # on the event loop (`dispatch`)
                 if self.stalled:
@@ -84,8 +82,9 @@ class Run:
         for job in self.jobs:
             job.cancelled.set()
 
-    def choice_index(self, prompt: int, index: int) -> int:
-        return prompt * self.plan.options.num_return_sequences + index
+    def choice_index(self, slot: int, index: int) -> int:
+        """The choice that completion ``index`` of the job in ``slot`` answers."""
+        return slot * self.plan.options.num_return_sequences + index
 
     async def next(self, timeout: float | None = None) -> tuple[int, str, Event] | None:
         """The next event as (choice index, text it releases, event); None on timeout."""
@@ -184,7 +183,7 @@ async def _client_left(request: Request) -> None:
 def _whole_choice(run: Run, i: int, chat: bool) -> dict[str, Any]:
     text = run.texts[i]
     body = text.text()
-    prompt = run.plan.prompts[i // run.plan.options.num_return_sequences]
+    prompt = run.plan.prompts[i // run.plan.per_prompt]
     if run.plan.echo:
         body = _prompt_text(run, prompt) + body
     choice: dict[str, Any] = {"index": i, "finish_reason": FINISH[text.finish_reason or "length"]}
@@ -234,7 +233,7 @@ async def _stream(run: Run, request_id: str, kind: str, chat: bool) -> AsyncIter
             if chat:
                 yield chunk(i, "", role="assistant")
             elif run.plan.echo:
-                echoed = _prompt_text(run, run.plan.prompts[i // run.plan.options.num_return_sequences])
+                echoed = _prompt_text(run, run.plan.prompts[i // run.plan.per_prompt])
                 offsets[i] = len(echoed)
                 yield chunk(i, echoed)
         while run.open:

@@ -20,6 +20,7 @@ import numpy as np
 
 from nima.runtime.errors import GenerateError
 from nima.runtime.generator import Generator
+from nima.runtime.options import is_greedy
 from nima.runtime.token_bytes import token_bytes
 from nima.serve.chat import ChatTemplate, TemplateRefused, bundle_template, render
 from nima.serve.choose import LogitBias
@@ -71,7 +72,13 @@ class Plan:
     include_usage: bool = False
     token_ids: bool = False
     bias: LogitBias | None = None
+    copies: int = 1  # jobs per prompt: greedy with n > 1 runs n one-completion jobs (OpenAI gives n choices)
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def per_prompt(self) -> int:
+        """Choices per prompt: choice ``i`` answers prompt ``i // per_prompt``."""
+        return self.copies * self.options.num_return_sequences
 
 
 class Service:
@@ -263,8 +270,13 @@ class Service:
             raise ApiError(
                 400, "num_beams: beam search cannot stream (it knows its best beam only at the end)", "stream"
             )
+        copies = 1
         try:
-            options = generator.options(**overrides)
+            single = generator.options(**{**overrides, "num_return_sequences": 1})
+            if request.n > 1 and is_greedy(single) and single.num_beams == 1:
+                options, copies = single, request.n  # greedy returns one sequence: n jobs give OpenAI's n choices
+            else:
+                options = generator.options(**overrides)
         except GenerateError as err:
             raise _option_error(str(err)) from None
         if options.num_beams > 1 and logprobs is not None:
@@ -284,6 +296,7 @@ class Service:
             include_usage=include_usage,
             token_ids=request.return_token_ids or generator.tokenizer is None,
             bias=bias,
+            copies=copies,
         )
 
     def _overrides(self, request: Sampling, max_tokens: int | None) -> dict[str, Any]:

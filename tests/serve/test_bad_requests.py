@@ -45,7 +45,7 @@ BAD: list[tuple[str, str, Any, int, str, str | None]] = [
     ("temperature a bool", "/v1/completions", {**OK, "temperature": True}, 400, "temperature", "temperature"),
     ("top_p zero", "/v1/completions", {**OK, "top_p": 0}, 400, "top_p", "top_p"),
     ("n too big", "/v1/completions", {**OK, "n": 1000, "temperature": 1}, 400, "n:", "n"),
-    ("n with greedy", "/v1/completions", {**OK, "n": 2, "temperature": 0}, 400, "n:", "n"),
+    ("n past beams", "/v1/completions", {**OK, "n": 3, "num_beams": 2}, 400, "n:", "n"),
     ("unknown field", "/v1/completions", {**OK, "frobnicate": 1}, 400, "Unrecognized request argument", "frobnicate"),
     ("stop not text", "/v1/completions", {**OK, "stop": 7}, 400, "stop", "stop"),
     ("empty stop", "/v1/completions", {**OK, "stop": [""]}, 400, "stop", "stop"),

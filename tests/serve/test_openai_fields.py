@@ -157,6 +157,40 @@ def test_null_fields_are_as_if_not_sent(text_bundle: Path) -> None:
         server.stop()
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_greedy_n_gives_n_equal_choices(stream: bool, text_bundle: Path) -> None:
+    """OpenAI answers n > 1 at temperature 0 (or none given, where the bundle's default is greedy) with n choices."""
+    from nima.runtime import Generator
+
+    generator = Generator(text_bundle)
+    expected = [g.completions[0] for g in generator.generate(["To be", "Romeo"], max_new_tokens=6)]
+    server = RunningServer(text_bundle)
+    try:
+        api = client(server)
+        fields: dict[str, Any] = {"model": "tiny", "max_tokens": 6, "n": 3, "stream": stream}
+        if stream:
+            fields["stream_options"] = {"include_usage": True}
+        texts = ["", "", "", "", "", ""]
+        got = api.completions.create(prompt=["To be", "Romeo"], temperature=0, **fields)
+        usage = None
+        for chunk in got if stream else [got]:
+            usage = chunk.usage or usage
+            for choice in chunk.choices:
+                texts[choice.index] += choice.text
+        assert texts == [expected[0].text] * 3 + [expected[1].text] * 3
+        assert usage is not None and usage.completion_tokens == 3 * sum(len(c.token_ids) for c in expected)
+        assert usage.prompt_tokens == len(generator.encode("To be")) + len(generator.encode("Romeo"))  # once each
+        chat = api.chat.completions.create(messages=[{"role": "user", "content": "hi"}], **fields)  # no temperature
+        contents = [""] * 3
+        for chunk in chat if stream else [chat]:
+            for choice in chunk.choices:
+                piece = choice.delta.content if stream else choice.message.content
+                contents[choice.index] += piece or ""
+        assert len(set(contents)) == 1 and contents[0]
+    finally:
+        server.stop()
+
+
 def _streamed_text(events: str) -> str:
     """The text of a stream of server-sent events, completions or chat chunks."""
     import json
