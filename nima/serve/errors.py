@@ -49,11 +49,13 @@ def from_validation(err: ValidationError) -> ApiError:
     """The first problem of a request body, naming its field (``messages.0.role``) and what was given."""
     errors = err.errors()
     first = errors[0]
-    where = ".".join(str(part) for part in first["loc"] if not _is_type_tag(part))
-    # a union reports one error per member (`stop` as text, `stop` as a list): the one that says more
-    # than "not of this type" is the member the value was meant for
-    same = [e for e in errors if ".".join(str(p) for p in e["loc"] if not _is_type_tag(p)) == where]
-    first = next((e for e in same if not e["type"].endswith("_type")), first)
+    field = _field(first)
+    # a union reports one error per member (`stop` as text, `stop` as a list, a content part of no known
+    # type): the one that says more than "not of this type", at the field or inside it, is the member
+    # the value was meant for
+    inside = [e for e in errors if _field(e)[: len(field)] == field]
+    first = next((e for e in inside if not e["type"].endswith("_type")), first)
+    where = ".".join(_field(first))
     kind = first["type"]
     if kind == "extra_forbidden":
         return ApiError(400, f"Unrecognized request argument supplied: {where}", where, "unknown_parameter")
@@ -64,6 +66,11 @@ def from_validation(err: ValidationError) -> ApiError:
     if len(shown) > 60:
         shown = shown[:57] + "..."
     return ApiError(400, f"{where}: {first['msg']} (got {shown})", where or None, "invalid_value")
+
+
+def _field(error: Any) -> tuple[str, ...]:
+    """An error's location as the request names it (``("messages", "0", "role")``), union members left out."""
+    return tuple(str(part) for part in error["loc"] if not _is_type_tag(part))
 
 
 def _is_type_tag(part: object) -> bool:

@@ -92,20 +92,33 @@ class TextPart(Strict):
     text: str
 
 
+class RefusalPart(Strict):
+    """An assistant's refusal as a content part (OpenAI's), sent back with the history."""
+
+    type: Literal["refusal"]
+    refusal: str
+
+
 class Message(Strict):
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[TextPart] | None = None
+    content: str | list[Annotated[TextPart | RefusalPart, Field(discriminator="type")]] | None = None
     name: str | None = Field(None, max_length=256)
     tool_call_id: str | None = Field(None, max_length=256)  # a tool's answer: the call it answers
     tool_calls: list[dict[str, Any]] | None = Field(None, max_length=128)  # an assistant's calls, as sent back
+    # what OpenAI's responses put on an assistant message, so a client that sends the message back as it
+    # came (``message.model_dump()``) is not refused: the refusal is its text, the rest is not the model's
+    refusal: str | None = None
+    audio: dict[str, Any] | None = None
+    function_call: dict[str, Any] | None = None
+    annotations: list[Any] | None = None
 
     def text(self) -> str:
-        """The content as one string (text parts joined)."""
+        """The content as one string (text and refusal parts joined; a refusal alone when there is no content)."""
         if self.content is None:
-            return ""
+            return self.refusal or ""
         if isinstance(self.content, str):
             return self.content
-        return "".join(part.text for part in self.content)
+        return "".join(part.text if isinstance(part, TextPart) else part.refusal for part in self.content)
 
 
 class ChatRequest(Sampling):

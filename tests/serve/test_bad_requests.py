@@ -120,6 +120,14 @@ BAD: list[tuple[str, str, Any, int, str, str | None]] = [
     ("reasoning", "/v1/chat/completions", {**CHAT, "reasoning_effort": "low"}, 400, "supported", "reasoning_effort"),
     ("audio out", "/v1/chat/completions", {**CHAT, "modalities": ["text", "audio"]}, 400, "text", "modalities"),
     (
+        "an image part",
+        "/v1/chat/completions",
+        {**CHAT, "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
+        400,
+        "image_url",
+        "messages.0.content.0",
+    ),
+    (
         "metadata too long",
         "/v1/completions",
         {**OK, "metadata": {str(i): "v" for i in range(17)}},

@@ -191,6 +191,40 @@ def test_greedy_n_gives_n_equal_choices(stream: bool, text_bundle: Path) -> None
         server.stop()
 
 
+def test_an_assistant_message_sent_back_as_it_came(text_bundle: Path) -> None:
+    """``messages.append(response.choices[0].message.model_dump())`` carries OpenAI's response fields
+    (``refusal``, ``audio``, ``function_call``, ``annotations``): taken, and rendered as the plain message."""
+    server = RunningServer(text_bundle)
+    try:
+        api = client(server)
+        question = {"role": "user", "content": "Who goes there?"}
+        answer = api.chat.completions.create(model="tiny", messages=[question], max_tokens=5, temperature=0)
+        returned = answer.choices[0].message.model_dump()
+        assert {"refusal", "audio", "function_call"} <= set(returned)  # what the client sends back
+        follow = {"role": "user", "content": "Speak on."}
+        again = api.chat.completions.create(
+            model="tiny",
+            messages=[question, returned, follow],
+            max_tokens=5,
+            temperature=0,  # type: ignore[list-item]
+        )
+        assert again.choices[0].finish_reason in ("stop", "length")
+        plain = {"role": "assistant", "content": answer.choices[0].message.content}
+        refused = {"role": "assistant", "content": None, "refusal": "I will not say.", "annotations": []}
+        as_parts = {"role": "assistant", "content": [{"type": "refusal", "refusal": "I will not say."}]}
+        as_text = {"role": "assistant", "content": "I will not say."}
+
+        def ids(messages: list[dict[str, Any]]) -> list[int]:
+            got = httpx.post(server.url + "/tokenize", json={"messages": messages}, timeout=60)
+            assert got.status_code == 200, got.text
+            return got.json()["tokens"]
+
+        assert ids([question, returned, follow]) == ids([question, plain, follow])
+        assert ids([question, refused]) == ids([question, as_parts]) == ids([question, as_text])
+    finally:
+        server.stop()
+
+
 def _streamed_text(events: str) -> str:
     """The text of a stream of server-sent events, completions or chat chunks."""
     import json
