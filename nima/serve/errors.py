@@ -14,8 +14,8 @@ from pydantic import ValidationError
 
 TYPES = {
     400: "invalid_request_error",
-    401: "authentication_error",
-    404: "not_found_error",
+    401: "invalid_request_error",  # OpenAI's type for a wrong key and an unknown model; `code` tells them apart
+    404: "invalid_request_error",
     405: "invalid_request_error",
     413: "invalid_request_error",
     429: "rate_limit_error",

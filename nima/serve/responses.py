@@ -8,7 +8,6 @@ final text `Generator.generate` gives for the same tokens.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,5 +118,8 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
     }
 
 
-def envelope(request_id: str, kind: str, model: str, choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
-    return {"id": request_id, "object": kind, "created": int(time.time()), "model": model, "choices": choices, **extra}
+def envelope(
+    request_id: str, created: int, kind: str, model: str, choices: list[dict[str, Any]], **extra: Any
+) -> dict[str, Any]:
+    """A response or chunk around ``choices``; ``created`` is the request's arrival (every chunk of a stream has it)."""
+    return {"id": request_id, "object": kind, "created": created, "model": model, "choices": choices, **extra}

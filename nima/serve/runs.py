@@ -63,6 +63,7 @@ class Run:
 
             self.jobs.append(Job(prompt.ids, plan.options, plan.overrides, emit, plan.logprobs, plan.bias))
         self.started = time.perf_counter()
+        self.created = int(time.time())  # the responses' `created`
         self.first: float | None = None
         self.open = len(self.texts)  # choices not yet finished
 
@@ -165,7 +166,7 @@ async def respond(service: Service, plan: Plan, request: Request, chat: bool) ->
         left.cancel()
     run.finished()
     choices = [_whole_choice(run, i, chat) for i in range(len(run.texts))]
-    return JSONResponse(envelope(request_id, kind, service.model_name, choices, usage=run.usage()))
+    return JSONResponse(envelope(request_id, run.created, kind, service.model_name, choices, usage=run.usage()))
 
 
 async def _client_left(request: Request) -> None:
@@ -225,7 +226,8 @@ async def _stream(run: Run, request_id: str, kind: str, chat: bool) -> AsyncIter
             choice = {"index": i, "text": piece or "", "logprobs": logprobs, "finish_reason": finish}
         if token is not None:
             choice["token_ids"] = [token]
-        return _sse(envelope(request_id, kind, model, [choice]))
+        usage: dict[str, Any] = {"usage": None} if run.plan.include_usage else {}  # OpenAI's: null until the last
+        return _sse(envelope(request_id, run.created, kind, model, [choice], **usage))
 
     offsets = [0] * len(run.texts)
     try:
@@ -260,7 +262,7 @@ async def _stream(run: Run, request_id: str, kind: str, chat: bool) -> AsyncIter
             yield chunk(i, None if chat else "", FINISH[text.finish_reason or "length"])
         run.finished()
         if run.plan.include_usage:
-            yield _sse(envelope(request_id, kind, model, [], usage=run.usage()))
+            yield _sse(envelope(request_id, run.created, kind, model, [], usage=run.usage()))
     except ApiError as err:
         run.finished(str(err.status))
         yield _sse(err.body())

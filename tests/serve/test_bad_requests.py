@@ -356,6 +356,7 @@ def test_api_key(text_bundle: Path) -> None:
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
             response = httpx.post(running.url + "/v1/completions", json=OK, headers=headers)
             assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_api_key"
+            assert response.json()["error"]["type"] == "invalid_request_error"  # OpenAI's type for it
         assert httpx.get(running.url + "/v1/models").status_code == 401
         assert httpx.post(running.url + "/tokenize", json={"prompt": "To be"}).status_code == 401
         assert httpx.post(running.url + "/detokenize", json={"tokens": [1]}).status_code == 401

@@ -225,6 +225,27 @@ def test_an_assistant_message_sent_back_as_it_came(text_bundle: Path) -> None:
         server.stop()
 
 
+def test_stream_chunks_share_created_and_carry_null_usage(text_bundle: Path) -> None:
+    import json
+
+    server = RunningServer(text_bundle)
+    try:
+        body = {"model": "tiny", "prompt": "To be", "max_tokens": 8, "temperature": 0, "n": 2, "stream": True}
+        body["stream_options"] = {"include_usage": True}
+        events = httpx.post(server.url + "/v1/completions", json=body, timeout=60).text.splitlines()
+        chunks = [json.loads(line[6:]) for line in events if line.startswith("data: {")]
+        assert len(chunks) > 4 and events[-2:] == ["data: [DONE]", ""]
+        assert len({chunk["created"] for chunk in chunks}) == 1 and len({chunk["id"] for chunk in chunks}) == 1
+        assert all("usage" in chunk and chunk["usage"] is None for chunk in chunks[:-1])
+        assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 16
+        for path, sent in (("/v1/completions", {**body, "model": "gpt-4"}), ("/v1/models/gpt-4", None)):
+            got = httpx.post(server.url + path, json=sent) if sent else httpx.get(server.url + path)
+            assert got.status_code == 404 and got.json()["error"]["type"] == "invalid_request_error"
+            assert got.json()["error"]["code"] == "model_not_found"
+    finally:
+        server.stop()
+
+
 def _streamed_text(events: str) -> str:
     """The text of a stream of server-sent events, completions or chat chunks."""
     import json
