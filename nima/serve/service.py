@@ -305,7 +305,7 @@ class Service:
         overrides: dict[str, Any] = {
             "max_new_tokens": max_tokens,
             "num_return_sequences": request.n,
-            "seed": request.seed,
+            "seed": None if request.seed is None else request.seed % 2**64,  # the same 64 bits, unsigned
             "stop_strings": [request.stop] if isinstance(request.stop, str) else request.stop,
             "presence_penalty": request.presence_penalty if "presence_penalty" in given else None,
             "frequency_penalty": request.frequency_penalty if "frequency_penalty" in given else None,

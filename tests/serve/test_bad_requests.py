@@ -50,7 +50,8 @@ BAD: list[tuple[str, str, Any, int, str, str | None]] = [
     ("stop not text", "/v1/completions", {**OK, "stop": 7}, 400, "stop", "stop"),
     ("empty stop", "/v1/completions", {**OK, "stop": [""]}, 400, "stop", "stop"),
     ("too many stops", "/v1/completions", {**OK, "stop": ["a"] * 17}, 400, "at most 16", "stop"),
-    ("seed negative", "/v1/completions", {**OK, "seed": -1}, 400, "seed", "seed"),
+    ("seed past int64", "/v1/completions", {**OK, "seed": 2**63}, 400, "seed", "seed"),
+    ("seed below int64", "/v1/completions", {**OK, "seed": -(2**63) - 1}, 400, "seed", "seed"),
     ("logprobs too many", "/v1/completions", {**OK, "logprobs": 50}, 400, "logprobs", "logprobs"),
     (
         "presence out of range",

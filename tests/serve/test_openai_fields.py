@@ -119,6 +119,19 @@ def test_a_full_bias_forces_or_bans_a_token_when_sampling(server: RunningServer)
     assert len(banned) == STEPS and not set(banned) & set(free)
 
 
+def test_a_negative_seed_is_its_64_bits(server: RunningServer, model_and_bundle: tuple[DecoderLM, Path]) -> None:
+    """OpenAI takes any int64 seed; -1 draws what the unsigned 2**64 - 1 draws."""
+    from nima.runtime import Generator
+
+    generator = Generator(model_and_bundle[1])
+    expected = generator.generate(
+        [PROMPTS[1]], max_new_tokens=STEPS, min_new_tokens=STEPS, do_sample=True, temperature=1.0, seed=2**64 - 1
+    )
+    got = complete(server, PROMPTS[1], None, temperature=1.0, seed=-1)
+    assert got == expected[0].token_ids
+    assert got != complete(server, PROMPTS[1], None, temperature=1.0, seed=1)
+
+
 def test_a_zero_or_empty_bias_changes_nothing(server: RunningServer, model_and_bundle: tuple[DecoderLM, Path]) -> None:
     expected = biased_greedy(model_and_bundle[0], PROMPTS[2], {})
     assert complete(server, PROMPTS[2], {}) == expected
