@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import re
 import socket
 from pathlib import Path
 from typing import Annotated
@@ -41,6 +42,10 @@ def serve(
         bool,
         Opt(help="Render chat templates sent in requests (chat_template); off: only the bundle's is rendered."),
     ] = False,
+    allow_origin: Annotated[
+        list[str] | None,
+        Opt(help="A web origin whose pages may call the API (CORS): http://localhost:3000, or '*'. Repeatable."),
+    ] = None,
 ) -> None:
     """Serve BUNDLE over OpenAI's API: /v1/completions, /v1/chat/completions, /v1/models, /health, /metrics."""
     from nima.cli.common import require_runtime
@@ -62,6 +67,10 @@ def serve(
         fail(f"--provider {provider}: use cpu or cuda")
     if api_key is not None and not api_key.strip():
         fail("--api-key is empty")
+    origins = list(allow_origin or [])
+    for origin in origins:
+        if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+            fail(f"--allow-origin {origin}: give a scheme and host (http://localhost:3000) or '*'")
     _check_port(host, port)
 
     import uvicorn
@@ -75,7 +84,8 @@ def serve(
         found.path, name, max_batch, max_queue, provider, threads, spin, prefill_budget, trust_request_chat_template
     )
     typer.echo(f"serving {name} ({found.spec.architecture}) at http://{host}:{port}/v1", err=True)
-    uvicorn.run(create_app(service, api_key, max_body), host=host, port=port, log_level="warning", access_log=False)
+    app = create_app(service, api_key, max_body, origins)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
 
 
 def _check_port(host: str, port: int) -> None:

@@ -24,6 +24,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nima.serve.errors import ApiError, from_validation
@@ -39,8 +40,11 @@ BODY_TIMEOUT = 30.0  # seconds a request body may take to arrive (a client that 
 KEYED = ("/v1/", "/tokenize", "/detokenize")  # paths --api-key guards; /health and /metrics stay open for probes
 
 
-def create_app(service: Service, api_key: str | None = None, max_body: int = MAX_BODY) -> FastAPI:
-    """The app; its startup loads ``service`` on a worker thread unless it is loaded already."""
+def create_app(
+    service: Service, api_key: str | None = None, max_body: int = MAX_BODY, allow_origins: list[str] | None = None
+) -> FastAPI:
+    """The app; its startup loads ``service`` on a worker thread unless it is loaded already. ``allow_origins``:
+    the web origins whose pages may call it (CORS; ``["*"]``: any), none by default."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -140,6 +144,14 @@ def create_app(service: Service, api_key: str | None = None, max_body: int = MAX
         plan = await asyncio.to_thread(service.plan_chat, body)  # a template renders off the event loop
         return await respond(service, plan, request, chat=True)
 
+    if allow_origins:  # outermost: a browser's preflight carries no key and must be answered before the key check
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=allow_origins,
+            allow_methods=["GET", "POST", "HEAD"],
+            allow_headers=["Authorization", "Content-Type"],
+            max_age=600,
+        )
     return app
 
 

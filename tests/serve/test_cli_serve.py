@@ -32,6 +32,7 @@ def test_serve_runs_logs_each_request_and_stops_on_ctrl_c(text_bundle: Path) -> 
     port = free_port()
     env = {**os.environ, "NIMA_API_KEY": "k"}
     cmd = [sys.executable, "-m", "nima", "serve", str(text_bundle), "--port", str(port), "--model-name", "shakes"]
+    cmd += ["--allow-origin", "http://localhost:3000"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
@@ -45,6 +46,18 @@ def test_serve_runs_logs_each_request_and_stops_on_ctrl_c(text_bundle: Path) -> 
         api = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="k", max_retries=0)
         got = api.completions.create(model="shakes", prompt="To be", max_tokens=5, temperature=0)
         assert got.usage is not None and got.usage.completion_tokens == 5
+        # a browser page of the allowed origin: its preflight is answered without the key, then its call
+        page = {"Origin": "http://localhost:3000"}
+        asks = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization"}
+        preflight = httpx.options(f"http://127.0.0.1:{port}/v1/completions", headers={**page, **asks})
+        assert preflight.status_code == 200
+        assert preflight.headers["access-control-allow-origin"] == "http://localhost:3000"
+        keyed = {**page, "Authorization": "Bearer k"}
+        listed = httpx.get(f"http://127.0.0.1:{port}/v1/models", headers=keyed)
+        assert listed.headers["access-control-allow-origin"] == "http://localhost:3000"
+        other = httpx.get(f"http://127.0.0.1:{port}/v1/models", headers={**keyed, "Origin": "http://evil.example"})
+        assert "access-control-allow-origin" not in other.headers
+        assert httpx.get(f"http://127.0.0.1:{port}/v1/models", headers=page).status_code == 401  # the key still holds
     finally:
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
@@ -89,6 +102,7 @@ def test_serve_refuses_bad_flags(text_bundle: Path) -> None:
         (["--port", "70000"], "--port"),
         (["--provider", "tpu"], "--provider tpu"),
         (["--api-key", " "], "--api-key is empty"),
+        (["--allow-origin", "localhost:3000"], "--allow-origin localhost:3000"),
     ):
         result = CliRunner().invoke(app, ["serve", str(text_bundle), *flags])
         assert result.exit_code == 2, (flags, result.output)
