@@ -30,6 +30,8 @@ class ChoiceText:
     stop_strings: tuple[str, ...]
     tokens: list[int] = field(default_factory=list)
     choices: list[Choice] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)  # per token: where in the text the text it releases starts
+    released: int = 0  # characters released so far
     finish_reason: str | None = None
     stream: TextStream | None = None
 
@@ -41,9 +43,12 @@ class ChoiceText:
         """Add a token; the text it makes final now (often empty; never an end token's)."""
         self.tokens.append(choice.token)
         self.choices.append(choice)
+        self.offsets.append(self.released)
         if self.stream is None or choice.token in self.eos_ids:
             return ""
-        return self.stream.push(choice.token)
+        piece = self.stream.push(choice.token)
+        self.released += len(piece)
+        return piece
 
     def finish(self, reason: str, tokens: tuple[int, ...] | None = None) -> str:
         """The run ended (``tokens``: a beam's, given whole); the text not yet released."""
@@ -74,18 +79,18 @@ class ChoiceText:
         return self.tokenizer.decode([token], skip_special_tokens=False)
 
 
-def completion_logprobs(choice: ChoiceText, choices: list[Choice], offset: int) -> dict[str, Any]:
-    """The completions API's ``logprobs`` object for ``choices`` (text offsets from ``offset``)."""
-    tokens = [choice.token_text(c.token) for c in choices]
-    offsets = []
-    for text in tokens:
-        offsets.append(offset)
-        offset += len(text)
+def completion_logprobs(choice: ChoiceText, first: int, last: int) -> dict[str, Any]:
+    """The completions API's ``logprobs`` object for tokens ``first`` to ``last`` (exclusive) of ``choice``.
+
+    A token's ``text_offset`` is where the text it releases starts in the completion's text: the part
+    of a character split over byte tokens points where the character will stand, so whole and
+    streamed responses agree and ``text[offset:]`` begins with what the token added."""
+    choices = choice.choices[first:last]
     return {
-        "tokens": tokens,
+        "tokens": [choice.token_text(c.token) for c in choices],
         "token_logprobs": [c.logprob for c in choices],
         "top_logprobs": [_by_text(choice, c.top) for c in choices],
-        "text_offset": offsets,
+        "text_offset": choice.offsets[first:last],
     }
 
 

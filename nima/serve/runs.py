@@ -193,7 +193,7 @@ def _whole_choice(run: Run, i: int, chat: bool) -> dict[str, Any]:
         choice["logprobs"] = chat_logprobs(text, text.choices) if run.plan.logprobs is not None else None
     else:
         choice["text"] = body
-        choice["logprobs"] = completion_logprobs(text, text.choices, 0) if run.plan.logprobs is not None else None
+        choice["logprobs"] = completion_logprobs(text, 0, len(text.choices)) if run.plan.logprobs is not None else None
     if run.plan.token_ids:
         choice["token_ids"] = list(text.tokens)
     return choice
@@ -229,15 +229,12 @@ async def _stream(run: Run, request_id: str, kind: str, chat: bool) -> AsyncIter
         usage: dict[str, Any] = {"usage": None} if run.plan.include_usage else {}  # OpenAI's: null until the last
         return _sse(envelope(request_id, run.created, kind, model, [choice], **usage))
 
-    offsets = [0] * len(run.texts)
     try:
         for i in range(len(run.texts)):
             if chat:
                 yield chunk(i, "", role="assistant")
             elif run.plan.echo:
-                echoed = _prompt_text(run, run.plan.prompts[i // run.plan.per_prompt])
-                offsets[i] = len(echoed)
-                yield chunk(i, echoed)
+                yield chunk(i, _prompt_text(run, run.plan.prompts[i // run.plan.per_prompt]))
         while run.open:
             got = await run.next()
             assert got is not None
@@ -246,11 +243,8 @@ async def _stream(run: Run, request_id: str, kind: str, chat: bool) -> AsyncIter
             if isinstance(event, Token):
                 token = event.choice.token if run.plan.token_ids else None
                 if run.plan.logprobs is not None:
-                    if chat:
-                        lp = chat_logprobs(text, [event.choice])
-                    else:
-                        lp = completion_logprobs(text, [event.choice], offsets[i])
-                    offsets[i] += len(piece)
+                    last = len(text.choices)
+                    lp = chat_logprobs(text, [event.choice]) if chat else completion_logprobs(text, last - 1, last)
                     yield chunk(i, piece, logprobs=lp, token=token)
                 elif token is not None:  # a chunk per token, text or not
                     yield chunk(i, piece, token=token)

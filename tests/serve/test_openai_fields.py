@@ -15,6 +15,7 @@ import openai
 import pytest
 import torch
 from serve_support import DECODER, KINDS, RunningServer
+from tokenizers import Tokenizer
 
 from nima.builders import build_model, save_build
 from nima.builders.models import DecoderLM
@@ -255,6 +256,38 @@ def test_stream_chunks_share_created_and_carry_null_usage(text_bundle: Path) -> 
             got = httpx.post(server.url + path, json=sent) if sent else httpx.get(server.url + path)
             assert got.status_code == 404 and got.json()["error"]["type"] == "invalid_request_error"
             assert got.json()["error"]["code"] == "model_not_found"
+    finally:
+        server.stop()
+
+
+def test_text_offsets_point_into_the_text_whole_and_streamed(text_bundle: Path) -> None:
+    """A token's text_offset is where its text starts in the completion; a byte piece of a character points
+    where the character stands. Checked against the tokenizer read on its own: the text of the tokens
+    before, as of the last one after which it did not end in U+FFFD."""
+    tokenizer = Tokenizer.from_file(str(text_bundle / "tokenizer.json"))
+    server = RunningServer(text_bundle)
+    try:
+        fields: dict[str, Any] = {"model": "tiny", "max_tokens": 40, "temperature": 0, "logprobs": 1}
+        fields["extra_body"] = {"return_token_ids": True}
+        checked = 0
+        for prompt in ("ROMEO:", "To be", "What light"):
+            whole = client(server).completions.create(prompt=prompt, **fields).choices[0]
+            offsets, tokens = whole.logprobs.text_offset, whole.token_ids  # type: ignore[union-attr,attr-defined]
+            streamed: list[int] = []
+            for chunk in client(server).completions.create(prompt=prompt, stream=True, **fields):
+                streamed += chunk.choices[0].logprobs.text_offset if chunk.choices[0].logprobs else []
+            assert streamed == offsets and len(offsets) == len(tokens) == 40
+            assert offsets == sorted(offsets) and offsets[-1] <= len(whole.text)
+            released = 0  # text is final once it does not end in U+FFFD (a partial character, or one not yet known bad)
+            for i in range(len(tokens)):
+                assert offsets[i] == released, (i, offsets, whole.text)
+                text = tokenizer.decode(tokens[: i + 1])
+                if text.endswith("\ufffd"):
+                    checked += 1
+                else:
+                    assert whole.text.startswith(text)
+                    released = len(text)
+        assert checked > 0  # the model's byte pieces made some
     finally:
         server.stop()
 
