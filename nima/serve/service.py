@@ -186,6 +186,8 @@ class Service:
         """The generator, once the request names this model (or none, where ``model`` is optional) and
         uses nothing unsupported."""
         if not self.ready:  # `load` sets the generator before the template and the scheduler
+            if self.load_error:  # it will not load: say why, not "retry"
+                raise ApiError(500, f"this server cannot serve its model: {self.load_error}", code="model_load_failed")
             raise ApiError(503, "the model is still loading; retry when GET /health answers 200", code="loading")
         if request.model is not None and request.model != self.model_name:
             raise ApiError(

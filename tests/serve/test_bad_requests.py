@@ -429,6 +429,27 @@ def test_health_is_503_until_the_model_is_loaded(text_bundle: Path) -> None:
         running.stop()
 
 
+def test_a_bundle_that_fails_to_load_is_reported_to_every_request(tmp_path: Path, text_bundle: Path) -> None:
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(text_bundle, broken)
+    (broken / "model.onnx").write_bytes(b"not a graph")
+    running = RunningServer(broken, wait_ready=False)
+    try:
+        deadline = time.monotonic() + 30
+        while httpx.get(running.url + "/health").status_code == 503 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        health = httpx.get(running.url + "/health")
+        assert health.status_code == 500 and "cannot load" in health.json()["message"]
+        refused = httpx.post(running.url + "/v1/completions", json=OK)
+        error = refused.json()["error"]
+        assert refused.status_code == 500 and error["code"] == "model_load_failed", refused.text
+        assert "cannot load" in error["message"] and "retry" not in error["message"]
+    finally:
+        running.stop()
+
+
 def test_an_encoder_decoder_bundle_is_served(bundles: dict[str, Path]) -> None:
     generator = Generator(bundles["t5"])
     running = RunningServer(bundles["t5"], model_name="t5")
