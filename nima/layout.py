@@ -35,6 +35,9 @@ SPEC_FILE = "nima.json"  # the resolved spec: model folders, runs and bundles
 WEIGHTS_FILE = "model.safetensors"  # model folders and runs
 TOKENIZER_FILE = "tokenizer.json"  # Hugging Face tokenizers format
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"  # Hugging Face: the chat template and special tokens
+CHAT_TEMPLATE_FILE = "chat_template.jinja"  # Hugging Face (transformers 5 writes the template here, not above)
+# what travels with tokenizer.json from folder to folder: import, fine-tuning, export, export --hf
+TOKENIZER_EXTRAS = (TOKENIZER_CONFIG_FILE, CHAT_TEMPLATE_FILE)
 RUN_FILE = "run.json"  # what a training run was started from; written last, it marks a complete setup
 METRICS_FILE, PLOT_FILE = "metrics.jsonl", "loss.png"  # a run's losses, one JSON line per log step; their plot
 DATA_DIR, CHECKPOINTS_DIR = "data", "checkpoints"  # a run's packed tokens; its checkpoints (step-NNNNNN/)

@@ -15,6 +15,7 @@ HF_FOLDER_FILES = {
     "model.safetensors",
     "tokenizer.json",
     "tokenizer_config.json",
+    "chat_template.jinja",
 }
 
 

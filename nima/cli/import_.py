@@ -12,7 +12,13 @@ import typer
 from nima.cli.common import fail, path_given, require_torch
 
 # What a model folder written by `nima import` or `nima build` holds: --force replaces only such a folder.
-MODEL_FOLDER_FILES = {"nima.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"}
+MODEL_FOLDER_FILES = {
+    "nima.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "chat_template.jinja",
+}
 
 
 def _check_target(source: Path, out: Path, force: bool) -> None:

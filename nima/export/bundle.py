@@ -23,7 +23,16 @@ from nima.export.parity import ParityReport, session_for
 from nima.export.quantize import quantize_in_place
 from nima.export.source import load_source
 from nima.export.target_folder import check_target
-from nima.layout import CARD_FILE, MANIFEST_FILE, SPEC_FILE, TOKENIZER_FILE, copy_file, staged_folder, write_json
+from nima.layout import (
+    CARD_FILE,
+    CHAT_TEMPLATE_FILE,
+    MANIFEST_FILE,
+    SPEC_FILE,
+    TOKENIZER_FILE,
+    copy_file,
+    staged_folder,
+    write_json,
+)
 from nima.manifest import Manifest
 
 DEFAULT_OPSET = 18
@@ -99,6 +108,9 @@ def export_bundle(
                 write_json(tmp / name, data)
         if src.tokenizer is not None:
             copy_file(src.tokenizer, tmp / TOKENIZER_FILE)
+            template = src.folder / CHAT_TEMPLATE_FILE if src.folder is not None else None
+            if template is not None and template.is_file():  # transformers 5 keeps the chat template here
+                copy_file(template, tmp / CHAT_TEMPLATE_FILE)
         card = render_card(
             family.card, src.spec, manifest, parity, src.tokenizer is not None, opset, extras.files, extras.notes
         )

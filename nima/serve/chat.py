@@ -23,12 +23,14 @@ from typing import Any
 from jinja2 import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError, safe_range
 
+from nima.layout import CHAT_TEMPLATE_FILE, TOKENIZER_CONFIG_FILE
+
 DEFAULT_TEMPLATE = (
     "{% for message in messages %}{{ message['role'] }}: {{ message['content'] }}\n{% endfor %}"
     "{% if add_generation_prompt %}assistant:{% endif %}"
 )
-TEMPLATE_FILE = "chat_template.jinja"
-TOKENIZER_CONFIG = "tokenizer_config.json"
+TEMPLATE_FILE = CHAT_TEMPLATE_FILE
+TOKENIZER_CONFIG = TOKENIZER_CONFIG_FILE
 MAX_RENDERED = 1 << 20  # characters a rendering may produce
 MAX_RANGE_ITEMS = 1_000_000  # items all the ``range`` calls of one rendering may make together
 

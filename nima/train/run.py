@@ -23,6 +23,7 @@ from nima.layout import (
     PLOT_FILE,
     RUN_FILE,
     SPEC_FILE,
+    TOKENIZER_EXTRAS,
     TOKENIZER_FILE,
     WEIGHTS_FILE,
     copy_file,
@@ -187,6 +188,10 @@ def _prepare(
             clear_run(run_dir)
         tokenized.write(run_dir)
         write_atomic(run_dir / TOKENIZER_FILE, tokenizer.save)
+        if start is not None and start.tokenizer is not None:  # the folder's own tokenizer: its template and specials
+            for name in TOKENIZER_EXTRAS:
+                if (start.folder / name).is_file():
+                    copy_file(start.folder / name, run_dir / name)
         _write_spec(spec, run_dir)
         record = {
             "format": 1,

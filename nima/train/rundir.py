@@ -27,7 +27,7 @@ from nima.layout import (
     PLOT_FILE,
     RUN_FILE,
     SPEC_FILE,
-    TOKENIZER_CONFIG_FILE,
+    TOKENIZER_EXTRAS,
     TOKENIZER_FILE,
     WEIGHTS_FILE,
 )
@@ -37,9 +37,19 @@ from nima.train.data import Source
 from nima.train.errors import TrainError
 from nima.train.tokenizer import TextTokenizer
 
-OWNED = (RUN_FILE, SPEC_FILE, WEIGHTS_FILE, TOKENIZER_FILE, METRICS_FILE, PLOT_FILE, DATA_DIR, CHECKPOINTS_DIR)
+OWNED = (
+    RUN_FILE,
+    SPEC_FILE,
+    WEIGHTS_FILE,
+    TOKENIZER_FILE,
+    *TOKENIZER_EXTRAS,
+    METRICS_FILE,
+    PLOT_FILE,
+    DATA_DIR,
+    CHECKPOINTS_DIR,
+)
 # what a build or an import leaves, without run.json
-MODEL_FOLDER = (SPEC_FILE, WEIGHTS_FILE, TOKENIZER_FILE, TOKENIZER_CONFIG_FILE)
+MODEL_FOLDER = (SPEC_FILE, WEIGHTS_FILE, TOKENIZER_FILE, *TOKENIZER_EXTRAS)
 
 # Fields a resumed run may change: how long to train and how often to look, not what is trained.
 RESUMABLE = {

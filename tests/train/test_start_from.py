@@ -18,6 +18,7 @@ from nima.spec import load_resolved_spec
 
 STEPS = ["--set", "training.max_steps=2", "--set", "training.eval_every=2", "--set", "training.checkpoint_every=2"]
 STILL = ["--set", "training.optimizer.lr=1e-9"]  # two steps that barely move the weights
+TEMPLATE = "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}"
 
 
 def data_file(folder: Path) -> Path:
@@ -58,7 +59,10 @@ def test_an_imported_model_fine_tunes_with_its_own_tokenizer(tmp_path: Path) -> 
     torch.manual_seed(0)
     hf = tmp_path / "hf"
     transformers.LlamaForCausalLM(config).save_pretrained(hf)
-    tokenizer.save(str(hf / "tokenizer.json"))
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|endoftext|>")
+    fast.chat_template = TEMPLATE
+    fast.save_pretrained(hf)  # transformers 5: tokenizer.json, tokenizer_config.json, chat_template.jinja
+    assert (hf / "chat_template.jinja").read_text() == TEMPLATE
     assert invoke("import", hf, "-o", tmp_path / "model").exit_code == 0
     run = tmp_path / "run"
     settings = ["--set", "training.batch_size=4", "--set", "max_seq_len=64", "--set", "training.cpu_threads=1"]
@@ -72,6 +76,17 @@ def test_an_imported_model_fine_tunes_with_its_own_tokenizer(tmp_path: Path) -> 
     # the run folder is a model folder: it fine-tunes again, and generation reads its tokenizer
     again = invoke("train", run, "--data", data_file(tmp_path), "-o", tmp_path / "again", *STEPS, *settings)
     assert again.exit_code == 0, again.output
+    # the chat template and the special tokens travel: import, fine-tuning twice, export; the server renders it
+    for folder in (tmp_path / "model", run, tmp_path / "again"):
+        for name in ("chat_template.jinja", "tokenizer_config.json"):
+            assert (folder / name).read_bytes() == (hf / name).read_bytes(), (folder, name)
+    exported = invoke("export", "--onnx", tmp_path / "again", "-o", tmp_path / "bundle", "--no-verify")
+    assert exported.exit_code == 0, exported.output
+    assert (tmp_path / "bundle" / "chat_template.jinja").read_text() == TEMPLATE
+    from nima.serve.chat import bundle_template, render
+
+    said = render(bundle_template(tmp_path / "bundle"), [{"role": "user", "content": "hi"}], False)
+    assert said == "<user>hi"
 
 
 def test_what_cannot_be_a_start_is_refused_in_one_line(tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ from nima.interop.hf.importer import GENERATION_CONFIG_FILE, GENERATION_KEYS
 from nima.interop.safetensors_stream import write_safetensors
 from nima.layout import (
     SPEC_FILE,
-    TOKENIZER_CONFIG_FILE,
+    TOKENIZER_EXTRAS,
     TOKENIZER_FILE,
     WEIGHTS_FILE,
     copy_file,
@@ -141,7 +141,7 @@ def _export_hf(source: Path, out: Path, replace: bool) -> HfExportResult:
                 ((name, _give(parts, spec, stored)) for name, parts in plan.items()),
                 metadata={"format": "pt", "source": f"Nima {__version__}"},
             )
-            for name in (TOKENIZER_FILE, TOKENIZER_CONFIG_FILE):
+            for name in (TOKENIZER_FILE, *TOKENIZER_EXTRAS):
                 if (source / name).is_file():
                     copy_file(source / name, tmp / name)
             files = sorted(p.name for p in tmp.iterdir())

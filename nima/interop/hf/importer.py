@@ -7,8 +7,9 @@ checked against its shape and written (`nima.interop.safetensors_stream`), one a
 anything is written, every tensor the spec needs must be in the checkpoint and every tensor in
 the checkpoint must be used, so a weight is never dropped or invented silently.
 
-Besides the weights the model folder gets ``tokenizer.json`` and ``tokenizer_config.json`` (its
-chat template and special tokens) copied when the source has them, and the spec's ``generation``
+Besides the weights the model folder gets ``tokenizer.json``, ``tokenizer_config.json`` (its
+special tokens, and its chat template) and ``chat_template.jinja`` (where transformers 5 keeps the
+template) copied when the source has them, and the spec's ``generation``
 section from ``generation_config.json``. The folder is written whole through a staged folder.
 """
 
@@ -32,7 +33,7 @@ from nima.interop.hf.layouts import Map
 from nima.interop.safetensors_stream import write_safetensors
 from nima.layout import (
     SPEC_FILE,
-    TOKENIZER_CONFIG_FILE,
+    TOKENIZER_EXTRAS,
     TOKENIZER_FILE,
     WEIGHTS_FILE,
     copy_file,
@@ -117,7 +118,7 @@ def _write(
             metadata={"format": "pt", "source": "Hugging Face transformers", "nima_version": __version__},
             on_tensor=lambda _, done=iter(range(1, len(plan) + 1)): progress(next(done), len(plan)),
         )
-        for name in (TOKENIZER_FILE, TOKENIZER_CONFIG_FILE):
+        for name in (TOKENIZER_FILE, *TOKENIZER_EXTRAS):
             if (source / name).is_file():
                 copy_file(source / name, tmp / name)
         files = sorted(p.name for p in tmp.iterdir())
