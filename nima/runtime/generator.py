@@ -34,7 +34,7 @@ from nima.runtime.session import DecoderSession, make_session
 from nima.runtime.shared_cache import SharedBufferSession
 from nima.runtime.slide import slide_on
 from nima.runtime.speculative import Pace, decode_speculative, draft_problem
-from nima.runtime.text import TextStream, cut_at_stop
+from nima.runtime.text import TextStream, completion_text, cut_at_stop
 from nima.spec.generation import GenerationSpec
 
 
@@ -175,7 +175,7 @@ class Generator:
                 row = Row(list(ids))
                 for _ in self._speculative(row, limits, opts, rng):
                     pass
-                found.append(Generation(ids, [self._completion(row.tokens, row.finish_reason or "", opts)]))
+                found.append(Generation(ids, [self._completion(row.prompt, row.tokens, row.finish_reason or "", opts)]))
             return found
         if opts.prompt_lookup_num_tokens:  # one row at a time: a step checks one row's drafts
             found = []
@@ -183,7 +183,7 @@ class Generator:
                 row = Row(list(ids))
                 for _ in decode_lookup(self.session, row, limits, opts.prompt_lookup_num_tokens):
                     pass
-                found.append(Generation(ids, [self._completion(row.tokens, row.finish_reason or "", opts)]))
+                found.append(Generation(ids, [self._completion(row.prompt, row.tokens, row.finish_reason or "", opts)]))
             return found
         copies = opts.num_return_sequences
         starts, fixed = self._starts([ids for ids in batch for _ in range(copies)])
@@ -199,7 +199,9 @@ class Generator:
                     for _ in slide_on(self.session, row, opts, limits, rng, greedy):
                         pass
         return [
-            Generation(ids, [self._completion(r.tokens, r.finish_reason or "", opts) for r in rows[i : i + copies]])
+            Generation(
+                ids, [self._completion(r.prompt, r.tokens, r.finish_reason or "", opts) for r in rows[i : i + copies]]
+            )
             for ids, i in zip(batch, range(0, len(rows), copies), strict=True)
         ]
 
@@ -234,8 +236,8 @@ class Generator:
             for i, hypotheses in zip(group, chosen, strict=True):
                 found[i] = hypotheses
         return [
-            Generation(ids, [self._completion(h.tokens, h.finish_reason, opts, h.score) for h in hypotheses])
-            for ids, hypotheses in zip(batch, found, strict=True)
+            Generation(ids, [self._completion(start, h.tokens, h.finish_reason, opts, h.score) for h in hypotheses])
+            for ids, start, hypotheses in zip(batch, starts, found, strict=True)
         ]
 
     def _speculative(
@@ -286,7 +288,8 @@ class Generator:
         opts = self.options(**options)
         if self.tokenizer is None:
             raise GenerateError("stream: this bundle has no tokenizer.json to turn tokens into text")
-        text = TextStream(self.tokenizer, opts.stop_strings)
+        before = [] if self.is_seq2seq else self.check_prompt(prompt)  # a decoder's output follows no text
+        text = TextStream(self.tokenizer, opts.stop_strings, before)
         tokens: list[int] = []
         eos = self._eos_ids(opts)
         chosen = self.stream_tokens(prompt, **options)
@@ -303,7 +306,7 @@ class Generator:
             piece = text.push(token)
             if piece:
                 yield piece
-        final = self._decode([t for t in tokens if t not in eos])
+        final = completion_text(self.tokenizer, before, [t for t in tokens if t not in eos])
         rest = text.finish(cut_at_stop(final, opts.stop_strings)[0])
         if rest:
             yield rest
@@ -358,12 +361,13 @@ class Generator:
         return self.tokenizer.decode(tokens, skip_special_tokens=True)
 
     def _completion(
-        self, tokens: list[int], reason: str, opts: GenerationSpec, score: float | None = None
+        self, before: list[int], tokens: list[int], reason: str, opts: GenerationSpec, score: float | None = None
     ) -> Completion:
+        """``tokens`` generated after ``before`` (the decoder's starting tokens: a prompt, or a start token)."""
         text = None
         if self.tokenizer is not None:
             shown = tokens[:-1] if reason == FINISH_EOS else tokens
-            text = self._decode(shown)
+            text = completion_text(self.tokenizer, before, shown)
             if reason == FINISH_STOP:
                 text = cut_at_stop(text, opts.stop_strings)[0]
         return Completion(list(tokens), text, reason, score)

@@ -7,6 +7,33 @@ from collections.abc import Sequence
 from tokenizers import Tokenizer
 from tokenizers.decoders import DecodeStream
 
+PROMPT_TAIL = 8  # tokens before a completion decoded with it: its first token's text depends on them
+
+
+def lead_in(tokenizer: Tokenizer, before: Sequence[int]) -> list[int]:
+    """The last tokens of ``before`` (a prompt) that a completion is decoded after; none where their
+    text ends in a partial character (a byte-level piece), which the completion's bytes may finish.
+
+    Decoding a completion alone reads its first token as the text's first: SentencePiece's decoder
+    (Llama, Mistral, Gemma) drops that token's leading space ("ROMEO: what" + "Rf" instead of " Rf"),
+    and a word-level one the space between the prompt's last word and the completion's first.
+    Decoded after the prompt's tail, the completion reads as it continues the prompt."""
+    tail = list(before[-PROMPT_TAIL:])
+    if tail and tokenizer.decode(tail, skip_special_tokens=True).endswith("\ufffd"):
+        return []
+    return tail
+
+
+def completion_text(tokenizer: Tokenizer, before: Sequence[int], tokens: Sequence[int]) -> str:
+    """The text ``tokens`` add after ``before`` (a prompt's ids; special tokens skipped): see `lead_in`."""
+    tail = lead_in(tokenizer, before)
+    alone = tokenizer.decode(list(tokens), skip_special_tokens=True)
+    if not tail:
+        return alone
+    start = tokenizer.decode(tail, skip_special_tokens=True)
+    whole = tokenizer.decode(tail + list(tokens), skip_special_tokens=True)
+    return whole[len(start) :] if whole.startswith(start) else alone
+
 
 class TextStream:
     """Turns tokens arriving one by one into text pieces, holding back what is not final yet.
@@ -19,10 +46,11 @@ class TextStream:
     reaches the reader; only the tail that could hold a new one is searched.
     """
 
-    def __init__(self, tokenizer: Tokenizer, stop_strings: Sequence[str] = ()) -> None:
+    def __init__(self, tokenizer: Tokenizer, stop_strings: Sequence[str] = (), before: Sequence[int] = ()) -> None:
+        """``before``: the prompt's ids, which the text continues (`lead_in`)."""
         self.tokenizer = tokenizer
         self.stop_strings = tuple(stop_strings)
-        self.decoder = DecodeStream(skip_special_tokens=True)
+        self.decoder = DecodeStream(ids=lead_in(tokenizer, before) or None, skip_special_tokens=True)
         self.text = ""  # everything decoded so far
         self.sent = 0  # characters of it already released
         self.stopped = False

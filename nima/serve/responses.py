@@ -14,7 +14,7 @@ from typing import Any
 from tokenizers import Tokenizer
 
 from nima.runtime.rows import FINISH_CONTEXT, FINISH_EOS, FINISH_LENGTH, FINISH_STOP
-from nima.runtime.text import TextStream, cut_at_stop
+from nima.runtime.text import TextStream, completion_text, cut_at_stop
 from nima.runtime.token_bytes import token_bytes
 from nima.serve.choose import Choice
 
@@ -28,6 +28,7 @@ class ChoiceText:
     tokenizer: Tokenizer | None
     eos_ids: tuple[int, ...]
     stop_strings: tuple[str, ...]
+    before: tuple[int, ...] = ()  # the prompt's ids, which the text continues (`nima.runtime.text.lead_in`)
     tokens: list[int] = field(default_factory=list)
     choices: list[Choice] = field(default_factory=list)
     offsets: list[int] = field(default_factory=list)  # per token: where in the text the text it releases starts
@@ -37,7 +38,7 @@ class ChoiceText:
 
     def __post_init__(self) -> None:
         if self.tokenizer is not None:
-            self.stream = TextStream(self.tokenizer, self.stop_strings)
+            self.stream = TextStream(self.tokenizer, self.stop_strings, self.before)
 
     def push(self, choice: Choice) -> str:
         """Add a token; the text it makes final now (often empty; never an end token's)."""
@@ -64,7 +65,7 @@ class ChoiceText:
         if self.tokenizer is None:
             return ""
         shown = self.tokens[:-1] if self.finish_reason == FINISH_EOS else self.tokens
-        text = self.tokenizer.decode(shown, skip_special_tokens=True)
+        text = completion_text(self.tokenizer, self.before, shown)
         return cut_at_stop(text, self.stop_strings)[0] if self.finish_reason == FINISH_STOP else text
 
     def token_bytes(self, token: int) -> bytes:

@@ -47,7 +47,11 @@ class Run:
         generator = service.generator
         eos = generator._limits(plan.options).eos_ids
         stops = tuple(plan.options.stop_strings)
-        self.texts = [ChoiceText(generator.tokenizer, eos, stops) for _ in range(len(plan.prompts) * plan.per_prompt)]
+        self.texts = [
+            ChoiceText(generator.tokenizer, eos, stops, () if generator.is_seq2seq else tuple(prompt.ids))
+            for prompt in plan.prompts
+            for _ in range(plan.per_prompt)
+        ]
         self.jobs: list[Job] = []
         for i, prompt in enumerate(p for p in plan.prompts for _ in range(plan.copies)):  # i: the job's slot
 

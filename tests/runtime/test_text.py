@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 from runtime_support import torch_greedy
+from tokenizers import Tokenizer
 
 from nima.builders.models import DecoderLM
 from nima.runtime import Generator
-from nima.runtime.text import TextStream, cut_at_stop
+from nima.runtime.text import TextStream, completion_text, cut_at_stop
 
 PROMPT = "First Citizen:\nBefore we proceed"
 
@@ -103,3 +104,65 @@ def test_stream_pieces_join_to_the_full_decode_for_every_tokenizer_kind(kind: st
     assert "".join(pieces) + stream.finish(tokenizer.decode(ids)) == tokenizer.decode(ids)
     assert "".join(pieces) == tokenizer.decode(ids)  # nothing was left for finish() to make up
     assert not any("\ufffd" in piece for piece in pieces)
+
+
+def sentencepiece_tokenizer() -> Tokenizer:
+    """A SentencePiece-style BPE (Metaspace: ``▁`` for spaces, the text's first one dropped), as Llama,
+    Mistral and Gemma ship theirs."""
+    from tokenizers import SentencePieceBPETokenizer
+
+    trained = SentencePieceBPETokenizer()
+    trained.train_from_iterator([CORPUS], vocab_size=300)
+    return trained._tokenizer
+
+
+CORPUS = "To be, or not to be: that is the question — ça va? 日本語 naïve 🤖 end.\n" * 8
+
+
+@pytest.mark.parametrize("kind", ["bpe", "byte", "char", "word", "sentencepiece"])
+def test_a_completion_reads_as_it_continues_its_prompt(kind: str) -> None:
+    """Split one text's ids into a prompt and a completion at every point: the completion's text, whole
+    (`completion_text`) and streamed (`TextStream` after the prompt), is the full decode's rest after the
+    prompt's decode (the independent reference) — the space before a SentencePiece word or between
+    word-level tokens included, which decoding the completion alone drops."""
+    from nima.train.tokenizer import train_tokenizer
+
+    tokenizer = sentencepiece_tokenizer() if kind == "sentencepiece" else train_tokenizer(kind, CORPUS, 300).tokenizer
+    ids = tokenizer.encode(CORPUS[:90]).ids
+    full = tokenizer.decode(ids)
+    lost = 0
+    for cut in range(1, len(ids) - 1):
+        prompt, completion = ids[:cut], ids[cut:]
+        start = tokenizer.decode(prompt)
+        if start.endswith("\ufffd"):  # the prompt ends inside a character: its rest is the completion's first text
+            continue
+        assert full.startswith(start), (cut, start)
+        expected = full[len(start) :]
+        assert completion_text(tokenizer, prompt, completion) == expected, cut
+        stream = TextStream(tokenizer, before=prompt)
+        pieces = "".join(stream.push(token) for token in completion)
+        assert pieces + stream.finish(expected) == expected, cut
+        lost += tokenizer.decode(completion) != expected
+    if kind in ("word", "sentencepiece"):
+        assert lost > 5  # decoding alone would have dropped spaces here
+
+
+def test_generator_text_continues_a_sentencepiece_prompt(tmp_path: Path) -> None:
+    """`Generator.generate` and `Generator.stream` on a bundle whose tokenizer is SentencePiece-style:
+    the completion's text is the decode of prompt and completion together, less the prompt's."""
+    from runtime_support import make_bundle, make_spec
+
+    tokenizer = sentencepiece_tokenizer()
+    spec = make_spec("llama", name="rt-sp", vocab_size=tokenizer.get_vocab_size())
+    bundle, _ = make_bundle(spec, tmp_path, tokenizer=tokenizer, seed=5)
+    generator = Generator(bundle)
+    spaced = 0
+    for seed in range(6):
+        options = {"max_new_tokens": 12, "do_sample": True, "temperature": 1.5, "seed": seed}
+        got = generator.generate(["To be, or not"], **options)[0]
+        prompt, tokens = got.prompt_ids, got.completions[0].token_ids
+        expected = tokenizer.decode(prompt + tokens)[len(tokenizer.decode(prompt)) :]
+        assert got.completions[0].text == expected
+        assert "".join(generator.stream("To be, or not", **options)) == expected
+        spaced += expected.startswith(" ")
+    assert spaced > 0  # some completion began with a word of its own

@@ -312,3 +312,27 @@ def test_bias_arrays_are_what_was_asked() -> None:
     assert dict(zip(bias.ids.tolist(), bias.values.tolist(), strict=True)) == {3: 1.5, 10: -100.0}
     assert bias.ids.dtype == np.int64 and bias.values.dtype == np.float32
     assert _logit_bias({"4": 0.0}, 64) is None and _logit_bias(None, 64) is None
+
+
+def test_a_served_choice_reads_as_it_continues_its_prompt() -> None:
+    """The server's per-choice text (whole and streamed) after a SentencePiece-style prompt keeps the space a
+    completion's first word has, as the decode of prompt and completion together does."""
+    from tokenizers import SentencePieceBPETokenizer
+
+    from nima.serve.choose import Choice
+    from nima.serve.responses import ChoiceText
+
+    trained = SentencePieceBPETokenizer()
+    trained.train_from_iterator(["To be, or not to be: that is the question.\n"] * 8, vocab_size=120)
+    tokenizer = trained._tokenizer
+    ids = tokenizer.encode("To be, or not to be: that is the question.").ids
+    spaced = 0
+    for cut in range(1, len(ids) - 1):
+        prompt, completion = ids[:cut], ids[cut:]
+        expected = tokenizer.decode(ids)[len(tokenizer.decode(prompt)) :]
+        spaced += expected.startswith(" ")
+        choice = ChoiceText(tokenizer, (), (), tuple(prompt))
+        streamed = "".join(choice.push(Choice(token)) for token in completion)
+        streamed += choice.finish("length")
+        assert choice.text() == streamed == expected, cut
+    assert spaced > 3
