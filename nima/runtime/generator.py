@@ -28,7 +28,7 @@ from nima.runtime.lookup import decode_lookup, lookup_problem
 from nima.runtime.options import is_greedy, resolve_options
 from nima.runtime.prompts import Prompt, PromptReader
 from nima.runtime.results import Completion, Generation
-from nima.runtime.rows import FINISH_EOS, FINISH_STOP, Limits, Row
+from nima.runtime.rows import FINISH_EOS, FINISH_STOP, Limits, Row, row_rngs
 from nima.runtime.search import decode_rows
 from nima.runtime.session import DecoderSession, make_session
 from nima.runtime.shared_cache import SharedBufferSession
@@ -170,10 +170,9 @@ class Generator:
             return finish(self._beams(batch, opts, limits))
         if self.draft is not None:  # one row at a time: a step checks one row's drafts
             found = []
-            rng = self._rng(opts)
             for ids in batch:
                 row = Row(list(ids))
-                for _ in self._speculative(row, limits, opts, rng):
+                for _ in self._speculative(row, limits, opts, self._rng(opts)):  # each prompt draws as it would alone
                     pass
                 found.append(Generation(ids, [self._completion(row.prompt, row.tokens, row.finish_reason or "", opts)]))
             return found
@@ -189,13 +188,14 @@ class Generator:
         starts, fixed = self._starts([ids for ids in batch for _ in range(copies)])
         rows = [Row(ids) for ids in starts]
         greedy = is_greedy(opts)
-        rng = self._rng(opts)
+        # each row's own stream: a prompt gives the same tokens alone or in any batch (`row_rngs`)
+        rngs = [_NO_DRAWS] * len(rows) if greedy else row_rngs(opts.seed, [i % copies for i in range(len(rows))])
         for group in self._batches(starts, limits, fixed):
-            group_rows = [rows[i] for i in group]
-            for _ in decode_rows(self.session, group_rows, opts, limits, rng, self._pad_id(), greedy, fixed):
+            group_rows, group_rngs = [rows[i] for i in group], [rngs[i] for i in group]
+            for _ in decode_rows(self.session, group_rows, opts, limits, group_rngs, self._pad_id(), greedy, fixed):
                 pass
             if opts.slide_context:  # rows that filled the context go on, one at a time
-                for row in group_rows:
+                for row, rng in zip(group_rows, group_rngs, strict=True):
                     for _ in slide_on(self.session, row, opts, limits, rng, greedy):
                         pass
         return [
@@ -276,7 +276,7 @@ class Generator:
                 yield from self._speculative(row, limits, opts, self._rng(opts))
                 return row.finish_reason
             rng = self._rng(opts)
-            for _ in decode_rows(self.session, [row], opts, limits, rng, self._pad_id(), greedy, fixed):
+            for _ in decode_rows(self.session, [row], opts, limits, [rng], self._pad_id(), greedy, fixed):
                 yield row.tokens[-1]
             if opts.slide_context:
                 yield from slide_on(self.session, row, opts, limits, rng, greedy)

@@ -154,6 +154,22 @@ def draws(rng: np.random.Generator) -> Callable[[np.ndarray], np.ndarray]:
     return lambda rows: 1.0 - rng.random(len(rows))
 
 
+def row_draws(rngs: Sequence[np.random.Generator]) -> Callable[[np.ndarray], np.ndarray]:
+    """`sample_tokens`' ``draw`` for rows each with a stream of its own (``rngs[i]``: row i's)."""
+    return lambda rows: np.array([1.0 - rngs[r].random() for r in rows])
+
+
+def row_rngs(seed: int | None, completions: Sequence[int]) -> list[np.random.Generator]:
+    """A random stream per row, row ``i`` being completion ``completions[i]`` of its prompt.
+
+    With a seed, completion 0's stream is seeded with it and completion j's with ``(seed, j)``: a
+    prompt gives the same tokens alone or in any batch, as each request does in `nima.serve` (which
+    uses the same streams). Without one, every row draws fresh entropy of its own."""
+    if seed is None:
+        return [np.random.default_rng(child) for child in np.random.SeedSequence().spawn(len(completions))]
+    return [np.random.default_rng(seed if j == 0 else (seed, j)) for j in completions]
+
+
 def sample_tokens(logits: np.ndarray, options: GenerationSpec, draw: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
     """One token per row (R,) drawn from the distribution `warp` gives, without building it when top-p
     is on (`processors.sample_nucleus`); ``draw(rows)`` gives a uniform in (0, 1] per row index. In

@@ -11,7 +11,17 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from nima.runtime.rows import Limits, Row, draws, left_pad, presence, process_scores, sample_tokens, scores_changed
+from nima.runtime.rows import (
+    Limits,
+    Row,
+    draws,
+    left_pad,
+    presence,
+    process_scores,
+    row_draws,
+    sample_tokens,
+    scores_changed,
+)
 from nima.runtime.session import DecoderSession, RowStepper, Value
 from nima.spec.generation import GenerationSpec
 
@@ -21,13 +31,14 @@ def decode_rows(
     rows: list[Row],
     options: GenerationSpec,
     limits: Limits,
-    rng: np.random.Generator,
+    rngs: list[np.random.Generator],
     pad_id: int,
     greedy: bool,
     fixed: dict[str, Value] | None = None,
 ) -> Iterator[list[tuple[int, int]]]:
     """Extend every row until it finishes; yield the (row index, token) pairs added at each step.
 
+    ``rngs``: each row's random stream (`nima.runtime.rows.row_rngs`; unused when greedy).
     ``fixed``: per-row inputs fed at every step (an encoder-decoder's source mask and cross K/V)."""
     ids, mask, positions = left_pad([row.prompt for row in rows], pad_id)
     capacity = limits.capacity([len(row.prompt) for row in rows])
@@ -38,6 +49,7 @@ def decode_rows(
     length = mask.shape[1]
     active = list(range(len(rows)))  # batch position -> index into rows
     running = list(rows)
+    streams = list(rngs)  # the running rows' random streams
     cache = session.empty_cache(len(rows), fixed, capacity)
     penalise = options.repetition_penalty != 1.0
     seen = None
@@ -47,7 +59,7 @@ def decode_rows(
             stepper = session.row_stepper(cache)
             token, position = int(ids[0, 0]), int(positions[0, 0])
             yield from _decode_row(
-                stepper, running[0], active[0], token, position, masks, length, options, limits, rng, greedy
+                stepper, running[0], active[0], token, position, masks, length, options, limits, streams[0], greedy
             )
             return
         prefilled = True
@@ -55,7 +67,7 @@ def decode_rows(
         if penalise:
             seen = presence([row.history for row in running], logits.shape[-1])
         process_scores(logits, running, seen, options, limits.eos_ids)
-        chosen = logits.argmax(axis=-1) if greedy else sample_tokens(logits, options, draws(rng))  # (A,)
+        chosen = logits.argmax(axis=-1) if greedy else sample_tokens(logits, options, row_draws(streams))  # (A,)
         finished = False
         for row, token in zip(running, chosen.tolist(), strict=True):
             row.tokens.append(token)
@@ -64,7 +76,7 @@ def decode_rows(
         yield [(i, row.tokens[-1]) for i, row in zip(active, running, strict=True)]
         if finished:
             keep = [n for n, row in enumerate(running) if row.finish_reason is None]
-            active, running = [active[n] for n in keep], [running[n] for n in keep]
+            active, running, streams = [active[n] for n in keep], [running[n] for n in keep], [streams[n] for n in keep]
             chosen, masks, positions = chosen[keep], masks[keep], positions[keep]
             if active:
                 cache = session.select(cache, np.array(keep, dtype=np.int64))

@@ -311,13 +311,11 @@ def _failure(err: Exception) -> str:
 
 
 def _rng(options: GenerationSpec, index: int) -> np.random.Generator | None:
-    """Completion ``index``'s random stream: with a seed, the first completion's is `Generator`'s own
-    (so a request with a seed gives what ``Generator.generate(seed=...)`` gives) and the others'
-    derive from it; greedy rows draw nothing."""
+    """Completion ``index``'s random stream, the one `Generator.generate` gives that completion
+    (`nima.runtime.rows.row_rngs`), so a seeded request gives what it gives there; greedy rows draw nothing."""
     from nima.runtime.options import is_greedy
+    from nima.runtime.rows import row_rngs
 
     if is_greedy(options):
         return None
-    if options.seed is None:
-        return np.random.default_rng()
-    return np.random.default_rng(options.seed if index == 0 else (options.seed, index))
+    return row_rngs(options.seed, [index])[0]

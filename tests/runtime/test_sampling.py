@@ -139,6 +139,24 @@ def test_same_seed_same_output(bundles: dict[str, tuple[Path, DecoderLM]]) -> No
     assert ids[0] != ids[2]
 
 
+def test_a_seeded_prompt_samples_the_same_alone_or_in_any_batch(bundles: dict[str, tuple[Path, DecoderLM]]) -> None:
+    """Each row draws from a stream of its own (completion j of a prompt: the seed, or (seed, j)), so a
+    batch's rows, of any length and order, give what their prompts give alone; copies still differ."""
+    path, _ = bundles["llama"]
+    gen = Generator(path)
+    options = {"max_new_tokens": 12, "do_sample": True, "temperature": 1.3, "top_p": 0.95, "seed": 11}
+    prompts = [PROMPT, [4, 17], [2, 8, 33, 1, 40, 11, 6, 5]]
+
+    def ids(generations: list) -> list[list[list[int]]]:
+        return [[c.token_ids for c in g.completions] for g in generations]
+
+    alone = [ids(gen.generate([p], num_return_sequences=3, **options))[0] for p in prompts]
+    assert ids(gen.generate(prompts[::-1], num_return_sequences=3, **options)[::-1]) == alone
+    assert all(len({tuple(t) for t in copies}) == 3 for copies in alone)  # the copies draw apart
+    streamed = list(gen.stream_tokens(prompts[1], **options))
+    assert streamed == alone[1][0]
+
+
 def test_temperature_zero_is_greedy(bundles: dict[str, tuple[Path, DecoderLM]]) -> None:
     path, _ = bundles["gpt2"]
     gen = Generator(path)
