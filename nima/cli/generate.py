@@ -251,8 +251,10 @@ def _context_warning(generator: Any, options: dict[str, Any], which: str = "") -
     """Say that generation stopped at the model's context, not at --max-new-tokens (finish reason "context")."""
     context = generator.spec.max_seq_len
     asked = generator.options(**options).max_new_tokens
+    # an encoder-decoder's output has the decoder's positions to itself, its start token among them
+    holds = "its start token and output" if generator.is_seq2seq else "prompt and output"
     typer.secho(
-        f"warning: {which}stopped at the model's context of {context} tokens (prompt and output) before "
+        f"warning: {which}stopped at the model's context of {context} tokens ({holds}) before "
         f"--max-new-tokens {asked}",
         fg="yellow",
         err=True,

@@ -59,7 +59,8 @@ def export_for_ort(model: DecoderLM, spec: ModelSpec, path: Path, dtype: str = "
             export_decoder(fused_for_ort(model, spec.max_seq_len), spec, staged, dtype, opset, TRANSLATION_TABLE)
             fusions = _rewrite(staged, path, fuse_norms_and_gelu)
             return OrtExport("gqa", {"GroupQueryAttention": spec.n_layers, **fusions}, None, plain_attention(model))
-        _log.warning("--target ort without GroupQueryAttention: %s; onnxscript's ORT fusion rules instead", reason)
+        # said by the caller's progress line (`nima.export.families`); logged, not printed, here
+        _log.info("--target ort without GroupQueryAttention: %s; onnxscript's ORT fusion rules instead", reason)
         export_decoder(model, spec, staged, dtype, opset)
         return OrtExport("rules", fuse_for_ort(staged, path), reason)
     finally:
@@ -81,8 +82,10 @@ def fuse_for_ort(source: Path, target: Path) -> dict[str, int]:
 
 def _rewrite(source: Path, target: Path, rewrite: Callable[[ir.Model], dict[str, int]]) -> dict[str, int]:
     """Load ``source``, apply ``rewrite``, save to ``target``, check that ORT loads it; nonzero counts."""
-    previous = logging.getLogger("onnxscript").level
-    logging.getLogger("onnxscript").setLevel(logging.ERROR)
+    quiet = [logging.getLogger(name) for name in ("onnxscript", "onnx_ir")]  # their passes warn about our own inputs
+    previous = [logger.level for logger in quiet]
+    for logger in quiet:
+        logger.setLevel(logging.ERROR)
     try:
         model = ir.load(str(source))
         stats = rewrite(model)
@@ -91,7 +94,8 @@ def _rewrite(source: Path, target: Path, rewrite: Callable[[ir.Model], dict[str,
         external = source.with_name(source.name + ".data").exists()  # weights past `dynamo.EXTERNAL_BYTES`
         ir.save(model, str(target), external_data=target.name + ".data" if external else None)
     finally:
-        logging.getLogger("onnxscript").setLevel(previous)
+        for logger, level in zip(quiet, previous, strict=True):
+            logger.setLevel(level)
     # The fused ops are ORT's, in its com.microsoft domain, which onnx.checker passes over: it checks
     # the rest of the graph, and ORT building a session checks the fused ops.
     try:
