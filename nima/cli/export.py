@@ -58,7 +58,8 @@ def export(
     ] = False,
     dtype: Annotated[str, typer.Option(help="Weights and activations: fp32 | fp16.")] = "fp32",
     quantize: Annotated[
-        str | None, typer.Option(help="Quantize MatMul weights: int8 (dynamic) | int4 (block-wise MatMulNBits).")
+        str | None,
+        typer.Option(help="Quantize MatMul weights: int8 (ort: 8-bit MatMulNBits; portable: MatMulInteger) | int4."),
     ] = None,
     target: Annotated[
         str, typer.Option(help="portable: standard ONNX ops; ort: ONNX Runtime's fused contrib ops.")

@@ -254,8 +254,7 @@ def _context_warning(generator: Any, options: dict[str, Any], which: str = "") -
     # an encoder-decoder's output has the decoder's positions to itself, its start token among them
     holds = "its start token and output" if generator.is_seq2seq else "prompt and output"
     typer.secho(
-        f"warning: {which}stopped at the model's context of {context} tokens ({holds}) before "
-        f"--max-new-tokens {asked}",
+        f"warning: {which}stopped at the model's context of {context} tokens ({holds}) before --max-new-tokens {asked}",
         fg="yellow",
         err=True,
     )
