@@ -80,11 +80,11 @@ def differences(spec: ModelSpec, row: HfArchitecture, config: dict[str, Any], mo
         return [f"{CANNOT_HOLD} {model_type} config ({str(err).splitlines()[0]})"]
     ours, theirs = _flat(_canonical(spec)), _flat(_canonical(back))
     keys = sorted(key for key in ours.keys() | theirs.keys() if not key.startswith(IGNORED_FIELDS))
-    return [
-        f"{key}: {ours.get(key)!r}, {model_type} has {theirs.get(key)!r}"
-        for key in keys
-        if ours.get(key) != theirs.get(key)
-    ]
+    differ = [key for key in keys if ours.get(key) != theirs.get(key)]
+    # where a section's kind differs, its other fields belong to different kinds: the kind says it all
+    other_kinds = tuple(key.removesuffix("kind") for key in differ if key.endswith(".kind"))
+    differ = [key for key in differ if key.endswith(".kind") or not key.startswith(other_kinds)]
+    return [f"{key}: {ours.get(key)!r}, {model_type} has {theirs.get(key)!r}" for key in differ]
 
 
 def _canonical(spec: ModelSpec) -> dict[str, Any]:
