@@ -128,13 +128,29 @@ def _bundle(folder: Path) -> Info:
 
 
 def _hugging_face(folder: Path) -> Info:
+    """What ``nima import`` would make of the folder: the spec and its figures (from ``config.json``,
+    no weight read), or why it would refuse; the weights' header and the tokenizer."""
+    from nima.interop.hf.errors import ImportFailure
+    from nima.interop.hf.spec_of import imported_spec
+
     try:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise InfoError(f"{folder / 'config.json'}: not readable JSON ({err})") from None
     kind = config.get("model_type") if isinstance(config, dict) else None
-    rows = [("model_type", str(kind)), ("next", f"nima import {folder} -o MODEL_FOLDER")]
-    return Info(folder, "hugging face folder", rows, _files(folder))
+    info = Info(folder, "hugging face folder", [("model_type", str(kind))], _files(folder))
+    try:
+        _, _, spec = imported_spec(folder)
+    except ImportFailure as err:
+        info.rows.append(("import", f"refused: {str(err).splitlines()[0]}"))
+        return info
+    info.rows += _spec_rows(spec)
+    weights = folder / "model.safetensors"
+    if weights.is_file():
+        info.rows.append(("weights", _weights_row(weights)))
+    info.rows += _tokenizer_rows(folder / TOKENIZER_FILE)
+    info.rows.append(("next", f"nima import {folder} -o MODEL_FOLDER"))
+    return info
 
 
 def _files(folder: Path) -> list[tuple[str, int]]:

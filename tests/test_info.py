@@ -95,11 +95,50 @@ def test_a_bundle_shows_the_check_it_passed_at_export(made: dict[str, Path]) -> 
     assert unchecked["rows"]["parity at export"].startswith("not recorded")
 
 
-def test_a_transformers_folder_says_to_import_it(tmp_path: Path) -> None:
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
-    found = info_json(tmp_path)
+@pytest.fixture(scope="module")
+def transformers_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small random Llama folder, as transformers saves it."""
+    import torch
+    import transformers
+
+    config = transformers.LlamaConfig(
+        vocab_size=96,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    )
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("info-hf") / "llama"
+    transformers.LlamaForCausalLM(config).save_pretrained(folder)
+    return folder
+
+
+def test_a_transformers_folder_shows_what_it_imports_as(transformers_folder: Path) -> None:
+    """The spec and its figures from config.json, before any import: the parameter count is the checkpoint's."""
+    found = info_json(transformers_folder)
     assert found["kind"] == "hugging face folder"
-    assert found["rows"] == {"model_type": "llama", "next": f"nima import {tmp_path} -o MODEL_FOLDER"}
+    rows = found["rows"]
+    assert rows["model_type"] == "llama" and rows["next"] == f"nima import {transformers_folder} -o MODEL_FOLDER"
+    stored = sum(t.numel() for t in load_file(str(transformers_folder / "model.safetensors")).values())
+    assert rows["parameters"].startswith(f"{stored:,} ") and f"{stored:,} values" in rows["weights"]
+    assert rows["heads"].startswith("4 q / 2 kv") and rows["vocab / context"] == "96 / 64"
+
+
+@pytest.mark.parametrize(
+    ("config", "reason"),
+    [
+        ({"model_type": "falcon"}, "'falcon' is not supported (supported: bart"),
+        ({"model_type": "llama", "auto_map": {"AutoModel": "x.Model"}}, "its own Python code"),
+    ],
+)
+def test_a_transformers_folder_nima_cannot_import_says_why(tmp_path: Path, config: dict, reason: str) -> None:
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    found = info_json(tmp_path)
+    assert found["rows"]["model_type"] == config["model_type"] and reason in found["rows"]["import"]
+    assert "next" not in found["rows"]  # no import to suggest
 
 
 def test_the_table_is_printed(made: dict[str, Path]) -> None:
@@ -130,3 +169,13 @@ def test_info_runs_without_torch(made: dict[str, Path]) -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["kind"] == "run"
+
+
+def test_info_on_a_transformers_folder_runs_without_torch(transformers_folder: Path) -> None:
+    code = (
+        "import sys\nsys.modules['torch'] = None\nfrom nima.cli import main\n"
+        f"sys.argv = ['nima', 'info', {str(transformers_folder)!r}, '--json']\nmain()"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["rows"] == info_json(transformers_folder)["rows"]  # the figures need no torch

@@ -23,7 +23,7 @@ from nima.builders import build_model
 from nima.interop.hf.architectures import ARCHITECTURES, HfArchitecture
 from nima.interop.hf.config import CONFIG_FILE, HfConfig
 from nima.interop.hf.errors import ImportFailure
-from nima.interop.hf.importer import GENERATION_CONFIG_FILE, GENERATION_KEYS
+from nima.interop.hf.spec_of import GENERATION_CONFIG_FILE, GENERATION_KEYS
 from nima.interop.safetensors_stream import write_safetensors
 from nima.layout import (
     SPEC_FILE,

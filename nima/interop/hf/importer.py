@@ -19,17 +19,17 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from nima import __version__
 from nima.builders import build_model
-from nima.interop.hf.architectures import ARCHITECTURES, HfArchitecture
+from nima.interop.hf.architectures import HfArchitecture
 from nima.interop.hf.checkpoint import Checkpoint
-from nima.interop.hf.config import HfConfig, read_config, read_json_object
+from nima.interop.hf.config import HfConfig
 from nima.interop.hf.errors import ImportFailure
 from nima.interop.hf.layouts import Map
+from nima.interop.hf.spec_of import imported_spec
 from nima.interop.safetensors_stream import write_safetensors
 from nima.layout import (
     SPEC_FILE,
@@ -40,25 +40,9 @@ from nima.layout import (
     staged_folder,
     write_json,
 )
-from nima.spec import ModelSpec, SpecError, spec_from_dict
+from nima.spec import ModelSpec
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-GENERATION_CONFIG_FILE = "generation_config.json"
-# generation_config.json key -> the spec's generation field (same meaning, same name where HF's is Nima's)
-GENERATION_KEYS = (
-    "max_new_tokens",
-    "min_new_tokens",
-    "do_sample",
-    "temperature",
-    "top_k",
-    "top_p",
-    "min_p",
-    "num_beams",
-    "length_penalty",
-    "num_return_sequences",
-    "repetition_penalty",
-    "no_repeat_ngram_size",
-)
 Progress = Callable[[int, int], None]  # (tensors written, tensors in all)
 
 
@@ -84,12 +68,7 @@ def import_hf(
     naming the file, key or tensor, with nothing written."""
     if dtype not in DTYPES:
         raise ImportFailure(f"--dtype {dtype}: supported are {', '.join(DTYPES)}")
-    config = read_config(source)
-    architecture = ARCHITECTURES.get(config.model_type)
-    if architecture is None:
-        supported = ", ".join(sorted(ARCHITECTURES))
-        raise config.refuse("model_type", f"{config.model_type!r} is not supported (supported: {supported})")
-    spec = _spec(source, config, architecture)
+    config, architecture, spec = imported_spec(source)
     with Checkpoint(source, architecture.body_prefix) as checkpoint:
         return _write(source, out, dtype, progress, replace, config, spec, checkpoint, architecture)
 
@@ -124,48 +103,6 @@ def _write(
         files = sorted(p.name for p in tmp.iterdir())
         weight_bytes = (tmp / WEIGHTS_FILE).stat().st_size
     return ImportResult(out, spec, config.model_type, len(plan), weight_bytes, files)
-
-
-def _spec(source: Path, config: HfConfig, architecture: HfArchitecture) -> ModelSpec:
-    try:
-        data = architecture.spec(config)
-    except (TypeError, ValueError, KeyError, AttributeError) as err:  # a value of a type no config has
-        if isinstance(err, ImportFailure):
-            raise
-        raise ImportFailure(f"{config.path}: a value of an unexpected type ({err!r})") from None
-    data["name"] = re.sub(r"[^A-Za-z0-9._-]+", "-", source.resolve().name).strip("-.") or "imported"
-    data["generation"] = _generation(source, config, data.get("architecture") == "encoder-decoder")
-    try:
-        return spec_from_dict(data, source=str(config.path))
-    except SpecError as err:
-        raise ImportFailure("; ".join(str(p) for p in err.problems)) from None
-
-
-def _generation(source: Path, config: HfConfig, seq2seq: bool) -> dict[str, Any]:
-    """The spec's generation defaults from ``generation_config.json``, its end tokens (and an
-    encoder-decoder's start and padding tokens) from either file."""
-    path = source / GENERATION_CONFIG_FILE
-    found = read_json_object(path) if path.is_file() else {}
-    section = {key: found[key] for key in GENERATION_KEYS if found.get(key) is not None}
-    if isinstance(found.get("early_stopping"), bool) or found.get("early_stopping") == "never":
-        section["early_stopping"] = found["early_stopping"]
-    eos = HfConfig(path, found).eos_ids() or config.eos_ids()
-    if eos:
-        section["eos_token_ids"] = eos
-    bos = found.get("forced_bos_token_id", config.get("forced_bos_token_id"))
-    if isinstance(bos, int) and not isinstance(bos, bool):
-        section["forced_bos_token_id"] = bos
-    forced = found.get("forced_eos_token_id", config.get("forced_eos_token_id"))
-    forced = forced if isinstance(forced, list) else [] if forced is None else [forced]
-    if forced and all(isinstance(t, int) and not isinstance(t, bool) for t in forced):
-        section["forced_eos_token_ids"] = forced
-    if seq2seq:
-        for key in ("pad_token_id", "decoder_start_token_id"):
-            value = found.get(key, config.get(key))
-            if isinstance(value, int) and not isinstance(value, bool):
-                section[key] = value
-        section.setdefault("decoder_start_token_id", section.get("pad_token_id"))  # T5 starts from padding
-    return section
 
 
 def _plan(

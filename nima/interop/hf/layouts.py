@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # the tables are read without torch (`nima info` previews an import); moving weights needs it
+    import torch
 
 from nima.spec import ModelSpec
 
@@ -56,6 +58,8 @@ class Part(Layout):
         return tensor[start:end]
 
     def give(self, parts: list[torch.Tensor], spec: ModelSpec) -> torch.Tensor:
+        import torch
+
         packed = torch.cat(parts, dim=0)  # rows of (out, in) weights, or elements of biases
         return packed.t().contiguous() if packed.dim() == 2 and self.conv1d else packed
 
