@@ -110,8 +110,15 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         return super().call_binop(context, operator, left, right)
 
 
-def render(template: ChatTemplate, messages: Sequence[dict[str, Any]], add_generation_prompt: bool = True) -> str:
-    """The prompt ``template`` makes of ``messages``; `TemplateRefused` with one line on any failure."""
+def render(
+    template: ChatTemplate,
+    messages: Sequence[dict[str, Any]],
+    add_generation_prompt: bool = True,
+    extra: dict[str, Any] | None = None,
+) -> str:
+    """The prompt ``template`` makes of ``messages``; `TemplateRefused` with one line on any failure.
+    ``extra``: more variables for the template (a request's ``chat_template_kwargs``, JSON values, such
+    as Qwen3's ``enable_thinking``); they cannot replace the four above."""
     env = _Sandbox(trim_blocks=True, lstrip_blocks=True, autoescape=False)
     env.globals["raise_exception"] = _raise
     env.globals["range"] = _budgeted_range([MAX_RANGE_ITEMS])
@@ -120,6 +127,7 @@ def render(template: ChatTemplate, messages: Sequence[dict[str, Any]], add_gener
         pieces = []
         size = 0
         context = {
+            **(extra or {}),
             "messages": [dict(message) for message in messages],
             "add_generation_prompt": add_generation_prompt,
             "bos_token": template.bos_token,

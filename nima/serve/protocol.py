@@ -64,6 +64,9 @@ class Sampling(Strict):
     num_beams: int | None = Field(None, ge=1, le=MAX_N)
     length_penalty: float | None = None
     return_token_ids: bool = False  # each choice also carries its token ids (always, for bundles without a tokenizer)
+    # vLLM's extras: more end tokens; end tokens do not end the completion (it runs to max_tokens)
+    stop_token_ids: list[Annotated[int, Field(ge=0)]] | None = Field(None, max_length=MAX_STOP)
+    ignore_eos: bool = False
     # OpenAI's bookkeeping, taken and not acted on: nothing is stored, tiered or cached by key here
     store: bool | None = None
     metadata: dict[str, Annotated[str, Field(max_length=512)]] | None = Field(None, max_length=16)
@@ -129,6 +132,7 @@ class ChatRequest(Sampling):
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)
     chat_template: str | None = Field(None, max_length=65536)  # vLLM's extra: a template for this request
+    chat_template_kwargs: dict[str, Any] | None = Field(None, max_length=64)  # vLLM's: more template variables
     add_generation_prompt: bool = True
     parallel_tool_calls: bool | None = None  # about tools, which are refused: taken for clients that always send it
     modalities: list[str] | None = Field(None, max_length=4)  # ["text"] only

@@ -46,6 +46,7 @@ FIELD_OF = {
     "num_return_sequences": "n",
     "stop_strings": "stop",
     "min_new_tokens": "min_tokens",
+    "eos_token_ids": "stop_token_ids",
     "do_sample": "temperature",
 }
 
@@ -157,7 +158,9 @@ class Service:
             raise ApiError(400, "modalities: only ['text'] is supported", "modalities", "unsupported_parameter")
         if request.response_format not in (None, {"type": "text"}):
             raise ApiError(400, "response_format: only {'type': 'text'} is supported", "response_format")
-        text = self.render_chat(request.messages, request.add_generation_prompt, request.chat_template)
+        text = self.render_chat(
+            request.messages, request.add_generation_prompt, request.chat_template, request.chat_template_kwargs
+        )
         ids = self.encode_chat(text)
         if request.top_logprobs is not None and not request.logprobs:
             raise ApiError(400, "top_logprobs: needs logprobs: true", "top_logprobs")
@@ -165,8 +168,15 @@ class Service:
         max_tokens = request.max_completion_tokens or request.max_tokens
         return self._plan(request, [Prompt(ids, text)], max_tokens, logprobs)
 
-    def render_chat(self, messages: list[Message], add_generation_prompt: bool, chat_template: str | None) -> str:
-        """The conversation as the bundle's template (or, if trusted, the request's) renders it."""
+    def render_chat(
+        self,
+        messages: list[Message],
+        add_generation_prompt: bool,
+        chat_template: str | None,
+        extra: dict[str, Any] | None = None,
+    ) -> str:
+        """The conversation as the bundle's template (or, if trusted, the request's) renders it; ``extra``:
+        more template variables (``chat_template_kwargs``)."""
         if chat_template is not None and not self.trust_request_templates:
             raise ApiError(
                 400,
@@ -176,7 +186,7 @@ class Service:
             )
         template = self.template if chat_template is None else ChatTemplate(chat_template)
         try:
-            return render(template, [_template_message(m) for m in messages], add_generation_prompt)
+            return render(template, [_template_message(m) for m in messages], add_generation_prompt, extra)
         except TemplateRefused as err:
             raise ApiError(400, str(err), "chat_template" if chat_template else "messages") from None
 
@@ -325,6 +335,18 @@ class Service:
             overrides["do_sample"] = request.temperature > 0
             if request.temperature > 0:
                 overrides["temperature"] = request.temperature
+        generator = self.generator
+        assert generator is not None
+        if request.stop_token_ids:  # more end tokens, beside the bundle's
+            vocab = generator.spec.vocab_size
+            bad = next((t for t in request.stop_token_ids if t >= vocab), None)
+            if bad is not None:
+                message = f"stop_token_ids: {bad} is outside the vocabulary (0..{vocab - 1})"
+                raise ApiError(400, message, "stop_token_ids")
+            ends = generator._eos_ids(generator.options())
+            overrides["eos_token_ids"] = list(dict.fromkeys([*ends, *request.stop_token_ids]))
+        if request.ignore_eos:  # as vLLM's benchmarks use it: every completion runs to max_tokens
+            overrides["min_new_tokens"] = max_tokens if max_tokens is not None else generator.options().max_new_tokens
         return {name: value for name, value in overrides.items() if value is not None}
 
 

@@ -336,3 +336,62 @@ def test_a_served_choice_reads_as_it_continues_its_prompt() -> None:
         streamed += choice.finish("length")
         assert choice.text() == streamed == expected, cut
     assert spaced > 3
+
+
+def test_stop_token_ids_end_a_completion(server: RunningServer, model_and_bundle: tuple[DecoderLM, Path]) -> None:
+    """vLLM's stop_token_ids: the completion ends at the first of them, which it includes (as an end token)."""
+    model = model_and_bundle[0]
+    plain = biased_greedy(model, PROMPTS[0], {})
+    stop = plain[4]
+    fields = {"model": "tiny", "prompt": PROMPTS[0], "max_tokens": STEPS, "temperature": 0}
+    got = httpx.post(
+        server.url + "/v1/completions",
+        json={**fields, "stop_token_ids": [stop], "return_token_ids": True},
+        timeout=60,
+    ).json()["choices"][0]
+    assert got["token_ids"] == plain[: plain.index(stop) + 1] and got["finish_reason"] == "stop"
+    bad = httpx.post(server.url + "/v1/completions", json={**fields, "stop_token_ids": [64]}, timeout=60)
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "stop_token_ids"
+
+
+def test_ignore_eos_runs_to_max_tokens(text_bundle: Path) -> None:
+    """vLLM's ignore_eos (its benchmarks' fixed-length requests): no end token ends the completion early."""
+    tokenizer = Tokenizer.from_file(str(text_bundle / "tokenizer.json"))
+    end = tokenizer.token_to_id("<|endoftext|>")
+    server = RunningServer(text_bundle)
+    try:
+        fields = {"model": "tiny", "prompt": "To be", "max_tokens": 12, "temperature": 0, "return_token_ids": True}
+        fields["logit_bias"] = {str(end): 8.0}  # the end token likely at once
+        early = httpx.post(server.url + "/v1/completions", json=fields, timeout=60).json()["choices"][0]
+        assert early["finish_reason"] == "stop" and early["token_ids"][-1] == end and len(early["token_ids"]) < 12
+        full = httpx.post(server.url + "/v1/completions", json={**fields, "ignore_eos": True}, timeout=60).json()
+        choice = full["choices"][0]
+        assert choice["finish_reason"] == "length" and len(choice["token_ids"]) == 12 and end not in choice["token_ids"]
+    finally:
+        server.stop()
+
+
+def test_chat_template_kwargs_reach_the_template(text_bundle: Path) -> None:
+    """vLLM's chat_template_kwargs (Qwen3's enable_thinking): more variables for the template, never in place of
+    the conversation."""
+    from nima.serve.chat import ChatTemplate, render
+
+    template = ChatTemplate("{% if enable_thinking %}<think>{% endif %}{{ messages | length }}")
+    message = {"role": "user", "content": "hi"}
+    assert render(template, [message], True, {"enable_thinking": True, "messages": []}) == "<think>1"
+    assert render(template, [message], True, None) == "1"
+    server = RunningServer(text_bundle, trust_request_templates=True)
+    try:
+        chat = {"model": "tiny", "messages": [message], "max_tokens": 1, "chat_template": template.source}
+        counts = []
+        for thinking in (False, True):
+            got = httpx.post(
+                server.url + "/v1/chat/completions",
+                json={**chat, "chat_template_kwargs": {"enable_thinking": thinking}},
+                timeout=60,
+            )
+            assert got.status_code == 200, got.text
+            counts.append(got.json()["usage"]["prompt_tokens"])
+        assert counts[1] > counts[0]
+    finally:
+        server.stop()
