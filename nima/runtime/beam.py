@@ -186,7 +186,7 @@ def _extend(
         extended = beams[a * k + beam].tokens + [token]
         reason = FINISH_EOS if token in limits.eos_ids else None
         if reason is None and limits.stop_strings and limits.decode is not None:
-            text = limits.decode(extended)
+            text = limits.decode(beams[a * k + beam].prompt, extended)
             reason = FINISH_STOP if any(s in text for s in limits.stop_strings) else None
         if at_limit:
             if rank >= k:

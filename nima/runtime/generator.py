@@ -340,7 +340,8 @@ class Generator:
                     stop.encode("utf-8")
                 except UnicodeEncodeError:  # a lone surrogate: no text the tokenizer decodes contains it
                     raise GenerateError(f"option stop_strings: item {i} is not valid Unicode text ({stop!r})") from None
-        decode = None if self.tokenizer is None else self._decode
+        tokenizer = self.tokenizer
+        decode = None if tokenizer is None else lambda before, tokens: completion_text(tokenizer, before, tokens)
         return Limits(self._eos_ids(opts), opts.max_new_tokens, self.spec.max_seq_len, tuple(opts.stop_strings), decode)
 
     def _pad_id(self) -> int:
@@ -355,10 +356,6 @@ class Generator:
         if is_greedy(opts):
             return _NO_DRAWS
         return np.random.default_rng(opts.seed)
-
-    def _decode(self, tokens: list[int]) -> str:
-        assert self.tokenizer is not None  # only called when there is one
-        return self.tokenizer.decode(tokens, skip_special_tokens=True)
 
     def _completion(
         self, before: list[int], tokens: list[int], reason: str, opts: GenerationSpec, score: float | None = None

@@ -31,13 +31,16 @@ class Row:
 
 @dataclass(frozen=True)
 class Limits:
-    """When a row stops: EOS ids, stop strings (via ``decode``), new-token and context limits."""
+    """When a row stops: EOS ids, stop strings (via ``decode``), new-token and context limits.
+
+    ``decode(before, tokens)``: the text ``tokens`` add after the tokens ``before`` (a prompt; see
+    `nima.runtime.text.completion_text`)."""
 
     eos_ids: tuple[int, ...]
     max_new_tokens: int
     context: int
     stop_strings: tuple[str, ...] = ()
-    decode: Callable[[list[int]], str] | None = None
+    decode: Callable[[Sequence[int], Sequence[int]], str] | None = None
 
     @cached_property
     def _stop_window(self) -> int:
@@ -82,8 +85,11 @@ class Limits:
             # A stop string that was not in the text before this token ends inside it, so it lies
             # in the last few tokens: every token holds at least one byte, and the margin covers a
             # character split between tokens. Decoding only those keeps each step's cost flat
-            # (decoding the whole row every step grows with the square of its length).
-            text = self.decode(row.tokens[-self._stop_window :])
+            # (decoding the whole row every step grows with the square of its length). While the
+            # window holds the whole completion, it is decoded after the prompt, as the text is: a
+            # SentencePiece completion's first word keeps its space, which a stop string may start with.
+            whole = len(row.tokens) <= self._stop_window
+            text = self.decode(row.prompt if whole else (), row.tokens[-self._stop_window :])
             if any(stop in text for stop in self.stop_strings):
                 return FINISH_STOP
         if len(row.tokens) >= self.max_new_tokens:

@@ -18,21 +18,24 @@ def lead_in(tokenizer: Tokenizer, before: Sequence[int]) -> list[int]:
     (Llama, Mistral, Gemma) drops that token's leading space ("ROMEO: what" + "Rf" instead of " Rf"),
     and a word-level one the space between the prompt's last word and the completion's first.
     Decoded after the prompt's tail, the completion reads as it continues the prompt."""
+    return _lead(tokenizer, before)[0]
+
+
+def _lead(tokenizer: Tokenizer, before: Sequence[int]) -> tuple[list[int], str]:
+    """`lead_in`'s tokens and their text."""
     tail = list(before[-PROMPT_TAIL:])
-    if tail and tokenizer.decode(tail, skip_special_tokens=True).endswith("\ufffd"):
-        return []
-    return tail
+    text = tokenizer.decode(tail, skip_special_tokens=True) if tail else ""
+    return ([], "") if text.endswith("\ufffd") else (tail, text)
 
 
 def completion_text(tokenizer: Tokenizer, before: Sequence[int], tokens: Sequence[int]) -> str:
     """The text ``tokens`` add after ``before`` (a prompt's ids; special tokens skipped): see `lead_in`."""
-    tail = lead_in(tokenizer, before)
-    alone = tokenizer.decode(list(tokens), skip_special_tokens=True)
-    if not tail:
-        return alone
-    start = tokenizer.decode(tail, skip_special_tokens=True)
-    whole = tokenizer.decode(tail + list(tokens), skip_special_tokens=True)
-    return whole[len(start) :] if whole.startswith(start) else alone
+    tail, start = _lead(tokenizer, before)
+    if tail:
+        whole = tokenizer.decode(tail + list(tokens), skip_special_tokens=True)
+        if whole.startswith(start):
+            return whole[len(start) :]
+    return tokenizer.decode(list(tokens), skip_special_tokens=True)
 
 
 class TextStream:

@@ -149,7 +149,8 @@ def create_app(
             CORSMiddleware,
             allow_origins=allow_origins,
             allow_methods=["GET", "POST", "HEAD"],
-            allow_headers=["Authorization", "Content-Type"],
+            allow_headers=["*"],  # the official JavaScript client sends X-Stainless-* headers; the key still applies
+            expose_headers=["Retry-After"],
             max_age=600,
         )
     return app

@@ -59,6 +59,7 @@ class Job:
     emit: Callable[[Event], None]
     logprobs: int | None = None
     bias: LogitBias | None = None
+    copies: int = 1  # greedy n > 1: this many equal rows from one prefill (greedy returns one sequence each)
     cancelled: threading.Event = field(default_factory=threading.Event)
     created: float = field(default_factory=time.perf_counter)
     first_token: float | None = None
@@ -67,4 +68,4 @@ class Job:
     @property
     def rows(self) -> int:
         """Batch rows the job takes while running (beam jobs run outside the batch)."""
-        return self.options.num_return_sequences if self.options.num_beams == 1 else 0
+        return self.copies * self.options.num_return_sequences if self.options.num_beams == 1 else 0

@@ -158,6 +158,8 @@ class TokenizeRequest(Strict):
     messages: list[Message] | None = Field(None, min_length=1)
     add_special_tokens: bool | None = None  # default: what the endpoint mirrored does (a prompt: yes; messages: no)
     add_generation_prompt: bool = True
+    chat_template: str | None = Field(None, max_length=65536)  # as the chat endpoint takes them
+    chat_template_kwargs: dict[str, Any] | None = Field(None, max_length=64)
     return_token_strs: bool = False
 
 

@@ -31,10 +31,10 @@ class ChoiceText:
     before: tuple[int, ...] = ()  # the prompt's ids, which the text continues (`nima.runtime.text.lead_in`)
     tokens: list[int] = field(default_factory=list)
     choices: list[Choice] = field(default_factory=list)
-    offsets: list[int] = field(default_factory=list)  # per token: where in the text the text it releases starts
-    released: int = 0  # characters released so far
+    offsets: list[int] = field(default_factory=list)  # per token: where in the text the text it adds starts
     finish_reason: str | None = None
     stream: TextStream | None = None
+    final: str | None = None  # the text, once finished (`text` decodes it once)
 
     def __post_init__(self) -> None:
         if self.tokenizer is not None:
@@ -44,12 +44,10 @@ class ChoiceText:
         """Add a token; the text it makes final now (often empty; never an end token's)."""
         self.tokens.append(choice.token)
         self.choices.append(choice)
-        self.offsets.append(self.released)
+        self.offsets.append(len(self.stream.text) if self.stream is not None else 0)  # decoded so far, held back too
         if self.stream is None or choice.token in self.eos_ids:
             return ""
-        piece = self.stream.push(choice.token)
-        self.released += len(piece)
-        return piece
+        return self.stream.push(choice.token)
 
     def finish(self, reason: str, tokens: tuple[int, ...] | None = None) -> str:
         """The run ended (``tokens``: a beam's, given whole); the text not yet released."""
@@ -64,9 +62,14 @@ class ChoiceText:
         """The whole text: without a final end token, cut before a stop string ("" without a tokenizer)."""
         if self.tokenizer is None:
             return ""
+        if self.final is not None:
+            return self.final
         shown = self.tokens[:-1] if self.finish_reason == FINISH_EOS else self.tokens
         text = completion_text(self.tokenizer, self.before, shown)
-        return cut_at_stop(text, self.stop_strings)[0] if self.finish_reason == FINISH_STOP else text
+        text = cut_at_stop(text, self.stop_strings)[0] if self.finish_reason == FINISH_STOP else text
+        if self.finish_reason is not None:
+            self.final = text
+        return text
 
     def token_bytes(self, token: int) -> bytes:
         """The token's own bytes (a piece of a character too: `nima.runtime.token_bytes`)."""
@@ -83,7 +86,7 @@ class ChoiceText:
 def completion_logprobs(choice: ChoiceText, first: int, last: int) -> dict[str, Any]:
     """The completions API's ``logprobs`` object for tokens ``first`` to ``last`` (exclusive) of ``choice``.
 
-    A token's ``text_offset`` is where the text it releases starts in the completion's text: the part
+    A token's ``text_offset`` is where its text starts in the completion's text (held-back text counted): the part
     of a character split over byte tokens points where the character will stand, so whole and
     streamed responses agree and ``text[offset:]`` begins with what the token added."""
     choices = choice.choices[first:last]

@@ -53,7 +53,7 @@ class Run:
             for _ in range(plan.per_prompt)
         ]
         self.jobs: list[Job] = []
-        for i, prompt in enumerate(p for p in plan.prompts for _ in range(plan.copies)):  # i: the job's slot
+        for i, prompt in enumerate(plan.prompts):
 
             def emit(event: Event, i: int = i) -> None:  # on the event loop (`dispatch`)
                 if self.stalled:
@@ -65,7 +65,7 @@ class Run:
                     self.cancel()
                     self.events.put_nowait((i, _Stalled()))
 
-            self.jobs.append(Job(prompt.ids, plan.options, plan.overrides, emit, plan.logprobs, plan.bias))
+            self.jobs.append(Job(prompt.ids, plan.options, plan.overrides, emit, plan.logprobs, plan.bias, plan.copies))
         self.started = time.perf_counter()
         self.created = int(time.time())  # the responses' `created`
         self.first: float | None = None
@@ -87,9 +87,9 @@ class Run:
         for job in self.jobs:
             job.cancelled.set()
 
-    def choice_index(self, slot: int, index: int) -> int:
-        """The choice that completion ``index`` of the job in ``slot`` answers."""
-        return slot * self.plan.options.num_return_sequences + index
+    def choice_index(self, prompt: int, index: int) -> int:
+        """The choice that completion ``index`` of prompt ``prompt``'s job answers."""
+        return prompt * self.plan.per_prompt + index
 
     async def next(self, timeout: float | None = None) -> tuple[int, str, Event] | None:
         """The next event as (choice index, text it releases, event); None on timeout."""

@@ -73,7 +73,7 @@ class Plan:
     include_usage: bool = False
     token_ids: bool = False
     bias: LogitBias | None = None
-    copies: int = 1  # jobs per prompt: greedy with n > 1 runs n one-completion jobs (OpenAI gives n choices)
+    copies: int = 1  # greedy with n > 1: n equal rows per prompt's job, from one prefill (OpenAI gives n choices)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -343,9 +343,9 @@ class Service:
             if bad is not None:
                 message = f"stop_token_ids: {bad} is outside the vocabulary (0..{vocab - 1})"
                 raise ApiError(400, message, "stop_token_ids")
-            ends = generator._eos_ids(generator.options())
-            overrides["eos_token_ids"] = list(dict.fromkeys([*ends, *request.stop_token_ids]))
-        if request.ignore_eos:  # as vLLM's benchmarks use it: every completion runs to max_tokens
+            ends = () if request.ignore_eos else generator._eos_ids(generator.options())
+            overrides["eos_token_ids"] = list(dict.fromkeys([*ends, *request.stop_token_ids]))  # ignore_eos: those only
+        elif request.ignore_eos:  # as vLLM's benchmarks use it: the model's end tokens end nothing (banned to the end)
             overrides["min_new_tokens"] = max_tokens if max_tokens is not None else generator.options().max_new_tokens
         return {name: value for name, value in overrides.items() if value is not None}
 

@@ -30,7 +30,9 @@ def tokenize(service: Service, request: TokenizeRequest) -> dict[str, Any]:
     if (request.prompt is None) == (request.messages is None):
         raise ApiError(400, "give either prompt (a text) or messages (a conversation)", "prompt")
     if request.messages is not None:
-        text = service.render_chat(request.messages, request.add_generation_prompt, None)
+        text = service.render_chat(
+            request.messages, request.add_generation_prompt, request.chat_template, request.chat_template_kwargs
+        )
         # as the chat endpoint, unless asked: the template holds the special tokens
         ids = _encode(tokenizer, text, True, field) if request.add_special_tokens else service.encode_chat(text)
     elif request.add_special_tokens is False:

@@ -48,7 +48,8 @@ def test_serve_runs_logs_each_request_and_stops_on_ctrl_c(text_bundle: Path) -> 
         assert got.usage is not None and got.usage.completion_tokens == 5
         # a browser page of the allowed origin: its preflight is answered without the key, then its call
         page = {"Origin": "http://localhost:3000"}
-        asks = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization"}
+        asks = {"Access-Control-Request-Method": "POST"}
+        asks["Access-Control-Request-Headers"] = "authorization,content-type,x-stainless-os,x-stainless-lang"
         preflight = httpx.options(f"http://127.0.0.1:{port}/v1/completions", headers={**page, **asks})
         assert preflight.status_code == 200
         assert preflight.headers["access-control-allow-origin"] == "http://localhost:3000"

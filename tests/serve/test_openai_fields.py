@@ -178,7 +178,7 @@ def test_greedy_n_gives_n_equal_choices(stream: bool, text_bundle: Path) -> None
 
     generator = Generator(text_bundle)
     expected = [g.completions[0] for g in generator.generate(["To be", "Romeo"], max_new_tokens=6)]
-    server = RunningServer(text_bundle)
+    server = RunningServer(text_bundle, max_queue=2)  # a job per prompt, its copies rows of it: 2 jobs here
     try:
         api = client(server)
         fields: dict[str, Any] = {"model": "tiny", "max_tokens": 6, "n": 3, "stream": stream}
@@ -367,6 +367,13 @@ def test_ignore_eos_runs_to_max_tokens(text_bundle: Path) -> None:
         full = httpx.post(server.url + "/v1/completions", json={**fields, "ignore_eos": True}, timeout=60).json()
         choice = full["choices"][0]
         assert choice["finish_reason"] == "length" and len(choice["token_ids"]) == 12 and end not in choice["token_ids"]
+        # with stop_token_ids, those end it and the model's end token is generated and passed, as in vLLM
+        fields |= {"ignore_eos": True, "stop_token_ids": [end + 1 if end + 1 < 320 else end - 1]}
+        passed = httpx.post(server.url + "/v1/completions", json=fields, timeout=60).json()["choices"][0]["token_ids"]
+        assert len(passed) == 12 and end in passed
+        fields["stop_token_ids"] = [passed[5]]
+        stopped = httpx.post(server.url + "/v1/completions", json=fields, timeout=60).json()["choices"][0]
+        assert stopped["token_ids"] == passed[: passed.index(passed[5]) + 1] and stopped["finish_reason"] == "stop"
     finally:
         server.stop()
 
@@ -392,6 +399,13 @@ def test_chat_template_kwargs_reach_the_template(text_bundle: Path) -> None:
             )
             assert got.status_code == 200, got.text
             counts.append(got.json()["usage"]["prompt_tokens"])
+            tokenized = httpx.post(
+                server.url + "/tokenize",
+                json={k: v for k, v in chat.items() if k not in ("model", "max_tokens")}
+                | {"chat_template_kwargs": {"enable_thinking": thinking}},
+                timeout=60,
+            )
+            assert tokenized.json()["count"] == counts[-1]  # /tokenize counts what the chat endpoint counts
         assert counts[1] > counts[0]
     finally:
         server.stop()

@@ -81,9 +81,10 @@ def differences(spec: ModelSpec, row: HfArchitecture, config: dict[str, Any], mo
     ours, theirs = _flat(_canonical(spec)), _flat(_canonical(back))
     keys = sorted(key for key in ours.keys() | theirs.keys() if not key.startswith(IGNORED_FIELDS))
     differ = [key for key in keys if ours.get(key) != theirs.get(key)]
-    # where a section's kind differs, its other fields belong to different kinds: the kind says it all
+    # where a section's kind differs, fields only one of the kinds has are not differences of their own
+    # (ALiBi has no theta); fields both kinds have (a norm's placement, eps) still are
     other_kinds = tuple(key.removesuffix("kind") for key in differ if key.endswith(".kind"))
-    differ = [key for key in differ if key.endswith(".kind") or not key.startswith(other_kinds)]
+    differ = [key for key in differ if not key.startswith(other_kinds) or (key in ours and key in theirs)]
     return [f"{key}: {ours.get(key)!r}, {model_type} has {theirs.get(key)!r}" for key in differ]
 
 

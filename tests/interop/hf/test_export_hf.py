@@ -89,6 +89,12 @@ def test_a_spec_transformers_cannot_express_is_refused_by_field(tmp_path: Path) 
     # rope's own fields (theta, scaling) are not differences of their own: the kinds differ
     assert not any(line.startswith("error: position.") and "kind" not in line for line in lines), lines
     assert not (tmp_path / "out").exists()
+    # where the norm's kind differs too, the placement both kinds have is still a difference of its own
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump({**spec, "norm": {"kind": "layernorm", "placement": "post"}}))
+    assert runner.invoke(app, ["build", str(tmp_path / "spec.yaml"), "-o", str(tmp_path / "m2")]).exit_code == 0
+    result = runner.invoke(app, ["export", "--hf", str(tmp_path / "m2"), "-o", str(tmp_path / "out")])
+    said = result.stderr
+    assert result.exit_code == 2 and "norm.kind: 'layernorm'" in said and "norm.placement: 'post'" in said, said
 
 
 def test_onnx_options_are_refused_with_hf(tmp_path: Path) -> None:
