@@ -130,6 +130,7 @@ def _bundle(folder: Path) -> Info:
 def _hugging_face(folder: Path) -> Info:
     """What ``nima import`` would make of the folder: the spec and its figures (from ``config.json``,
     no weight read), or why it would refuse; the weights' header and the tokenizer."""
+    from nima.interop.hf.checkpoint import weights_problem
     from nima.interop.hf.errors import ImportFailure
     from nima.interop.hf.spec_of import imported_spec
 
@@ -145,6 +146,10 @@ def _hugging_face(folder: Path) -> Info:
         info.rows.append(("import", f"refused: {str(err).splitlines()[0]}"))
         return info
     info.rows += _spec_rows(spec)
+    problem = weights_problem(folder)
+    if problem is not None:  # the spec is readable, the weights are not: say so, suggest nothing
+        info.rows.append(("import", f"refused: {problem}"))
+        return info
     weights = folder / "model.safetensors"
     if weights.is_file():
         info.rows.append(("weights", _weights_row(weights)))

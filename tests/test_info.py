@@ -127,6 +127,17 @@ def test_a_transformers_folder_shows_what_it_imports_as(transformers_folder: Pat
     assert rows["heads"].startswith("4 q / 2 kv") and rows["vocab / context"] == "96 / 64"
 
 
+def test_a_transformers_folder_without_readable_weights_says_why(transformers_folder: Path, tmp_path: Path) -> None:
+    import shutil
+
+    pickled = shutil.copytree(transformers_folder, tmp_path / "pickled")
+    (pickled / "model.safetensors").rename(pickled / "pytorch_model.bin")
+    rows = info_json(pickled)["rows"]
+    assert "parameters" in rows and "a pickled PyTorch checkpoint" in rows["import"] and "next" not in rows
+    (pickled / "pytorch_model.bin").unlink()
+    assert "no model.safetensors" in info_json(pickled)["rows"]["import"]
+
+
 @pytest.mark.parametrize(
     ("config", "reason"),
     [

@@ -13,12 +13,15 @@ Checkpoints saved from a model with a head (``LlamaForCausalLM``) prefix the bod
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from safetensors import SafetensorError, safe_open
 
 from nima.interop.hf.config import read_json_object
 from nima.interop.hf.errors import ImportFailure
+
+if TYPE_CHECKING:  # tensors come out as torch's (`safe_open(framework="pt")`); `nima info` reads no tensor
+    import torch
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -90,6 +93,18 @@ class Checkpoint:
             return tuple(self._open(path).get_slice(stored).get_shape())  # type: ignore[attr-defined]
         except (SafetensorError, OSError) as err:
             raise ImportFailure(f"{path}: cannot read tensor {stored!r} ({err})") from None
+
+
+def weights_problem(folder: Path) -> str | None:
+    """Why ``folder`` has no weights Nima reads (only a pickle, or none), without opening them; None when
+    it has a safetensors file or shard index (their contents are checked at import)."""
+    if (folder / INDEX_FILE).is_file() or (folder / SINGLE_FILE).is_file():
+        return None
+    try:
+        _tensor_files(folder)
+    except ImportFailure as err:
+        return str(err)
+    return None
 
 
 def _tensor_files(folder: Path) -> dict[str, Path]:
