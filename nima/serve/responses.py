@@ -78,9 +78,12 @@ class ChoiceText:
         return token_bytes(self.tokenizer).of(token)
 
     def token_text(self, token: int) -> str:
+        """The token's text as it stands in the completion: its own bytes (`token_bytes`), so a SentencePiece
+        word keeps its leading space (decoding it alone drops it) and the tokens join into the text, as
+        OpenAI's do; a piece of a character is U+FFFD."""
         if self.tokenizer is None:
             return str(token)
-        return self.tokenizer.decode([token], skip_special_tokens=False)
+        return self.token_bytes(token).decode("utf-8", errors="replace")
 
 
 def completion_logprobs(choice: ChoiceText, first: int, last: int) -> dict[str, Any]:

@@ -335,6 +335,7 @@ def test_a_served_choice_reads_as_it_continues_its_prompt() -> None:
         streamed = "".join(choice.push(Choice(token)) for token in completion)
         streamed += choice.finish("length")
         assert choice.text() == streamed == expected, cut
+        assert "".join(choice.token_text(token) for token in completion) == expected, cut  # logprobs' tokens
     assert spaced > 3
 
 
