@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 from safetensors.torch import load_file
+from transformers_support import tiny_llama
 from typer.testing import CliRunner
 
 from nima.cli import app
@@ -98,22 +99,7 @@ def test_a_bundle_shows_the_check_it_passed_at_export(made: dict[str, Path]) -> 
 @pytest.fixture(scope="module")
 def transformers_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small random Llama folder, as transformers saves it."""
-    import torch
-    import transformers
-
-    config = transformers.LlamaConfig(
-        vocab_size=96,
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-    )
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("info-hf") / "llama"
-    transformers.LlamaForCausalLM(config).save_pretrained(folder)
-    return folder
+    return tiny_llama(tmp_path_factory.mktemp("info-hf") / "llama", vocab_size=96)
 
 
 def test_a_transformers_folder_shows_what_it_imports_as(transformers_folder: Path) -> None:

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from transformers_support import tiny_llama
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -60,21 +61,6 @@ def changed(command: str) -> str:
     return command
 
 
-def tiny_llama(folder: Path) -> None:
-    """A random-weight Llama checkpoint (config.json + safetensors) large enough for the README's ids."""
-    transformers = pytest.importorskip("transformers")
-    config = transformers.LlamaConfig(
-        vocab_size=8000,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-    )
-    transformers.LlamaForCausalLM(config).save_pretrained(folder)
-
-
 def test_the_readme_commands_run_in_order(tmp_path: Path) -> None:
     if SHAKESPEARE is None:
         pytest.skip("tinyshakespeare.txt is not beside the repository")
@@ -85,7 +71,7 @@ def test_the_readme_commands_run_in_order(tmp_path: Path) -> None:
         assert any(c.startswith(prefix) for c in commands), f"the README has no {prefix!r} command any more"
 
     (tmp_path / "specs").symlink_to(ROOT / "specs")
-    tiny_llama(tmp_path / "path" / "to" / "hf-model")
+    tiny_llama(tmp_path / "path" / "to" / "hf-model", vocab_size=8000)  # large enough for the README's ids
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 from tokenizer_support import shakespeare_tokenizer
 from tokenizers import Tokenizer
 from train_support import invoke, shakespeare_text, tiny_spec, write_spec
+from transformers_support import tiny_llama
 
 from nima.builders import build_model
 from nima.spec import load_resolved_spec
@@ -47,18 +48,7 @@ def test_a_built_folder_is_the_starting_point(tmp_path: Path) -> None:
 def test_an_imported_model_fine_tunes_with_its_own_tokenizer(tmp_path: Path) -> None:
     transformers = pytest.importorskip("transformers")
     tokenizer = shakespeare_tokenizer(300)
-    config = transformers.LlamaConfig(
-        vocab_size=320,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-    )
-    torch.manual_seed(0)
-    hf = tmp_path / "hf"
-    transformers.LlamaForCausalLM(config).save_pretrained(hf)
+    hf = tiny_llama(tmp_path / "hf", vocab_size=320)
     fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|endoftext|>")
     fast.chat_template = TEMPLATE
     fast.save_pretrained(hf)  # transformers 5: tokenizer.json, tokenizer_config.json, chat_template.jinja
