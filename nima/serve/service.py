@@ -9,14 +9,11 @@ request that fails a check raises `ApiError` (400, naming the field) before anyt
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from nima.runtime.errors import GenerateError
 from nima.runtime.generator import Generator
@@ -25,6 +22,8 @@ from nima.runtime.token_bytes import token_bytes
 from nima.serve.chat import ChatTemplate, TemplateRefused, bundle_template, render
 from nima.serve.choose import LogitBias
 from nima.serve.errors import ApiError
+from nima.serve.fields import logit_bias, option_error, without_option
+from nima.serve.fields import overrides as request_overrides
 from nima.serve.jobs import Event, Job
 from nima.serve.metrics import Metrics
 from nima.serve.protocol import (
@@ -39,16 +38,6 @@ from nima.serve.protocol import (
 )
 from nima.serve.scheduler import Scheduler
 from nima.spec.generation import GenerationSpec
-
-# GenerationSpec option -> the request field that sets it, for naming the field in errors
-FIELD_OF = {
-    "max_new_tokens": "max_tokens",
-    "num_return_sequences": "n",
-    "stop_strings": "stop",
-    "min_new_tokens": "min_tokens",
-    "eos_token_ids": "stop_token_ids",
-    "do_sample": "temperature",
-}
 
 
 @dataclass
@@ -230,7 +219,7 @@ class Service:
             try:
                 ids = generator.encode(item)
             except GenerateError as err:
-                raise ApiError(400, f"prompt: {_without_option(str(err))}", "prompt") from None
+                raise ApiError(400, f"prompt: {without_option(str(err))}", "prompt") from None
             if not ids:
                 raise ApiError(400, f"prompt {i} is empty: the model needs at least one token", "prompt")
             found.append(Prompt(ids, item if isinstance(item, str) else None))
@@ -277,7 +266,7 @@ class Service:
                 "max_tokens",
                 "context_length_exceeded",
             )
-        overrides = self._overrides(request, max_tokens)
+        overrides = request_overrides(request, max_tokens, generator)
         if request.stream and overrides.get("num_beams", 1) > 1:
             raise ApiError(
                 400, "num_beams: beam search cannot stream (it knows its best beam only at the end)", "stream"
@@ -290,10 +279,10 @@ class Service:
             else:
                 options = generator.options(**overrides)
         except GenerateError as err:
-            raise _option_error(str(err)) from None
+            raise option_error(str(err)) from None
         if options.num_beams > 1 and logprobs is not None:
             raise ApiError(400, "logprobs: not reported for beam search", "logprobs")
-        bias = _logit_bias(request.logit_bias, generator.spec.vocab_size)
+        bias = logit_bias(request.logit_bias, generator.spec.vocab_size)
         if bias is not None and options.num_beams > 1:
             raise ApiError(400, "logit_bias: not applied in beam search", "logit_bias")
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
@@ -311,64 +300,6 @@ class Service:
             copies=copies,
         )
 
-    def _overrides(self, request: Sampling, max_tokens: int | None) -> dict[str, Any]:
-        """The request's fields as `GenerationSpec` options; unset fields keep the bundle's defaults."""
-        given = request.model_fields_set
-        overrides: dict[str, Any] = {
-            "max_new_tokens": max_tokens,
-            "num_return_sequences": request.n,
-            "seed": None if request.seed is None else request.seed % 2**64,  # the same 64 bits, unsigned
-            "stop_strings": [request.stop] if isinstance(request.stop, str) else request.stop,
-            "presence_penalty": request.presence_penalty if "presence_penalty" in given else None,
-            "frequency_penalty": request.frequency_penalty if "frequency_penalty" in given else None,
-            "top_p": request.top_p,
-            "top_k": request.top_k,
-            "min_p": request.min_p,
-            "repetition_penalty": request.repetition_penalty,
-            "no_repeat_ngram_size": request.no_repeat_ngram_size,
-            "min_new_tokens": request.min_tokens,
-            "num_beams": request.num_beams,
-            "length_penalty": request.length_penalty,
-            "slide_context": False,
-        }
-        if request.temperature is not None:  # 0: greedy; above: sampling at that temperature
-            overrides["do_sample"] = request.temperature > 0
-            if request.temperature > 0:
-                overrides["temperature"] = request.temperature
-        generator = self.generator
-        assert generator is not None
-        if request.stop_token_ids:  # more end tokens, beside the bundle's
-            vocab = generator.spec.vocab_size
-            bad = next((t for t in request.stop_token_ids if t >= vocab), None)
-            if bad is not None:
-                message = f"stop_token_ids: {bad} is outside the vocabulary (0..{vocab - 1})"
-                raise ApiError(400, message, "stop_token_ids")
-            ends = () if request.ignore_eos else generator._eos_ids(generator.options())
-            overrides["eos_token_ids"] = list(dict.fromkeys([*ends, *request.stop_token_ids]))  # ignore_eos: those only
-        elif request.ignore_eos:  # as vLLM's benchmarks use it: the model's end tokens end nothing (banned to the end)
-            overrides["min_new_tokens"] = max_tokens if max_tokens is not None else generator.options().max_new_tokens
-        return {name: value for name, value in overrides.items() if value is not None}
-
-
-def _logit_bias(given: dict[str, float] | None, vocab: int) -> LogitBias | None:
-    """A request's ``logit_bias`` (token ids as decimal JSON keys, values already within ±100) as arrays;
-    None when absent, empty or all zero. A key that is no token id is a 400 naming it."""
-    if not given:
-        return None
-    bias: dict[int, float] = {}
-    for key, value in given.items():
-        token = int(key) if key.isascii() and key.isdigit() and len(key) <= 12 else None
-        if token is None:
-            raise ApiError(400, f"logit_bias: {key[:40]!r} is not a token id (a decimal number)", "logit_bias")
-        if token >= vocab:
-            message = f"logit_bias: token {token} is past the model's vocabulary ({vocab} tokens)"
-            raise ApiError(400, message, "logit_bias")
-        if value:
-            bias[token] = value
-    if not bias:
-        return None
-    return LogitBias(np.array(list(bias), dtype=np.int64), np.array(list(bias.values()), dtype=np.float32))
-
 
 def _template_message(message: Message) -> dict[str, Any]:
     """A message as chat templates read it (Hugging Face's): role and content, and the fields it sets of
@@ -379,18 +310,3 @@ def _template_message(message: Message) -> dict[str, Any]:
         if value:
             found[key] = value
     return found
-
-
-def _option_error(message: str) -> ApiError:
-    """`GenerateError` from `Generator.options` ("option top_p: ...") as a 400 naming the request field."""
-    found = re.match(r"option (\w+)", message)
-    option = found.group(1) if found else None
-    param = FIELD_OF.get(option, option) if option else None
-    text = message
-    if option and param != option:
-        text = text.replace(f"option {option}", param, 1)
-    return ApiError(400, _without_option(text), param)
-
-
-def _without_option(message: str) -> str:
-    return message[len("option ") :] if message.startswith("option ") else message

@@ -305,13 +305,13 @@ def _streamed_text(events: str) -> str:
 
 
 def test_bias_arrays_are_what_was_asked() -> None:
-    from nima.serve.service import _logit_bias
+    from nima.serve.fields import logit_bias
 
-    bias = _logit_bias({"3": 1.5, "10": -100.0, "4": 0.0}, 64)
+    bias = logit_bias({"3": 1.5, "10": -100.0, "4": 0.0}, 64)
     assert bias is not None
     assert dict(zip(bias.ids.tolist(), bias.values.tolist(), strict=True)) == {3: 1.5, 10: -100.0}
     assert bias.ids.dtype == np.int64 and bias.values.dtype == np.float32
-    assert _logit_bias({"4": 0.0}, 64) is None and _logit_bias(None, 64) is None
+    assert logit_bias({"4": 0.0}, 64) is None and logit_bias(None, 64) is None
 
 
 def test_a_served_choice_reads_as_it_continues_its_prompt() -> None:
