@@ -292,7 +292,7 @@ class Generator:
         text = TextStream(self.tokenizer, opts.stop_strings, before)
         tokens: list[int] = []
         eos = self._eos_ids(opts)
-        chosen = self.stream_tokens(prompt, **options)
+        chosen = self.stream_tokens(before or prompt, **options)  # a decoder's prompt as the ids it has already
         while True:
             try:
                 token = next(chosen)
