@@ -20,6 +20,7 @@ import numpy as np
 from nima.runtime.options import is_greedy
 from nima.runtime.processors import log_softmax
 from nima.runtime.rows import Row, presence, process_scores, sample_tokens, scores_changed
+from nima.serve.structured import RowGrammar
 from nima.spec.generation import GenerationSpec
 
 
@@ -42,6 +43,7 @@ class RowPlan:
     rng: np.random.Generator | None
     logprobs: int | None = None
     bias: LogitBias | None = None
+    grammar: RowGrammar | None = None  # the response format the row follows: what it may choose next
     greedy: bool = field(init=False)
     scored: bool = field(init=False)
     warp_key: tuple[float, int, float, float] = field(init=False)
@@ -68,6 +70,8 @@ def choose(logits: np.ndarray, rows: Sequence[Row], plans: Sequence[RowPlan]) ->
     for b, (row, plan) in enumerate(zip(rows, plans, strict=True)):
         if plan.bias is not None:
             logits[b, plan.bias.ids] += plan.bias.values  # ids are distinct: one addition each
+        if plan.grammar is not None:
+            plan.grammar.forbid(logits[b])
         if plan.scored:
             seen = presence([row.history], logits.shape[-1]) if plan.options.repetition_penalty != 1.0 else None
             process_scores(logits[b : b + 1], [row], seen, plan.options, plan.eos_ids)  # in place, a (1, V) view

@@ -40,6 +40,33 @@ class StreamOptions(Strict):
     include_obfuscation: bool = True  # OpenAI pads chunks against length side channels; a local server does not
 
 
+class TextFormat(Strict):
+    type: Literal["text"]
+
+
+class JsonObjectFormat(Strict):
+    """OpenAI's JSON mode: the answer is a JSON object."""
+
+    type: Literal["json_object"]
+
+
+class JsonSchema(Strict):
+    name: str = Field(min_length=1, max_length=64)
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(None, alias="schema")  # None: any JSON object
+    strict: bool | None = None  # the schema is always followed exactly here
+
+
+class JsonSchemaFormat(Strict):
+    """OpenAI's structured outputs: the answer is a JSON document ``json_schema.schema`` describes."""
+
+    type: Literal["json_schema"]
+    json_schema: JsonSchema
+
+
+ResponseFormat = Annotated[TextFormat | JsonObjectFormat | JsonSchemaFormat, Field(discriminator="type")]
+
+
 class Sampling(Strict):
     """What both endpoints take: OpenAI's sampling fields, then Nima's extras (HF names)."""
 
@@ -73,6 +100,7 @@ class Sampling(Strict):
     service_tier: str | None = Field(None, max_length=32)
     prompt_cache_key: str | None = Field(None, max_length=256)
     safety_identifier: str | None = Field(None, max_length=256)
+    response_format: ResponseFormat | None = None  # OpenAI's (chat); taken by completions too, as vLLM does
     # token id (as a JSON key) -> a number added to its logit before the token is chosen
     logit_bias: (
         Annotated[dict[str, Annotated[float, Field(ge=-LOGIT_BIAS, le=LOGIT_BIAS)]], Field(max_length=MAX_LOGIT_BIAS)]
@@ -141,7 +169,6 @@ class ChatRequest(Sampling):
     tool_choice: Any = None
     functions: list[Any] | None = None
     function_call: Any = None
-    response_format: dict[str, Any] | None = None
     reasoning_effort: Any = None
     verbosity: Any = None
     audio: Any = None

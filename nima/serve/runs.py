@@ -65,7 +65,9 @@ class Run:
                     self.cancel()
                     self.events.put_nowait((i, _Stalled()))
 
-            self.jobs.append(Job(prompt.ids, plan.options, plan.overrides, emit, plan.logprobs, plan.bias, plan.copies))
+            job = Job(prompt.ids, plan.options, plan.overrides, emit, plan.logprobs, plan.bias, plan.copies)
+            job.grammar = plan.grammar
+            self.jobs.append(job)
         self.started = time.perf_counter()
         self.created = int(time.time())  # the responses' `created`
         self.first: float | None = None

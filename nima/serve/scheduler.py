@@ -187,7 +187,8 @@ class Scheduler:
         rows = []
         for index in range(job.rows):
             rng = None if job.options.num_beams > 1 else _rng(job.options, index)
-            plan = RowPlan(job.options, limits.eos_ids, rng, job.logprobs, job.bias)
+            grammar = None if job.grammar is None else job.grammar.start()
+            plan = RowPlan(job.options, limits.eos_ids, rng, job.logprobs, job.bias, grammar)
             rows.append(Running(job, index, Row(list(starts[0])), plan, limits))
         logits = np.repeat(prefilled.logits[None], len(rows), axis=0)  # (n, V): each copy processed on its own
         self._choose(logits, rows)
@@ -228,6 +229,8 @@ class Scheduler:
                 continue
             row.tokens.append(choice.token)
             try:
+                if running.plan.grammar is not None:
+                    running.plan.grammar.take(choice.token)
                 row.finish_reason = running.limits.finish_reason(row)  # the row's own stop strings, its text
             except Exception as err:  # this row's job alone fails; its rows leave at the next step
                 self._send(job, Failed(_failure(err)))

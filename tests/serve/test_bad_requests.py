@@ -166,11 +166,11 @@ BAD: list[tuple[str, str, Any, int, str, str | None]] = [
     ("tools", "/v1/chat/completions", {**CHAT, "tools": [{"type": "function"}]}, 400, "not supported", "tools"),
     ("top_logprobs alone", "/v1/chat/completions", {**CHAT, "top_logprobs": 2}, 400, "needs logprobs", "top_logprobs"),
     (
-        "json response format",
+        "unknown response format",
         "/v1/chat/completions",
-        {**CHAT, "response_format": {"type": "json_object"}},
+        {**CHAT, "response_format": {"type": "yaml"}},
         400,
-        "response_format",
+        "json_schema",
         "response_format",
     ),
     (
