@@ -53,6 +53,14 @@ def generate(
     eos_id: Annotated[list[int] | None, Opt("--eos-id", help="Token id that ends a sequence (repeatable).")] = None,
     stop: Annotated[list[str] | None, Opt("--stop", help="Text that ends a sequence (repeatable).")] = None,
     seed: Annotated[int | None, Opt(help="Sampling seed: the same seed gives the same output.")] = None,
+    json_schema: Annotated[
+        str | None,
+        Opt(
+            "--json-schema",
+            help="Structured output: a JSON schema the output follows (a .json file, or the JSON itself; "
+            '\'{"type": "object"}\' for any object). Needs llguidance.',
+        ),
+    ] = None,
     prompt_lookup: Annotated[
         int | None,
         Opt(
@@ -124,6 +132,7 @@ def generate(
         "slide_context": slide_context,
         "prompt_lookup_num_tokens": prompt_lookup,
         "num_assistant_tokens": draft_tokens,
+        "json_schema": None if json_schema is None else _schema(json_schema),
     }
     if draft_tokens is not None and draft is None:
         fail("--draft-tokens: only with --draft (the bundle that proposes the tokens)")
@@ -181,6 +190,28 @@ def _as_flag(message: str) -> str:
     message = message[len("option ") :]
     names = "|".join(sorted(option_annotations(), key=len, reverse=True))
     return re.sub(rf"\b({names})\b", lambda found: FLAGS.get(found[1], "--" + found[1].replace("_", "-")), message)
+
+
+def _schema(given: str) -> dict[str, Any]:
+    """``--json-schema``'s value: a file holding a JSON schema, or the schema's JSON itself."""
+    from nima.cli.common import fail
+
+    path = Path(given)
+    looks_inline = given.lstrip().startswith(("{", "["))
+    if not looks_inline:
+        if not path.is_file():
+            fail(f"--json-schema {given}: no such file (give a .json file, or the schema's JSON itself)")
+        try:
+            given = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            fail(f"--json-schema {path}: cannot read it ({err.__class__.__name__})")
+    try:
+        schema = json.loads(given)
+    except ValueError as err:
+        fail(f"--json-schema: not valid JSON ({err})")
+    if not isinstance(schema, dict):
+        fail(f"--json-schema: a schema is a JSON object, not {type(schema).__name__}")
+    return schema
 
 
 def _early_stopping(value: str | None) -> bool | str | None:

@@ -23,6 +23,7 @@ from nima.runtime.beam import Hypothesis, beam_steps, finish
 from nima.runtime.bundle import read_bundle
 from nima.runtime.errors import GenerateError, runtime_errors
 from nima.runtime.families import FAMILIES
+from nima.runtime.grammar import Grammar, Grammars, RowGrammar, grammar_problem
 from nima.runtime.huge_pages import wanted
 from nima.runtime.lookup import decode_lookup, lookup_problem
 from nima.runtime.options import is_greedy, resolve_options
@@ -95,6 +96,7 @@ class Generator:
         )
         self.draft = None if draft is None else self._open_draft(draft, provider, threads, spin, huge_pages)
         self._pace = Pace()  # whether drafting pays, as this generator's rows found (`speculative.Pace`)
+        self.grammars = Grammars(self.tokenizer, self.spec.vocab_size)  # json_schema, compiled at first use
 
     def _open_draft(
         self, draft: str | Path, provider: str, threads: int | None, spin: bool, huge_pages: bool | None
@@ -135,7 +137,24 @@ class Generator:
         if opts.slide_context and (self.is_seq2seq or opts.num_beams > 1):
             what = "an encoder-decoder's decoder" if self.is_seq2seq else "beam search"
             raise GenerateError(f"option slide_context: not for {what}; it reads one decoder-only sequence anew")
+        if opts.json_schema is not None:
+            self._grammar(opts)
         return opts
+
+    def _grammar(self, opts: GenerationSpec) -> Grammar:
+        """The compiled ``json_schema`` of ``opts`` (`GenerateError` where it cannot be followed with them)."""
+        assert opts.json_schema is not None
+        problem = grammar_problem(opts, self.is_seq2seq, self.draft is not None)
+        if problem:
+            raise GenerateError(f"option json_schema: {problem}")
+        return self.grammars.compile(opts.json_schema, self._eos_ids(opts))
+
+    def row_grammars(self, opts: GenerationSpec, rows: int) -> list[RowGrammar] | None:
+        """Each of ``rows`` rows' own place in ``opts.json_schema``, from its start; None without one."""
+        if opts.json_schema is None:
+            return None
+        grammar = self._grammar(opts)
+        return [grammar.start() for _ in range(rows)]
 
     def encode(self, prompt: Prompt) -> list[int]:
         """Token ids of ``prompt`` (text needs the bundle's tokenizer; id lists pass through, checked)."""
@@ -190,9 +209,12 @@ class Generator:
         greedy = is_greedy(opts)
         # each row's own stream: a prompt gives the same tokens alone or in any batch (`row_rngs`)
         rngs = [_NO_DRAWS] * len(rows) if greedy else row_rngs(opts.seed, [i % copies for i in range(len(rows))])
+        places = self.row_grammars(opts, len(rows))
         for group in self._batches(starts, limits, fixed):
             group_rows, group_rngs = [rows[i] for i in group], [rngs[i] for i in group]
-            for _ in decode_rows(self.session, group_rows, opts, limits, group_rngs, self._pad_id(), greedy, fixed):
+            group_places = None if places is None else [places[i] for i in group]
+            pad = self._pad_id()
+            for _ in decode_rows(self.session, group_rows, opts, limits, group_rngs, pad, greedy, fixed, group_places):
                 pass
             if opts.slide_context:  # rows that filled the context go on, one at a time
                 for row, rng in zip(group_rows, group_rngs, strict=True):
@@ -276,7 +298,8 @@ class Generator:
                 yield from self._speculative(row, limits, opts, self._rng(opts))
                 return row.finish_reason
             rng = self._rng(opts)
-            for _ in decode_rows(self.session, [row], opts, limits, [rng], self._pad_id(), greedy, fixed):
+            places = self.row_grammars(opts, 1)
+            for _ in decode_rows(self.session, [row], opts, limits, [rng], self._pad_id(), greedy, fixed, places):
                 yield row.tokens[-1]
             if opts.slide_context:
                 yield from slide_on(self.session, row, opts, limits, rng, greedy)

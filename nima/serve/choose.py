@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from nima.runtime.grammar import RowGrammar
 from nima.runtime.options import is_greedy
 from nima.runtime.processors import log_softmax
 from nima.runtime.rows import Row, presence, process_scores, sample_tokens, scores_changed
-from nima.serve.structured import RowGrammar
 from nima.spec.generation import GenerationSpec
 
 

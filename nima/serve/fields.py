@@ -27,7 +27,9 @@ FIELD_OF = {
     "min_new_tokens": "min_tokens",
     "eos_token_ids": "stop_token_ids",
     "do_sample": "temperature",
+    "json_schema": "response_format",
 }
+ANY_OBJECT: dict[str, Any] = {"type": "object"}  # OpenAI's JSON mode: any JSON object
 
 
 def overrides(request: Sampling, max_tokens: int | None, generator: Generator) -> dict[str, Any]:
@@ -50,6 +52,10 @@ def overrides(request: Sampling, max_tokens: int | None, generator: Generator) -
         "length_penalty": request.length_penalty,
         "slide_context": False,
     }
+    given_format = request.response_format
+    if given_format is not None and given_format.type != "text":  # a JSON schema the answer follows
+        schema = getattr(given_format, "json_schema", None)
+        found["json_schema"] = ANY_OBJECT if schema is None or schema.schema_ is None else schema.schema_
     if request.temperature is not None:  # 0: greedy; above: sampling at that temperature
         found["do_sample"] = request.temperature > 0
         if request.temperature > 0:

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nima.serve.choose import Choice, LogitBias
-from nima.serve.structured import Grammar
 from nima.spec.generation import GenerationSpec
 
 
@@ -61,7 +60,6 @@ class Job:
     logprobs: int | None = None
     bias: LogitBias | None = None
     copies: int = 1  # greedy n > 1: this many equal rows from one prefill (greedy returns one sequence each)
-    grammar: Grammar | None = None  # the response format each row follows (each from its start)
     cancelled: threading.Event = field(default_factory=threading.Event)
     created: float = field(default_factory=time.perf_counter)
     first_token: float | None = None

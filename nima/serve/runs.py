@@ -22,6 +22,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from nima.serve.errors import ApiError
+from nima.serve.fields import option_error
 from nima.serve.jobs import Event, Failed, Job, QueueFull, Token
 from nima.serve.responses import FINISH, ChoiceText, chat_logprobs, completion_logprobs, envelope, usage
 from nima.serve.service import Plan, Service
@@ -65,9 +66,7 @@ class Run:
                     self.cancel()
                     self.events.put_nowait((i, _Stalled()))
 
-            job = Job(prompt.ids, plan.options, plan.overrides, emit, plan.logprobs, plan.bias, plan.copies)
-            job.grammar = plan.grammar
-            self.jobs.append(job)
+            self.jobs.append(Job(prompt.ids, plan.options, plan.overrides, emit, plan.logprobs, plan.bias, plan.copies))
         self.started = time.perf_counter()
         self.created = int(time.time())  # the responses' `created`
         self.first: float | None = None
@@ -99,8 +98,10 @@ class Run:
             prompt, event = await asyncio.wait_for(self.events.get(), timeout)
         except asyncio.TimeoutError:  # noqa: UP041 - Python 3.10 raises this, not TimeoutError
             return None
-        if isinstance(event, Failed):
-            raise ApiError(500, f"generation failed: {event.message}", code="generation_failed")
+        if isinstance(event, Failed):  # an option's failure mid-answer (a schema past a limit) names its field
+            named = option_error(event.message) if event.message.startswith("option ") else None
+            text, param = (event.message, None) if named is None else (named.message, named.param)
+            raise ApiError(500, f"generation failed: {text}", param, code="generation_failed")
         if isinstance(event, _Stalled):
             message = f"cancelled: the client left {MAX_PENDING:,} events unread"
             raise ApiError(408, message, code="client_too_slow")

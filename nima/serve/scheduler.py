@@ -185,9 +185,10 @@ class Scheduler:
             prefilled = self.batch.prefill(starts[0], fixed)
         limits = generator._limits(job.options)
         rows = []
+        places = generator.row_grammars(job.options, job.rows)  # each row's own place in a response format
         for index in range(job.rows):
             rng = None if job.options.num_beams > 1 else _rng(job.options, index)
-            grammar = None if job.grammar is None else job.grammar.start()
+            grammar = None if places is None else places[index]
             plan = RowPlan(job.options, limits.eos_ids, rng, job.logprobs, job.bias, grammar)
             rows.append(Running(job, index, Row(list(starts[0])), plan, limits))
         logits = np.repeat(prefilled.logits[None], len(rows), axis=0)  # (n, V): each copy processed on its own

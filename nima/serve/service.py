@@ -37,7 +37,6 @@ from nima.serve.protocol import (
     TokenizeRequest,
 )
 from nima.serve.scheduler import Scheduler
-from nima.serve.structured import Formats, Grammar, request_grammar
 from nima.spec.generation import GenerationSpec
 
 
@@ -64,7 +63,6 @@ class Plan:
     token_ids: bool = False
     bias: LogitBias | None = None
     copies: int = 1  # greedy with n > 1: n equal rows per prompt's job, from one prefill (OpenAI gives n choices)
-    grammar: Grammar | None = None  # the response format every row follows
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -99,7 +97,7 @@ class Service:
         self.generator: Generator | None = None
         self.scheduler: Scheduler | None = None
         self.template = ChatTemplate("")
-        self.formats = Formats(None, 0)
+
         self.load_error: str | None = None
         self.deliver: Callable[[list[tuple[Job, Event]]], None] | None = None  # set by the app: see `Scheduler`
         self._ready = threading.Event()
@@ -117,7 +115,7 @@ class Service:
             raise
         self.generator = generator
         self.template = bundle_template(self.bundle)
-        self.formats = Formats(generator.tokenizer, generator.spec.vocab_size)
+
         if generator.tokenizer is not None:
             token_bytes(generator.tokenizer)  # made here, not on the event loop at the first logprobs request
         self.scheduler = Scheduler(
@@ -287,8 +285,6 @@ class Service:
         bias = logit_bias(request.logit_bias, generator.spec.vocab_size)
         if bias is not None and options.num_beams > 1:
             raise ApiError(400, "logit_bias: not applied in beam search", "logit_bias")
-        eos_ids = generator._limits(options).eos_ids
-        grammar = request_grammar(self.formats, request.response_format, options, generator.is_seq2seq, eos_ids)
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
         if request.stream_options is not None and not request.stream:
             raise ApiError(400, "stream_options: only with stream: true", "stream_options")
@@ -302,7 +298,6 @@ class Service:
             token_ids=request.return_token_ids or generator.tokenizer is None,
             bias=bias,
             copies=copies,
-            grammar=grammar,
         )
 
 

@@ -94,6 +94,9 @@ class GenerationSpec:
     slide_context: bool = False
     """When prompt and output fill max_seq_len, go on: each further token from the last max_seq_len tokens,
     read anew (nanoGPT's sampler); one sequence at a time, decoder-only, no beams. Off: stop there."""
+    json_schema: dict[str, Any] | None = None
+    """Structured output: a JSON schema the output follows token by token ({"type": "object"}: any JSON
+    object); decoder-only, greedy or sampled, not with beams; needs llguidance. Omitted: free text."""
 
 
 class OptionError(ValueError):
@@ -153,6 +156,10 @@ def _check(name: str, annotation: Any, value: Any) -> Any:
             expected = " or ".join(repr(arg) for arg in literals)
             raise OptionError(name, f"Input should be a valid boolean or {expected}", value)
         return _check(name, others[0], value)
+    if origin is dict:
+        if not isinstance(value, Mapping) or not all(isinstance(key, str) for key in value):
+            raise OptionError(name, "Input should be a valid dictionary", value)
+        return dict(value)
     if origin is list:
         if not isinstance(value, list | tuple):
             raise OptionError(name, "Input should be a valid list", value)

@@ -233,3 +233,27 @@ def test_option_errors_name_the_flag(bundles: dict[str, tuple[Path, DecoderLM]])
     ):
         code, _, err = run(path, "--prompt-ids", "1,2", "--max-new-tokens", 3, *args)
         assert code == 2 and err.startswith(start), err
+
+
+def test_json_schema_from_a_file_or_inline(text_bundle: tuple[Path, DecoderLM], tmp_path: Path) -> None:
+    """``--json-schema`` takes a file or the JSON itself and gives what `Generator.generate` gives with it;
+    what is neither, or no object, or a schema the engine refuses, is one line and exit 2."""
+    path, _ = text_bundle
+    schema = {"type": "object", "properties": {"w": {"type": "string", "maxLength": 3}}, "required": ["w"]}
+    schema |= {"additionalProperties": False, "x-guidance": {"whitespace_flexible": False}}
+    file = tmp_path / "schema.json"
+    file.write_text(json.dumps(schema))
+    expected = Generator(path).generate("To be", max_new_tokens=40, do_sample=False, json_schema=schema)[0].text
+    assert "w" in json.loads(expected)  # a whole document: the test model closes it within 40 tokens
+    for given in (file, json.dumps(schema)):
+        code, out, err = run(path, "--prompt", "To be", "--greedy", "--max-new-tokens", 40, "--json-schema", given)
+        assert (code, out) == (0, "To be" + expected + "\n"), err
+    for given, words in (
+        (tmp_path / "missing.json", "no such file"),
+        ("{not json", "not valid JSON"),
+        ("[1, 2]", "a JSON object, not list"),
+        ('{"type": "nonsense"}', "cannot be followed"),
+    ):
+        code, out, err = run(path, "--prompt", "To be", "--json-schema", given)
+        assert code == 2 and out == ""
+        assert err.startswith("error: --json-schema") and words in err and len(err.strip().splitlines()) == 1

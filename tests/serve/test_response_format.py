@@ -1,9 +1,8 @@
 """``response_format``: JSON answers, free or to a schema, through a real server and the `openai` client.
 
-The greedy reference is independent of the grammar engine: a brute-force search over a schema whose
-answers can be listed (every text it allows, written out by hand), full forward passes of the PyTorch
-model, and at each step the likeliest token that keeps the text a prefix of some listed answer (the
-end token once the text is one). Sampled answers are checked by parsing them.
+The greedy reference is independent of the grammar engine (`grammar_support.listed_greedy`: brute force
+over a schema whose answers are listed by hand, on the PyTorch model); sampled answers are checked by
+parsing them.
 """
 
 from __future__ import annotations
@@ -17,33 +16,12 @@ from typing import Any
 import httpx
 import openai
 import pytest
-import torch
-from serve_support import DECODER, KINDS, RunningServer, shakespeare_tokenizer
+from grammar_support import ANSWERS, BOUNDED, COMPACT, LISTED, check_bounded, json_model, listed_greedy
+from serve_support import RunningServer
 from tokenizers import Tokenizer
 
-from nima.builders import build_model, save_build
 from nima.builders.models import DecoderLM
-from nima.export.bundle import export_bundle
-from nima.spec import spec_from_dict
 
-EOS = 0  # shakespeare_tokenizer's <|endoftext|>
-COMPACT = {"whitespace_flexible": False}  # llguidance's option: no whitespace between JSON tokens
-# two required properties in this order, each from a short list: six answers in all
-LISTED = {
-    "type": "object",
-    "properties": {"a": {"enum": ["yes", "no", "maybe"]}, "b": {"type": "boolean"}},
-    "required": ["a", "b"],
-    "additionalProperties": False,
-    "x-guidance": COMPACT,
-}
-ANSWERS = [f'{{"a":"{a}","b":{b}}}' for a in ("yes", "no", "maybe") for b in ("true", "false")]
-BOUNDED = {  # a short word and a small number: a sampled answer ends well within max_tokens
-    "type": "object",
-    "properties": {"w": {"type": "string", "maxLength": 4}, "k": {"type": "integer", "minimum": 0, "maximum": 99}},
-    "required": ["w", "k"],
-    "additionalProperties": False,
-    "x-guidance": COMPACT,
-}
 MESSAGES = [{"role": "user", "content": "Answer in JSON."}]
 
 
@@ -53,14 +31,7 @@ def schema_format(schema: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[DecoderLM, Tokenizer, Path]:
-    tokenizer = shakespeare_tokenizer(320)
-    changes, target = KINDS["llama-ort"]
-    spec = spec_from_dict({**DECODER, "name": "serve-json", **changes, "vocab_size": 320, "max_seq_len": 256})
-    model = build_model(spec, seed=5)
-    root = tmp_path_factory.mktemp("serve-json")
-    source = save_build(model, spec, root / "src")
-    tokenizer.save(str(source / "tokenizer.json"))
-    return model.eval(), tokenizer, export_bundle(source, root / "bundle", target=target, verify=False).out
+    return json_model(tmp_path_factory.mktemp("serve-json"))
 
 
 @pytest.fixture(scope="module")
@@ -72,24 +43,6 @@ def server(setup: tuple[DecoderLM, Tokenizer, Path]) -> Iterator[RunningServer]:
 
 def client(server: RunningServer) -> openai.OpenAI:
     return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
-
-
-@torch.no_grad()
-def listed_greedy(model: DecoderLM, tokenizer: Tokenizer, prompt: list[int], answers: list[str]) -> str:
-    """Greedy decoding restricted, by brute force, to texts that stay a prefix of one of ``answers``."""
-    vocab = tokenizer.get_vocab_size()
-    pieces = {t: tokenizer.decode([t], skip_special_tokens=False) for t in range(vocab) if t != EOS}
-    history, text = list(prompt), ""
-    while True:
-        logits = model(torch.tensor([history]))[0][0, -1].double()
-        allowed = [t for t, piece in pieces.items() if piece and any(a.startswith(text + piece) for a in answers)]
-        if text in answers:
-            allowed.append(EOS)
-        token = max(allowed, key=lambda t: float(logits[t]))
-        if token == EOS:
-            return text
-        history.append(token)
-        text += pieces[token]
 
 
 def prompt_ids(server: RunningServer) -> list[int]:
@@ -122,13 +75,6 @@ def test_without_the_format_the_model_answers_otherwise(server: RunningServer) -
     fields: dict[str, Any] = {"model": "tiny", "messages": MESSAGES, "temperature": 0, "max_tokens": 12}
     text = client(server).chat.completions.create(**fields).choices[0].message.content
     assert text not in ANSWERS and not text.startswith('{"a":')
-
-
-def check_bounded(text: str) -> None:
-    found = json.loads(text)
-    assert set(found) == {"w", "k"}
-    assert isinstance(found["w"], str) and len(found["w"]) <= 4
-    assert type(found["k"]) is int and 0 <= found["k"] <= 99
 
 
 def test_sampled_answers_parse_and_each_row_keeps_its_own_place(server: RunningServer) -> None:
@@ -235,8 +181,9 @@ def test_a_schema_past_the_engine_s_limits_mid_answer_fails_alone(server: Runnin
     if response.status_code == 200:  # a model that closes the object at once never reaches the limit
         assert isinstance(json.loads(response.json()["choices"][0]["message"]["content"]), dict)
     else:
-        assert response.status_code in (400, 500)
-        assert "response_format" in response.json()["error"]["message"]
+        assert response.status_code == 500
+        error = response.json()["error"]
+        assert error["param"] == "response_format" and "response_format: the grammar engine stopped" in error["message"]
     assert post(server, max_tokens=2).status_code == 200
 
 
