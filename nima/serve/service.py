@@ -97,7 +97,6 @@ class Service:
         self.generator: Generator | None = None
         self.scheduler: Scheduler | None = None
         self.template = ChatTemplate("")
-
         self.load_error: str | None = None
         self.deliver: Callable[[list[tuple[Job, Event]]], None] | None = None  # set by the app: see `Scheduler`
         self._ready = threading.Event()
@@ -115,7 +114,6 @@ class Service:
             raise
         self.generator = generator
         self.template = bundle_template(self.bundle)
-
         if generator.tokenizer is not None:
             token_bytes(generator.tokenizer)  # made here, not on the event loop at the first logprobs request
         self.scheduler = Scheduler(
