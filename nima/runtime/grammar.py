@@ -31,6 +31,7 @@ OPTION = "option json_schema"
 # optional properties, 64 KB: 1.2 s here; 12,000: 7.7 s, then llguidance's own size assertion); real
 # schemas are a few kilobytes.
 MAX_SCHEMA_CHARS = 65_536
+NEG_INF_BITS = np.array([-np.inf], dtype=np.float32).view(np.int32)[0]
 CACHED = 32  # compiled schemas kept (a server sees the same few schemas again and again)
 
 
@@ -50,7 +51,12 @@ class RowGrammar:
         if self.matcher.is_error():  # a limit reached: `take` raises for this row
             return
         allowed = np.unpackbits(self.words.view(np.uint8), count=self.vocab, bitorder="little")  # (V,) 0 / 1
-        np.copyto(logits, -np.inf, where=allowed == 0)
+        if logits.dtype != np.float32:
+            np.copyto(logits, -np.inf, where=allowed == 0)
+            return
+        ban = np.subtract(allowed, 1, dtype=np.int32)  # (V,) -1 (all bits set) where banned, 0 where allowed
+        ban &= NEG_INF_BITS  # -inf's bits where banned, 0.0's where allowed
+        logits += ban.view(np.float32)  # 3x faster than a masked copy at 24,576 tokens (9 against 25 us)
 
     def take(self, token: int) -> None:
         """Advance past ``token``; `GenerateError` where the grammar engine stopped (a limit reached)."""
