@@ -5,8 +5,10 @@ A chat template is data that came with a model (``chat_template`` in ``tokenizer
 takes it). Either way it is never code with access to Python: it renders in Jinja2's immutable
 sandbox, where attribute access to internals (``__class__``, ``__globals__``), calls of unsafe
 callables and changes to the messages raise `TemplateRefused`, and its output is capped. The
-context is Hugging Face's: ``messages``, ``add_generation_prompt``, ``bos_token``, ``eos_token`` and
-``raise_exception``.
+context is Hugging Face's: ``messages``, ``add_generation_prompt``, ``bos_token``, ``eos_token``,
+``raise_exception`` and ``strftime_now``, its ``tojson`` (keys in order, text unescaped), its
+``{% generation %}`` block and the ``{% break %}`` and ``{% continue %}`` of Jinja2's loop controls, so
+a template renders the prompt `apply_chat_template` renders.
 
 Bundles without a template get `DEFAULT_TEMPLATE`: one ``role: content`` line per message, then
 ``assistant:`` — plain text any tokenizer can encode, for base models that were never chat-tuned.
@@ -17,13 +19,18 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from jinja2 import TemplateError
+from jinja2 import TemplateError, nodes
+from jinja2.ext import Extension
+from jinja2.parser import Parser
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError, safe_range
+from jinja2.utils import Namespace
 
 from nima.layout import CHAT_TEMPLATE_FILE, TOKENIZER_CONFIG_FILE
+from nima.serve.protocol import Message
 
 DEFAULT_TEMPLATE = (
     "{% for message in messages %}{{ message['role'] }}: {{ message['content'] }}\n{% endfor %}"
@@ -33,10 +40,16 @@ TEMPLATE_FILE = CHAT_TEMPLATE_FILE
 TOKENIZER_CONFIG = TOKENIZER_CONFIG_FILE
 MAX_RENDERED = 1 << 20  # characters a rendering may produce
 MAX_RANGE_ITEMS = 1_000_000  # items all the ``range`` calls of one rendering may make together
+MAX_JSON_PAD = 64  # characters of a ``tojson`` indent or separator
 
 
 class TemplateRefused(ValueError):
-    """The template is unreadable, reached for something the sandbox forbids, or raised an error itself."""
+    """The template is unreadable, reached for something the sandbox forbids, or raised an error itself
+    (``deliberate``: through ``raise_exception``, a template's way of refusing a conversation)."""
+
+    def __init__(self, message: str, deliberate: bool = False) -> None:
+        super().__init__(message)
+        self.deliberate = deliberate
 
 
 @dataclass(frozen=True)
@@ -119,8 +132,13 @@ def render(
     """The prompt ``template`` makes of ``messages``; `TemplateRefused` with one line on any failure.
     ``extra``: more variables for the template (a request's ``chat_template_kwargs``, JSON values, such
     as Qwen3's ``enable_thinking``); they cannot replace the four above."""
-    env = _Sandbox(trim_blocks=True, lstrip_blocks=True, autoescape=False)
+    env = _Sandbox(
+        trim_blocks=True, lstrip_blocks=True, autoescape=False, extensions=[_Generation, "jinja2.ext.loopcontrols"]
+    )
+    env.filters["tojson"] = _tojson
     env.globals["raise_exception"] = _raise
+    env.globals["strftime_now"] = _strftime_now
+    env.globals["namespace"] = _Namespace
     env.globals["range"] = _budgeted_range([MAX_RANGE_ITEMS])
     try:
         compiled = env.from_string(template.source)
@@ -149,6 +167,60 @@ def render(
     return "".join(pieces)
 
 
+class _Generation(Extension):
+    """Hugging Face's ``{% generation %}...{% endgeneration %}`` (it marks the assistant's tokens for
+    training masks): rendered as its body."""
+
+    tags = {"generation"}
+
+    def parse(self, parser: Parser) -> nodes.Node:
+        lineno = next(parser.stream).lineno
+        body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+        return nodes.CallBlock(self.call_method("_body"), [], [], body).set_lineno(lineno)
+
+    def _body(self, caller: Callable[[], str]) -> str:
+        return caller()
+
+
+class _Namespace(Namespace):
+    """Jinja2's ``namespace`` without names that start with an underscore (Hugging Face's rule: no road to
+    Python's internals through a namespace's attributes)."""
+
+    def __init__(*args: Any, **kwargs: Any) -> None:  # noqa: N805 - Jinja2's own signature trick
+        self, rest = args[0], args[1:]
+        attrs = dict(*rest, **kwargs)
+        for name in attrs:
+            _Namespace._check(name)
+        Namespace.__init__(self, attrs)
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        _Namespace._check(name)
+        Namespace.__setitem__(self, name, value)
+
+    @staticmethod
+    def _check(name: Any) -> None:
+        if isinstance(name, str) and name.startswith("_"):
+            raise SecurityError(f"a namespace attribute may not start with an underscore ({name!r})")
+
+
+def _tojson(
+    value: Any, ensure_ascii: bool = False, indent: int | None = None, separators: Any = None, sort_keys: bool = False
+) -> str:
+    """Hugging Face's ``tojson``: JSON as the model saw it in training (keys in their order, text as it is),
+    where Jinja2's own sorts keys and escapes ``<``, ``>``, ``&``, ``'`` and every non-ASCII character.
+    Indents and separators are bounded (an indent of a billion spaces would be written before the
+    output's cap could see it)."""
+    for part in (indent, *(separators or ())):
+        if (isinstance(part, int) and part > MAX_JSON_PAD) or (isinstance(part, str) and len(part) > MAX_JSON_PAD):
+            raise SecurityError(f"tojson: an indent or separator past {MAX_JSON_PAD} characters")
+    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+
+def _strftime_now(format: str) -> str:  # noqa: A002 - the name templates call it with
+    """Hugging Face's ``strftime_now``: today's date in a template's format (Llama 3.1's, Granite's)."""
+    return datetime.now().strftime(format)
+
+
 def _budgeted_range(left: list[int]) -> Callable[..., range]:
     """Jinja2's sandboxed ``range`` (at most 100,000 items a call), drawing every call's items from one
     render's budget: nested loops over ranges (100,000 x 800 iterations took 27 s) stop at `MAX_RANGE_ITEMS`."""
@@ -164,7 +236,7 @@ def _budgeted_range(left: list[int]) -> Callable[..., range]:
 
 
 def _raise(message: str) -> None:
-    raise TemplateRefused(f"chat template: {message}")
+    raise TemplateRefused(f"chat template: {message}", deliberate=True)
 
 
 def _token_text(token: Any) -> str:
@@ -177,3 +249,32 @@ def _token_text(token: Any) -> str:
 def _first_line(err: Exception) -> str:
     text = str(err).strip()
     return (text.splitlines()[0] if text else type(err).__name__)[:200]
+
+
+def template_message(message: Message) -> dict[str, Any]:
+    """A message as chat templates read it (Hugging Face's): role and content, and the fields it sets of
+    ``name``, ``tool_call_id`` and ``tool_calls`` (an assistant's calls, which tool messages answer)."""
+    found: dict[str, Any] = {"role": message.role, "content": message.text()}
+    for key in ("name", "tool_call_id", "tool_calls"):
+        value = getattr(message, key)
+        if value:
+            found[key] = value
+    if message.tool_calls:  # OpenAI sends a call's arguments as JSON text; templates read them as a mapping
+        found["tool_calls"] = [_parsed_arguments(call) for call in message.tool_calls]
+    return found
+
+
+def _parsed_arguments(call: dict[str, Any]) -> dict[str, Any]:
+    """A tool call with its ``function.arguments`` parsed from JSON text to a mapping, as vLLM passes them
+    (Llama 3.1's ``arguments | tojson`` would write the text quoted; Qwen's ``arguments | items`` fails on
+    text); arguments that are not a JSON object stay as they came."""
+    function = call.get("function")
+    if not isinstance(function, dict) or not isinstance(function.get("arguments"), str):
+        return call
+    try:
+        parsed = json.loads(function["arguments"])
+    except ValueError:
+        return call
+    if not isinstance(parsed, dict):
+        return call
+    return {**call, "function": {**function, "arguments": parsed}}

@@ -9,6 +9,7 @@ request that fails a check raises `ApiError` (400, naming the field) before anyt
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from nima.runtime.errors import GenerateError
 from nima.runtime.generator import Generator
 from nima.runtime.options import is_greedy
 from nima.runtime.token_bytes import token_bytes
-from nima.serve.chat import ChatTemplate, TemplateRefused, bundle_template, render
+from nima.serve.chat import ChatTemplate, TemplateRefused, bundle_template, render, template_message
 from nima.serve.choose import LogitBias
 from nima.serve.errors import ApiError
 from nima.serve.fields import logit_bias, option_error, without_option
@@ -38,6 +39,8 @@ from nima.serve.protocol import (
 )
 from nima.serve.scheduler import Scheduler
 from nima.spec.generation import GenerationSpec
+
+log = logging.getLogger("nima.serve")
 
 
 @dataclass
@@ -114,6 +117,7 @@ class Service:
             raise
         self.generator = generator
         self.template = bundle_template(self.bundle)
+        _try_template(self.template)
         if generator.tokenizer is not None:
             token_bytes(generator.tokenizer)  # made here, not on the event loop at the first logprobs request
         self.scheduler = Scheduler(
@@ -173,9 +177,12 @@ class Service:
             )
         template = self.template if chat_template is None else ChatTemplate(chat_template)
         try:
-            return render(template, [_template_message(m) for m in messages], add_generation_prompt, extra)
+            return render(template, [template_message(m) for m in messages], add_generation_prompt, extra)
         except TemplateRefused as err:
-            raise ApiError(400, str(err), "chat_template" if chat_template else "messages") from None
+            if chat_template is not None or err.deliberate:  # the request's template, or the bundle's refusing
+                raise ApiError(400, str(err), "chat_template" if chat_template else "messages") from None
+            message = f"the bundle's {err} (the server's template failed, not the request)"
+            raise ApiError(500, message, code="chat_template_failed") from None
 
     # --- helpers ------------------------------------------------------------------------------
 
@@ -299,12 +306,11 @@ class Service:
         )
 
 
-def _template_message(message: Message) -> dict[str, Any]:
-    """A message as chat templates read it (Hugging Face's): role and content, and the fields it sets of
-    ``name``, ``tool_call_id`` and ``tool_calls`` (an assistant's calls, which tool messages answer)."""
-    found: dict[str, Any] = {"role": message.role, "content": message.text()}
-    for key in ("name", "tool_call_id", "tool_calls"):
-        value = getattr(message, key)
-        if value:
-            found[key] = value
-    return found
+def _try_template(template: ChatTemplate) -> None:
+    """Render the bundle's template once at load, so that a template that cannot work (a syntax error, a
+    filter it lacks) is in the log at the start, not first found by a client."""
+    try:
+        render(template, [{"role": "user", "content": "Hello."}])
+    except TemplateRefused as err:
+        if not err.deliberate:
+            log.warning("the bundle's %s: chat requests will get 500 chat_template_failed", err)
