@@ -10,6 +10,7 @@ field (``top_p``; ``max_new_tokens`` as ``max_tokens``).
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,7 @@ from nima.runtime.generator import Generator
 from nima.serve.choose import LogitBias
 from nima.serve.errors import ApiError
 from nima.serve.protocol import Sampling
+from nima.spec.generation import GenerationSpec
 
 # GenerationSpec option -> the request field that sets it, for naming the field in errors
 FIELD_OF = {
@@ -33,10 +35,18 @@ ANY_OBJECT: dict[str, Any] = {"type": "object"}  # OpenAI's JSON mode: any JSON 
 
 
 def overrides(request: Sampling, max_tokens: int | None, generator: Generator) -> dict[str, Any]:
-    """The request's fields as `GenerationSpec` options; unset fields keep the bundle's defaults."""
+    """The request's fields as `GenerationSpec` options, over the bundle's ``generation`` section as an
+    OpenAI-compatible server reads it (vLLM's rule): the section's sampling shape applies (temperature,
+    top-k, top-p, min-p, the penalties, stop strings, end tokens), but a request samples unless it says
+    ``temperature: 0`` (the section's ``do_sample`` is ``nima generate``'s), searches one beam unless it
+    asks for more, runs to the end of the context unless it gives ``max_tokens``, and draws from fresh
+    entropy unless it gives a seed (`seeded`)."""
     given = request.model_fields_set
+    beams = request.num_beams is not None and request.num_beams > 1
     found: dict[str, Any] = {
-        "max_new_tokens": max_tokens,
+        "max_new_tokens": max_tokens if max_tokens is not None else generator.spec.max_seq_len,
+        "do_sample": None if beams else True,  # a temperature of 0 makes it greedy (below)
+        "prompt_lookup_num_tokens": 0,
         "num_return_sequences": request.n,
         "seed": None if request.seed is None else request.seed % 2**64,  # the same 64 bits, unsigned
         "stop_strings": [request.stop] if isinstance(request.stop, str) else request.stop,
@@ -48,7 +58,7 @@ def overrides(request: Sampling, max_tokens: int | None, generator: Generator) -
         "repetition_penalty": request.repetition_penalty,
         "no_repeat_ngram_size": request.no_repeat_ngram_size,
         "min_new_tokens": request.min_tokens,
-        "num_beams": request.num_beams,
+        "num_beams": request.num_beams if beams else 1,
         "length_penalty": request.length_penalty,
         "slide_context": False,
     }
@@ -69,8 +79,15 @@ def overrides(request: Sampling, max_tokens: int | None, generator: Generator) -
         ends = () if request.ignore_eos else generator._eos_ids(generator.options())
         found["eos_token_ids"] = list(dict.fromkeys([*ends, *request.stop_token_ids]))  # ignore_eos: those only
     elif request.ignore_eos:  # as vLLM's benchmarks use it: the model's end tokens end nothing (banned to the end)
-        found["min_new_tokens"] = max_tokens if max_tokens is not None else generator.options().max_new_tokens
+        found["min_new_tokens"] = found["max_new_tokens"]
     return {name: value for name, value in found.items() if value is not None}
+
+
+def seeded(options: GenerationSpec, request: Sampling) -> GenerationSpec:
+    """``options`` with the request's seed, or none: a seed in the bundle's section is for ``nima generate``,
+    and every unseeded request would otherwise draw the same tokens."""
+    seed = None if request.seed is None else request.seed % 2**64
+    return options if options.seed == seed else replace(options, seed=seed)
 
 
 def logit_bias(given: dict[str, float] | None, vocab: int) -> LogitBias | None:

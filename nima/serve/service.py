@@ -23,7 +23,7 @@ from nima.runtime.token_bytes import token_bytes
 from nima.serve.chat import ChatTemplate, TemplateRefused, bundle_template, render, template_message
 from nima.serve.choose import LogitBias
 from nima.serve.errors import ApiError
-from nima.serve.fields import logit_bias, option_error, without_option
+from nima.serve.fields import logit_bias, option_error, seeded, without_option
 from nima.serve.fields import overrides as request_overrides
 from nima.serve.jobs import Event, Job
 from nima.serve.metrics import Metrics
@@ -278,11 +278,11 @@ class Service:
             )
         copies = 1
         try:
-            single = generator.options(**{**overrides, "num_return_sequences": 1})
+            single = seeded(generator.options(**{**overrides, "num_return_sequences": 1}), request)
             if request.n > 1 and is_greedy(single) and single.num_beams == 1:
                 options, copies = single, request.n  # greedy returns one sequence: n jobs give OpenAI's n choices
             else:
-                options = generator.options(**overrides)
+                options = seeded(generator.options(**overrides), request)
         except GenerateError as err:
             raise option_error(str(err)) from None
         if options.num_beams > 1 and logprobs is not None:

@@ -173,7 +173,7 @@ def test_null_fields_are_as_if_not_sent(text_bundle: Path) -> None:
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_greedy_n_gives_n_equal_choices(stream: bool, text_bundle: Path) -> None:
-    """OpenAI answers n > 1 at temperature 0 (or none given, where the bundle's default is greedy) with n choices."""
+    """OpenAI answers n > 1 at temperature 0 with n equal choices."""
     from nima.runtime import Generator
 
     generator = Generator(text_bundle)
@@ -194,7 +194,7 @@ def test_greedy_n_gives_n_equal_choices(stream: bool, text_bundle: Path) -> None
         assert texts == [expected[0].text] * 3 + [expected[1].text] * 3
         assert usage is not None and usage.completion_tokens == 3 * sum(len(c.token_ids) for c in expected)
         assert usage.prompt_tokens == len(generator.encode("To be")) + len(generator.encode("Romeo"))  # once each
-        chat = api.chat.completions.create(messages=[{"role": "user", "content": "hi"}], **fields)  # no temperature
+        chat = api.chat.completions.create(messages=[{"role": "user", "content": "hi"}], temperature=0, **fields)
         contents = [""] * 3
         for chunk in chat if stream else [chat]:
             for choice in chunk.choices:
@@ -408,5 +408,29 @@ def test_chat_template_kwargs_reach_the_template(text_bundle: Path) -> None:
             )
             assert tokenized.json()["count"] == counts[-1]  # /tokenize counts what the chat endpoint counts
         assert counts[1] > counts[0]
+    finally:
+        server.stop()
+
+
+def test_a_request_without_temperature_or_max_tokens_samples_to_the_end(text_bundle: Path) -> None:
+    """What OpenAI's and vLLM's clients expect of fields left out (LangChain's ``ChatOpenAI`` sends neither):
+    the request samples at the bundle's temperature although the bundle's section says greedy (n choices
+    differ, seeds matter, a seed repeats) and runs past the section's ``max_new_tokens`` (128)."""
+    from nima.runtime import Generator
+
+    generator = Generator(text_bundle)
+    assert not generator.spec.generation.do_sample and generator.spec.generation.max_new_tokens == 128
+    server = RunningServer(text_bundle)
+    try:
+        api = client(server)
+        chat = {"model": "tiny", "messages": [{"role": "user", "content": "Speak."}]}
+        many = api.chat.completions.create(n=3, max_tokens=20, **chat)
+        assert len({c.message.content for c in many.choices}) == 3
+        one, two, again = (api.chat.completions.create(seed=s, max_tokens=20, **chat) for s in (1, 2, 1))
+        assert one.choices[0].message.content != two.choices[0].message.content
+        assert one.choices[0].message.content == again.choices[0].message.content
+        long = api.completions.create(model="tiny", prompt="To be", seed=3, extra_body={"ignore_eos": True})
+        assert long.usage.completion_tokens == generator.spec.max_seq_len - len(generator.encode("To be"))
+        assert long.choices[0].finish_reason == "length"
     finally:
         server.stop()
