@@ -32,6 +32,11 @@ OPTION = "option json_schema"
 # schemas are a few kilobytes.
 MAX_SCHEMA_CHARS = 65_536
 NEG_INF_BITS = np.array([-np.inf], dtype=np.float32).view(np.int32)[0]
+# Whitespace between JSON tokens, llama.cpp's rule: none, one space, or one or two newlines and up to 20
+# spaces or tabs of indentation (pretty-printed JSON to depth 10). llguidance's own default, any run
+# of whitespace (as vLLM's), let a small model write newlines until its length limit; a schema's
+# "x-guidance" whitespace keys replace it.
+WHITESPACE = r"(?: |\n{1,2}[ \t]{0,20})?"
 CACHED = 32  # compiled schemas kept (a server sees the same few schemas again and again)
 
 
@@ -115,8 +120,11 @@ class Grammars:
             import llguidance
         except ImportError:
             raise GenerateError(f"{OPTION}: needs llguidance (pip install llguidance)") from None
+        own = schema.get("x-guidance")
+        chosen = isinstance(own, dict) and ("whitespace_flexible" in own or "whitespace_pattern" in own)
+        defaults = {} if chosen else {"whitespace_pattern": WHITESPACE}
         try:
-            source = llguidance.LLMatcher.grammar_from_json_schema(schema)
+            source = llguidance.LLMatcher.grammar_from_json_schema(schema, defaults=defaults)
         except (ValueError, TypeError) as err:
             raise GenerateError(f"{OPTION}: {_one_line(err)}") from None
         limits = llguidance.LLParserLimits(verbose_errors=False)  # errors name the problem, not the whole grammar

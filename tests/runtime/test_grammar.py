@@ -116,3 +116,32 @@ def test_bundles_without_text_or_with_an_encoder(bundles: dict[str, tuple[Path, 
         generator = Generator(bundle, threads=1)
         with pytest.raises(GenerateError, match=words):
             generator.options(json_schema={"type": "object"})
+
+
+def test_whitespace_between_json_tokens_is_bounded(setup: tuple[DecoderLM, Tokenizer, Generator]) -> None:
+    """llama.cpp's rule, checked on the masks a row gets as it takes tokens: after ``{``, one space or one
+    or two newlines and then up to 20 spaces or tabs; not two spaces, three newlines or a 21st space. A
+    schema's own whitespace keys replace the rule (llguidance's flexible whitespace: any run)."""
+    import numpy as np
+
+    _, tokenizer, generator = setup
+    (brace,), (newline,), (space,), (tab,) = (tokenizer.encode(c).ids for c in ("{", "\n", " ", "\t"))
+    eos = generator._eos_ids(generator.options())
+
+    def allowed_after(schema: dict, tokens: list[int]) -> set[int]:
+        row = generator.grammars.compile(schema, eos).start()
+        for token in [brace, *tokens]:
+            row.take(token)
+        scores = np.zeros(generator.spec.vocab_size, dtype=np.float32)
+        row.forbid(scores)
+        return {t for t in (newline, space, tab) if scores[t] == 0}
+
+    bounded = {"type": "object"}
+    assert allowed_after(bounded, []) == {newline, space}
+    assert allowed_after(bounded, [space]) == set()
+    assert allowed_after(bounded, [newline]) == {newline, space, tab}
+    assert allowed_after(bounded, [newline, newline]) == {space, tab}
+    assert allowed_after(bounded, [newline, *[space, tab] * 10]) == set()
+    assert allowed_after(bounded, [newline, *[space, tab] * 9, space]) == {space, tab}
+    free = {"type": "object", "x-guidance": {"whitespace_flexible": True}}
+    assert allowed_after(free, [newline, newline, space, newline]) == {newline, space, tab}
