@@ -144,12 +144,13 @@ class Message(Strict):
     annotations: list[Any] | None = None
 
     def text(self) -> str:
-        """The content as one string (text and refusal parts joined; a refusal alone when there is no content)."""
+        """The content as one string (parts joined by newlines, as vLLM joins them for templates that read
+        a string; a refusal alone when there is no content)."""
         if self.content is None:
             return self.refusal or ""
         if isinstance(self.content, str):
             return self.content
-        return "".join(part.text if isinstance(part, TextPart) else part.refusal for part in self.content)
+        return "\n".join(part.text if isinstance(part, TextPart) else part.refusal for part in self.content)
 
 
 class ChatRequest(Sampling):

@@ -129,3 +129,10 @@ def test_a_broken_bundle_template_is_the_servers_failure(
         assert httpx.get(refusing.url + "/health").status_code == 200
     finally:
         refusing.stop()
+
+
+def test_content_parts_join_with_newlines_as_vllm_joins_them() -> None:
+    parts = [{"type": "text", "text": "First."}, {"type": "text", "text": "Second."}]
+    message = template_message(Message.model_validate({"role": "user", "content": parts}))
+    assert message["content"] == "First.\nSecond."
+    assert template_message(Message.model_validate({"role": "assistant", "content": None}))["content"] == ""
