@@ -176,10 +176,28 @@ def row_rngs(seed: int | None, completions: Sequence[int]) -> list[np.random.Gen
     return [np.random.default_rng(seed if j == 0 else (seed, j)) for j in completions]
 
 
-def sample_tokens(logits: np.ndarray, options: GenerationSpec, draw: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+def sample_tokens(
+    logits: np.ndarray,
+    options: GenerationSpec,
+    draw: Callable[[np.ndarray], np.ndarray],
+    ends: Sequence[int] = (),
+) -> np.ndarray:
     """One token per row (R,) drawn from the distribution `warp` gives, without building it when top-p
     is on (`processors.sample_nucleus`); ``draw(rows)`` gives a uniform in (0, 1] per row index. In
-    place on ``logits``."""
+    place on ``logits``.
+
+    A row with nothing to draw from (every token banned: an n-gram ban over a small vocabulary, a
+    grammar; or NaN scores from broken weights) takes its first end token from ``ends`` (token 0
+    without one), so that it ends rather than draw forever (top-p's rejection loop found no token
+    inside a nucleus of no mass) or draw a banned token; a row with an infinite score takes it."""
+    top = logits.max(axis=-1)  # (R,) NaN where any score is NaN
+    dead = ~np.isfinite(top)
+    if dead.any():
+        tokens = np.where(top == np.inf, logits.argmax(axis=-1), ends[0] if ends else 0).astype(np.int64)
+        alive = np.flatnonzero(~dead)
+        if len(alive):
+            tokens[alive] = sample_tokens(logits[alive], options, lambda rows: draw(alive[rows]))
+        return tokens
     _warp_logits(logits, options)
     probs = processors.exp_weights(logits)  # (R, V) the distribution times a per-row constant
     weights = probs

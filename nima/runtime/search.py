@@ -86,7 +86,9 @@ def decode_rows(
         if penalise:
             seen = presence([row.history for row in running], logits.shape[-1])
         process_scores(logits, running, seen, options, limits.eos_ids)
-        chosen = logits.argmax(axis=-1) if greedy else sample_tokens(logits, options, row_draws(streams))  # (A,)
+        chosen = (
+            logits.argmax(axis=-1) if greedy else sample_tokens(logits, options, row_draws(streams), limits.eos_ids)
+        )
         finished = False
         for row, token in zip(running, chosen.tolist(), strict=True):
             row.tokens.append(token)
@@ -137,7 +139,9 @@ def _decode_row(
         if score:
             seen = presence([row.history], logits.shape[-1]) if penalise else None
             process_scores(logits[None], [row], seen, options, limits.eos_ids)  # in place, through a (1, V) view
-        token = int(logits.argmax()) if greedy else int(sample_tokens(logits[None], options, draws(rng))[0])
+        token = (
+            int(logits.argmax()) if greedy else int(sample_tokens(logits[None], options, draws(rng), limits.eos_ids)[0])
+        )
         row.tokens.append(token)
         row.finish_reason = limits.finish_reason(row)
         if place is not None:

@@ -40,7 +40,9 @@ def slide_on(
         logits, _ = session.step(ids, mask, positions, session.empty_cache(1, None, window))  # (1, V)
         seen = presence([row.history], logits.shape[-1]) if penalise else None
         process_scores(logits, [row], seen, options, limits.eos_ids)
-        token = int(logits[0].argmax()) if greedy else int(sample_tokens(logits, options, draws(rng))[0])
+        token = (
+            int(logits[0].argmax()) if greedy else int(sample_tokens(logits, options, draws(rng), limits.eos_ids)[0])
+        )
         row.tokens.append(token)
         row.finish_reason = limits.finish_reason(row)
         yield token

@@ -81,17 +81,18 @@ def choose(logits: np.ndarray, rows: Sequence[Row], plans: Sequence[RowPlan]) ->
         tokens = logits.argmax(axis=-1)  # (B,): no (G, V) copy of the rows first
     elif greedy:
         tokens[greedy] = logits[greedy].argmax(axis=-1)
-    groups: dict[tuple[float, int, float, float], list[int]] = {}
+    groups: dict[tuple[tuple[float, int, float, float], tuple[int, ...]], list[int]] = {}
     for b, plan in enumerate(plans):
-        if not plan.greedy:
-            groups.setdefault(plan.warp_key, []).append(b)
+        if not plan.greedy:  # by warpers, and by the end token a row with every token banned takes
+            groups.setdefault((plan.warp_key, plan.eos_ids[:1]), []).append(b)
     for members in groups.values():
         streams = [plans[b].rng for b in members]  # each row draws from its own stream, as alone
 
         def draw(rows: np.ndarray, streams: list = streams) -> np.ndarray:
             return np.array([1.0 - streams[r].random() for r in rows])
 
-        tokens[members] = sample_tokens(logits[members], plans[members[0]].options, draw)  # a (G, V) copy
+        first = plans[members[0]]
+        tokens[members] = sample_tokens(logits[members], first.options, draw, first.eos_ids)  # a (G, V) copy
     chosen = []
     for b, token in enumerate(tokens.tolist()):
         lp = reported.get(b)

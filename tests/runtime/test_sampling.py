@@ -175,3 +175,27 @@ def test_a_tiny_temperature_samples_the_argmax(bundles: dict[str, tuple[Path, De
     for seed in (1, 2):
         sampled = gen.generate(prompts, max_new_tokens=12, do_sample=True, temperature=temperature, seed=seed)
         assert [g.token_ids for g in sampled] == greedy
+
+
+@pytest.mark.parametrize("top_p", [1.0, 0.9])
+def test_a_row_with_every_token_banned_takes_its_end_token(top_p: float) -> None:
+    """Every score -inf (an n-gram ban over a small vocabulary) or NaN (broken weights): the row takes its
+    end token, where top-p's rejection loop ran for ever; a row with an infinite score takes that token;
+    the other rows draw what they draw alone."""
+    import warnings
+
+    from nima.runtime.rows import sample_tokens
+    from nima.spec.generation import GenerationSpec
+
+    options = GenerationSpec(do_sample=True, temperature=0.7, top_p=top_p)
+    live = np.random.default_rng(0).standard_normal((2, 50)).astype(np.float32)
+    batch = np.full((5, 50), -np.inf, dtype=np.float32)
+    batch[1], batch[3] = live
+    batch[2] = np.nan
+    batch[4, 17] = np.inf
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # and no numpy warning about the dead rows
+        tokens = sample_tokens(batch.copy(), options, lambda rows: np.full(len(rows), 0.5), ends=(7,))
+    picked = [int(sample_tokens(live[[i]].copy(), options, lambda rows: np.full(len(rows), 0.5))[0]) for i in range(2)]
+    assert tokens.tolist() == [7, picked[0], 7, picked[1], 17]
+    assert sample_tokens(batch[:1].copy(), options, lambda rows: np.ones(len(rows))).tolist() == [0]  # no end token
