@@ -7,6 +7,7 @@ Keys renamed across transformers versions are read in both spellings: RoPE's bas
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,13 @@ class HfConfig:
         value = self.require(key) if default is _MISSING else self.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ImportFailure(f"{self.path}: {key}: expected a number, got {value!r}")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer of hundreds of digits
+            raise ImportFailure(f"{self.path}: {key}: {str(value)[:20]}... is past a float's range") from None
+        if not math.isfinite(number):
+            raise ImportFailure(f"{self.path}: {key}: expected a finite number, got {value!r}")
+        return number
 
     def refuse(self, key: str, why: str) -> ImportFailure:
         """The error for a config value Nima cannot express."""

@@ -19,6 +19,7 @@ from nima.interop.hf.config import HfConfig
 from nima.interop.hf.fields import activation, activation_name, head_dim, rope_config, rope_scaling
 from nima.interop.hf.layouts import Map, Part, qkv_widths
 from nima.spec import ModelSpec
+from nima.spec.model import MAX_LAYERS
 
 CLASSES = {
     "llama": "LlamaForCausalLM",
@@ -79,6 +80,8 @@ def _patterns(config: HfConfig, max_seq_len: int) -> dict[str, Any] | list[dict[
     unknown = sorted(set(layer_types) - {"full_attention", "sliding_attention"})
     if unknown:
         raise config.refuse("layer_types", f"{unknown}: attention kinds Nima does not have")
+    if layer_types and len(layer_types) != _layers(config):  # checked first: the cycle search is quadratic
+        raise config.refuse("layer_types", f"{len(layer_types):,} entries for {_layers(config):,} layers")
     if not layer_types:
         sliding = config.get("use_sliding_window", window is not None)
         layer_types = ["sliding_attention" if sliding else "full_attention"]
@@ -91,6 +94,14 @@ def _patterns(config: HfConfig, max_seq_len: int) -> dict[str, Any] | list[dict[
     if len(cycle) == 1:
         return None if cycle[0]["kind"] == "full" else cycle[0]
     return cycle
+
+
+def _layers(config: HfConfig) -> int:
+    """``num_hidden_layers``, within the spec's bound before anything is built per layer."""
+    layers = config.integer("num_hidden_layers")
+    if not 0 < layers <= MAX_LAYERS:
+        raise config.refuse("num_hidden_layers", f"{layers:,}; expected 1 to {MAX_LAYERS:,}")
+    return layers
 
 
 def qwen2_spec(config: HfConfig) -> dict[str, Any]:
@@ -126,7 +137,7 @@ def gemma2_spec(config: HfConfig) -> dict[str, Any]:
     layers (``layer_types``; older configs: even layers slide)."""
     read = {"hidden_act": config.get("hidden_activation", "gelu_pytorch_tanh")}  # Gemma 2's name for it
     if "layer_types" not in config.data:
-        layers = config.integer("num_hidden_layers")
+        layers = _layers(config)
         read["layer_types"] = ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(layers)]
     config = HfConfig(config.path, {**config.data, **read})
     data = gemma_spec(config)

@@ -47,10 +47,11 @@ def imported_spec(source: Path) -> tuple[HfConfig, HfArchitecture, ModelSpec]:
 def _spec(source: Path, config: HfConfig, architecture: HfArchitecture) -> ModelSpec:
     try:
         data = architecture.spec(config)
-    except (TypeError, ValueError, KeyError, AttributeError) as err:  # a value of a type no config has
+    except (TypeError, ValueError, KeyError, AttributeError, ArithmeticError) as err:  # a value no config has
         if isinstance(err, ImportFailure):
             raise
-        raise ImportFailure(f"{config.path}: a value of an unexpected type ({err!r})") from None
+        what = "an impossible value" if isinstance(err, ArithmeticError) else "a value of an unexpected type"
+        raise ImportFailure(f"{config.path}: {what} ({type(err).__name__}: {str(err)[:200]})") from None
     data["name"] = re.sub(r"[^A-Za-z0-9._-]+", "-", source.resolve().name).strip("-.") or "imported"
     data["generation"] = _generation(source, config, data.get("architecture") == "encoder-decoder")
     try:

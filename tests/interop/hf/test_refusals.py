@@ -21,6 +21,13 @@ def edit_config(folder: Path, **changes: object) -> None:
     path.write_text(json.dumps({**config, **changes}))
 
 
+def drop_key(folder: Path, key: str) -> None:
+    path = folder / "config.json"
+    config = json.loads(path.read_text())
+    config.pop(key, None)
+    path.write_text(json.dumps(config))
+
+
 def edit_weights(folder: Path, change: Callable[[dict[str, torch.Tensor]], None]) -> None:
     path = folder / "model.safetensors"
     tensors = load_file(str(path))
@@ -95,6 +102,19 @@ CASES: dict[str, tuple[Callable[[Path], None], str]] = {
         lambda f: (f / "config.json").write_text("[" * 100_000 + "]" * 100_000),
         "config.json: not readable JSON (nested too deeply)",
     ),
+    "no heads": (lambda f: edit_config(f, num_attention_heads=0, head_dim=None), "config.json: "),
+    "an epsilon of 400 digits": (lambda f: edit_config(f, rms_norm_eps=10**400), "rms_norm_eps: 1000"),
+    "an infinite epsilon": (
+        lambda f: (f / "config.json").write_text(
+            (f / "config.json").read_text().rstrip().removesuffix("}") + ', "rms_norm_eps": Infinity}'
+        ),
+        "rms_norm_eps: expected a finite number",
+    ),
+    "layer kinds for other layers": (
+        lambda f: edit_config(f, layer_types=["full_attention"] * 30_000),
+        "layer_types: 30,000 entries for 2 layers",
+    ),
+    "ten billion layers": (lambda f: edit_config(f, num_hidden_layers=10**10), "n_layers: input should be less"),
     "a shard index nested too deeply": (
         lambda f: (f / "model.safetensors.index.json").write_text("[" * 100_000 + "]" * 100_000),
         "model.safetensors.index.json: not readable JSON (nested too deeply)",
@@ -129,6 +149,12 @@ SEQ2SEQ_CASES: dict[str, tuple[str, Callable[[Path], None], str]] = {
         lambda f: edit_config(f, share_encoder_decoder_embeddings=False),
         "share_encoder_decoder_embeddings: separate source and target embeddings",
     ),
+    "Gemma 2's ten billion layers, without layer kinds": (  # its layer kinds were built first: 12 GB in a minute
+        "gemma2",
+        lambda f: (edit_config(f, num_hidden_layers=10**10), drop_key(f, "layer_types")),
+        "num_hidden_layers: 10,000,000,000; expected 1 to 1,024",
+    ),
+    "T5 of no width": ("t5", lambda f: edit_config(f, d_model=0), "config.json: an impossible value"),
     "BART's logit bias missing": (
         "bart",
         lambda f: edit_weights(f, drop("final_logits_bias")),
