@@ -9,6 +9,7 @@ tail of ``metrics.jsonl``, so it answers in a fraction of a second on a deployme
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,7 +98,10 @@ def _model(folder: Path) -> Info:
     info = Info(folder, "run" if run else "model", _spec_rows(spec), _files(folder))
     weights = folder / WEIGHTS_FILE
     if weights.is_file():
-        info.rows.append(("weights", _weights_row(weights)))
+        row = _weights_row(weights)
+        info.rows.append(("weights", row))
+        if UNREADABLE in row:  # nothing to suggest importing
+            return info
     info.rows += _tokenizer_rows(folder / TOKENIZER_FILE)
     if run:
         info.rows += _run_rows(folder)
@@ -131,14 +135,15 @@ def _hugging_face(folder: Path) -> Info:
     """What ``nima import`` would make of the folder: the spec and its figures (from ``config.json``,
     no weight read), or why it would refuse; the weights' header and the tokenizer."""
     from nima.interop.hf.checkpoint import weights_problem
+    from nima.interop.hf.config import read_json_object
     from nima.interop.hf.errors import ImportFailure
     from nima.interop.hf.spec_of import imported_spec
 
     try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise InfoError(f"{folder / 'config.json'}: not readable JSON ({err})") from None
-    kind = config.get("model_type") if isinstance(config, dict) else None
+        config = read_json_object(folder / "config.json")  # bounded in size and depth, as the import reads it
+    except ImportFailure as err:
+        raise InfoError(str(err)) from None
+    kind = config.get("model_type")
     info = Info(folder, "hugging face folder", [("model_type", str(kind))], _files(folder))
     try:
         _, _, spec = imported_spec(folder)
@@ -152,7 +157,10 @@ def _hugging_face(folder: Path) -> Info:
         return info
     weights = folder / "model.safetensors"
     if weights.is_file():
-        info.rows.append(("weights", _weights_row(weights)))
+        row = _weights_row(weights)
+        info.rows.append(("weights", row))
+        if UNREADABLE in row:  # nothing to suggest importing
+            return info
     info.rows += _tokenizer_rows(folder / TOKENIZER_FILE)
     info.rows.append(("next", f"nima import {folder} -o MODEL_FOLDER"))
     return info
@@ -171,6 +179,9 @@ def _files(folder: Path) -> list[tuple[str, int]]:
     return found
 
 
+UNREADABLE = "not a readable safetensors file"
+
+
 def _weights_row(path: Path) -> str:
     """Tensor count, dtypes and parameters from the safetensors header (8-byte length, then JSON)."""
     try:
@@ -180,18 +191,20 @@ def _weights_row(path: Path) -> str:
                 return f"{size(path.stat().st_size)} (header of {length} bytes: not read)"
             header = json.loads(f.read(length))
     except (OSError, ValueError, struct.error) as err:
-        return f"{path.name}: not a readable safetensors file ({err})"
+        return f"{path.name}: {UNREADABLE} ({err})"
+    if not isinstance(header, dict):
+        return f"{path.name}: {UNREADABLE} (its header is no JSON object)"
     tensors = {k: v for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)}
-    count = sum(_product(v.get("shape", [])) for v in tensors.values())
-    dtypes = sorted({str(v.get("dtype")) for v in tensors.values()})
+    count = 0
+    for name, entry in tensors.items():
+        shape = entry.get("shape")
+        sizes = isinstance(shape, list) and len(shape) <= 16 and all(type(n) is int and 0 <= n < 2**63 for n in shape)
+        values = math.prod(shape) if sizes else 0
+        if not sizes or values >= 2**63:
+            return f"{path.name}: {UNREADABLE} (tensor {name[:80]!r}: shape {str(shape)[:40]})"
+        count += values
+    dtypes = sorted({str(v.get("dtype"))[:16] for v in tensors.values()})
     return f"{len(tensors)} tensors, {count:,} values, {'/'.join(dtypes)}, {size(path.stat().st_size)}"
-
-
-def _product(shape: list[Any]) -> int:
-    total = 1
-    for n in shape:
-        total *= int(n)
-    return total
 
 
 def _tokenizer_rows(path: Path) -> list[tuple[str, str]]:

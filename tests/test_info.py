@@ -176,3 +176,32 @@ def test_info_on_a_transformers_folder_runs_without_torch(transformers_folder: P
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["rows"] == info_json(transformers_folder)["rows"]  # the figures need no torch
+
+
+@pytest.mark.parametrize(
+    "shape", ["abc", 5, [1e400], [-1], [True], [10**9] * 500, [3] * 100], ids=lambda s: str(s)[:12]
+)
+def test_a_safetensors_header_with_impossible_shapes_is_reported(
+    transformers_folder: Path, tmp_path: Path, shape: object
+) -> None:
+    """Shapes that are no list of sizes, or whose product passes any file: a row that says so, not a traceback
+    (``[10**9] * 500`` made a number past Python's 4,300-digit printing limit)."""
+    import shutil
+    import struct
+
+    folder = shutil.copytree(transformers_folder, tmp_path / "hf")
+    header = json.dumps({"a": {"dtype": "F32", "shape": shape, "data_offsets": [0, 0]}}).encode()
+    header += b" " * (-len(header) % 8)
+    (folder / "model.safetensors").write_bytes(struct.pack("<Q", len(header)) + header)
+    rows = info_json(folder)["rows"]
+    assert "not a readable safetensors file" in rows.get("weights", rows.get("import", "")), rows
+    assert "next" not in rows
+
+
+def test_a_huge_config_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    """A sparse 1 GB config.json (nothing on disk): refused by its size, as the import refuses it (it was read
+    whole: 2 GB of memory)."""
+    with (tmp_path / "config.json").open("wb") as f:
+        f.truncate(1 << 30)
+    code, _, err = invoke("info", tmp_path)
+    assert code == 2 and "1,073,741,824 bytes; not a model's JSON file" in err
