@@ -195,18 +195,23 @@ def _as_flag(message: str) -> str:
 def _schema(given: str) -> dict[str, Any]:
     """``--json-schema``'s value: a file holding a JSON schema, or the schema's JSON itself."""
     from nima.cli.common import fail
+    from nima.runtime.grammar import MAX_SCHEMA_CHARS
 
     path = Path(given)
     looks_inline = given.lstrip().startswith(("{", "["))
     if not looks_inline:
         if not path.is_file():
             fail(f"--json-schema {given}: no such file (give a .json file, or the schema's JSON itself)")
+        if path.stat().st_size > 16 * MAX_SCHEMA_CHARS:  # a schema is taken up to 64 KiB as compact JSON
+            fail(f"--json-schema {path}: {path.stat().st_size:,} bytes; a schema is at most {MAX_SCHEMA_CHARS:,}")
         try:
             given = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as err:
             fail(f"--json-schema {path}: cannot read it ({err.__class__.__name__})")
     try:
         schema = json.loads(given)
+    except RecursionError:
+        fail("--json-schema: nested too deeply to read")
     except ValueError as err:
         fail(f"--json-schema: not valid JSON ({err})")
     if not isinstance(schema, dict):

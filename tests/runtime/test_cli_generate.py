@@ -243,6 +243,9 @@ def test_json_schema_from_a_file_or_inline(text_bundle: tuple[Path, DecoderLM], 
     schema |= {"additionalProperties": False, "x-guidance": {"whitespace_flexible": False}}
     file = tmp_path / "schema.json"
     file.write_text(json.dumps(schema))
+    sparse = tmp_path / "huge.json"
+    with sparse.open("wb") as f:  # 1 GB, nothing on disk: refused by its size before it is read
+        f.truncate(1 << 30)
     expected = Generator(path).generate("To be", max_new_tokens=40, do_sample=False, json_schema=schema)[0].text
     assert "w" in json.loads(expected)  # a whole document: the test model closes it within 40 tokens
     for given in (file, json.dumps(schema)):
@@ -253,6 +256,8 @@ def test_json_schema_from_a_file_or_inline(text_bundle: tuple[Path, DecoderLM], 
         ("{not json", "not valid JSON"),
         ("[1, 2]", "a JSON object, not list"),
         ('{"type": "nonsense"}', "cannot be followed"),
+        ('{"items": ' * 5000 + "{}" + "}" * 5000, "nested too deeply"),
+        (sparse, "bytes; a schema is at most"),
     ):
         code, out, err = run(path, "--prompt", "To be", "--json-schema", given)
         assert code == 2 and out == ""
