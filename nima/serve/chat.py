@@ -69,7 +69,9 @@ def bundle_template(folder: Path) -> ChatTemplate:
     if config_path.is_file():
         try:
             config = json.loads(config_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
+            config = {}
+        if not isinstance(config, dict):  # a JSON array or number: no template, no tokens in it
             config = {}
     bos, eos = _token_text(config.get("bos_token")), _token_text(config.get("eos_token"))
     file = folder / TEMPLATE_FILE

@@ -136,3 +136,11 @@ def test_content_parts_join_with_newlines_as_vllm_joins_them() -> None:
     message = template_message(Message.model_validate({"role": "user", "content": parts}))
     assert message["content"] == "First.\nSecond."
     assert template_message(Message.model_validate({"role": "assistant", "content": None}))["content"] == ""
+
+
+def test_a_tokenizer_config_that_is_no_object_gives_the_default_template(tmp_path: Path) -> None:
+    """A bundle's tokenizer_config.json holding a JSON array: the server used to fail at load on it."""
+    from nima.serve.chat import bundle_template
+
+    (tmp_path / "tokenizer_config.json").write_text("[1, 2]")
+    assert bundle_template(tmp_path).builtin

@@ -26,13 +26,15 @@ from nima import __version__
 from nima.builders import build_model
 from nima.interop.hf.architectures import HfArchitecture
 from nima.interop.hf.checkpoint import Checkpoint
-from nima.interop.hf.config import HfConfig
+from nima.interop.hf.config import HfConfig, read_json_object
 from nima.interop.hf.errors import ImportFailure
 from nima.interop.hf.layouts import Map
 from nima.interop.hf.spec_of import imported_spec
 from nima.interop.safetensors_stream import write_safetensors
 from nima.layout import (
+    CHAT_TEMPLATE_FILE,
     SPEC_FILE,
+    TOKENIZER_CONFIG_FILE,
     TOKENIZER_EXTRAS,
     TOKENIZER_FILE,
     WEIGHTS_FILE,
@@ -86,6 +88,7 @@ def _write(
 ) -> ImportResult:
     """Write the model folder: the spec, the weights tensor by tensor, the tokenizer files."""
     plan = _plan(spec, architecture, checkpoint)
+    _check_tokenizer_files(source)  # before anything is written: a broken file was copied and found at export
     shapes = {name: shape for name, (_, shape) in plan.items()}
     with staged_folder(out, replace=replace) as tmp:
         write_json(tmp / SPEC_FILE, spec.model_dump(mode="json"))
@@ -103,6 +106,36 @@ def _write(
         files = sorted(p.name for p in tmp.iterdir())
         weight_bytes = (tmp / WEIGHTS_FILE).stat().st_size
     return ImportResult(out, spec, config.model_type, len(plan), weight_bytes, files)
+
+
+MAX_TOKENIZER_BYTES = 256 << 20  # the largest tokenizer.json files in use are about 35 MB
+MAX_TEMPLATE_BYTES = 1 << 20
+
+
+def _check_tokenizer_files(source: Path) -> None:
+    """The tokenizer files the model folder takes must be what they say: ``tokenizer.json`` a tokenizer
+    that loads (within `MAX_TOKENIZER_BYTES`), ``tokenizer_config.json`` a JSON object, the chat template
+    UTF-8 text within `MAX_TEMPLATE_BYTES`; `ImportFailure` naming the file."""
+    from tokenizers import Tokenizer
+
+    path = source / TOKENIZER_FILE
+    if path.is_file():
+        if path.stat().st_size > MAX_TOKENIZER_BYTES:
+            raise ImportFailure(f"{path}: {path.stat().st_size:,} bytes; not a tokenizer")
+        try:
+            Tokenizer.from_file(str(path))
+        except Exception as err:  # tokenizers raises a bare Exception for malformed files
+            raise ImportFailure(f"{path}: not a readable tokenizer.json ({str(err).splitlines()[0][:200]})") from None
+    if (source / TOKENIZER_CONFIG_FILE).is_file():
+        read_json_object(source / TOKENIZER_CONFIG_FILE)
+    template = source / CHAT_TEMPLATE_FILE
+    if template.is_file():
+        if template.stat().st_size > MAX_TEMPLATE_BYTES:
+            raise ImportFailure(f"{template}: {template.stat().st_size:,} bytes; not a chat template")
+        try:
+            template.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise ImportFailure(f"{template}: not readable UTF-8 text ({type(err).__name__})") from None
 
 
 def _plan(

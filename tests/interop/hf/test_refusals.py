@@ -115,6 +115,18 @@ CASES: dict[str, tuple[Callable[[Path], None], str]] = {
         "layer_types: 30,000 entries for 2 layers",
     ),
     "ten billion layers": (lambda f: edit_config(f, num_hidden_layers=10**10), "n_layers: input should be less"),
+    "a truncated tokenizer": (
+        lambda f: (f / "tokenizer.json").write_text('{"version": "1.0", "model": {"type": "BPE", "vocab": {'),
+        "tokenizer.json: not a readable tokenizer.json",
+    ),
+    "a tokenizer config that is no object": (
+        lambda f: (f / "tokenizer_config.json").write_text("[1, 2]"),
+        "tokenizer_config.json: expected a JSON object",
+    ),
+    "a chat template that is no text": (
+        lambda f: (f / "chat_template.jinja").write_bytes(b"\xff\xfe{{ x }}"),
+        "chat_template.jinja: not readable UTF-8 text",
+    ),
     "a shard index nested too deeply": (
         lambda f: (f / "model.safetensors.index.json").write_text("[" * 100_000 + "]" * 100_000),
         "model.safetensors.index.json: not readable JSON (nested too deeply)",
