@@ -23,6 +23,8 @@ MODEL_FOLDER_FILES = {
 
 def _check_target(source: Path, out: Path, force: bool) -> None:
     """Refuse a target that is a file, holds the source, or holds anything but an earlier model folder."""
+    if out.is_symlink():  # the folder is written beside it and renamed into place, which a link refuses
+        fail(f"{out}: is a symbolic link; give the folder it points to, or a new one")
     if out.exists() and not out.is_dir():
         fail(f"{out}: exists and is not a folder")
     resolved, origin = out.resolve(), source.resolve()

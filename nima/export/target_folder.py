@@ -19,6 +19,8 @@ def check_target(out: Path, force: bool, source: Path | None = None) -> None:
     ``--force`` replaces the whole folder, so it must be an earlier bundle: a folder with
     ``nima.json``, an ``.onnx`` file and no subfolders. Anything else (a run or build folder, a
     project folder given by mistake) is refused rather than deleted."""
+    if out.is_symlink():  # the bundle is written beside it and renamed into place, which a link refuses
+        raise BundleError(f"{out}: is a symbolic link; give the folder it points to, or a new one")
     if out.exists() and not out.is_dir():
         raise BundleError(f"{out}: exists and is not a folder")
     if source is not None and _holds(out.resolve(), source.resolve()):

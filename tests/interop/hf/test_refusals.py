@@ -218,3 +218,20 @@ def test_force_replaces_only_a_model_folder(llama_folder: Path, tmp_path: Path) 
     refused = runner.invoke(app, ["import", str(llama_folder), "-o", str(out), "--force"])
     assert refused.exit_code == 2 and "holds notes.txt" in refused.stderr
     assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_a_target_that_is_a_symbolic_link_is_refused_up_front(llama_folder: Path, tmp_path: Path) -> None:
+    """A link to an empty folder, or a dangling one: refused before the work (it failed after the whole
+    import and export with "another process wrote it meanwhile?"); nothing is written."""
+    from nima.export.errors import BundleError
+    from nima.export.target_folder import check_target
+
+    (tmp_path / "empty").mkdir()
+    for name, points in (("to-empty", tmp_path / "empty"), ("dangling", tmp_path / "nowhere")):
+        link = tmp_path / name
+        link.symlink_to(points)
+        result = CliRunner().invoke(app, ["import", str(llama_folder), "-o", str(link)])
+        assert result.exit_code == 2 and "is a symbolic link" in result.stderr, result.output
+        with pytest.raises(BundleError, match="is a symbolic link"):
+            check_target(link, force=False)
+    assert list((tmp_path / "empty").iterdir()) == [] and not (tmp_path / "nowhere").exists()
