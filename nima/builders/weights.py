@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model, save_model
 from torch import nn
 
@@ -38,12 +38,20 @@ def _save(model: nn.Module, path: Path, metadata: dict[str, str] | None) -> None
     save_model(model, str(path), metadata={"format": "pt", **(metadata or {})})
 
 
+FLOAT_DTYPES = {"F64", "F32", "F16", "BF16"}  # safetensors' names
+
+
 def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     """Load ``model.safetensors`` into ``model``; every mismatch is one `WeightsError`."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: weights file not found")
     try:
+        with safe_open(str(path), "pt") as stored:  # the header only: integers would be cast to weights
+            for name in stored.keys():  # noqa: SIM118 - safe_open has keys(), not iteration
+                kind = stored.get_slice(name).get_dtype()
+                if kind not in FLOAT_DTYPES:
+                    raise WeightsError(f"{path}: tensor {name!r} holds {kind}; weights are floating point")
         missing, unexpected = load_model(model, str(path), strict=False)
     except SafetensorError as err:
         raise WeightsError(f"{path}: not a readable safetensors file ({err})") from None

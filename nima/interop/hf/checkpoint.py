@@ -79,9 +79,12 @@ class Checkpoint:
             raise ImportFailure(f"{self.folder}: the checkpoint has no tensor {name!r}")
         path = self._files[stored]
         try:
-            return self._open(path).get_tensor(stored)  # type: ignore[attr-defined]
+            tensor = self._open(path).get_tensor(stored)  # type: ignore[attr-defined]
         except (SafetensorError, OSError) as err:  # an index naming a shard that lacks the tensor, say
             raise ImportFailure(f"{path}: cannot read tensor {stored!r} ({err})") from None
+        if not tensor.is_floating_point():  # integers would be cast to weights of no meaning
+            raise ImportFailure(f"{path}: tensor {stored!r} holds {tensor.dtype}; weights are floating point")
+        return tensor
 
     def shape(self, name: str) -> tuple[int, ...] | None:
         """The stored shape of ``name`` without reading its data; None when the folder lacks it."""

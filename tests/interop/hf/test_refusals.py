@@ -115,6 +115,10 @@ CASES: dict[str, tuple[Callable[[Path], None], str]] = {
         "layer_types: 30,000 entries for 2 layers",
     ),
     "ten billion layers": (lambda f: edit_config(f, num_hidden_layers=10**10), "n_layers: input should be less"),
+    "integer weights": (
+        lambda f: edit_weights(f, lambda t: t.update({"lm_head.weight": t["lm_head.weight"].to(torch.int32)})),
+        "tensor 'lm_head.weight' holds torch.int32; weights are floating point",
+    ),
     "a truncated tokenizer": (
         lambda f: (f / "tokenizer.json").write_text('{"version": "1.0", "model": {"type": "BPE", "vocab": {'),
         "tokenizer.json: not a readable tokenizer.json",
