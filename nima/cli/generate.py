@@ -247,6 +247,9 @@ def _collect_prompts(texts: list[str] | None, ids: list[str] | None, path: Path 
     return prompts
 
 
+MAX_PROMPTS_BYTES = 256 << 20  # a prompts file past this is no batch for one process
+
+
 def _read_prompts(path: Path) -> list[str]:
     """The lines of ``path``, or of standard input for ``-``; a regular file or stdin only (a FIFO or a
     device would block or never end)."""
@@ -257,6 +260,10 @@ def _read_prompts(path: Path) -> list[str]:
 
         what = "no such file" if not path.exists() else "not a regular file"
         raise GenerateError(f"{path}: cannot read prompts ({what})")
+    if path.stat().st_size > MAX_PROMPTS_BYTES:
+        from nima.runtime import GenerateError
+
+        raise GenerateError(f"{path}: {path.stat().st_size:,} bytes of prompts; at most {MAX_PROMPTS_BYTES:,}")
     return path.read_text(encoding="utf-8").splitlines()
 
 

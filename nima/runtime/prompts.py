@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from nima.runtime.families import DecoderFamily, EncoderDecoderFamily
 
 Prompt = str | Sequence[int]
+MAX_CHARS_PER_TOKEN = 64  # a text longer than the context times this cannot fit it (tokens of text are shorter)
 
 
 class PromptReader:
@@ -46,6 +47,12 @@ class PromptReader:
         if isinstance(prompt, str):
             if self.tokenizer is None:
                 raise GenerateError("this bundle has no tokenizer.json: give prompts as token ids")
+            most = self.context * MAX_CHARS_PER_TOKEN
+            if len(prompt) > most:  # tokenizing costs about 140 bytes a character: 20 MB of text took 2.8 GB
+                raise GenerateError(
+                    f"prompt {prompt[:40]!r}...: {len(prompt):,} characters; a context of {self.context:,} tokens "
+                    f"holds no more than {most:,}"
+                )
             try:
                 ids = list(self.tokenizer.encode(prompt).ids)
             except Exception:  # tokenizers raises a bare Exception, e.g. for a character a vocabulary lacks

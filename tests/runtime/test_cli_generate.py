@@ -262,3 +262,21 @@ def test_json_schema_from_a_file_or_inline(text_bundle: tuple[Path, DecoderLM], 
         code, out, err = run(path, "--prompt", "To be", "--json-schema", given)
         assert code == 2 and out == ""
         assert err.startswith("error: --json-schema") and words in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_prompt_past_any_context_is_refused_before_it_is_tokenized(
+    text_bundle: tuple[Path, DecoderLM], tmp_path: Path
+) -> None:
+    """A line of 20 MB (tokenizing it took 2.8 GB before the length check) and a prompts file of 300 MB
+    (nothing on disk): refused by their size, at once, one line each."""
+    path, _ = text_bundle
+    context = Generator(path).spec.max_seq_len
+    line = tmp_path / "line.txt"
+    line.write_text("hello world " * (context * 8))
+    code, out, err = run(path, "--prompts-file", line)
+    assert code == 2 and out == "" and f"a context of {context:,} tokens holds no more than" in err
+    huge = tmp_path / "huge.txt"
+    with huge.open("wb") as f:
+        f.truncate(300 << 20)
+    code, out, err = run(path, "--prompts-file", huge)
+    assert code == 2 and out == "" and "bytes of prompts; at most 268,435,456" in err
