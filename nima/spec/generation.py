@@ -22,7 +22,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from annotated_types import Ge, Gt, Le, Lt
 
-MAX_SEQUENCES = 128  # beams, and sequences per prompt: each holds a cache (a billion beams took 8 GB before failing)
+MAX_SEQUENCES = 4096  # beams, and sequences per prompt: each holds a cache (a billion beams took 8 GB before failing)
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class GenerationSpec:
     min_p: Annotated[float, Ge(0.0), Le(1.0)] = 0.0
     """Drop tokens below min_p * max probability."""
     num_beams: Annotated[int, Ge(1), Le(MAX_SEQUENCES)] = 1
-    """Beam width; 1 disables beam search (at most 128: every beam holds a cache)."""
+    """Beam width; 1 disables beam search (at most 4,096: every beam holds a cache)."""
     length_penalty: Annotated[float, Ge(-40), Le(40)] = 1.0
     """Beam score = logprob / length**length_penalty (-40 to 40: past that the power leaves the range of a
     float at long lengths)."""
@@ -60,7 +60,7 @@ class GenerationSpec:
     once the best live beam, scored at its current length, cannot beat the worst of them; never: only once
     it cannot at the longest allowed length."""
     num_return_sequences: Annotated[int, Ge(1), Le(MAX_SEQUENCES)] = 1
-    """Sequences returned per prompt (at most 128: each is a row with a cache)."""
+    """Sequences returned per prompt (at most 4,096: each is a row with a cache)."""
     repetition_penalty: Annotated[float, Gt(0.0)] = 1.0
     """CTRL penalty on tokens already present."""
     no_repeat_ngram_size: Annotated[int, Ge(0)] = 0

@@ -33,8 +33,8 @@ BAD_OPTIONS = [
     ({"temperature": float("inf")}, "temperature"),
     ({"length_penalty": float("nan")}, "length_penalty"),
     ({"repetition_penalty": float("inf")}, "repetition_penalty"),
-    ({"num_beams": 129}, "num_beams"),  # each beam holds a cache: a billion of them took 8 GB before failing
-    ({"num_return_sequences": 129, "do_sample": True}, "num_return_sequences"),
+    ({"num_beams": 4097}, "num_beams"),  # each beam holds a cache: a billion of them took 8 GB before failing
+    ({"num_return_sequences": 10**6, "do_sample": True}, "num_return_sequences"),
 ]
 
 

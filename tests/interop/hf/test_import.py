@@ -11,6 +11,7 @@ import pytest
 import torch
 from hf_support import CASES, VOCAB, import_cases, nima_model, positions, random_model, save
 from safetensors import safe_open
+from tokenizers import Tokenizer, models
 from transformers import PreTrainedModel
 
 from nima.export.bundle import export_bundle
@@ -126,7 +127,7 @@ def test_tokenizer_files_and_generation_defaults(imported: dict, tmp_path: Path)
     """tokenizer.json and tokenizer_config.json are copied; generation_config.json sets the spec's defaults."""
     hf, _ = imported["llama"]
     source = save(hf, tmp_path / "hf")
-    (source / "tokenizer.json").write_text('{"version": "1.0"}')
+    Tokenizer(models.WordLevel({"a": 0, "[UNK]": 1}, unk_token="[UNK]")).save(str(source / "tokenizer.json"))
     (source / "tokenizer_config.json").write_text('{"chat_template": "{{ messages }}"}')
     (source / "generation_config.json").write_text(
         '{"do_sample": true, "temperature": 0.6, "top_p": 0.9, "eos_token_id": [2, 5], "max_new_tokens": 40}'
