@@ -45,7 +45,8 @@ MAX_JSON_PAD = 64  # characters of a ``tojson`` indent or separator
 
 class TemplateRefused(ValueError):
     """The template is unreadable, reached for something the sandbox forbids, or raised an error itself
-    (``deliberate``: through ``raise_exception``, a template's way of refusing a conversation)."""
+    (``deliberate``: the conversation's doing, not the template's: refused through ``raise_exception``,
+    or rendering past the output cap)."""
 
     def __init__(self, message: str, deliberate: bool = False) -> None:
         super().__init__(message)
@@ -156,7 +157,7 @@ def render(
         for piece in compiled.generate(**context):
             size += len(piece)
             if size > MAX_RENDERED:
-                raise TemplateRefused(f"chat template: its output passed {MAX_RENDERED:,} characters")
+                raise TemplateRefused(f"chat template: its output passed {MAX_RENDERED:,} characters", deliberate=True)
             pieces.append(piece)
     except SecurityError as err:
         raise TemplateRefused(f"chat template: refused by the sandbox: {_first_line(err)}") from None
