@@ -3,9 +3,10 @@
 The tiny (~9M, vocabulary 24,576) LLaMA-style `ort` bundle with a byte-level BPE trained on
 tinyshakespeare to the model's vocabulary: greedy decoding of 128 tokens after a short prompt, free
 and with a JSON schema, in interleaved rounds, 2 threads. Random weights write nothing a schema
-likes, so the schema is one that keeps any model busy for 128 tokens: an array of at least 100 strings. Reported: tok/s of each (median of rounds), their per-round ratio, and the mask's own
-cost per step (`RowGrammar.forbid` and `take` timed alone on the rows' own steps), against the
-whole step.
+likes, so the schema is one that keeps any model busy for 128 tokens: an array of at least 100
+strings. Reported: tok/s of each (median of rounds), their per-round ratio, and the mask's own
+cost per step (`RowGrammar.forbid` and `take` timed alone on the rows' own steps), against the whole
+step.
 
     .venv/bin/python bench/structured.py [--rounds 5]
 """
