@@ -96,16 +96,12 @@ def _model(folder: Path) -> Info:
     spec = _resolved(folder)
     run = (folder / RUN_FILE).is_file()
     info = Info(folder, "run" if run else "model", _spec_rows(spec), _files(folder))
-    weights = folder / WEIGHTS_FILE
-    if weights.is_file():
-        row = _weights_row(weights)
-        info.rows.append(("weights", row))
-        if UNREADABLE in row:  # nothing to suggest importing
-            return info
+    readable = _weights(info, folder / WEIGHTS_FILE)
     info.rows += _tokenizer_rows(folder / TOKENIZER_FILE)
     if run:
         info.rows += _run_rows(folder)
-    info.rows.append(("next", f"nima export --onnx {folder} -o BUNDLE"))
+    if readable:  # unreadable weights: no export to suggest
+        info.rows.append(("next", f"nima export --onnx {folder} -o BUNDLE"))
     return info
 
 
@@ -155,12 +151,8 @@ def _hugging_face(folder: Path) -> Info:
     if problem is not None:  # the spec is readable, the weights are not: say so, suggest nothing
         info.rows.append(("import", f"refused: {problem}"))
         return info
-    weights = folder / "model.safetensors"
-    if weights.is_file():
-        row = _weights_row(weights)
-        info.rows.append(("weights", row))
-        if UNREADABLE in row:  # nothing to suggest importing
-            return info
+    if not _weights(info, folder / "model.safetensors"):  # nothing to suggest importing
+        return info
     info.rows += _tokenizer_rows(folder / TOKENIZER_FILE)
     info.rows.append(("next", f"nima import {folder} -o MODEL_FOLDER"))
     return info
@@ -180,6 +172,15 @@ def _files(folder: Path) -> list[tuple[str, int]]:
 
 
 UNREADABLE = "not a readable safetensors file"
+
+
+def _weights(info: Info, path: Path) -> bool:
+    """Add ``path``'s weights row to ``info`` when the file is there; False when its header is unreadable."""
+    if not path.is_file():
+        return True
+    row = _weights_row(path)
+    info.rows.append(("weights", row))
+    return UNREADABLE not in row
 
 
 def _weights_row(path: Path) -> str:
